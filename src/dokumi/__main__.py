@@ -1,0 +1,5 @@
+import sys
+
+from dokumi.cli import main
+
+sys.exit(main())

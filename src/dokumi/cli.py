@@ -1,0 +1,101 @@
+"""The `dokumi` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dokumi.errors import DokumiError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except DokumiError as error:
+        print(f"dokumi: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dokumi: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from dokumi import __version__
+
+    parser = argparse.ArgumentParser(prog="dokumi", description="Screen LLM training data for poisoning.")
+    parser.add_argument("--version", action="version", version=f"dokumi {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    scan = commands.add_parser("scan", help="score and filter Parquet or JSONL shards")
+    scan.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or globs (quote globs)")
+    scan.add_argument("--out", required=True, help="output folder (clean/, quarantine/, scores/, manifest.json)")
+    scan.add_argument("--policy", default="pretraining", help="built-in recipe name or path (default: pretraining)")
+    scan.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
+                      help="column name for a role, e.g. --column text=content (repeatable)")
+    scan.add_argument("--workers", type=int, default=None, help="processes for scoring (default: all cores)")
+    scan.add_argument("--batch-size", type=int, default=1024, help="records per batch (default: 1024)")
+    scan.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    progress = scan.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="always show a progress bar")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+    scan.set_defaults(run=_run_scan)
+
+    policies = commands.add_parser("policies", help="list the built-in policy recipes")
+    policies.set_defaults(run=_run_policies)
+    return parser
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    from dokumi.errors import InputError
+    from dokumi.policy import load_policy
+    from dokumi.scan import scan
+
+    columns = {}
+    for spec in args.column:
+        role, equals, name = spec.partition("=")
+        if not equals:
+            raise InputError(f"--column {spec!r}: expected ROLE=NAME, e.g. text=content")
+        columns[role.strip()] = name.strip()
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers} must be at least 1")
+    policy = load_policy(args.policy)
+    if columns:
+        from dataclasses import replace
+
+        from dokumi.records import Columns
+
+        Columns.from_mapping(columns, where="--column")
+        policy.columns = replace(policy.columns, **columns)
+    result = scan(
+        args.inputs,
+        out=args.out,
+        policy=policy,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    print(result.summary())
+    return 0
+
+
+def _run_policies(args: argparse.Namespace) -> int:
+    from dokumi.policy import builtin_policies, builtin_policy_dir, load_policy
+
+    for name in builtin_policies():
+        policy = load_policy(name)
+        print(f"{name:<14} {policy.description}")
+    print(f"\n(recipes in {builtin_policy_dir()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

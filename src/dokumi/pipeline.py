@@ -1,0 +1,222 @@
+"""Run stages over batches: fit in pass 1 where needed, then score and decide in pass 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dokumi.errors import InputError
+from dokumi.policy import DECISIONS, Policy, RecordRules, StageRule, load_policy
+from dokumi.records import Batch, Columns, UnreadableRow
+from dokumi.sources import Shard, open_inputs
+from dokumi.stage import Stage, StageResult
+
+DEFAULT_BATCH_SIZE = 1024
+
+
+class Pipeline:
+    """Stages plus the policy that turns their scores into decisions.
+
+    ``Pipeline([InvisibleCharacters()])`` uses each stage's default rule (flag at
+    score 0.5); ``Pipeline.from_policy("pretraining")`` builds stages and rules
+    from a recipe. ``score(data)`` is a generator of one scores RecordBatch per
+    input batch (columns ``id``, ``shard``, ``row``, ``decision``, ``reasons``,
+    ``risk`` and ``<stage>_score``).
+    """
+
+    def __init__(
+        self,
+        stages: list[Stage],
+        rules: dict[str, StageRule] | None = None,
+        records: RecordRules | None = None,
+        columns: Columns | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        self.stages = list(stages)
+        self.rules = dict(rules or {})
+        self.records = records or RecordRules()
+        self.columns = columns or Columns()
+        self.batch_size = batch_size
+        self.fitted_ = not any(stage.needs_fit for stage in stages)
+
+    @classmethod
+    def from_policy(cls, policy: str | Policy = "pretraining", **kwargs: Any) -> Pipeline:
+        policy = load_policy(policy)
+        kwargs.setdefault("columns", policy.columns)
+        return cls(policy.stages, rules=policy.rules, records=policy.records, **kwargs)
+
+    @property
+    def needs_fit(self) -> bool:
+        return any(stage.needs_fit for stage in self.stages)
+
+    def rule(self, stage_name: str) -> StageRule:
+        return self.rules.get(stage_name, StageRule())
+
+    def check(self, shards: list[Shard]) -> None:
+        """Fail before reading any data if a shard lacks a column some stage reads."""
+        for shard in shards:
+            names = shard.schema_names()
+            content = self.columns.content_roles(names)
+            if not content and names:
+                c = self.columns
+                raise InputError(
+                    f"column {c.text!r} missing in shard {shard.name} (and no {c.prompt!r} + {c.response!r} pair); "
+                    f"found: {', '.join(names)}"
+                )
+            for stage in self.stages:
+                for role in stage.reads:
+                    if role == "content" or not names:
+                        continue
+                    column = getattr(self.columns, role)
+                    if column not in names:
+                        raise InputError(
+                            f"column {column!r} missing in shard {shard.name}, needed by stage {stage.name!r}; "
+                            f"found: {', '.join(names)}"
+                        )
+
+    def fit(self, data: Any) -> Pipeline:
+        """Pass 1: fit every stage that needs corpus statistics on ``data``."""
+        shards = open_inputs(data)
+        self.check(shards)
+        corpus = CorpusBatches(shards, self.columns, self.batch_size)
+        for stage in self.stages:
+            if stage.needs_fit:
+                stage.fit(corpus)
+        self.fitted_ = True
+        return self
+
+    def score(self, data: Any) -> Iterator[pa.RecordBatch]:
+        """Pass 2 as a generator: one scores RecordBatch per input batch. Fits first if needed."""
+        shards = open_inputs(data)
+        self.check(shards)
+        if not self.fitted_:
+            if not all(shard.reiterable for shard in shards):
+                raise InputError(
+                    "stages that need a fitting pass cannot read a one-shot iterator twice; "
+                    "call fit() on a re-readable copy first, or pass a list, a table or files"
+                )
+            corpus = CorpusBatches(shards, self.columns, self.batch_size)
+            for stage in self.stages:
+                if stage.needs_fit:
+                    stage.fit(corpus)
+            self.fitted_ = True
+        for batch in CorpusBatches(shards, self.columns, self.batch_size):
+            yield self.score_batch(batch)
+
+    def score_batch(self, batch: Batch) -> pa.RecordBatch:
+        """Scores and decisions for one batch, its unreadable rows appended as drops."""
+        n = batch.num_rows
+        severity = np.zeros(n, dtype=np.int8)
+        reasons: list[list[str]] = [[] for _ in range(n)]
+        risk = np.zeros(n)
+        stage_scores: dict[str, np.ndarray] = {}
+        for stage in self.stages:
+            result = stage.score(batch) if n else StageResult.empty(0)
+            if len(result.scores) != n:
+                raise RuntimeError(f"stage {stage.name!r} returned {len(result.scores)} scores for {n} records")
+            scores = np.nan_to_num(result.scores, nan=0.0)
+            stage_severity = self.rule(stage.name).decide(scores)
+            for i in np.flatnonzero(stage_severity):
+                reasons[i].extend(result.reasons[i])
+            severity = np.maximum(severity, stage_severity)
+            risk = np.maximum(risk, scores)
+            stage_scores[stage.name] = scores
+        self._apply_record_rules(batch, severity, reasons)
+        table = scores_table(batch.ids, batch.shard, batch.rows, severity, reasons, risk, stage_scores)
+        if batch.unreadable:
+            table = pa.Table.from_batches(
+                [table, unreadable_scores(batch.unreadable, [s.name for s in self.stages])]
+            ).combine_chunks().to_batches()[0]
+        return table
+
+    def _apply_record_rules(self, batch: Batch, severity: np.ndarray, reasons: list[list[str]]) -> None:
+        rules = self.records
+        level = {"keep": 0, "flag": 1, "drop": 2}
+        if rules.null_content != "keep":
+            for i in np.flatnonzero(batch.null_content):
+                reasons[i].append("null-content")
+                severity[i] = max(severity[i], level[rules.null_content])
+        if rules.oversized != "keep":
+            limit = rules.max_text_bytes
+            for i, text in enumerate(batch.texts):
+                # a UTF-8 encoding has at least one byte per character and at most four
+                if len(text) * 4 > limit and len(text.encode("utf-8")) > limit:
+                    reasons[i].append(f"oversized:bytes={len(text.encode('utf-8'))}")
+                    severity[i] = max(severity[i], level[rules.oversized])
+
+
+class CorpusBatches:
+    """Every batch of every shard, re-read from the start on each iteration."""
+
+    def __init__(self, shards: list[Shard], columns: Columns, batch_size: int) -> None:
+        self.shards = shards
+        self.columns = columns
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        for shard in self.shards:
+            yield from shard.batches(self.columns, self.batch_size)
+
+
+SCORES_BASE_FIELDS = [
+    pa.field("id", pa.string()),
+    pa.field("shard", pa.string()),
+    pa.field("row", pa.int64()),
+    pa.field("decision", pa.string()),
+    pa.field("reasons", pa.list_(pa.string())),
+    pa.field("risk", pa.float64()),
+]
+
+
+def scores_schema(stage_names: Iterable[str]) -> pa.Schema:
+    return pa.schema(SCORES_BASE_FIELDS + [pa.field(f"{name}_score", pa.float64()) for name in stage_names])
+
+
+def scores_table(
+    ids: list[str],
+    shard: str,
+    rows: pa.Array,
+    severity: np.ndarray,
+    reasons: list[list[str]],
+    risk: np.ndarray,
+    stage_scores: dict[str, np.ndarray],
+) -> pa.RecordBatch:
+    n = len(ids)
+    decisions = np.asarray(DECISIONS, dtype=object)[severity] if n else np.array([], dtype=object)
+    arrays = [
+        pa.array(ids, type=pa.string()),
+        pa.array([shard] * n, type=pa.string()),
+        rows.cast(pa.int64()),
+        pa.array(decisions.tolist(), type=pa.string()),
+        pa.array(reasons, type=pa.list_(pa.string())),
+        pa.array(np.clip(risk, 0.0, 1.0), type=pa.float64()),
+    ]
+    arrays += [pa.array(scores, type=pa.float64()) for scores in stage_scores.values()]
+    return pa.RecordBatch.from_arrays(arrays, schema=scores_schema(stage_scores))
+
+
+def unreadable_scores(rows: list[UnreadableRow], stage_names: list[str]) -> pa.RecordBatch:
+    """Unreadable rows are dropped with risk 1: nothing vouches for them."""
+    n = len(rows)
+    return scores_table(
+        ids=[row.id for row in rows],
+        shard=rows[0].shard,
+        rows=pa.array([row.row for row in rows], type=pa.int64()),
+        severity=np.full(n, 2, dtype=np.int8),
+        reasons=[[row.reason] for row in rows],
+        risk=np.ones(n),
+        stage_scores={name: np.full(n, np.nan) for name in stage_names},
+    )
+
+
+def decisions_of(scores: pa.RecordBatch) -> list[str]:
+    return scores.column("decision").to_pylist()
+
+
+__all__ = ["Pipeline", "CorpusBatches", "scores_schema", "scores_table", "unreadable_scores", "decisions_of"]

@@ -1,0 +1,225 @@
+"""Policy recipes: which stages run, their parameters, and when a score becomes a decision.
+
+A recipe is a TOML file in ``filters/`` (see ``docs/policies.md``)::
+
+    name = "pretraining"
+
+    [records]
+    null_content = "flag"        # keep | flag | drop a record with no text
+
+    [stages.invisible]
+    action = "drop"              # drop | flag | off
+    threshold = 0.5              # score at or above which the action applies
+    flag_threshold = 0.2         # optional: scores from here up to threshold are flagged
+
+Every other key of a stage table is a parameter of that stage's constructor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dokumi.errors import PolicyError
+from dokumi.records import Columns
+from dokumi.stage import Stage
+from dokumi.stages import REGISTRY, stage_class
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ACTIONS = ("drop", "flag", "off")
+RECORD_ACTIONS = ("keep", "flag", "drop")
+DECISIONS = ("keep", "flag", "drop")
+STAGE_RULE_KEYS = ("action", "threshold", "flag_threshold")
+TOP_LEVEL_KEYS = ("name", "description", "records", "columns", "stages")
+RECORD_KEYS = ("null_content", "max_text_bytes", "oversized")
+
+
+@dataclass(frozen=True)
+class StageRule:
+    """How one stage's score becomes a decision."""
+
+    action: str = "flag"
+    threshold: float = 0.5
+    flag_threshold: float | None = None
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Per-record severity: 0 keep, 1 flag, 2 drop."""
+        severity = np.zeros(len(scores), dtype=np.int8)
+        if self.action == "off":
+            return severity
+        if self.flag_threshold is not None:
+            severity[scores >= self.flag_threshold] = 1
+        severity[scores >= self.threshold] = 2 if self.action == "drop" else 1
+        return severity
+
+
+@dataclass(frozen=True)
+class RecordRules:
+    """Decisions about records as data, before any stage looks at them."""
+
+    null_content: str = "flag"
+    max_text_bytes: int = 10_000_000
+    oversized: str = "flag"
+
+
+@dataclass
+class Policy:
+    """A parsed recipe: stage instances, their rules, record rules and column names."""
+
+    name: str
+    stages: list[Stage] = field(default_factory=list)
+    rules: dict[str, StageRule] = field(default_factory=dict)
+    records: RecordRules = field(default_factory=RecordRules)
+    columns: Columns = field(default_factory=Columns)
+    description: str = ""
+    source: str | None = None
+    sha256: str | None = None
+
+    def rule(self, stage_name: str) -> StageRule:
+        return self.rules.get(stage_name, StageRule())
+
+    def never_drops(self) -> bool:
+        return all(rule.action != "drop" for rule in self.rules.values()) and "drop" not in (
+            self.records.null_content,
+            self.records.oversized,
+        )
+
+
+def builtin_policy_dir() -> Path:
+    """Where the recipes shipped with dokumi live (inside the wheel, or the source checkout)."""
+    packaged = resources.files("dokumi") / "filters"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "filters"
+
+
+def builtin_policies() -> list[str]:
+    return sorted(p.stem for p in builtin_policy_dir().glob("*.toml"))
+
+
+def load_policy(policy: str | Path | Policy | None = "pretraining") -> Policy:
+    """Load a recipe by built-in name (``"pretraining"``) or by path; a Policy passes through."""
+    if isinstance(policy, Policy):
+        return policy
+    if policy is None:
+        policy = "pretraining"
+    path = Path(policy)
+    if not path.suffix and not path.exists():
+        path = builtin_policy_dir() / f"{policy}.toml"
+        if not path.exists():
+            raise PolicyError(
+                f"no policy named {str(policy)!r}; built-in policies: {', '.join(builtin_policies())} "
+                "(or give a path to a .toml recipe)"
+            )
+    if not path.is_file():
+        raise PolicyError(f"policy file {str(path)!r} does not exist")
+    raw = path.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise PolicyError(f"{path}: not valid TOML: {error}") from None
+    parsed = parse_policy(data, where=str(path), default_name=path.stem)
+    parsed.source = str(path)
+    parsed.sha256 = hashlib.sha256(raw).hexdigest()
+    return parsed
+
+
+def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str = "custom") -> Policy:
+    """Build a :class:`Policy` from a parsed recipe, naming ``where`` and the key in every error."""
+    _reject_unknown(data, TOP_LEVEL_KEYS, where, "top level")
+    columns = Columns.from_mapping(_table(data, "columns", where), where=f"{where}: [columns]")
+    records = _parse_records(_table(data, "records", where), where)
+    stages: list[Stage] = []
+    rules: dict[str, StageRule] = {}
+    for stage_name, table in _table(data, "stages", where).items():
+        section = f"[stages.{stage_name}]"
+        if not isinstance(table, dict):
+            raise PolicyError(f"{where}: {section} must be a table")
+        if stage_name not in REGISTRY:
+            raise PolicyError(
+                f"{where}: {section}: unknown stage {stage_name!r}; known stages: {', '.join(sorted(REGISTRY))}"
+            )
+        rule = _parse_rule(table, where, section)
+        if rule.action == "off":
+            continue
+        params = {k: v for k, v in table.items() if k not in STAGE_RULE_KEYS}
+        stages.append(_build_stage(stage_name, params, where, section))
+        rules[stage_name] = rule
+    return Policy(
+        name=str(data.get("name", default_name)),
+        description=str(data.get("description", "")),
+        stages=stages,
+        rules=rules,
+        records=records,
+        columns=columns,
+    )
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise PolicyError(f"{where}: '{key}' must be a table, got {type(value).__name__}")
+    return value
+
+
+def _reject_unknown(table: dict[str, Any], known: tuple[str, ...], where: str, section: str) -> None:
+    for key in table:
+        if key not in known:
+            raise PolicyError(f"{where}: {section}: unknown key {key!r}; known keys: {', '.join(known)}")
+
+
+def _parse_records(table: dict[str, Any], where: str) -> RecordRules:
+    _reject_unknown(table, RECORD_KEYS, where, "[records]")
+    for key in ("null_content", "oversized"):
+        if key in table and table[key] not in RECORD_ACTIONS:
+            raise PolicyError(
+                f"{where}: [records]: {key} = {table[key]!r} is not one of {', '.join(RECORD_ACTIONS)}"
+            )
+    limit = table.get("max_text_bytes", RecordRules.max_text_bytes)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise PolicyError(f"{where}: [records]: max_text_bytes = {limit!r} must be a positive integer")
+    return RecordRules(**table)
+
+
+def _parse_rule(table: dict[str, Any], where: str, section: str) -> StageRule:
+    action = table.get("action", "flag")
+    if action not in ACTIONS:
+        raise PolicyError(f"{where}: {section}: action = {action!r} is not one of {', '.join(ACTIONS)}")
+    values = {}
+    for key in ("threshold", "flag_threshold"):
+        if key not in table:
+            continue
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise PolicyError(f"{where}: {section}: {key} = {value!r} must be a number in [0, 1]")
+        values[key] = float(value)
+    rule = StageRule(action=action, **values)
+    if rule.flag_threshold is not None and rule.flag_threshold > rule.threshold:
+        raise PolicyError(
+            f"{where}: {section}: flag_threshold = {rule.flag_threshold} is above threshold = {rule.threshold}"
+        )
+    return rule
+
+
+def _build_stage(stage_name: str, params: dict[str, Any], where: str, section: str) -> Stage:
+    cls = stage_class(stage_name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in params:
+        if key not in accepted:
+            known = ", ".join((*STAGE_RULE_KEYS, *accepted))
+            raise PolicyError(f"{where}: {section}: unknown key {key!r}; known keys: {known}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as error:
+        raise PolicyError(f"{where}: {section}: {error}") from None

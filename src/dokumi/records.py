@@ -1,0 +1,155 @@
+"""Records as stages see them: column roles and a batch with decoded views.
+
+A :class:`Batch` wraps one pyarrow RecordBatch read from a shard. The input
+columns are kept untouched in ``batch.records``; stages read the decoded views
+(``texts``, ``labels``, ...) which are computed once per batch and shared by
+every stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+
+import pyarrow as pa
+
+INSTRUCTION_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the columns that play each role. Defaults follow DESIGN.md.
+
+    ``text`` is required unless the data is instruction pairs (``prompt`` and
+    ``response``); every other role is optional.
+    """
+
+    text: str = "text"
+    id: str = "id"
+    label: str = "label"
+    prompt: str = "prompt"
+    response: str = "response"
+    sha256: str = "sha256"
+    source: str = "source"
+    url: str = "url"
+    embedding: str = "embedding"
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, str], where: str = "columns") -> Columns:
+        known = {f.name for f in fields(cls)}
+        for key, value in mapping.items():
+            if key not in known:
+                raise ValueError(f"{where}: unknown column role {key!r}; known roles: {', '.join(sorted(known))}")
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{where}: column name for role {key!r} must be a non-empty string")
+        return cls(**mapping)
+
+    def content_roles(self, names: set[str] | list[str]) -> tuple[str, ...]:
+        """The roles that carry the record's content in a schema with ``names``."""
+        names = set(names)
+        if self.text in names:
+            return ("text",)
+        if self.prompt in names and self.response in names:
+            return ("prompt", "response")
+        return ()
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A row that could not be parsed; it is quarantined, never dropped silently."""
+
+    shard: str
+    row: int
+    reason: str
+    raw: bytes | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.shard}:{self.row}"
+
+
+@dataclass
+class Batch:
+    """One batch of records from one shard.
+
+    ``records`` holds the input columns untouched, plus an ``id`` column when
+    the input had none (derived as ``<shard>:<row>``). ``rows`` are the
+    0-based row numbers of the records in their shard. ``unreadable`` lists
+    rows of the same stretch of the shard that could not be parsed.
+    """
+
+    records: pa.RecordBatch
+    shard: str
+    rows: pa.Array
+    columns: Columns = field(default_factory=Columns)
+    unreadable: list[UnreadableRow] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return self.records.num_rows
+
+    def has(self, role: str) -> bool:
+        """Whether the batch carries the column playing ``role``."""
+        return getattr(self.columns, role) in self.records.schema.names
+
+    def column(self, role: str) -> pa.Array | None:
+        name = getattr(self.columns, role)
+        if name not in self.records.schema.names:
+            return None
+        return self.records.column(name)
+
+    @property
+    def is_instruction(self) -> bool:
+        return not self.has("text") and self.has("prompt") and self.has("response")
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """Record ids: the ``id`` column where present and not null, else ``<shard>:<row>``."""
+        rows = self.rows.to_pylist()
+        column = self.column("id")
+        if column is None:
+            return [f"{self.shard}:{row}" for row in rows]
+        return [
+            str(value) if value is not None else f"{self.shard}:{row}"
+            for value, row in zip(column.to_pylist(), rows)
+        ]
+
+    @cached_property
+    def texts(self) -> list[str]:
+        """The content of each record as one string ('' for null).
+
+        Instruction pairs are joined as ``prompt + "\\n\\n" + response``.
+        """
+        if self.is_instruction:
+            return [p + INSTRUCTION_SEPARATOR + r for p, r in zip(self.prompts, self.responses)]
+        return _strings(self.column("text"), self.num_rows)
+
+    @cached_property
+    def prompts(self) -> list[str] | None:
+        return _strings(self.column("prompt"), self.num_rows) if self.has("prompt") else None
+
+    @cached_property
+    def responses(self) -> list[str] | None:
+        return _strings(self.column("response"), self.num_rows) if self.has("response") else None
+
+    @cached_property
+    def labels(self) -> list | None:
+        return self.column("label").to_pylist() if self.has("label") else None
+
+    @cached_property
+    def null_content(self) -> list[bool]:
+        """True where the record has no content at all (null text, or null prompt and response)."""
+        if self.is_instruction:
+            prompts = self.column("prompt").is_null().to_pylist()
+            responses = self.column("response").is_null().to_pylist()
+            return [p and r for p, r in zip(prompts, responses)]
+        text = self.column("text")
+        if text is None:
+            return [True] * self.num_rows
+        return text.is_null().to_pylist()
+
+
+def _strings(array: pa.Array | None, length: int) -> list[str]:
+    if array is None:
+        return [""] * length
+    return [value if value is not None else "" for value in array.to_pylist()]
