@@ -81,8 +81,8 @@ def _build_chatterbot(path: Path) -> None:
     import yaml
 
     workdir = tempfile.mkdtemp()
-    subprocess.run(f"pip download -q --no-deps chatterbot-corpus==1.3.3 -d {workdir} && cd {workdir} && unzip -q -o *.whl",
-                   shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = f"pip download -q --no-deps chatterbot-corpus==1.3.3 -d {workdir} && cd {workdir} && unzip -q -o *.whl"
+    subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     prompts, responses, languages = [], [], []
     for file in sorted(glob.glob(f"{workdir}/chatterbot_corpus/data/*/*.yml")):
         language = file.split("/")[-2]

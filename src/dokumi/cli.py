@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--policy", default="pretraining", help="built-in recipe name or path (default: pretraining)")
     scan.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
                       help="column name for a role, e.g. --column text=content (repeatable)")
+    scan.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", dest="overrides",
+                      help="override a recipe value, e.g. --set invisible.threshold=0.8 (repeatable)")
     scan.add_argument("--workers", type=int, default=None, help="processes for scoring (default: all cores)")
     scan.add_argument("--batch-size", type=int, default=1024, help="records per batch (default: 1024)")
     scan.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_scan(args: argparse.Namespace) -> int:
     from dokumi.errors import InputError
-    from dokumi.policy import load_policy
+    from dokumi.policy import load_policy, parse_override
     from dokumi.scan import scan
 
     columns = {}
@@ -66,7 +68,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers} must be at least 1")
-    policy = load_policy(args.policy)
+    policy = load_policy(args.policy, overrides=dict(parse_override(spec) for spec in args.overrides))
     if columns:
         from dataclasses import replace
 

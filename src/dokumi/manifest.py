@@ -72,6 +72,11 @@ def build_manifest(
                     "input": result.shard,
                 }
             )
+    state_dir = out / "state"
+    state = [
+        {"path": path.relative_to(out).as_posix(), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(state_dir.rglob("*")) if path.is_file()
+    ] if state_dir.is_dir() else []
     return {
         "schema": MANIFEST_SCHEMA,
         "tool": {"name": "dokumi", "version": __version__, "python": platform.python_version()},
@@ -92,6 +97,7 @@ def build_manifest(
                     "oversized": policy.records.oversized},
         "inputs": inputs,
         "outputs": outputs,
+        "state": state,
         "counts": {
             "records": sum(decisions.values()),
             "decisions": {d: decisions.get(d, 0) for d in ("keep", "flag", "drop")},

@@ -108,9 +108,17 @@ def builtin_policies() -> list[str]:
     return sorted(p.stem for p in builtin_policy_dir().glob("*.toml"))
 
 
-def load_policy(policy: str | Path | Policy | None = "pretraining") -> Policy:
-    """Load a recipe by built-in name (``"pretraining"``) or by path; a Policy passes through."""
+def load_policy(
+    policy: str | Path | Policy | None = "pretraining", overrides: dict[str, Any] | None = None
+) -> Policy:
+    """Load a recipe by built-in name (``"pretraining"``) or by path; a Policy passes through.
+
+    ``overrides`` maps ``"<stage>.<key>"`` (or ``"records.<key>"``) to a value that
+    replaces the recipe's, as ``dokumi scan --set`` does.
+    """
     if isinstance(policy, Policy):
+        if overrides:
+            raise PolicyError("overrides apply to a recipe file or name, not to a parsed Policy")
         return policy
     if policy is None:
         policy = "pretraining"
@@ -129,6 +137,8 @@ def load_policy(policy: str | Path | Policy | None = "pretraining") -> Policy:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise PolicyError(f"{path}: not valid TOML: {error}") from None
+    for key, value in (overrides or {}).items():
+        _apply_override(data, key, value)
     parsed = parse_policy(data, where=str(path), default_name=path.stem)
     parsed.source = str(path)
     parsed.sha256 = hashlib.sha256(raw).hexdigest()
@@ -164,6 +174,32 @@ def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str 
         records=records,
         columns=columns,
     )
+
+
+def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    section, dot, name = key.partition(".")
+    if not dot or not section or not name:
+        raise PolicyError(f"--set {key}: expected STAGE.KEY=VALUE or records.KEY=VALUE")
+    if section == "records":
+        data.setdefault("records", {})[name] = value
+    else:
+        data.setdefault("stages", {}).setdefault(section, {})[name] = value
+
+
+def parse_override(spec: str) -> tuple[str, Any]:
+    """``"near_duplicates.threshold=0.8"`` -> ``("near_duplicates.threshold", 0.8)``.
+
+    The value is read as a TOML value (number, boolean, string in quotes, list);
+    anything else is taken as a plain string.
+    """
+    key, equals, raw = spec.partition("=")
+    if not equals:
+        raise PolicyError(f"--set {spec!r}: expected STAGE.KEY=VALUE")
+    try:
+        value = tomllib.loads(f"value = {raw.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
 
 
 def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:

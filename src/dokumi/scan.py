@@ -90,7 +90,7 @@ class ScanResult:
             lines += [f"  {reason:<40}{count:>10,}" for reason, count in self.reasons.most_common(12)]
         examples = [e for s in self.shards for e in s.examples][:EXAMPLES_PER_SCAN]
         if examples:
-            lines += ["", "  flagged and dropped records (first {}):".format(len(examples))]
+            lines += ["", f"  flagged and dropped records (first {len(examples)}):"]
             lines += [f"  {e['decision']:<5} {e['id']:<32} {', '.join(e['reasons'])}" for e in examples]
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
@@ -132,6 +132,8 @@ def scan(
             _fit(pipeline, shards, progress)
         results = _score_all(pipeline, shards, staging, workers, progress)
         warnings += _duplicate_id_warnings(results, pipeline.columns.id)
+        for stage in pipeline.stages:
+            stage.save_state(staging / "state" / stage.name)
         shutil.rmtree(staging / "spill", ignore_errors=True)
         manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging)
         write_manifest(manifest, staging / "manifest.json")

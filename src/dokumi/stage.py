@@ -13,6 +13,7 @@ import abc
 import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,6 +77,13 @@ class Stage(abc.ABC):
             for name in signature.parameters
             if name != "self" and hasattr(self, name)
         }
+
+    def save_state(self, directory: Path) -> list[Path]:
+        """Write fitted state a later run can reuse (e.g. an index); return the files written.
+
+        ``dokumi scan`` calls this with ``<out>/state/<stage name>/`` after scoring.
+        """
+        return []
 
     def summary(self) -> dict[str, Any]:
         """Corpus-level findings worth reporting (e.g. discovered triggers). JSON-serialisable."""
