@@ -88,6 +88,11 @@ class ScanResult:
         if self.reasons:
             lines += ["", f"  {'reason':<40}{'records':>10}"]
             lines += [f"  {reason:<40}{count:>10,}" for reason, count in self.reasons.most_common(12)]
+        for stage in self.manifest.get("stages", []):
+            findings = stage.get("summary", {}).get("findings", [])
+            if findings:
+                lines += ["", f"  {stage['name']} found ({len(findings)}):"]
+                lines += [f"    {f['finding']:<46}{f['records']:>8,}" for f in findings[:10]]
         examples = [e for s in self.shards for e in s.examples][:EXAMPLES_PER_SCAN]
         if examples:
             lines += ["", f"  flagged and dropped records (first {len(examples)}):"]
