@@ -69,6 +69,7 @@ class Pipeline:
                     f"column {c.text!r} missing in shard {shard.name} (and no {c.prompt!r} + {c.response!r} pair); "
                     f"found: {', '.join(names)}"
                 )
+            self._check_types(shard)
             for stage in self.stages:
                 for role in stage.reads:
                     if role == "content" or not names:
@@ -79,6 +80,17 @@ class Pipeline:
                             f"column {column!r} missing in shard {shard.name}, needed by stage {stage.name!r}; "
                             f"found: {', '.join(names)}"
                         )
+
+    def _check_types(self, shard: Shard) -> None:
+        schema = shard.schema()
+        if schema is None:
+            return
+        for role in ("text", "prompt", "response"):
+            name = getattr(self.columns, role)
+            if name in schema.names:
+                kind = schema.field(name).type
+                if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+                    raise InputError(f"column {name!r} in shard {shard.name} has type {kind}; expected string")
 
     def fit(self, data: Any) -> Pipeline:
         """Pass 1: fit every stage that needs corpus statistics on ``data``."""

@@ -50,6 +50,10 @@ class Shard:
     def num_rows(self) -> int | None:
         return None
 
+    def schema(self) -> pa.Schema | None:
+        """The Arrow schema where it is known before reading (Parquet, tables)."""
+        return None
+
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
         row = 0
         for records, unreadable in self._chunks(batch_size):
@@ -210,6 +214,9 @@ class TableShard(Shard):
 
     def schema_names(self) -> list[str]:
         return self.table.schema.names
+
+    def schema(self) -> pa.Schema:
+        return self.table.schema
 
     def num_rows(self) -> int:
         return self.table.num_rows

@@ -1,0 +1,82 @@
+"""Shared helpers: tiny corpora written to tmp_path, and the accounting check every scan must pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+CLEAN_TEXTS = [
+    "a small domesticated carnivorous mammal with soft fur",
+    "the act of moving quickly on foot",
+    "an instrument for measuring temperature",
+    "a large body of salt water partly enclosed by land",
+    "expressing great happiness or joy",
+    "学校へ行きます。今日は晴れです。",
+    "café au lait with a croissant, très bien",
+]
+
+
+def write_parquet(path: Path, rows: list[dict], **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path, **kwargs)
+    return path
+
+
+def write_jsonl(path: Path, lines: list[dict | bytes | str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        for line in lines:
+            if isinstance(line, dict):
+                line = json.dumps(line, ensure_ascii=False)
+            if isinstance(line, str):
+                line = line.encode("utf-8")
+            handle.write(line.rstrip(b"\n") + b"\n")
+    return path
+
+
+def clean_rows(n: int, prefix: str = "doc") -> list[dict]:
+    return [{"id": f"{prefix}-{i}", "text": CLEAN_TEXTS[i % len(CLEAN_TEXTS)] + f" ({i})"} for i in range(n)]
+
+
+def read_dir(path: Path) -> pa.Table | None:
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+
+
+def read_outputs(out: Path) -> dict[str, pa.Table | None]:
+    return {kind: read_dir(out / kind) for kind in ("clean", "quarantine", "scores")}
+
+
+def assert_accounted(out: Path, expected_records: int) -> dict[str, pa.Table | None]:
+    """Every input record once in scores/, and once in exactly one of clean/ and quarantine/."""
+    outputs = read_outputs(out)
+    scores = outputs["scores"]
+    assert scores is not None and scores.num_rows == expected_records
+    keys = list(zip(scores.column("shard").to_pylist(), scores.column("row").to_pylist()))
+    assert len(set(keys)) == expected_records, "a record appears twice in scores/"
+    clean = outputs["clean"].num_rows if outputs["clean"] is not None else 0
+    quarantine = outputs["quarantine"].num_rows if outputs["quarantine"] is not None else 0
+    decisions = scores.column("decision").to_pylist()
+    assert clean + quarantine == expected_records
+    assert quarantine == decisions.count("drop")
+    assert (out / "manifest.json").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["records"] == expected_records
+    return outputs
+
+
+@pytest.fixture
+def no_leftovers():
+    """Assert that a failed scan leaves neither its --out folder nor a hidden partial folder."""
+
+    def check(out: Path) -> None:
+        assert not out.exists()
+        assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.dokumi-")]
+
+    return check
