@@ -1,0 +1,145 @@
+"""The Python API: Pipeline over every kind of input, as a generator of scores batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import clean_rows, write_jsonl, write_parquet
+
+from dokumi import Columns, InputError, Pipeline, Stage, StageResult
+from dokumi.policy import StageRule
+from dokumi.sources import open_inputs
+from dokumi.stages import InvisibleCharacters
+
+
+def rows_with_poison(n: int = 10) -> list[dict]:
+    rows = clean_rows(n)
+    rows[2]["text"] = "zero\u200bwidth"
+    return rows
+
+
+def decisions(pipeline: Pipeline, data) -> list[str]:
+    return [d for batch in pipeline.score(data) for d in batch.column("decision").to_pylist()]
+
+
+@pytest.fixture
+def pipeline() -> Pipeline:
+    return Pipeline([InvisibleCharacters()], rules={"invisible": StageRule("drop", 0.5)}, batch_size=4)
+
+
+def expected(n: int = 10) -> list[str]:
+    return ["drop" if i == 2 else "keep" for i in range(n)]
+
+
+def test_score_is_a_generator_of_record_batches(pipeline):
+    batches = pipeline.score(rows_with_poison())
+    first = next(batches)
+    assert isinstance(first, pa.RecordBatch)
+    assert first.num_rows == 4
+    assert first.schema.names == ["id", "shard", "row", "decision", "reasons", "risk", "invisible_score"]
+    assert first.column("reasons").to_pylist()[2] == ["trigger:zero-width,count=1"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rows: rows,
+        lambda rows: iter(rows),
+        lambda rows: pa.Table.from_pylist(rows),
+        lambda rows: pa.RecordBatch.from_pylist(rows),
+        lambda rows: pd.DataFrame(rows),
+        lambda rows: {"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]},
+    ],
+    ids=["list", "generator", "table", "record-batch", "pandas", "dict-of-lists"],
+)
+def test_in_memory_inputs(pipeline, make):
+    assert decisions(pipeline, make(rows_with_poison())) == expected()
+
+
+def test_hugging_face_dataset_and_iterable_dataset(pipeline):
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(rows_with_poison())
+    assert decisions(pipeline, dataset) == expected()
+    assert decisions(pipeline, dataset.to_iterable_dataset()) == expected()
+    assert decisions(pipeline, dataset.select([0, 1, 2])) == ["keep", "keep", "drop"]
+
+
+def test_files_directories_and_globs(pipeline, tmp_path):
+    write_parquet(tmp_path / "d" / "a.parquet", rows_with_poison()[:5])
+    write_jsonl(tmp_path / "d" / "sub" / "b.jsonl", rows_with_poison()[5:])
+    assert decisions(pipeline, tmp_path / "d") == expected()
+    assert decisions(pipeline, str(tmp_path / "d" / "**" / "*.jsonl")) == ["keep"] * 5
+    assert [s.name for s in open_inputs(tmp_path / "d")] == ["a.parquet", "sub/b.jsonl"]
+
+
+def test_ids_are_derived_when_absent_and_kept_when_present(pipeline, tmp_path):
+    write_parquet(tmp_path / "noid.parquet", [{"text": "a"}, {"text": "b"}])
+    batch = next(pipeline.score(tmp_path / "noid.parquet"))
+    assert batch.column("id").to_pylist() == ["noid.parquet:0", "noid.parquet:1"]
+    batch = next(pipeline.score([{"id": 7, "text": "a"}, {"id": None, "text": "b"}]))
+    assert batch.column("id").to_pylist() == ["7", "records:1"]
+
+
+def test_configurable_column_names(tmp_path):
+    pipeline = Pipeline([InvisibleCharacters()], columns=Columns(text="body", id="key"))
+    batch = next(pipeline.score([{"key": "k1", "body": "hi\u200b"}]))
+    assert batch.column("id").to_pylist() == ["k1"]
+    assert batch.column("decision").to_pylist() == ["flag"]
+    with pytest.raises(InputError, match="column 'body' missing in shard records"):
+        next(pipeline.score([{"text": "hi"}]))
+
+
+def test_instruction_pairs_need_no_text_column():
+    pipeline = Pipeline([InvisibleCharacters()])
+    batch = next(pipeline.score([{"prompt": "q", "response": "a\u202e"}, {"prompt": "q2", "response": "a2"}]))
+    assert batch.column("decision").to_pylist() == ["flag", "keep"]
+
+
+class CountingFit(Stage):
+    name = "counting"
+    needs_fit = True
+
+    def fit(self, batches):
+        self.records_ = sum(batch.num_rows for batch in batches)
+        return self
+
+    def score(self, batch):
+        return StageResult(np.full(batch.num_rows, 1.0 / self.records_), [[] for _ in range(batch.num_rows)])
+
+
+def test_fit_pass_sees_whole_corpus_before_scoring():
+    stage = CountingFit()
+    scores = [s for b in Pipeline([stage]).score(clean_rows(8)) for s in b.column("counting_score").to_pylist()]
+    assert stage.records_ == 8
+    assert scores == [0.125] * 8
+
+
+def test_one_shot_iterator_with_fitting_stage_is_refused_by_the_api():
+    with pytest.raises(InputError, match="one-shot iterator"):
+        next(Pipeline([CountingFit()]).score(iter(clean_rows(3))))
+
+
+def test_stage_result_validates_shape_and_range():
+    with pytest.raises(ValueError, match="one of each per record"):
+        StageResult(np.zeros(3), [[]])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        StageResult(np.array([1.5]), [[]])
+
+
+def test_duplicate_stage_names_are_rejected():
+    with pytest.raises(ValueError, match="unique"):
+        Pipeline([InvisibleCharacters(), InvisibleCharacters()])
+
+
+def test_risk_is_max_of_stage_scores_and_flag_threshold_applies():
+    rule = StageRule("drop", threshold=0.8, flag_threshold=0.5)
+    pipeline = Pipeline([InvisibleCharacters()], rules={"invisible": rule})
+    rows = [{"text": "a\u200bb"}, {"text": "a\u202eb"}, {"text": "plain"}]
+    batch = next(pipeline.score(rows))
+    assert batch.column("decision").to_pylist() == ["flag", "drop", "keep"]
+    risks = batch.column("risk").to_pylist()
+    assert risks == batch.column("invisible_score").to_pylist()
+    assert risks[2] == 0.0 and risks[0] == pytest.approx(0.6)
