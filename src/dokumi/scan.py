@@ -45,7 +45,6 @@ class ShardResult:
     input_bytes: int | None = None
     input_sha256: str | None = None
     id_hashes: np.ndarray | None = None
-    id_rows: np.ndarray | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -136,7 +135,7 @@ def scan(
         if pipeline.needs_fit:
             _fit(pipeline, shards, progress)
         results = _score_all(pipeline, shards, staging, workers, progress)
-        warnings += _duplicate_id_warnings(results, pipeline.columns.id)
+        warnings += _duplicate_id_warnings(results, shards, pipeline)
         for stage in pipeline.stages:
             stage.save_state(staging / "state" / stage.name)
         shutil.rmtree(staging / "spill", ignore_errors=True)
@@ -311,7 +310,7 @@ def score_shard(
     writers = {name: PartWriter(staging / name, stem) for name in ("clean", "quarantine", "scores")}
     unreadable_writer = PartWriter(staging / "quarantine", f"{stem}.unreadable")
     result = ShardResult(shard=shard.name, path=shard.path)
-    hashes, rows = [], []
+    hashes = []
     has_id_column = None
     for batch in shard.batches(pipeline.columns, pipeline.batch_size):
         scores = pipeline.score_batch(batch)
@@ -321,10 +320,9 @@ def score_shard(
             has_id_column = batch.has("id")
         if has_id_column and batch.num_rows:
             hashes.append(_id_hashes(batch.ids))
-            rows.append(batch.rows.to_numpy())
         on_records(batch.num_rows + len(batch.unreadable))
     if hashes:
-        result.id_hashes, result.id_rows = np.concatenate(hashes), np.concatenate(rows)
+        result.id_hashes = np.concatenate(hashes)
     for kind, writer in (*writers.items(), ("quarantine", unreadable_writer)):
         for path, count in writer.close():
             result.outputs.append({"kind": kind, "path": path, "records": count})
@@ -383,25 +381,39 @@ def _id_hashes(ids: list[str]) -> np.ndarray:
     )
 
 
-def _duplicate_id_warnings(results: list[ShardResult], id_column: str, limit: int = 5) -> list[str]:
-    """Duplicate ids are kept (scores/ tells them apart by shard and row) and reported."""
-    with_ids = [r for r in results if r.id_hashes is not None]
-    if not with_ids:
+def _duplicate_id_warnings(
+    results: list[ShardResult], shards: list[Shard], pipeline: Pipeline, limit: int = 5
+) -> list[str]:
+    """Duplicate ids are kept (scores/ tells them apart by shard and row) and reported.
+
+    Holds 8 bytes per record (a 64-bit hash of each id); the shards are read
+    again only when duplicates exist, to name where the first few stand.
+    """
+    parts = [r.id_hashes for r in results if r.id_hashes is not None]
+    for result in results:
+        result.id_hashes = None
+    if not parts:
         return []
-    hashes = np.concatenate([r.id_hashes for r in with_ids])
-    unique, counts = np.unique(hashes, return_counts=True)
-    duplicated = unique[counts > 1]
-    if not len(duplicated):
+    hashes = np.concatenate(parts)
+    del parts
+    hashes.sort()
+    repeated = hashes[1:] == hashes[:-1]
+    extra = int(repeated.sum())
+    if not extra:
         return []
+    duplicated = set(np.unique(hashes[1:][repeated])[:limit].tolist())
+    del hashes, repeated
+    places: dict[int, list[str]] = {value: [] for value in duplicated}
+    for shard in shards:
+        for batch in shard.batches(pipeline.columns, pipeline.batch_size):
+            for value, row in zip(_id_hashes(batch.ids).tolist(), batch.rows.to_pylist()):
+                if value in places:
+                    places[value].append(f"{shard.name} row {row}")
+    id_column = pipeline.columns.id
     warnings = [
-        f"{int(counts[counts > 1].sum() - len(duplicated)):,} records repeat an id of column '{id_column}' "
-        "(all kept; scores/ tells them apart by shard and row)"
+        f"{extra:,} records repeat an id of column '{id_column}' (all kept; scores/ tells them apart by shard and row)"
     ]
-    for value in duplicated[:limit]:
-        places = [
-            f"{r.shard} row {int(row)}" for r in with_ids for row in r.id_rows[r.id_hashes == value]
-        ]
-        warnings.append(f"duplicate id in column '{id_column}' at {', '.join(places[:4])}")
+    warnings += [f"duplicate id in column '{id_column}' at {', '.join(p[:4])}" for p in places.values()]
     return warnings
 
 
