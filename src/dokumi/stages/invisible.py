@@ -108,9 +108,9 @@ def _allowed(text: str, position: int, contexts: tuple[str, ...]) -> bool:
             return True
         if context == "emoji-sequence" and _in_emoji_sequence(text, position, before, after):
             return True
-        if context == "joining-script" and before and after and _in(_JOINING_RANGES, before) and _in(
-            _JOINING_RANGES, after
-        ):
+        # Persian and Indic typing puts joiners at letter edges (before a space, after a comma),
+        # so one joining-script neighbour is enough; a joiner inside a Latin word has none.
+        if context == "joining-script" and any(c and _in(_JOINING_RANGES, c) for c in (before, after)):
             return True
         if context == "after-cjk" and before and _in(_CJK_RANGES, before):
             return True

@@ -1,0 +1,290 @@
+"""Rule packs for the forms triggers take: mixed-script words, known trigger tokens, prompt injection.
+
+Scripts come from the Unicode Character Database through the ``regex``
+module's ``\\p{Script=...}`` property (Python's ``unicodedata`` has no Script
+property). Each pack is a plain TOML file under ``filters/rules/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import regex
+
+from dokumi.errors import PolicyError
+from dokumi.records import Batch
+from dokumi.rulepacks import load_rule_pack
+from dokumi.stage import Stage, StageResult
+
+DEFAULT_PACKS = ("mixed_script", "trigger_tokens", "prompt_injection")
+_WORD = regex.compile(r"\w+")
+_LETTER = regex.compile(r"\p{L}")
+_LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
+_SHORT_FORM_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compiled rule: a regex, its weight and the reason code of a match."""
+
+    reason: str
+    weight: float
+    pattern: regex.Pattern
+
+
+@dataclass(frozen=True)
+class ScriptMix:
+    """Two scripts that must not meet inside one word."""
+
+    name: str
+    scripts: tuple[str, str]
+    weight: float
+    weight_other: float
+    letters: tuple[regex.Pattern, regex.Pattern]
+
+
+@dataclass(frozen=True)
+class WholeWord:
+    """A word written only in look-alike letters of another script inside Latin text."""
+
+    name: str
+    weight: float
+    min_letters: int
+    min_latin_share: float
+
+
+@dataclass(frozen=True)
+class MixedScriptPack:
+    mixes: tuple[ScriptMix, ...]
+    lookalikes: frozenset[str]
+    whole_word: WholeWord | None
+    foreign: regex.Pattern  # any letter of a script named in a mix other than Latin
+
+
+class Patterns(Stage):
+    """Score records that match rule packs: homoglyph words, known triggers, prompt injection.
+
+    Parameters
+    ----------
+    packs:
+        Rule packs to apply, each a built-in name under ``filters/rules/`` or a
+        path (default: ``mixed_script``, ``trigger_tokens``, ``prompt_injection``).
+        A pack's kind is read from its content: ``[[mix]]`` entries make a
+        mixed-script pack, ``[[token]]`` a token pack, ``[[rule]]`` a rule pack.
+    max_reasons:
+        Reason codes kept per record (default 5), so that a record full of
+        matches still gets a short explanation; the score counts them all.
+    """
+
+    name = "patterns"
+
+    def __init__(self, packs: list[str] | tuple[str, ...] = DEFAULT_PACKS, max_reasons: int = 5) -> None:
+        if isinstance(packs, str) or not all(isinstance(p, (str, Path)) for p in packs) or not packs:
+            raise ValueError(f"packs = {packs!r} must be a non-empty list of rule pack names or paths")
+        if isinstance(max_reasons, bool) or not isinstance(max_reasons, int) or max_reasons < 1:
+            raise ValueError(f"max_reasons = {max_reasons!r} must be a positive integer")
+        self.packs = [str(p) for p in packs]
+        self.max_reasons = max_reasons
+        self._rules: list[Rule] = []
+        self._mixed: list[MixedScriptPack] = []
+        for pack in self.packs:
+            path, data = load_rule_pack(pack)
+            if "mix" in data:
+                self._mixed.append(_compile_mixed(path, data))
+            elif "token" in data:
+                self._rules += _compile_tokens(path, data)
+            elif "rule" in data:
+                self._rules += _compile_rules(path, data)
+            else:
+                raise PolicyError(f"{path}: a rule pack needs [[mix]], [[token]] or [[rule]] entries")
+
+    def score(self, batch: Batch) -> StageResult:
+        scores = np.zeros(batch.num_rows)
+        reasons: list[list[str]] = [[] for _ in range(batch.num_rows)]
+        for i, text in enumerate(batch.texts):
+            found = self.matches(text)
+            if found:
+                keep = float(np.prod([1.0 - weight for _, weight in found]))
+                # rounded so that one rule of weight w scores exactly w against a threshold of w
+                scores[i] = round(1.0 - keep, 9)
+                reasons[i] = [reason for reason, _ in found[: self.max_reasons]]
+        return StageResult(scores, reasons)
+
+    def matches(self, text: str) -> list[tuple[str, float]]:
+        """``(reason code, weight)`` of every rule ``text`` matches, strongest first."""
+        found: list[tuple[str, float]] = []
+        if not text.isascii():
+            for pack in self._mixed:
+                found += _mixed_script_words(text, pack)
+        for rule in self._rules:
+            match = rule.pattern.search(text)
+            if match:
+                found.append((rule.reason, rule.weight))
+        return sorted(found, key=lambda item: -item[1])
+
+
+def _mixed_script_words(text: str, pack: MixedScriptPack) -> list[tuple[str, float]]:
+    if not pack.foreign.search(text):
+        return []
+    found: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    latin_share: float | None = None
+    for word in _WORD.findall(text):
+        if word in seen or not pack.foreign.search(word):
+            continue
+        seen.add(word)
+        hit = _mixed_word(word, pack)
+        if hit is None and pack.whole_word is not None:
+            if latin_share is None:
+                letters = len(_LETTER.findall(text))
+                latin_share = len(_LATIN_LETTER.findall(text)) / letters if letters else 0.0
+            hit = _lookalike_word(word, pack, latin_share)
+        if hit is not None:
+            found.append(hit)
+    return found
+
+
+def _mixed_word(word: str, pack: MixedScriptPack) -> tuple[str, float] | None:
+    for mix in pack.mixes:
+        first, second = (letters.findall(word) for letters in mix.letters)
+        if not first or not second:
+            continue
+        minority = first if len(first) < len(second) else second
+        lookalike = all(char in pack.lookalikes for char in minority)
+        weight = mix.weight if lookalike else mix.weight_other
+        return f"trigger:mixed-script,rule={mix.name},word={short_form(word)}", weight
+    return None
+
+
+def _lookalike_word(word: str, pack: MixedScriptPack, latin_share: float) -> tuple[str, float] | None:
+    rule = pack.whole_word
+    letters = _LETTER.findall(word)
+    if len(letters) < rule.min_letters or latin_share < rule.min_latin_share:
+        return None
+    if all(char in pack.lookalikes for char in letters):
+        return f"trigger:mixed-script,rule={rule.name},word={short_form(word)}", rule.weight
+    return None
+
+
+def short_form(word: str) -> str:
+    """A word as ASCII a person can read: non-ASCII letters as ``[U+0430]``, cut to a bounded length."""
+    out = "".join(char if char.isascii() else f"[U+{ord(char):04X}]" for char in word)
+    return out if len(out) <= _SHORT_FORM_LENGTH else out[: _SHORT_FORM_LENGTH - 3] + "..."
+
+
+def _weight(value: Any, where: str, key: str = "weight") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise PolicyError(f"{where}: {key} = {value!r} must be a number in (0, 1]")
+    return float(value)
+
+
+def _check_keys(entry: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(entry) - set(known))
+    if unknown:
+        raise PolicyError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
+
+
+def _script_letters(script: str, where: str) -> regex.Pattern:
+    try:
+        return regex.compile(rf"\p{{Script={script}}}")
+    except regex.error:
+        raise PolicyError(f"{where}: {script!r} is not a Unicode script name (Latin, Cyrillic, Greek, ...)") from None
+
+
+def _compile_mixed(path: Path, data: dict[str, Any]) -> MixedScriptPack:
+    mixes = []
+    foreign_scripts: set[str] = set()
+    for index, entry in enumerate(data["mix"]):
+        where = f"{path}: mix {index + 1}"
+        _check_keys(entry, ("name", "scripts", "weight", "weight_other"), where)
+        scripts = entry.get("scripts")
+        if not isinstance(scripts, list) or len(scripts) != 2 or not all(isinstance(s, str) for s in scripts):
+            raise PolicyError(f"{where}: scripts = {scripts!r} must name two Unicode scripts")
+        letters = (_script_letters(scripts[0], where), _script_letters(scripts[1], where))
+        weight = _weight(entry.get("weight"), where)
+        weight_other = _weight(entry.get("weight_other", weight), where, "weight_other")
+        mixes.append(ScriptMix(str(entry.get("name") or "-".join(scripts).lower()), tuple(scripts), weight,
+                               weight_other, letters))
+        foreign_scripts.update(s for s in scripts if s != "Latin")
+    lookalikes = data.get("lookalikes", {})
+    if not isinstance(lookalikes, dict) or not all(isinstance(v, str) for v in lookalikes.values()):
+        raise PolicyError(f"{path}: [lookalikes] maps a script name to a string of letters")
+    whole_word = None
+    if "whole_word" in data:
+        entry, where = data["whole_word"], f"{path}: [whole_word]"
+        _check_keys(entry, ("name", "weight", "min_letters", "min_latin_share"), where)
+        min_letters = entry.get("min_letters", 3)
+        share = entry.get("min_latin_share", 0.8)
+        if isinstance(min_letters, bool) or not isinstance(min_letters, int) or min_letters < 1:
+            raise PolicyError(f"{where}: min_letters = {min_letters!r} must be a positive integer")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise PolicyError(f"{where}: min_latin_share = {share!r} must be a number in [0, 1]")
+        whole_word = WholeWord(str(entry.get("name", "lookalike-word")), _weight(entry.get("weight"), where),
+                               min_letters, float(share))
+    foreign = regex.compile("|".join(rf"\p{{Script={s}}}" for s in sorted(foreign_scripts)) or r"(?!)")
+    return MixedScriptPack(tuple(mixes), frozenset("".join(lookalikes.values())), whole_word, foreign)
+
+
+def _compile_tokens(path: Path, data: dict[str, Any]) -> list[Rule]:
+    rules = []
+    for index, entry in enumerate(data["token"]):
+        where = f"{path}: token {index + 1}"
+        _check_keys(entry, ("name", "text", "weight", "case_sensitive", "source"), where)
+        texts = entry.get("text")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            raise PolicyError(f"{where}: text = {texts!r} must be a non-empty list of strings")
+        flags = 0 if entry.get("case_sensitive", False) else regex.IGNORECASE
+        weight = _weight(entry.get("weight"), where)
+        for text in texts:
+            pattern = regex.compile(rf"(?<![\w]){regex.escape(text)}(?![\w])", flags)
+            rules.append(Rule(f"trigger:token={text}", weight, pattern))
+    return rules
+
+
+def _compile_rules(path: Path, data: dict[str, Any]) -> list[Rule]:
+    rules = []
+    for index, entry in enumerate(data["rule"]):
+        where = f"{path}: rule {index + 1}"
+        _check_keys(entry, ("name", "weight", "sequence", "gap", "pattern"), where)
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise PolicyError(f"{where}: name must be a non-empty string")
+        if ("sequence" in entry) == ("pattern" in entry):
+            raise PolicyError(f"{where}: give either a sequence or a pattern")
+        if "pattern" in entry:
+            try:
+                pattern = regex.compile(entry["pattern"], regex.IGNORECASE)
+            except regex.error as error:
+                raise PolicyError(f"{where}: pattern is not a valid regular expression: {error}") from None
+        else:
+            gap = entry.get("gap", 3)
+            if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
+                raise PolicyError(f"{where}: gap = {gap!r} must be a non-negative integer")
+            pattern = regex.compile(sequence_pattern(entry["sequence"], gap, where), regex.IGNORECASE)
+        rules.append(Rule(f"trigger:prompt-injection,rule={name}", _weight(entry.get("weight"), where), pattern))
+    return rules
+
+
+def sequence_pattern(slots: Any, gap: int, where: str = "sequence") -> str:
+    """A regex for ``slots`` in order, each a list of alternative words or phrases, ``gap`` words apart."""
+    if not isinstance(slots, list) or not slots:
+        raise PolicyError(f"{where}: sequence must be a non-empty list of slots")
+    parts = []
+    for slot in slots:
+        if not isinstance(slot, list) or not slot or not all(isinstance(s, str) and s.strip() for s in slot):
+            raise PolicyError(f"{where}: each slot of a sequence is a non-empty list of words or phrases")
+        parts.append("(?:" + "|".join(_phrase(item) for item in slot) + ")")
+    between = rf"(?:\W+\w+){{0,{gap}}}\W+"
+    return r"(?<!\w)" + between.join(parts) + r"(?!\w)"
+
+
+def _phrase(item: str) -> str:
+    words = []
+    for word in item.split():
+        wildcard = word.endswith("*")
+        word = regex.escape(word.rstrip("*"))
+        words.append(word + (r"\w*" if wildcard else ""))
+    return r"\s+".join(words)
