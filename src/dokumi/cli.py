@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
     scan.set_defaults(run=_run_scan)
 
+    report = commands.add_parser("report", help="(re)write report.html for a scan folder")
+    report.add_argument("out", metavar="OUT_DIR", help="a folder written by dokumi scan")
+    report.add_argument("--with-text", action="store_true",
+                        help="show the text of the riskiest quarantined records (off by default: privacy)")
+    report.set_defaults(run=_run_report)
+
     policies = commands.add_parser("policies", help="list the built-in policy recipes")
     policies.set_defaults(run=_run_policies)
     return parser
@@ -90,6 +96,13 @@ def _run_scan(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     print(result.summary())
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from dokumi.report import write_report
+
+    print(write_report(args.out, with_text=args.with_text))
     return 0
 
 

@@ -25,6 +25,7 @@ from dokumi.outputs import PartWriter, file_sha256, output_stem
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, CorpusBatches, Pipeline
 from dokumi.policy import Policy, load_policy
 from dokumi.progress import progress_bar
+from dokumi.report import write_report
 from dokumi.records import Batch, Columns
 from dokumi.sources import ParquetShard, Shard, open_inputs
 
@@ -98,7 +99,7 @@ class ScanResult:
             lines += [f"  {e['decision']:<5} {e['id']:<32} {', '.join(e['reasons'])}" for e in examples]
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
-        lines += ["", f"outputs in {self.out}/: clean/ quarantine/ scores/ manifest.json"]
+        lines += ["", f"outputs in {self.out}/: clean/ quarantine/ scores/ manifest.json report.html"]
         return "\n".join(lines)
 
 
@@ -130,6 +131,7 @@ def scan(
     pipeline.check(shards)
     warnings += _schema_warnings(shards)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.dokumi-partial-", dir=out.parent.resolve()))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output folder should not be
     try:
         shards = _spill_one_shot(shards, pipeline, staging / "spill")
         if pipeline.needs_fit:
@@ -141,6 +143,7 @@ def scan(
         shutil.rmtree(staging / "spill", ignore_errors=True)
         manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging)
         write_manifest(manifest, staging / "manifest.json")
+        write_report(staging)
         _replace_atomically(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -153,6 +156,12 @@ def scan(
         seconds=time.perf_counter() - started,
         manifest=manifest,
     )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
