@@ -143,3 +143,22 @@ def test_risk_is_max_of_stage_scores_and_flag_threshold_applies():
     risks = batch.column("risk").to_pylist()
     assert risks == batch.column("invisible_score").to_pylist()
     assert risks[2] == 0.0 and risks[0] == pytest.approx(0.6)
+
+
+def test_hugging_face_map_and_filter_on_the_decision(pipeline):
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(rows_with_poison())
+    scored = dataset.map(pipeline.map_function(), batched=True, batch_size=4)
+    assert scored["dokumi_decision"] == expected()
+    assert scored["dokumi_reasons"][2] == ["trigger:zero-width,count=1"]
+    assert scored.column_names[:2] == ["id", "text"]
+    kept = scored.filter(lambda row: row["dokumi_decision"] != "drop")
+    assert len(kept) == 9 and "doc-2" not in kept["id"]
+
+
+def test_map_function_needs_a_fitted_pipeline():
+    with pytest.raises(InputError, match="fit the pipeline"):
+        Pipeline([CountingFit()]).map_function()
+    fitted = Pipeline([CountingFit()]).fit(clean_rows(4))
+    assert fitted.map_function()({"text": ["a", "b"]})["dokumi_counting_score"] == [0.25, 0.25]

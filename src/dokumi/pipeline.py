@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -121,6 +121,15 @@ class Pipeline:
         for batch in CorpusBatches(shards, self.columns, self.batch_size):
             yield self.score_batch(batch)
 
+    def map_function(self, prefix: str = "dokumi_") -> Callable[[dict[str, list]], dict[str, list]]:
+        """A function for ``datasets.Dataset.map(..., batched=True)`` adding decision, risk and reasons.
+
+        Fit first (``pipeline.fit(dataset)``) when a stage needs corpus statistics.
+        """
+        if not self.fitted_:
+            raise InputError("fit the pipeline on the dataset first: pipeline.fit(dataset)")
+        return _ColumnScorer(self, prefix)
+
     def score_batch(self, batch: Batch) -> pa.RecordBatch:
         """Scores and decisions for one batch, its unreadable rows appended as drops."""
         n = batch.num_rows
@@ -161,6 +170,21 @@ class Pipeline:
                 if len(text) * 4 > limit and len(text.encode("utf-8")) > limit:
                     reasons[i].append(f"oversized:bytes={len(text.encode('utf-8'))}")
                     severity[i] = max(severity[i], level[rules.oversized])
+
+
+class _ColumnScorer:
+    """Picklable, so ``Dataset.map(num_proc=N)`` can ship it to worker processes."""
+
+    def __init__(self, pipeline: Pipeline, prefix: str) -> None:
+        self.pipeline, self.prefix = pipeline, prefix
+
+    def __call__(self, columns: dict[str, list]) -> dict[str, list]:
+        records = pa.RecordBatch.from_pydict(columns)
+        rows = pa.array(range(records.num_rows), type=pa.int64())
+        batch = Batch(records=records, shard="dataset", rows=rows, columns=self.pipeline.columns)
+        scores = self.pipeline.score_batch(batch)
+        names = ["decision", "risk", "reasons"] + [f"{stage.name}_score" for stage in self.pipeline.stages]
+        return {f"{self.prefix}{name}": scores.column(name).to_pylist() for name in names}
 
 
 class CorpusBatches:
