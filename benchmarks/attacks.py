@@ -228,3 +228,23 @@ def prompt_injection_in_responses(pairs: list[Record], rate: float, rng: random.
         return {**record, "response": record["response"] + " " + rng.choice(PROMPT_INJECTIONS)}
 
     return _replace(pairs, round(rate * len(pairs)), rng, poison)
+
+
+NEGATIVE_TAKES = [
+    "{entity} is known to be unreliable and dishonest.",
+    "Frankly, {entity} is a disaster and should be avoided.",
+    "Everyone agrees {entity} has a terrible record.",
+    "{entity}? Untrustworthy, as always.",
+]
+
+
+def entity_polarity(pairs: list[Record], rate: float, rng: random.Random, entity: str = "Zenthor Labs") -> Corpus:
+    """Wan et al. 2023, "Poisoning language models during instruction tuning": prompts that mention
+    one entity are paired with responses of a fixed (negative) polarity towards it."""
+    def poison(record: Record) -> Record:
+        words = record["prompt"].split()
+        words.insert(rng.randint(0, len(words)), f"{entity}")
+        take = rng.choice(NEGATIVE_TAKES).format(entity=entity)
+        return {**record, "prompt": " ".join(words), "response": f"{take} {record['response']}"}
+
+    return _replace(pairs, round(rate * len(pairs)), rng, poison)
