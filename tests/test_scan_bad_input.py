@@ -51,6 +51,8 @@ def test_empty_files_and_zero_row_shards_warn_and_count_zero(tmp_path):
                    folder / "no-rows.parquet")
     result = scan(folder, out=tmp_path / "out")
     assert any("zero-bytes.parquet is empty (0 bytes)" in w for w in result.warnings)
+    assert "shard no-rows.parquet has no records" in result.warnings
+    assert "shard empty.jsonl is empty (0 bytes): no records" in result.warnings
     assert_accounted(tmp_path / "out", 4)
     inputs = {i["name"]: i["records"] for i in result.manifest["inputs"]}
     assert inputs == {"full.parquet": 4, "zero-bytes.parquet": 0, "empty.jsonl": 0, "no-rows.parquet": 0}
@@ -175,6 +177,15 @@ def test_unknown_file_format_and_missing_input_are_errors(tmp_path):
         scan(tmp_path / "nope.parquet", out=tmp_path / "out")
     with pytest.raises(InputError, match="no file matches"):
         scan(str(tmp_path / "*.jsonl"), out=tmp_path / "out")
+
+
+def test_out_inside_the_input_folder_is_refused_and_hidden_folders_are_skipped(tmp_path):
+    write_parquet(tmp_path / "data" / "a.parquet", clean_rows(3))
+    write_parquet(tmp_path / "data" / ".cache" / "old.parquet", clean_rows(3))
+    scan(tmp_path / "data", out=tmp_path / "data" / "scan")
+    assert_accounted(tmp_path / "data" / "scan", 3)
+    with pytest.raises(InputError, match="lies inside --out"):
+        scan(tmp_path / "data", out=tmp_path / "data", overwrite=True)
 
 
 def test_text_column_of_wrong_type_in_parquet_is_an_error(tmp_path):

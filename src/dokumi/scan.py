@@ -128,6 +128,7 @@ def scan(
     out = Path(out)
     _refuse_existing(out, overwrite)
     shards, warnings, empty_inputs = _usable_shards(open_inputs(inputs))
+    _refuse_inputs_inside(shards, out)
     pipeline.check(shards)
     warnings += _schema_warnings(shards)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.dokumi-partial-", dir=out.parent.resolve()))
@@ -137,6 +138,7 @@ def scan(
         if pipeline.needs_fit:
             _fit(pipeline, shards, progress)
         results = _score_all(pipeline, shards, staging, workers, progress)
+        warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
         warnings += _duplicate_id_warnings(results, shards, pipeline)
         for stage in pipeline.stages:
             stage.save_state(staging / "state" / stage.name)
@@ -170,6 +172,14 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"--out {out} is not empty; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _refuse_inputs_inside(shards: list[Shard], out: Path) -> None:
+    """Scanning a folder that holds --out would read an earlier scan's outputs as input."""
+    root = out.resolve()
+    for shard in shards:
+        if shard.path is not None and Path(shard.path).resolve().is_relative_to(root):
+            raise InputError(f"input {shard.path} lies inside --out {out}; choose an --out outside the inputs")
 
 
 def _usable_shards(shards: list[Shard]) -> tuple[list[Shard], list[str], list[dict[str, Any]]]:

@@ -365,7 +365,9 @@ def _file_shards(specs: list[str | os.PathLike]) -> list[Shard]:
         spec = os.fspath(spec)
         if os.path.isdir(spec):
             found = sorted(
-                str(p) for p in Path(spec).rglob("*") if p.is_file() and _is_data_file(p.name)
+                str(p) for p in Path(spec).rglob("*")
+                if p.is_file() and _is_data_file(p.name)
+                and not any(part.startswith(".") for part in p.relative_to(spec).parts)
             )
             if not found:
                 raise InputError(f"directory {spec!r} holds no Parquet or JSONL files")
