@@ -185,3 +185,25 @@ def test_pipeline_object_works_in_scan_and_api_alike(tmp_path):
     write_parquet(tmp_path / "a.parquet", rows)
     scan(tmp_path / "a.parquet", out=tmp_path / "out")
     assert read_outputs(tmp_path / "out")["scores"].column("decision").to_pylist() == decisions
+
+
+def test_terminated_cli_scan_removes_its_partial_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = [{"id": str(i), "text": "word " * 50} for i in range(400_000)]
+    write_parquet(tmp_path / "big.parquet", rows)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "dokumi", "scan", str(tmp_path / "big.parquet"),
+                                "--out", str(out), "--workers", "1"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not [p for p in tmp_path.iterdir() if ".dokumi-partial-" in p.name] and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted; no output was written" in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".dokumi-" in p.name]
