@@ -57,7 +57,36 @@ def _parser() -> argparse.ArgumentParser:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="always show a progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
+    scan.add_argument("--expect", metavar="PATH",
+                      help="earlier scan (manifest, folder or hashes/) whose record hashes the provenance stage checks")
+    scan.add_argument("--no-text", action="store_true", default=None,
+                      help="quarantine keeps ids, hashes and reasons, never text (also [privacy] no_text)")
+    scan.add_argument("--sign-key", metavar="KEY", help="sign the manifest with this secret key (dokumi keygen)")
     scan.set_defaults(run=_run_scan)
+
+    verify = commands.add_parser("verify", help="re-check data, outputs and signature against a manifest")
+    verify.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
+    verify.add_argument("--data", metavar="DIR", help="folder holding the input shards, if they moved")
+    verify.add_argument("--key", metavar="PUB", help="trusted public key: the manifest must be signed by it")
+    verify.add_argument("--proof", metavar="FILE",
+                        help="check an inclusion proof (dokumi prove) against the manifest instead; needs no data")
+    verify.set_defaults(run=_run_verify)
+
+    prove = commands.add_parser("prove", help="print a proof that a record is in a scanned corpus")
+    prove.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
+    prove.add_argument("record_id", metavar="RECORD_ID", help="the record's id (the id column or <shard>:<row>)")
+    prove.set_defaults(run=_run_prove)
+
+    keygen = commands.add_parser("keygen", help="create a manifest-signing key pair (ML-DSA-65)")
+    keygen.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key (secret) and PREFIX.pub")
+    keygen.add_argument("--hybrid", action="store_true", help="add an Ed25519 key: both signatures must verify")
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+    keygen.set_defaults(run=_run_keygen)
+
+    sign = commands.add_parser("sign", help="sign a manifest after the scan (writes manifest.json.sig)")
+    sign.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
+    sign.add_argument("--key", required=True, metavar="KEY", help="secret key file from dokumi keygen")
+    sign.set_defaults(run=_run_sign)
 
     report = commands.add_parser("report", help="(re)write report.html for a scan folder")
     report.add_argument("out", metavar="OUT_DIR", help="a folder written by dokumi scan")
@@ -101,8 +130,65 @@ def _run_scan(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         progress=args.progress,
+        expect=args.expect,
+        no_text=args.no_text,
+        sign_key=args.sign_key,
     )
     print(result.summary())
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from dokumi.verify import verify
+
+    if args.proof:
+        return _check_proof(args)
+    report = verify(args.manifest, data=args.data, key=args.key)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def _check_proof(args: argparse.Namespace) -> int:
+    from dokumi.manifest import read_manifest
+    from dokumi.signing import signature_path_for, verify_signature
+    from dokumi.verify import check_proof, read_proof
+
+    manifest_path = os.path.join(args.manifest, "manifest.json") if os.path.isdir(args.manifest) else args.manifest
+    problems = check_proof(read_proof(args.proof), read_manifest(manifest_path))
+    if signature_path_for(manifest_path).exists() or args.key:
+        signature = verify_signature(manifest_path, trusted_key=args.key)
+        print(f"signature: {'valid' if signature.valid else 'INVALID'}, signed by key {signature.fingerprint}")
+        problems += signature.problems
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    print("OK: the record is in the corpus of this manifest" if not problems else "FAILED")
+    return 0 if not problems else 1
+
+
+def _run_prove(args: argparse.Namespace) -> int:
+    import json
+
+    from dokumi.verify import prove
+
+    print(json.dumps(prove(args.manifest, args.record_id), indent=2))
+    return 0
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    from dokumi.signing import read_key, write_keys
+
+    secret, public = write_keys(args.out, hybrid=args.hybrid, overwrite=args.force)
+    print(f"secret key: {secret} (keep it private)\npublic key: {public}\n"
+          f"fingerprint: {read_key(public, 'public')['fingerprint']}")
+    return 0
+
+
+def _run_sign(args: argparse.Namespace) -> int:
+    from dokumi.signing import read_key, sign_manifest
+
+    manifest_path = os.path.join(args.manifest, "manifest.json") if os.path.isdir(args.manifest) else args.manifest
+    signature = sign_manifest(manifest_path, args.key)
+    print(f"signed {manifest_path} -> {signature} with key {read_key(args.key, 'secret')['fingerprint']}")
     return 0
 
 

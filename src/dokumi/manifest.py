@@ -1,4 +1,10 @@
-"""The provenance manifest: what went in, what came out, under which policy. Never raw text."""
+"""The provenance manifest: what went in, what came out, under which policy. Never raw text.
+
+The schema is versioned (``schema``) and documented in ``docs/manifest.md``
+with a JSON Schema in ``docs/manifest.schema.json``. Paths of outputs are
+relative to the manifest's folder; paths of inputs too where they can be, so a
+scan folder and its data can move to another machine and still verify.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dokumi.hashing import PAIR_ENCODING
+from dokumi.merkle import ALGORITHM as MERKLE_ALGORITHM
+from dokumi.merkle import EMPTY_ROOT, merkle_root, shard_leaf
 from dokumi.outputs import file_sha256
+from dokumi.sidecar import SKETCH
 
 if TYPE_CHECKING:
     from dokumi.pipeline import Pipeline
     from dokumi.policy import Policy
     from dokumi.scan import ShardResult
 
-MANIFEST_SCHEMA = "dokumi.manifest/0.1"
+MANIFEST_SCHEMA = "dokumi.manifest/1"
+RECORD_HASH = "sha256 of the UTF-8 text; instruction pairs: sha256 of netstring(prompt) + netstring(response)"
 
 
 def reason_kind(reason: str) -> str:
@@ -33,6 +44,11 @@ def reason_kind(reason: str) -> str:
     return head[:cut] if cut > 0 else head
 
 
+def corpus_root(inputs: list[dict[str, Any]]) -> str:
+    """The corpus Merkle root (hex) over the inputs' shard roots, in manifest order."""
+    return merkle_root([shard_leaf(entry["name"], bytes.fromhex(entry["merkle_root"])) for entry in inputs]).hex()
+
+
 def build_manifest(
     policy: Policy,
     pipeline: Pipeline,
@@ -40,24 +56,34 @@ def build_manifest(
     empty_inputs: list[dict[str, Any]],
     warnings: list[str],
     out: Path,
+    destination: Path | None = None,
 ) -> dict[str, Any]:
+    """The manifest of a scan whose outputs are in ``out``; ``destination`` is the folder the
+    manifest will finally live in (``out`` unless the scan writes to a staging folder first)."""
     from dokumi import __version__
 
+    destination = Path(destination or out)
     decisions: Counter = Counter()
     reasons: Counter = Counter()
-    inputs = list(empty_inputs)
+    inputs = [
+        {**entry, "path": _relative(entry["path"], destination), "unreadable": 0,
+         "merkle_root": EMPTY_ROOT.hex(), "leaves": 0}
+        for entry in empty_inputs
+    ]
     outputs = []
     for result in results:
         decisions.update(result.decisions)
         reasons.update(result.reasons)
         inputs.append(
             {
-                "path": _portable(result.path) if result.path else None,
+                "path": _relative(result.path, destination),
                 "name": result.shard,
                 "bytes": result.input_bytes,
                 "sha256": result.input_sha256,
                 "records": result.records + result.unreadable,
                 "unreadable": result.unreadable,
+                "merkle_root": result.merkle_root,
+                "leaves": result.leaves,
             }
         )
         for output in result.outputs:
@@ -81,7 +107,7 @@ def build_manifest(
         "schema": MANIFEST_SCHEMA,
         "tool": {"name": "dokumi", "version": __version__, "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "policy": {"name": policy.name, "source": _portable(policy.source), "sha256": policy.sha256},
+        "policy": {"name": policy.name, "source": _relative(policy.source, destination), "sha256": policy.sha256},
         "columns": vars(pipeline.columns),
         "stages": [
             {
@@ -95,6 +121,15 @@ def build_manifest(
         ],
         "records": {"null_content": policy.records.null_content, "max_text_bytes": policy.records.max_text_bytes,
                     "oversized": policy.records.oversized},
+        "privacy": {"no_text": policy.no_text},
+        "hashing": {"file": "sha256", "record": RECORD_HASH, "pair_encoding": PAIR_ENCODING, "sketch": SKETCH},
+        "merkle": {
+            "algorithm": MERKLE_ALGORITHM,
+            "record_leaf": "netstring(record id) || sha256(record)",
+            "shard_leaf": "netstring(shard name) || shard root",
+            "root": corpus_root(inputs),
+            "shards": len(inputs),
+        },
         "inputs": inputs,
         "outputs": outputs,
         "state": state,
@@ -107,16 +142,41 @@ def build_manifest(
     }
 
 
-def _portable(path: str | None) -> str | None:
-    """Relative to the working directory when below it, so a manifest moves with its data."""
+def _relative(path: str | None, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` (the manifest's), so that both can move together; absolute
+    only where no relative path exists (another drive)."""
     if path is None:
         return None
     try:
-        relative = os.path.relpath(path)
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
     except ValueError:
-        return Path(path).as_posix()
-    return Path(path if relative.startswith("..") else relative).as_posix()
+        return Path(path).resolve().as_posix()
+
+
+def resolve(manifest_path: Path, path: str) -> Path:
+    """A path from the manifest as a file on this machine (relative paths are to the manifest's folder)."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else manifest_path.parent / candidate
 
 
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a manifest, checking that this version of dokumi understands its schema."""
+    from dokumi.errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"manifest {path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a JSON manifest ({error})") from None
+    schema = manifest.get("schema") if isinstance(manifest, dict) else None
+    if schema != MANIFEST_SCHEMA:
+        raise InputError(f"{path}: manifest schema {schema!r}; this dokumi reads {MANIFEST_SCHEMA!r}")
+    return manifest

@@ -41,8 +41,9 @@ ACTIONS = ("drop", "flag", "off")
 RECORD_ACTIONS = ("keep", "flag", "drop")
 DECISIONS = ("keep", "flag", "drop")
 STAGE_RULE_KEYS = ("action", "threshold", "flag_threshold")
-TOP_LEVEL_KEYS = ("name", "description", "records", "columns", "stages")
+TOP_LEVEL_KEYS = ("name", "description", "records", "columns", "privacy", "stages")
 RECORD_KEYS = ("null_content", "max_text_bytes", "oversized")
+PRIVACY_KEYS = ("no_text",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class Policy:
     description: str = ""
     source: str | None = None
     sha256: str | None = None
+    # [privacy] no_text: quarantine keeps ids, hashes and reasons, never the records' text
+    no_text: bool = False
 
     def rule(self, stage_name: str) -> StageRule:
         return self.rules.get(stage_name, StageRule())
@@ -150,6 +153,7 @@ def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str 
     _reject_unknown(data, TOP_LEVEL_KEYS, where, "top level")
     columns = Columns.from_mapping(_table(data, "columns", where), where=f"{where}: [columns]")
     records = _parse_records(_table(data, "records", where), where)
+    no_text = _parse_privacy(_table(data, "privacy", where), where)
     stages: list[Stage] = []
     rules: dict[str, StageRule] = {}
     for stage_name, table in _table(data, "stages", where).items():
@@ -173,15 +177,24 @@ def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str 
         rules=rules,
         records=records,
         columns=columns,
+        no_text=no_text,
     )
+
+
+def _parse_privacy(table: dict[str, Any], where: str) -> bool:
+    _reject_unknown(table, PRIVACY_KEYS, where, "[privacy]")
+    no_text = table.get("no_text", False)
+    if not isinstance(no_text, bool):
+        raise PolicyError(f"{where}: [privacy]: no_text = {no_text!r} must be true or false")
+    return no_text
 
 
 def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     section, dot, name = key.partition(".")
     if not dot or not section or not name:
         raise PolicyError(f"--set {key}: expected STAGE.KEY=VALUE or records.KEY=VALUE")
-    if section == "records":
-        data.setdefault("records", {})[name] = value
+    if section in ("records", "privacy"):
+        data.setdefault(section, {})[name] = value
     else:
         data.setdefault("stages", {}).setdefault(section, {})[name] = value
 

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dokumi.errors import InputError
+from dokumi.hashing import record_digests
 from dokumi.manifest import build_manifest, reason_kind, write_manifest
+from dokumi.merkle import MerkleBuilder, record_leaves
 from dokumi.outputs import PartWriter, file_sha256, output_stem
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, CorpusBatches, Pipeline
 from dokumi.policy import Policy, load_policy
 from dokumi.progress import progress_bar
-from dokumi.report import write_report
 from dokumi.records import Batch, Columns
+from dokumi.report import write_report
+from dokumi.sidecar import SIDECAR_DIR, sidecar_batch
 from dokumi.sources import ParquetShard, Shard, open_inputs
 
 EXAMPLES_PER_SCAN = 20
@@ -47,6 +50,8 @@ class ShardResult:
     input_sha256: str | None = None
     id_hashes: np.ndarray | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
+    merkle_root: str = ""
+    leaves: int = 0
 
 
 @dataclass
@@ -113,15 +118,27 @@ def scan(
     batch_size: int = DEFAULT_BATCH_SIZE,
     overwrite: bool = False,
     progress: bool | None = None,
+    expect: str | os.PathLike | None = None,
+    no_text: bool | None = None,
+    sign_key: str | os.PathLike | None = None,
 ) -> ScanResult:
-    """Scan ``inputs`` with ``policy`` and write clean/, quarantine/, scores/ and manifest.json to ``out``.
+    """Scan ``inputs`` with ``policy`` and write clean/, quarantine/, scores/, hashes/ and manifest.json to ``out``.
 
     The outputs appear all at once: they are written to a hidden sibling folder
     and renamed into place only when complete. ``workers`` defaults to the
-    number of cores (capped by the number of file shards).
+    number of cores (capped by the number of file shards). ``expect`` names an
+    earlier scan whose record hashes the provenance stage checks against;
+    ``no_text`` (default: the policy's ``[privacy]``) keeps text out of the
+    quarantine; ``sign_key`` signs the manifest (``dokumi keygen``).
     """
     started = time.perf_counter()
     policy = load_policy(policy)
+    if expect is not None:
+        from dokumi.stages.provenance import with_expectation
+
+        policy = with_expectation(policy, expect)
+    if no_text is not None:
+        policy = replace(policy, no_text=no_text)
     if isinstance(columns, dict):
         columns = Columns.from_mapping(columns)
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
@@ -137,14 +154,18 @@ def scan(
         shards = _spill_one_shot(shards, pipeline, staging / "spill")
         if pipeline.needs_fit:
             _fit(pipeline, shards, progress)
-        results = _score_all(pipeline, shards, staging, workers, progress)
+        results = _score_all(pipeline, shards, staging, workers, progress, policy.no_text)
         warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
         warnings += _duplicate_id_warnings(results, shards, pipeline)
         for stage in pipeline.stages:
             stage.save_state(staging / "state" / stage.name)
         shutil.rmtree(staging / "spill", ignore_errors=True)
-        manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging)
+        manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
         write_manifest(manifest, staging / "manifest.json")
+        if sign_key is not None:
+            from dokumi.signing import sign_manifest
+
+            sign_manifest(staging / "manifest.json", sign_key)
         write_report(staging)
         _replace_atomically(staging, out)
     except BaseException:
@@ -284,24 +305,25 @@ def _init_worker(pipeline: Pipeline, queue: Any) -> None:
     _worker_pipeline, _worker_queue = pipeline, queue
 
 
-def _score_in_worker(index: int, shard: Shard, staging: Path) -> ShardResult:
-    return score_shard(_worker_pipeline, index, shard, staging, _worker_queue.put)
+def _score_in_worker(index: int, shard: Shard, staging: Path, no_text: bool) -> ShardResult:
+    return score_shard(_worker_pipeline, index, shard, staging, _worker_queue.put, no_text)
 
 
 def _score_all(
-    pipeline: Pipeline, shards: list[Shard], staging: Path, workers: int | None, progress: bool | None
+    pipeline: Pipeline, shards: list[Shard], staging: Path, workers: int | None, progress: bool | None,
+    no_text: bool = False,
 ) -> list[ShardResult]:
     bar = progress_bar(_total_rows(shards), "score", enabled=progress)
     workers = min(workers or os.cpu_count() or 1, len(shards))
     parallel = workers > 1 and all(shard.path is not None for shard in shards)
     try:
         if not parallel:
-            return [score_shard(pipeline, i, shard, staging, bar.update) for i, shard in enumerate(shards)]
+            return [score_shard(pipeline, i, shard, staging, bar.update, no_text) for i, shard in enumerate(shards)]
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=(pipeline, queue)) as pool:
-            futures = [pool.submit(_score_in_worker, i, shard, staging) for i, shard in enumerate(shards)]
+            futures = [pool.submit(_score_in_worker, i, shard, staging, no_text) for i, shard in enumerate(shards)]
             while not all(f.done() for f in futures):
                 _drain(queue, bar.update, timeout=0.2)
             _drain(queue, bar.update, timeout=0)
@@ -322,18 +344,27 @@ def _drain(queue: Any, update: Callable[[int], Any], timeout: float) -> None:
 
 
 def score_shard(
-    pipeline: Pipeline, index: int, shard: Shard, staging: Path, on_records: Callable[[int], Any]
+    pipeline: Pipeline, index: int, shard: Shard, staging: Path, on_records: Callable[[int], Any],
+    no_text: bool = False,
 ) -> ShardResult:
-    """Pass 2 over one shard: score every batch and route every record to exactly one output."""
+    """Pass 2 over one shard: score every batch and route every record to exactly one output.
+
+    Also writes the shard's record-hash sidecar and computes its Merkle root.
+    """
     stem = output_stem(index, shard.name)
-    writers = {name: PartWriter(staging / name, stem) for name in ("clean", "quarantine", "scores")}
+    writers = {name: PartWriter(staging / name, stem) for name in ("clean", "quarantine", "scores", SIDECAR_DIR)}
+    tree = MerkleBuilder()
     unreadable_writer = PartWriter(staging / "quarantine", f"{stem}.unreadable")
     result = ShardResult(shard=shard.name, path=shard.path)
     hashes = []
     has_id_column = None
     for batch in shard.batches(pipeline.columns, pipeline.batch_size):
         scores = pipeline.score_batch(batch)
-        _route(batch, scores, writers, unreadable_writer)
+        digests = record_digests(batch)
+        sidecar = sidecar_batch(batch, digests)
+        writers[SIDECAR_DIR].write(sidecar)
+        tree.extend(record_leaves(batch.ids, digests.tobytes()))
+        _route(batch, scores, writers, unreadable_writer, sidecar if no_text else None)
         _tally(result, batch, scores)
         if has_id_column is None:
             has_id_column = batch.has("id")
@@ -345,19 +376,29 @@ def score_shard(
     for kind, writer in (*writers.items(), ("quarantine", unreadable_writer)):
         for path, count in writer.close():
             result.outputs.append({"kind": kind, "path": path, "records": count})
+    result.merkle_root, result.leaves = tree.root().hex(), tree.size
     if shard.path is not None:
         result.input_bytes = os.path.getsize(shard.path)
         result.input_sha256 = file_sha256(shard.path)
     return result
 
 
-def _route(batch: Batch, scores: pa.RecordBatch, writers: dict[str, PartWriter], unreadable: PartWriter) -> None:
+def _route(
+    batch: Batch, scores: pa.RecordBatch, writers: dict[str, PartWriter], unreadable: PartWriter,
+    no_text_hashes: pa.RecordBatch | None = None,
+) -> None:
+    """Write each record to clean/ or quarantine/ and its scores to scores/. With ``no_text_hashes``
+    (the batch's sidecar rows) the quarantine keeps ids, rows, hashes and reasons, no input column."""
     n = batch.num_rows
     decisions = scores.column("decision").slice(0, n)
     reasons = scores.column("reasons").slice(0, n)
     dropped = pc.equal(decisions, "drop")
     writers["clean"].write(batch.records.filter(pc.invert(dropped)))
-    if pc.any(dropped).as_py():
+    if no_text_hashes is not None:
+        if pc.any(dropped).as_py():
+            kept = no_text_hashes.select(["id", "row", "sha256"]).append_column("reasons", reasons)
+            writers["quarantine"].write(kept.filter(dropped))
+    elif pc.any(dropped).as_py():
         quarantined = batch.records
         if not batch.has("id"):
             quarantined = quarantined.append_column(batch.columns.id, pa.array(batch.ids, pa.string()))
@@ -373,10 +414,18 @@ def _route(batch: Batch, scores: pa.RecordBatch, writers: dict[str, PartWriter],
                     "shard": [row.shard for row in batch.unreadable],
                     "row": pa.array([row.row for row in batch.unreadable], pa.int64()),
                     "reasons": [[row.reason] for row in batch.unreadable],
-                    "raw": pa.array([row.raw for row in batch.unreadable], pa.binary()),
+                    **_unreadable_content(batch, no_text_hashes is not None),
                 }
             )
         )
+
+
+def _unreadable_content(batch: Batch, no_text: bool) -> dict[str, pa.Array]:
+    """The raw bytes of unreadable rows, or with ``no_text`` only their SHA-256."""
+    raw = [row.raw for row in batch.unreadable]
+    if no_text:
+        return {"sha256": pa.array([None if r is None else hashlib.sha256(r).hexdigest() for r in raw], pa.string())}
+    return {"raw": pa.array(raw, pa.binary())}
 
 
 def _tally(result: ShardResult, batch: Batch, scores: pa.RecordBatch) -> None:

@@ -13,6 +13,7 @@ from dokumi.stage import Stage
 # stage name -> "module:Class"
 REGISTRY: dict[str, str] = {
     "invisible": "dokumi.stages.invisible:InvisibleCharacters",
+    "provenance": "dokumi.stages.provenance:Provenance",
 }
 
 
