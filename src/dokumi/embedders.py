@@ -1,0 +1,239 @@
+"""Embedders: turn records into fixed-size vectors for the embedding anomaly stage.
+
+Three kinds, chosen by the stage's ``embedder`` parameter:
+
+- ``"hashing"`` (default, nothing to download): word counts hashed into a large
+  sparse space, TF-IDF weighted with document frequencies of the reference
+  sample, reduced by truncated SVD (latent semantic analysis).
+- ``"sentence-transformers:<model>"``: a local model path or a model name
+  already in the local cache (extra ``dokumi[embeddings]``; imported lazily).
+- ``"column"``: vectors precomputed in the ``embedding`` column.
+
+Every embedder is fitted on a bounded sample, so its state does not grow with
+the corpus, and pickles compactly to the scoring worker processes.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.preprocessing import normalize
+
+HASHED_FEATURES = 2**20
+
+
+class LexicalVectors:
+    """L2-normalised word TF-IDF vectors in a hashed space, with IDF from a reference sample.
+
+    Unlike an embedding, these keep every word: two texts have cosine 1 only
+    if they use the same words in the same proportions, which makes them the
+    right tool to test whether two responses are near-identical. Only the
+    features seen in the sample are stored (their hashed index and IDF); an
+    unseen word gets the IDF of a word seen once.
+    """
+
+    def __init__(self, n_features: int = HASHED_FEATURES) -> None:
+        self.n_features = n_features
+
+    def _counts(self, texts: list[str]) -> sp.csr_matrix:
+        vectorizer = HashingVectorizer(n_features=self.n_features, alternate_sign=False, norm=None)
+        return vectorizer.transform(texts).tocsr()
+
+    def fit(self, texts: list[str]) -> LexicalVectors:
+        counts = self._counts(texts)
+        self.features_, document_frequency = np.unique(counts.indices, return_counts=True)
+        n = len(texts)
+        # smooth IDF as in scikit-learn's TfidfTransformer
+        self.idf_ = (np.log((1 + n) / (1 + document_frequency)) + 1).astype(np.float32)
+        self.unseen_idf_ = float(np.log((1 + n) / 2) + 1)
+        self.document_frequency_ = document_frequency.astype(np.int32)
+        return self
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        counts = self._counts(texts)
+        weights = np.full(len(counts.indices), self.unseen_idf_, dtype=np.float32)
+        position = np.searchsorted(self.features_, counts.indices)
+        position = np.minimum(position, len(self.features_) - 1)
+        seen = self.features_[position] == counts.indices
+        weights[seen] = self.idf_[position[seen]]
+        # sublinear term frequency: a word repeated ten times is not ten times the evidence
+        data = (1.0 + np.log(counts.data)).astype(np.float32) * weights
+        vectors = sp.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape)
+        return normalize(vectors)
+
+
+class Embedder(abc.ABC):
+    """Maps records to dense float32 vectors. ``source`` says what it reads: ``"text"`` or ``"embedding"``."""
+
+    name: ClassVar[str] = ""
+    source: ClassVar[str] = "text"
+
+    @abc.abstractmethod
+    def fit(self, items: list) -> Embedder:
+        """Learn whatever the embedder needs from a reference sample of texts (or vectors)."""
+
+    @abc.abstractmethod
+    def transform(self, items: list) -> np.ndarray:
+        """One float32 row per item."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name and parameters, for the manifest."""
+        return {"name": self.name}
+
+
+class HashingSvdEmbedder(Embedder):
+    """Latent semantic analysis on hashed words: TF-IDF, then truncated SVD to ``dimensions``.
+
+    ``max_features`` caps the words the SVD keeps (the ones in most reference
+    documents, and only words seen in at least two), which bounds the fitted
+    state at ``dimensions * max_features * 4`` bytes.
+    """
+
+    name = "hashing"
+
+    def __init__(self, dimensions: int = 128, max_features: int = 2**16, seed: int = 0) -> None:
+        self.dimensions = dimensions
+        self.max_features = max_features
+        self.seed = seed
+
+    def fit(self, items: list[str]) -> HashingSvdEmbedder:
+        self.lexical_ = LexicalVectors().fit(items)
+        frequent = np.flatnonzero(self.lexical_.document_frequency_ >= 2)
+        if len(frequent) > self.max_features:
+            order = np.argsort(-self.lexical_.document_frequency_[frequent], kind="stable")
+            frequent = np.sort(frequent[order[: self.max_features]])
+        self.columns_ = self.lexical_.features_[frequent]
+        vectors = self._restricted(self.lexical_.transform(items))
+        rank = min(self.dimensions, vectors.shape[1] - 1, vectors.shape[0] - 1)
+        if rank < 1:
+            self.components_ = np.zeros((0, len(self.columns_)), dtype=np.float32)
+            return self
+        svd = TruncatedSVD(n_components=rank, random_state=self.seed).fit(vectors)
+        self.components_ = svd.components_.astype(np.float32)
+        return self
+
+    def _restricted(self, vectors: sp.csr_matrix) -> sp.csr_matrix:
+        """The columns of ``vectors`` the SVD was fitted on, renumbered 0..len(columns_)-1."""
+        position = np.minimum(np.searchsorted(self.columns_, vectors.indices), max(len(self.columns_) - 1, 0))
+        keep = (self.columns_[position] == vectors.indices) if len(self.columns_) else np.zeros(0, bool)
+        rows = np.repeat(np.arange(vectors.shape[0]), np.diff(vectors.indptr))
+        return sp.csr_matrix(
+            (vectors.data[keep], (rows[keep], position[keep])), shape=(vectors.shape[0], len(self.columns_))
+        )
+
+    def transform(self, items: list[str]) -> np.ndarray:
+        restricted = self._restricted(self.lexical_.transform(items))
+        return np.asarray(restricted @ self.components_.T, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        described = {"name": self.name, "dimensions": self.dimensions, "max_features": self.max_features,
+                     "seed": self.seed, "hashed_features": HASHED_FEATURES}
+        if hasattr(self, "components_"):
+            described.update(fitted_dimensions=int(self.components_.shape[0]),
+                             vocabulary_features=int(self.components_.shape[1]))
+        return described
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model from a local path or the local model cache; never downloads.
+
+    The loaded model is not pickled to worker processes: each worker loads it
+    again from the same local files.
+    """
+
+    name = "sentence-transformers"
+
+    def __init__(self, model: str, batch_size: int = 64) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self._model = None
+
+    def _loaded(self) -> Any:
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise ImportError(
+                    "embedder 'sentence-transformers:...' needs the optional extra: pip install 'dokumi[embeddings]'"
+                ) from None
+            self._model = SentenceTransformer(self.model, local_files_only=True)
+        return self._model
+
+    def fit(self, items: list[str]) -> SentenceTransformerEmbedder:
+        self._loaded()
+        return self
+
+    def transform(self, items: list[str]) -> np.ndarray:
+        vectors = self._loaded().encode(list(items), batch_size=self.batch_size, normalize_embeddings=True,
+                                        show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model, "batch_size": self.batch_size}
+
+
+class ColumnEmbedder(Embedder):
+    """Vectors precomputed in the ``embedding`` column (fixed-size lists of floats)."""
+
+    name = "column"
+    source = "embedding"
+
+    def fit(self, items: list) -> ColumnEmbedder:
+        self.dimensions_ = self._matrix(items, expected=None).shape[1]
+        return self
+
+    def transform(self, items: list) -> np.ndarray:
+        return self._matrix(items, expected=self.dimensions_)
+
+    @staticmethod
+    def _matrix(items: list, expected: int | None) -> np.ndarray:
+        if not len(items):
+            return np.zeros((0, expected or 0), dtype=np.float32)
+        lengths = {len(item) if item is not None else 0 for item in items}
+        if 0 in lengths:
+            raise ValueError("embedding column: a record has a null or empty embedding")
+        if len(lengths) > 1 or (expected is not None and lengths != {expected}):
+            want = expected if expected is not None else "one size"
+            raise ValueError(f"embedding column: vectors have {sorted(lengths)} dimensions; expected {want}")
+        matrix = np.asarray(items, dtype=np.float32)
+        if not np.isfinite(matrix).all():
+            raise ValueError("embedding column: vectors contain NaN or infinite values")
+        return matrix
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"name": self.name}
+        if hasattr(self, "dimensions_"):
+            described["dimensions"] = self.dimensions_
+        return described
+
+
+def make_embedder(spec: str, dimensions: int = 128, seed: int = 0) -> Embedder:
+    """The embedder named by ``spec``: ``"hashing"``, ``"column"`` or ``"sentence-transformers:<model>"``."""
+    if spec == "hashing":
+        return HashingSvdEmbedder(dimensions=dimensions, seed=seed)
+    if spec == "column":
+        return ColumnEmbedder()
+    kind, colon, model = spec.partition(":")
+    if kind == "sentence-transformers" and colon and model:
+        return SentenceTransformerEmbedder(model)
+    raise ValueError(
+        f"embedder = {spec!r} is not one of 'hashing', 'column', 'sentence-transformers:<local path or model name>'"
+    )
+
+
+__all__ = [
+    "ColumnEmbedder",
+    "Embedder",
+    "HashingSvdEmbedder",
+    "LexicalVectors",
+    "SentenceTransformerEmbedder",
+    "make_embedder",
+]

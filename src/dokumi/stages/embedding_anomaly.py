@@ -1,0 +1,316 @@
+"""Embedding anomaly: off-distribution documents and backdoored subpopulations, scored from embeddings.
+
+Pass 1 draws a bounded reservoir sample (of the scanned data, or of a trusted
+``reference``), fits the embedder and the detectors on it, and calibrates
+every detector against it. Pass 2 embeds each batch and scores it. A record's
+score is the percentile, among the reference records, of its strongest
+detector finding, so a threshold of 0.995 reads "flag about 0.5% of records
+like the reference".
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from sklearn.preprocessing import normalize
+
+from dokumi.detectors import DETECTORS, Detector, Embedded, ResponseClusterDetector, TailCalibrator
+from dokumi.embedders import Embedder, LexicalVectors, make_embedder
+from dokumi.records import Batch
+from dokumi.stage import Stage, StageResult
+
+DEFAULT_DETECTORS = tuple(DETECTORS)
+# Only the first characters of a record are embedded, so the sample's memory stays bounded.
+MAX_EMBEDDED_CHARS = 20_000
+# Below this many reference records, percentiles mean little: the stage scores nothing and says why.
+MIN_REFERENCE_RECORDS = 20
+# Reasons are written for records scoring at least this much (the pipeline shows them only when flagged).
+REASON_FLOOR = 0.5
+# A detector other than the strongest is named in the reasons from this percentile up.
+ALSO_REASON_PERCENTILE = 0.99
+# A fixed-response cluster is reported in the summary from this many distinct prompts in the sample.
+FINDING_PROMPTS = 5
+UNLABELLED = ""
+
+
+class EmbeddingAnomaly(Stage):
+    """Score records that look unlike the reference sample, by several detectors on their embeddings.
+
+    Parameters
+    ----------
+    embedder:
+        ``"hashing"`` (default: hashed words, TF-IDF, truncated SVD; nothing to
+        download), ``"column"`` (vectors in the ``embedding`` column) or
+        ``"sentence-transformers:<local path or cached model name>"``.
+    dimensions:
+        Embedding size of the hashing embedder (default 128).
+    sample_size:
+        Records in the reservoir sample the detectors are fitted and calibrated
+        on (default 5000). Memory and fitting time grow with it, not with the
+        corpus.
+    detectors:
+        Names of the detectors to run (default: all). Those that need labels
+        (``spectral``, ``label_clusters``) or instruction pairs
+        (``response_clusters``) switch themselves off on data without them.
+    neighbors:
+        ``k`` of the kNN distance detector (default 10).
+    response_similarity:
+        Cosine of the word TF-IDF vectors at which two responses count as
+        near-identical (default 0.9).
+    min_label_records:
+        Reference records a label needs before its spectral signature and
+        clusters are fitted (default 30).
+    reference:
+        Path (Parquet, JSONL, directory or glob) of trusted data to fit on
+        instead of the scanned data (default ``None``). Use it whenever a
+        clean sample exists: poison inside the reference raises the bar.
+    seed:
+        Seed of the reservoir sample and every randomised fit (default 0).
+    """
+
+    name = "embedding_anomaly"
+    needs_fit = True
+
+    def __init__(
+        self,
+        embedder: str = "hashing",
+        dimensions: int = 128,
+        sample_size: int = 5000,
+        detectors: list[str] | None = None,
+        neighbors: int = 10,
+        response_similarity: float = 0.9,
+        min_label_records: int = 30,
+        reference: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        for parameter, value, low in (("dimensions", dimensions, 2), ("sample_size", sample_size,
+                                      MIN_REFERENCE_RECORDS), ("neighbors", neighbors, 1),
+                                      ("min_label_records", min_label_records, 2)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{parameter} = {value!r} must be an integer of at least {low}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed = {seed!r} must be an integer")
+        if isinstance(response_similarity, bool) or not isinstance(response_similarity, (int, float)) \
+                or not 0 < response_similarity <= 1:
+            raise ValueError(f"response_similarity = {response_similarity!r} must be a number in (0, 1]")
+        if detectors is not None:
+            if isinstance(detectors, str) or not detectors or not all(isinstance(d, str) for d in detectors):
+                raise ValueError(f"detectors = {detectors!r} must be a non-empty list of detector names")
+            unknown = [d for d in detectors if d not in DETECTORS]
+            if unknown:
+                raise ValueError(f"detectors: unknown detector {unknown[0]!r}; known: {', '.join(DETECTORS)}")
+        if reference is not None and (not isinstance(reference, str) or not reference):
+            raise ValueError(f"reference = {reference!r} must be a path to Parquet or JSONL data")
+        make_embedder(embedder)  # validates the spec; the fitted one is built in fit()
+        self.embedder = embedder
+        self.dimensions = dimensions
+        self.sample_size = sample_size
+        self.detectors = list(detectors) if detectors is not None else None
+        self.neighbors = neighbors
+        self.response_similarity = float(response_similarity)
+        self.min_label_records = min_label_records
+        self.reference = reference
+        self.seed = seed
+        if embedder == "column":
+            self.reads = ("content", "embedding")
+
+    # pass 1 -----------------------------------------------------------------
+
+    def fit(self, batches: Iterable[Batch]) -> EmbeddingAnomaly:
+        source = self._reference_batches(batches) if self.reference is not None else batches
+        sample, self.records_seen_ = _reservoir(source, self.sample_size, self.seed, self.embedder == "column")
+        self.reference_records_ = len(sample["texts"])
+        self.embedder_: Embedder = make_embedder(self.embedder, self.dimensions, self.seed)
+        self.detectors_: list[Detector] = []
+        if self.reference_records_ < MIN_REFERENCE_RECORDS:
+            return self
+        self.embedder_.fit(sample["vectors"] if self.embedder_.source == "embedding" else sample["texts"])
+        self.labelled_ = any(label != UNLABELLED for label in sample["labels"])
+        self.instruction_ = sample["prompts"] is not None
+        self.lexical_ = None
+        if self.instruction_:
+            self.lexical_ = LexicalVectors().fit(sample["prompts"] + sample["responses"])
+        reference = self._embedded(sample["texts"], sample["vectors"], sample["token_counts"], sample["labels"],
+                                   sample["prompts"], sample["responses"])
+        self.calibrators_: list[TailCalibrator] = []
+        for name in self.detectors or DEFAULT_DETECTORS:
+            detector = self._detector(name)
+            if not detector.applies(reference):
+                continue
+            if isinstance(detector, ResponseClusterDetector):
+                detector.fit(reference, prompt_keys=sample["prompts"])
+            else:
+                detector.fit(reference)
+            self.detectors_.append(detector)
+            self.calibrators_.append(TailCalibrator().fit(detector.reference_scores_))
+        self.combined_ = TailCalibrator().fit(self._surprises(reference, reference_scores=True).max(axis=1))
+        return self
+
+    def _reference_batches(self, batches: Iterable[Batch]) -> Iterable[Batch]:
+        from dokumi.pipeline import DEFAULT_BATCH_SIZE, CorpusBatches
+        from dokumi.records import Columns
+        from dokumi.sources import open_inputs
+
+        first = next(iter(batches), None)
+        columns = first.columns if first is not None else Columns()
+        return CorpusBatches(open_inputs(self.reference), columns, DEFAULT_BATCH_SIZE)
+
+    def _detector(self, name: str) -> Detector:
+        cls = DETECTORS[name]
+        options = {"seed": self.seed, "neighbors": self.neighbors, "similarity": self.response_similarity,
+                   "min_records": self.min_label_records}
+        accepted = inspect.signature(cls.__init__).parameters
+        return cls(**{key: value for key, value in options.items() if key in accepted})
+
+    # pass 2 -----------------------------------------------------------------
+
+    def score(self, batch: Batch) -> StageResult:
+        n = batch.num_rows
+        if not self.detectors_ or not n:
+            return StageResult.empty(n)
+        vectors = _column_vectors(batch) if self.embedder_.source == "embedding" else None
+        labels = [_label_key(label) for label in batch.labels] if batch.labels is not None else None
+        records = self._embedded(batch.texts, vectors, [_words(text) for text in batch.texts], labels,
+                                 batch.prompts if batch.is_instruction else None,
+                                 batch.responses if batch.is_instruction else None)
+        surprises = self._surprises(records)
+        scores = self.combined_.percentile(surprises.max(axis=1))
+        return StageResult(scores, self._reasons(records, surprises, scores))
+
+    def _embedded(self, texts, vectors, token_counts, labels, prompts, responses) -> Embedded:
+        if self.embedder_.source == "embedding":
+            embedded = self.embedder_.transform(vectors)
+        else:
+            embedded = self.embedder_.transform([text[:MAX_EMBEDDED_CHARS] for text in texts])
+        lexical = self.lexical_ if self.instruction_ and prompts is not None else None
+        return Embedded(
+            vectors=normalize(embedded).astype(np.float32),
+            token_counts=np.asarray(token_counts, dtype=np.int64),
+            labels=np.asarray(labels, dtype=object) if self.labelled_ and labels is not None else None,
+            prompts=lexical.transform([p[:MAX_EMBEDDED_CHARS] for p in prompts]) if lexical else None,
+            responses=lexical.transform([r[:MAX_EMBEDDED_CHARS] for r in responses]) if lexical else None,
+        )
+
+    def _surprises(self, records: Embedded, reference_scores: bool = False) -> np.ndarray:
+        columns = [
+            calibrator.surprise(detector.reference_scores_ if reference_scores else detector.score(records))
+            for detector, calibrator in zip(self.detectors_, self.calibrators_)
+        ]
+        return np.column_stack(columns)
+
+    def _reasons(self, records: Embedded, surprises: np.ndarray, scores: np.ndarray) -> list[list[str]]:
+        reasons: list[list[str]] = [[] for _ in range(len(scores))]
+        percentiles = -np.expm1(-surprises)
+        strongest = surprises.argmax(axis=1)
+        for d, detector in enumerate(self.detectors_):
+            rows = np.flatnonzero((scores >= REASON_FLOOR)
+                                  & ((strongest == d) | (percentiles[:, d] >= ALSO_REASON_PERCENTILE)))
+            if not len(rows):
+                continue
+            for row, detail in zip(rows, detector.details(records, rows)):
+                reasons[row].append(f"embedding:{detector.kind},{detail},pct={_percent(percentiles[row, d])}")
+        return reasons
+
+    # reporting --------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        if not hasattr(self, "embedder_"):
+            return {}
+        described: dict[str, Any] = {
+            "embedder": self.embedder_.describe(),
+            "reference": {"source": "reference" if self.reference is not None else "scanned data",
+                          "records_seen": self.records_seen_, "sample_records": self.reference_records_},
+        }
+        if not self.detectors_:
+            described["skipped"] = (f"the reference holds {self.reference_records_} records; "
+                                    f"at least {MIN_REFERENCE_RECORDS} are needed")
+            return described
+        described["detectors"] = {detector.name: detector.summary() for detector in self.detectors_}
+        findings = []
+        scale = self.records_seen_ / max(self.reference_records_, 1)
+        for detector in self.detectors_:
+            if isinstance(detector, ResponseClusterDetector):
+                for cluster in detector.summary()["clusters"]:
+                    if cluster["distinct_prompts"] >= FINDING_PROMPTS:
+                        findings.append({"finding": f"fixed-response cluster={cluster['cluster']}",
+                                         "records": round(cluster["distinct_prompts"] * scale)})
+        described["findings"] = findings
+        return described
+
+
+def _reservoir(batches: Iterable[Batch], size: int, seed: int, with_vectors: bool) -> tuple[dict[str, Any], int]:
+    """A uniform sample of at most ``size`` records (Vitter's algorithm R, seeded), and the records seen."""
+    rng = np.random.default_rng(seed)
+    sample: dict[str, Any] = {"texts": [], "token_counts": [], "labels": [], "prompts": None, "responses": None,
+                              "vectors": [] if with_vectors else None}
+    seen = 0
+    for batch in batches:
+        n = batch.num_rows
+        if not n:
+            continue
+        if batch.is_instruction and sample["prompts"] is None and not sample["texts"]:
+            sample["prompts"], sample["responses"] = [], []
+        positions = np.arange(seen, seen + n)
+        slots = np.where(positions < size, positions, -1)
+        later = positions >= size
+        if later.any():
+            draws = rng.integers(0, positions[later] + 1)
+            slots[later] = np.where(draws < size, draws, -1)
+        chosen = np.flatnonzero(slots >= 0)
+        seen += n
+        if not len(chosen):
+            continue
+        values = {
+            "texts": batch.texts,
+            "labels": batch.labels,
+            "prompts": batch.prompts if batch.is_instruction else None,
+            "responses": batch.responses if batch.is_instruction else None,
+            "vectors": _column_vectors(batch) if with_vectors else None,
+        }
+        for i in chosen:
+            slot = int(slots[i])
+            text = values["texts"][i]
+            entry = {
+                "texts": text[:MAX_EMBEDDED_CHARS],
+                "token_counts": _words(text),
+                "labels": _label_key(values["labels"][i]) if values["labels"] is not None else UNLABELLED,
+                "prompts": values["prompts"][i][:MAX_EMBEDDED_CHARS] if values["prompts"] is not None else "",
+                "responses": values["responses"][i][:MAX_EMBEDDED_CHARS] if values["responses"] is not None else "",
+                "vectors": values["vectors"][i] if with_vectors else None,
+            }
+            for key, value in entry.items():
+                if sample[key] is None:
+                    continue
+                if slot == len(sample[key]):
+                    sample[key].append(value)
+                else:
+                    sample[key][slot] = value
+    return sample, seen
+
+
+def _column_vectors(batch: Batch) -> list:
+    column = batch.column("embedding")
+    if column is None:
+        raise ValueError(f"embedder 'column': shard {batch.shard} has no column {batch.columns.embedding!r}")
+    return column.to_pylist()
+
+
+def _label_key(label: Any) -> str:
+    return UNLABELLED if label is None else str(label)
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _percent(percentile: float) -> str:
+    """A percentile as a percentage with enough digits to tell it from 100."""
+    digits = 1 if percentile < 0.999 else min(6, math.ceil(-math.log10(max(1 - percentile, 1e-12))) - 1)
+    return f"{100 * percentile:.{digits}f}"
+
+
+__all__ = ["EmbeddingAnomaly"]
