@@ -22,7 +22,6 @@ from sklearn.cluster import KMeans
 from sklearn.covariance import MinCovDet
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
-from sklearn.neighbors import NearestNeighbors
 
 
 @dataclass
@@ -43,6 +42,13 @@ class Embedded:
 
     def __len__(self) -> int:
         return len(self.vectors)
+
+
+# Records per block of the kNN cosine matrix (block x reference floats in memory at once).
+KNN_CHUNK = 1024
+# The robust covariance is fitted on at most this many reference records: FastMCD's cost grows with them,
+# and its estimate of a few-dimensional covariance is already stable.
+MCD_RECORDS = 2000
 
 
 class TailCalibrator:
@@ -151,13 +157,14 @@ class RobustDistanceDetector(Detector):
     def fit(self, reference: Embedded) -> RobustDistanceDetector:
         n, d = reference.vectors.shape
         components = max(1, min(self.components, d, n // 10))
-        self.pca_ = PCA(n_components=components, random_state=self.seed).fit(reference.vectors)
+        self.pca_ = PCA(n_components=components, svd_solver="full").fit(reference.vectors)
         reduced = self.pca_.transform(reference.vectors)
+        subset = np.random.default_rng(self.seed).permutation(n)[:MCD_RECORDS]
         with warnings.catch_warnings():
             # a singular or nearly singular covariance is reported as a warning; the fit is still usable
             warnings.simplefilter("ignore", RuntimeWarning)
             warnings.simplefilter("ignore", UserWarning)
-            self.covariance_ = MinCovDet(random_state=self.seed).fit(reduced)
+            self.covariance_ = MinCovDet(random_state=self.seed).fit(reduced[subset])
         self.reference_scores_ = self.score(reference)
         return self
 
@@ -170,8 +177,10 @@ class KnnDetector(Detector):
     """Mean distance to the ``neighbors`` nearest reference records (cosine geometry, unit vectors).
 
     A record never counts as its own neighbour: the closest match is skipped
-    when it is at distance zero, so reference records and new records are
-    measured alike.
+    when it is identical (cosine 1), so reference records and new records are
+    measured alike. A record with an all-zero embedding (none of its words
+    known to the embedder) has no place among neighbours and gets the
+    reference's median distance: no evidence either way.
     """
 
     name = "knn"
@@ -181,17 +190,27 @@ class KnnDetector(Detector):
 
     def fit(self, reference: Embedded) -> KnnDetector:
         self.k_ = max(1, min(self.neighbors, len(reference) - 1))
-        self.index_ = NearestNeighbors(n_neighbors=self.k_ + 1).fit(reference.vectors)
-        self.reference_scores_ = self.score(reference)
+        self.reference_vectors_ = np.ascontiguousarray(reference.vectors, dtype=np.float32)
+        self.empty_score_ = 0.0
+        scores = self.score(reference)
+        placed = reference.vectors.any(axis=1)
+        self.empty_score_ = float(np.median(scores[placed])) if placed.any() else 0.0
+        self.reference_scores_ = np.where(placed, scores, self.empty_score_)
         return self
 
     def score(self, records: Embedded) -> np.ndarray:
-        if not len(records):
-            return np.zeros(0)
-        distances, _ = self.index_.kneighbors(records.vectors)
-        self_match = distances[:, 0] <= 1e-6
-        kept = np.where(self_match[:, None], distances[:, 1:], distances[:, :-1])
-        return kept.mean(axis=1)
+        scores = np.zeros(len(records))
+        for start in range(0, len(records), KNN_CHUNK):
+            # on unit vectors, the largest cosines are the nearest neighbours
+            cosine = records.vectors[start:start + KNN_CHUNK] @ self.reference_vectors_.T
+            nearest = -np.sort(-np.partition(cosine, -(self.k_ + 1), axis=1)[:, -(self.k_ + 1):], axis=1)
+            distances = np.sqrt(np.maximum(2.0 - 2.0 * nearest, 0.0))
+            # float32 rounding leaves a record's cosine with itself a little below 1
+            self_match = nearest[:, 0] >= 1.0 - 1e-4
+            kept = np.where(self_match[:, None], distances[:, 1:], distances[:, :-1])
+            scores[start:start + KNN_CHUNK] = kept.mean(axis=1)
+        scores[~records.vectors.any(axis=1)] = self.empty_score_
+        return scores
 
 
 class LengthDetector(Detector):

@@ -309,7 +309,7 @@ def _words(text: str) -> int:
 
 def _percent(percentile: float) -> str:
     """A percentile as a percentage with enough digits to tell it from 100."""
-    digits = 1 if percentile < 0.999 else min(6, math.ceil(-math.log10(max(1 - percentile, 1e-12))) - 1)
+    digits = 1 if percentile < 0.999 else min(4, math.ceil(-math.log10(max(1 - percentile, 1e-12))) - 1)
     return f"{100 * percentile:.{digits}f}"
 
 
