@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--workers", type=int, default=None, help="processes for scoring (default: all cores)")
     scan.add_argument("--batch-size", type=int, default=1024, help="records per batch (default: 1024)")
     scan.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    scan.add_argument("--engine", choices=("local", "dask"), default="local",
+                      help="local: processes on this machine (default); dask: a Dask cluster (docs/scaling.md)")
+    scan.add_argument("--scheduler", metavar="ADDRESS",
+                      help="with --engine dask: join the cluster at ADDRESS (tcp://host:8786) "
+                           "instead of starting a local one of --workers processes")
     progress = scan.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="always show a progress bar")
@@ -130,6 +135,8 @@ def _run_scan(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         progress=args.progress,
+        engine=args.engine,
+        scheduler=args.scheduler,
         expect=args.expect,
         no_text=args.no_text,
         sign_key=args.sign_key,

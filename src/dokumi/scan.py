@@ -33,6 +33,7 @@ from dokumi.sidecar import SIDECAR_DIR, sidecar_batch
 from dokumi.sources import ParquetShard, Shard, open_inputs
 
 EXAMPLES_PER_SCAN = 20
+ENGINES = ("local", "dask")
 
 
 @dataclass
@@ -121,6 +122,8 @@ def scan(
     expect: str | os.PathLike | None = None,
     no_text: bool | None = None,
     sign_key: str | os.PathLike | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> ScanResult:
     """Scan ``inputs`` with ``policy`` and write clean/, quarantine/, scores/, hashes/ and manifest.json to ``out``.
 
@@ -130,8 +133,15 @@ def scan(
     earlier scan whose record hashes the provenance stage checks against;
     ``no_text`` (default: the policy's ``[privacy]``) keeps text out of the
     quarantine; ``sign_key`` signs the manifest (``dokumi keygen``).
+    ``engine="dask"`` runs both passes on a Dask cluster: the one at the
+    ``scheduler`` address, else a local one of ``workers`` processes
+    (docs/scaling.md); the outputs are the same.
     """
     started = time.perf_counter()
+    if engine not in ENGINES:
+        raise InputError(f"engine {engine!r} is not one of: {', '.join(ENGINES)}")
+    if scheduler and engine != "dask":
+        raise InputError(f"a scheduler address ({scheduler}) needs engine 'dask', not {engine!r}")
     policy = load_policy(policy)
     if expect is not None:
         from dokumi.stages.provenance import with_expectation
@@ -151,10 +161,16 @@ def scan(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.dokumi-partial-", dir=out.parent.resolve()))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output folder should not be
     try:
-        shards = _spill_one_shot(shards, pipeline, staging / "spill")
-        if pipeline.needs_fit:
-            _fit(pipeline, shards, progress)
-        results = _score_all(pipeline, shards, staging, workers, progress, policy.no_text)
+        shards = _spill_one_shot(shards, pipeline, staging / "spill", always=engine == "dask")
+        if engine == "dask":
+            from dokumi.engines.dask import run_passes
+
+            results = run_passes(pipeline, shards, staging, scheduler=scheduler, workers=workers,
+                                 progress=progress, warnings=warnings, no_text=policy.no_text)
+        else:
+            if pipeline.needs_fit:
+                _fit(pipeline, shards, progress)
+            results = _score_all(pipeline, shards, staging, workers, progress, policy.no_text)
         warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
         warnings += _duplicate_id_warnings(results, shards, pipeline)
         for stage in pipeline.stages:
@@ -244,9 +260,12 @@ def _schema_warnings(shards: list[Shard]) -> list[str]:
     return warnings
 
 
-def _spill_one_shot(shards: list[Shard], pipeline: Pipeline, directory: Path) -> list[Shard]:
-    """A generator can be read once; when a fitting pass needs two reads, write it to disk first."""
-    if not pipeline.needs_fit:
+def _spill_one_shot(shards: list[Shard], pipeline: Pipeline, directory: Path, always: bool = False) -> list[Shard]:
+    """A generator can be read once; when a fitting pass needs two reads, write it to disk first.
+
+    ``always``: also without a fitting pass, for workers that cannot be handed a generator.
+    """
+    if not (pipeline.needs_fit or always):
         return shards
     spilled = []
     for index, shard in enumerate(shards):

@@ -1,0 +1,106 @@
+"""Executors beyond the embedded one, and the protocol a stage implements to be fitted on them.
+
+``dokumi scan --engine dask`` (``engines/dask.py``) runs pass 1 and pass 2 on
+a Dask cluster. Pass 2 needs nothing from a stage beyond ``score``. Pass 1
+can only be distributed for a stage that says how its corpus-level state is
+built from pieces; a stage does so by implementing one of two protocols:
+
+- :class:`PartitionFit`, a reduction: ``fit_partition`` turns one partition of
+  the corpus (a shard) into a compact partial on a worker; ``fit_merge``
+  merges partials, on workers, in a tree; ``fit_finish`` sets the fitted
+  state from the final partial on the driver. Shapes that fit: n-gram
+  document frequencies (partial = counts), a reservoir sample (partial = the
+  bottom-k records by a seeded hash of their id), means and histograms.
+- :class:`KeyGroupFit`, a shuffle: ``fit_keys`` maps a partition to a table of
+  ``(key, member)`` rows on a worker; the engine groups the rows of all
+  partitions by key with a Dask DataFrame shuffle and hands the groups of two
+  or more members to ``fit_groups`` on the driver. Shapes that fit: LSH band
+  buckets (key = band hash, member = record id), exact duplicates (key =
+  content hash).
+
+A stage that implements neither is fitted by its ordinary ``fit`` on the
+driver, with the corpus streamed through it; the scan says so in a warning.
+A stage implementing a protocol keeps ``fit`` for the local executor, most
+simply as ``return fit_in_one_process(self, batches)``, so both executors run
+the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dokumi.records import Batch
+from dokumi.stage import Stage
+
+
+@runtime_checkable
+class PartitionFit(Protocol):
+    """A stage whose fitted state is a reduction over partitions of the corpus.
+
+    The result must not depend on how the corpus is partitioned or in which
+    order partials are merged (``fit_merge`` is associative and commutative).
+    """
+
+    def fit_partition(self, batches: Iterable[Batch]) -> Any:
+        """A compact, picklable partial for one partition; must not change fitted state."""
+
+    def fit_merge(self, partials: list[Any]) -> Any:
+        """One partial equivalent to all of ``partials``."""
+
+    def fit_finish(self, partial: Any) -> Stage:
+        """Set the fitted state (attributes ending with ``_``) from the merged partial; return self."""
+
+
+@runtime_checkable
+class KeyGroupFit(Protocol):
+    """A stage whose fitted state comes from grouping records that share a key.
+
+    Groups arrive in no particular order, and members within a group in no
+    particular order: sort them where order matters.
+    """
+
+    def fit_keys(self, batches: Iterable[Batch]) -> pa.Table:
+        """Columns ``key`` and ``member``, one row per (key, record) pair; the same schema
+        every time, an empty table of those types when ``batches`` yields nothing."""
+
+    def fit_groups(self, groups: Iterable[pa.Table]) -> Stage:
+        """Set the fitted state from tables with columns ``key`` and ``members`` (a list of
+        two or more); return self. The tables together hold every shared key once."""
+
+
+def shared_key_groups(keys: pa.Table) -> pa.Table:
+    """Rows of ``keys`` grouped by ``key``: columns ``key`` and ``members``, only keys with two or more members.
+
+    A key that only one record has links nothing, so it is left out.
+    """
+    if keys.schema.names != ["key", "member"]:
+        raise ValueError(f"fit_keys must return columns ['key', 'member'], got {keys.schema.names}")
+    grouped = keys.group_by("key").aggregate([("member", "list"), ("member", "count")])
+    shared = grouped.filter(pc.greater_equal(grouped.column("member_count"), 2))
+    return pa.table({"key": shared.column("key"), "members": shared.column("member_list")})
+
+
+def fit_in_one_process(stage: Stage, batches: Iterable[Batch]) -> Stage:
+    """Fit ``stage`` through its distributed-fit protocol in this process: what the Dask engine
+    does across workers, with the whole corpus as one partition."""
+    if isinstance(stage, KeyGroupFit):
+        return stage.fit_groups([shared_key_groups(stage.fit_keys(batches))])
+    if isinstance(stage, PartitionFit):
+        return stage.fit_finish(stage.fit_merge([stage.fit_partition(batches)]))
+    raise TypeError(f"stage {stage.name!r} implements neither PartitionFit nor KeyGroupFit")
+
+
+def distributed_fit_kind(stage: Stage) -> str | None:
+    """``"shuffle"``, ``"reduction"`` or None: how an engine can fit ``stage`` across workers."""
+    if isinstance(stage, KeyGroupFit):
+        return "shuffle"
+    if isinstance(stage, PartitionFit):
+        return "reduction"
+    return None
+
+
+__all__ = ["KeyGroupFit", "PartitionFit", "distributed_fit_kind", "fit_in_one_process", "shared_key_groups"]

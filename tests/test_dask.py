@@ -1,0 +1,274 @@
+"""The Dask executor: same decisions and outputs as the local one, distributed fitting, and no record
+lost or duplicated when a worker dies mid-scan."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import pickle
+import re
+from collections import Counter
+
+import distributed
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import assert_accounted, clean_rows, read_outputs, write_parquet
+
+from dokumi import InputError, Pipeline, Policy, Stage, StageResult, scan
+from dokumi.cli import main
+from dokumi.engines import KeyGroupFit, PartitionFit, fit_in_one_process, shared_key_groups
+from dokumi.engines.dask import DaskEngine
+from dokumi.policy import StageRule
+from dokumi.sources import open_inputs
+from dokumi.stages import InvisibleCharacters
+
+
+class Repeats(Stage):
+    """Exact repeats of a text, found by grouping records on a content hash (the shuffle protocol)."""
+
+    name = "repeats"
+    needs_fit = True
+
+    def fit(self, batches):
+        return fit_in_one_process(self, batches)
+
+    def fit_keys(self, batches):
+        keys, members = [], []
+        for batch in batches:
+            keys += [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in batch.texts]
+            members += batch.ids
+        return pa.table({"key": pa.array(keys, pa.uint64()), "member": pa.array(members, pa.string())})
+
+    def fit_groups(self, groups):
+        self.copies_ = {}
+        for table in groups:
+            for members in table.column("members").to_pylist():
+                self.copies_.update(dict.fromkeys(members, len(members)))
+        return self
+
+    def score(self, batch):
+        copies = [self.copies_.get(i, 1) for i in batch.ids]
+        return StageResult([min(1.0, (c - 1) / 4) for c in copies], [[f"repeat:copies={c}"] if c > 1 else []
+                                                                    for c in copies])
+
+
+class RareWords(Stage):
+    """Share of a record's words found in fewer than two documents (the reduction protocol)."""
+
+    name = "rare_words"
+    needs_fit = True
+
+    def fit(self, batches):
+        return fit_in_one_process(self, batches)
+
+    def fit_partition(self, batches):
+        documents = Counter()
+        for batch in batches:
+            for text in batch.texts:
+                documents.update(set(text.lower().split()))
+        return documents
+
+    def fit_merge(self, partials):
+        return sum(partials, Counter())
+
+    def fit_finish(self, partial):
+        self.document_frequency_ = dict(partial)
+        return self
+
+    def score(self, batch):
+        scores, reasons = [], []
+        for text in batch.texts:
+            words = text.lower().split()
+            rare = sum(self.document_frequency_.get(w, 0) < 2 for w in words)
+            scores.append(rare / len(words) if words else 0.0)
+            reasons.append([f"rare-words:count={rare}"] if rare else [])
+        return StageResult(scores, reasons)
+
+
+class MeanLength(Stage):
+    """A stage with a plain fit and no distributed protocol: fitted on the driver."""
+
+    name = "mean_length"
+    needs_fit = True
+
+    def fit(self, batches):
+        lengths = [len(t) for batch in batches for t in batch.texts]
+        self.mean_ = float(np.mean(lengths))
+        return self
+
+    def score(self, batch):
+        return StageResult([min(1.0, len(t) / (10 * self.mean_)) for t in batch.texts],
+                           [[] for _ in batch.texts])
+
+
+class ExitOnce(Stage):
+    """Kills its worker process on a shard's second batch, once per marker file."""
+
+    name = "exit_once"
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def score(self, batch):
+        if batch.rows[0].as_py() > 0:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(1)
+        return StageResult.empty(batch.num_rows)
+
+
+def corpus(folder, shards=4, rows=30):
+    """Shards whose records repeat texts across shards, and carry hidden characters."""
+    records = clean_rows(shards * rows)
+    for i, record in enumerate(records):
+        if i % 9 == 0:
+            record["text"] = f"the same announcement, number {i % 2}"
+        if i % 9 == 4:
+            record["text"] += "\u200b"
+    for shard in range(shards):
+        write_parquet(folder / f"part-{shard}.parquet", records[shard::shards])
+    return folder
+
+
+def fitting_policy():
+    return Policy(
+        name="dask-test",
+        stages=[Repeats(), RareWords(), MeanLength(), InvisibleCharacters()],
+        rules={"repeats": StageRule("drop", 0.5), "rare_words": StageRule("flag", 0.4),
+               "mean_length": StageRule("flag", 0.5), "invisible": StageRule("drop", 0.5)},
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as local_cluster:
+        yield local_cluster
+
+
+def comparable(manifest):
+    return {k: v for k, v in manifest.items() if k not in ("created", "warnings")}
+
+
+def test_two_worker_cluster_decides_and_writes_exactly_like_the_local_executor(tmp_path, cluster):
+    inputs = corpus(tmp_path / "in")
+    local = scan(inputs, out=tmp_path / "local", policy=fitting_policy(), workers=1, batch_size=16)
+    on_dask = scan(inputs, out=tmp_path / "dask", policy=fitting_policy(), batch_size=16, engine="dask",
+                scheduler=cluster.scheduler_address)
+    assert_accounted(tmp_path / "dask", 120)
+    local_scores = read_outputs(tmp_path / "local")["scores"]
+    dask_scores = read_outputs(tmp_path / "dask")["scores"]
+    assert dask_scores.equals(local_scores)
+    reasons = Counter(r.split(":")[0] for rs in dask_scores.column("reasons").to_pylist() for r in rs)
+    assert reasons["repeat"] == 14 and reasons["trigger"] == 13, "repeats span shards; the shuffle must join them"
+    assert reasons["rare-words"] > 0
+    assert on_dask.decisions == local.decisions and on_dask.decisions["drop"] == 27 and on_dask.decisions["flag"]
+    assert comparable(on_dask.manifest) == comparable(local.manifest)  # outputs' bytes, hashes, counts, params
+    assert on_dask.warnings == local.warnings + [
+        "stages fitted on the driver, not distributed (they implement no distributed fit protocol): mean_length"]
+    listing = [sorted(p.name for p in (tmp_path / run).iterdir()) for run in ("dask", "local")]
+    assert listing[0] == listing[1]
+    assert len(cluster.scheduler_info["workers"]) == 2, "a joined cluster must be left running"
+
+
+def test_distributed_fit_learns_the_same_state_as_a_local_fit(tmp_path, cluster):
+    inputs = corpus(tmp_path / "in", shards=5, rows=12)
+    shards = open_inputs(inputs)
+    local = Pipeline([Repeats(), RareWords()]).fit(inputs)
+    distributed_pipeline = Pipeline([Repeats(), RareWords()])
+    with DaskEngine(scheduler=cluster.scheduler_address) as engine:
+        assert engine.fit(distributed_pipeline, shards) == []
+    assert distributed_pipeline.fitted_
+    assert distributed_pipeline.stages[0].copies_ == local.stages[0].copies_
+    assert distributed_pipeline.stages[1].document_frequency_ == local.stages[1].document_frequency_
+    # rows 0, 18, 36, 54 share one text and rows 9, 27, 45 another, spread over five shards
+    assert sorted(Counter(local.stages[0].copies_.values()).items()) == [(3, 3), (4, 4)]
+
+
+def test_a_worker_killed_mid_scan_loses_and_duplicates_no_record(tmp_path, cluster):
+    inputs = corpus(tmp_path / "in")
+    marker = tmp_path / "killed"
+    policy = Policy(name="kill", stages=[ExitOnce(str(marker)), Repeats(), InvisibleCharacters()],
+                    rules={"repeats": StageRule("drop", 0.5), "invisible": StageRule("drop", 0.5)})
+    scan(inputs, out=tmp_path / "dask", policy=policy, batch_size=10, engine="dask",
+         scheduler=cluster.scheduler_address)
+    assert marker.exists(), "the test stage must have killed a worker"
+    outputs = assert_accounted(tmp_path / "dask", 120)
+    assert not [p for p in (tmp_path / "dask").rglob("*") if p.name.startswith(".dask")]
+    scan(inputs, out=tmp_path / "local", policy=policy, batch_size=10, workers=1)
+    assert outputs["scores"].equals(read_outputs(tmp_path / "local")["scores"])
+    assert outputs["quarantine"].num_rows == 27
+
+
+def test_a_retried_shard_task_overwrites_its_outputs(tmp_path):
+    from dokumi.engines import dask as engine_module
+
+    write_parquet(tmp_path / "a.parquet", clean_rows(25))
+    pipeline = Pipeline([InvisibleCharacters()], batch_size=10)
+    pipeline_file = tmp_path / "pipeline.pkl"
+    pipeline_file.write_bytes(pickle.dumps(pipeline))
+    shard = open_inputs(tmp_path / "a.parquet")[0]
+    staging = tmp_path / "staging"
+    first = engine_module._score_task(str(pipeline_file), 0, shard, str(staging), {})
+    second = engine_module._score_task(str(pipeline_file), 0, shard, str(staging), {})
+    assert [o["path"] for o in first.outputs] == [o["path"] for o in second.outputs]
+    scores = read_outputs(staging)["scores"]
+    assert scores.num_rows == 25 and len(set(scores.column("row").to_pylist())) == 25
+    assert read_outputs(staging)["clean"].num_rows == 25
+    assert not any((staging / engine_module.PRIVATE_DIRS[0]).iterdir()), "attempt folders are removed"
+
+
+def test_without_a_scheduler_a_local_cluster_is_started_and_closed(tmp_path):
+    write_parquet(tmp_path / "a.parquet", clean_rows(12))
+    before = set(multiprocessing.active_children())
+    one_shot = (row for row in clean_rows(8, prefix="gen"))
+    policy = Policy(name="t", stages=[InvisibleCharacters()])
+    scan(tmp_path / "a.parquet", out=tmp_path / "out", policy=policy, engine="dask", workers=1)
+    assert_accounted(tmp_path / "out", 12)
+    scan(one_shot, out=tmp_path / "gen", policy=policy, engine="dask", workers=1)
+    assert read_outputs(tmp_path / "gen")["scores"].column("id").to_pylist() == [f"gen-{i}" for i in range(8)]
+    assert set(multiprocessing.active_children()) <= before, "the engine must close the cluster it started"
+
+
+def test_cli_runs_on_a_given_scheduler_and_rejects_a_scheduler_without_dask(tmp_path, cluster, capsys):
+    inputs = corpus(tmp_path / "in")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('name = "cli"\n[stages.invisible]\naction = "drop"\nthreshold = 0.5\n')
+    code = main(["scan", str(inputs), "--out", str(tmp_path / "out"), "--policy", str(recipe),
+                 "--engine", "dask", "--scheduler", cluster.scheduler_address, "--no-progress"])
+    assert code == 0
+    assert re.search(r"drop +13 ", capsys.readouterr().out)
+    assert_accounted(tmp_path / "out", 120)
+    code = main(["scan", str(inputs), "--out", str(tmp_path / "o2"), "--scheduler", cluster.scheduler_address])
+    assert code == 2
+    assert "needs engine 'dask'" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_unreachable_scheduler_is_an_input_error(tmp_path):
+    import dask
+
+    write_parquet(tmp_path / "a.parquet", clean_rows(3))
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(InputError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+            scan(tmp_path / "a.parquet", out=tmp_path / "out", engine="dask", scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_protocols_are_recognised_and_run_in_one_process(tmp_path):
+    assert isinstance(Repeats(), KeyGroupFit) and not isinstance(Repeats(), PartitionFit)
+    assert isinstance(RareWords(), PartitionFit) and not isinstance(MeanLength(), (KeyGroupFit, PartitionFit))
+    keys = pa.table({"key": pa.array([1, 2, 1, 3, 1, 2], pa.uint64()), "member": list("abcdef")})
+    groups = shared_key_groups(keys).sort_by("key").to_pylist()
+    assert [(g["key"], sorted(g["members"])) for g in groups] == [(1, ["a", "c", "e"]), (2, ["b", "f"])]
+    with pytest.raises(ValueError, match="columns \\['key', 'member'\\]"):
+        shared_key_groups(pa.table({"key": [1], "record": ["a"]}))
+    with pytest.raises(TypeError, match="mean_length"):
+        fit_in_one_process(MeanLength(), [])
+    with pytest.raises(InputError, match="engine 'spark'"):
+        scan(write_parquet(tmp_path / "a.parquet", clean_rows(2)), out=tmp_path / "out", engine="spark")
