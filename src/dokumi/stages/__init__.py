@@ -12,8 +12,12 @@ from dokumi.stage import Stage
 
 # stage name -> "module:Class"
 REGISTRY: dict[str, str] = {
+    "embedding_anomaly": "dokumi.stages.embedding_anomaly:EmbeddingAnomaly",
     "invisible": "dokumi.stages.invisible:InvisibleCharacters",
+    "near_duplicates": "dokumi.stages.near_duplicates:NearDuplicates",
+    "patterns": "dokumi.stages.patterns:Patterns",
     "provenance": "dokumi.stages.provenance:Provenance",
+    "triggers": "dokumi.stages.triggers:Triggers",
 }
 
 
