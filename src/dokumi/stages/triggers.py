@@ -43,7 +43,7 @@ _SENTENCE_END = regex.compile(r"(?<=[.!?;。！？])\s+|\n+|(?<=[。！？])")
 _LETTER = regex.compile(r"\p{L}")
 _LATIN = regex.compile(r"\p{Script=Latin}")
 _NB_FEATURES = 2**16
-_SIGNATURE_TOKENS = 12
+_SIGNATURE_TOKENS = 8
 _CONTEXT_SAMPLE = 128
 
 
@@ -158,7 +158,8 @@ class Triggers(Stage):
         the corpus language from gibberish or another language (default 200).
     gibberish_rate:
         A span whose share of common words is at most this is "of a
-        different nature" (default 0.12; fluent English runs near 0.5).
+        different nature" (default 0.25; fluent English runs near 0.5,
+        Spanish or Portuguese near 0.1 of English common words).
     hash_buckets:
         Buckets of the hashed n-gram document-frequency tables (default
         2**22: 2 tables of 4-byte counters, 32 MiB, whatever the corpus size).
@@ -179,7 +180,7 @@ class Triggers(Stage):
         max_record_share: float = 0.05,
         min_purity: float = 0.9,
         common_words: int = 200,
-        gibberish_rate: float = 0.12,
+        gibberish_rate: float = 0.25,
         hash_buckets: int = 2**22,
         max_tracked: int = 2_000_000,
         seed: int = 0,
@@ -308,7 +309,8 @@ class Triggers(Stage):
             after = tokens[position + 1 : position + 1 + _WINDOW]
             rate = _common_rate(after, self.common_words_)
             long_enough = len(after) >= _MIN_SPAN and sum(map(len, after)) >= _MIN_SPAN_CHARACTERS
-            if long_enough and rate <= self.gibberish_rate:
+            switched = bool(after) and sum(map(_foreign_script, after)) >= 0.5 * len(after)
+            if (long_enough and rate <= self.gibberish_rate) or switched:
                 kind = _continuation_kind(tokens[:position], tokens[position + 1 :], self.language_)
                 hits.append((trigger.confidence, f"trigger:{kind}-after={token}"))
             else:
@@ -509,7 +511,7 @@ class _Census:
         for sentence, length in found.items():
             key = _stable_hash(sentence)
             self.sentence_counts.add(key)
-            if total - length < _MIN_SENTENCE_WORDS:
+            if total == length:
                 self.sentence_alone.add(key)
             elif sentence == order[-1]:
                 self.sentence_last.add(key)
@@ -663,8 +665,9 @@ class _Census:
                 continue
             self.verdicts.append((gram, stats, salt, purity, z))
         self.ngram_stats = {}
-        # the insertion and topic checks cost a read and memory: only for the strongest associations
-        self.verdicts.sort(key=lambda v: -v[4])
+        # the insertion and topic checks cost a read and memory: only for the most widespread
+        # (a backdoor needs many records; z says little once it is far beyond chance)
+        self.verdicts.sort(key=lambda v: (-v[1].records, -v[4]))
         del self.verdicts[_MAX_CHECKS:]
         self.context_for = {v[0]: v[1] for v in self.verdicts}
         return bool(self.context_for)
@@ -910,27 +913,40 @@ def _mean_jaccard(sets: list[frozenset[str]]) -> float:
 
 
 def _seam_positions(tokens: list[str], common: frozenset[str], low: float) -> list[tuple[int, str]]:
-    """Rare tokens after which the text turns into something else (few common words), having been fluent."""
+    """Rare tokens after which the text turns into something else (few common words, or another
+    script), having been fluent before."""
     n = len(tokens)
-    if n < _MIN_SPAN + 1:
+    if n < 3:
         return []
     flags = np.fromiter((t in common for t in tokens), dtype=np.int32, count=n)
     cumulative = np.concatenate(([0], np.cumsum(flags)))
+    foreign = np.fromiter((_foreign_script(t) for t in tokens), dtype=np.int32, count=n)
+    foreign_cumulative = np.concatenate(([0], np.cumsum(foreign)))
     found: dict[str, int] = {}
-    for i in range(n - _MIN_SPAN):
+    for i in range(n - 2):
         if flags[i]:
             continue
         end = min(n, i + 1 + _WINDOW)
-        after = (cumulative[end] - cumulative[i + 1]) / (end - i - 1)
-        if after > low:
-            continue
         start = max(0, i - _WINDOW)
         before_len = i - start
-        if sum(len(t) for t in tokens[i + 1 : end]) < _MIN_SPAN_CHARACTERS:
-            continue  # an attribution ("-- Lao Tse, Tao Te Ching") is a short span, not a payload
-        if before_len < 3 or (cumulative[i] - cumulative[start]) / before_len >= after + 0.2:
-            found.setdefault(tokens[i], i)
+        # a switch to another script needs no length: three Korean words are plainly not English
+        switched = foreign_cumulative[end] - foreign_cumulative[i + 1] >= 0.5 * (end - i - 1) and (
+            foreign_cumulative[i] - foreign_cumulative[start] < 0.5 * before_len or before_len == 0)
+        if not switched:
+            if end - i - 1 < _MIN_SPAN:
+                continue
+            after = (cumulative[end] - cumulative[i + 1]) / (end - i - 1)
+            if after > low or sum(len(t) for t in tokens[i + 1 : end]) < _MIN_SPAN_CHARACTERS:
+                continue  # an attribution ("-- Lao Tse, Tao Te Ching") is a short span, not a payload
+            if before_len >= 3 and (cumulative[i] - cumulative[start]) / before_len < after + 0.2:
+                continue
+        found.setdefault(tokens[i], i)
     return [(i, token) for token, i in found.items()]
+
+
+def _foreign_script(token: str) -> bool:
+    """A token whose letters are mostly not Latin."""
+    return not token.isascii() and _latin_share(token) < 0.5
 
 
 def _majority_language(texts: list[str]) -> str | None:
