@@ -32,8 +32,8 @@ MIN_REFERENCE_RECORDS = 20
 REASON_FLOOR = 0.5
 # A detector other than the strongest is named in the reasons from this percentile up.
 ALSO_REASON_PERCENTILE = 0.99
-# A fixed-response cluster is reported in the summary from this many distinct prompts in the sample.
-FINDING_PROMPTS = 5
+# A fixed-response cluster is reported in the summary when its members reach this percentile.
+FINDING_PERCENTILE = 0.999
 UNLABELLED = ""
 
 
@@ -232,12 +232,17 @@ class EmbeddingAnomaly(Stage):
         described["detectors"] = {detector.name: detector.summary() for detector in self.detectors_}
         findings = []
         scale = self.records_seen_ / max(self.reference_records_, 1)
-        for detector in self.detectors_:
-            if isinstance(detector, ResponseClusterDetector):
-                for cluster in detector.summary()["clusters"]:
-                    if cluster["distinct_prompts"] >= FINDING_PROMPTS:
-                        findings.append({"finding": f"fixed-response cluster={cluster['cluster']}",
-                                         "records": round(cluster["distinct_prompts"] * scale)})
+        for detector, calibrator in zip(self.detectors_, self.calibrators_):
+            if not isinstance(detector, ResponseClusterDetector):
+                continue
+            strongest: dict[int, float] = {}
+            for cluster, raw in zip(detector.cluster_of_, detector.reference_scores_):
+                strongest[int(cluster)] = max(strongest.get(int(cluster), 0.0), float(raw))
+            for cluster, raw in sorted(strongest.items(), key=lambda item: -item[1]):
+                if calibrator.percentile(np.array([raw]))[0] < FINDING_PERCENTILE:
+                    break
+                findings.append({"finding": f"fixed-response cluster={cluster}",
+                                 "records": round(detector.cluster_prompts_.get(cluster, 1) * scale)})
         described["findings"] = findings
         return described
 
