@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="column name for a role, e.g. --column text=content (repeatable)")
     scan.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", dest="overrides",
                       help="override a recipe value, e.g. --set invisible.threshold=0.8 (repeatable)")
+    scan.add_argument("--reference", metavar="PATH", default=None,
+                      help="trusted data (Parquet, JSONL, directory or glob) the embedding_anomaly stage fits on "
+                           "instead of the scanned data")
     scan.add_argument("--workers", type=int, default=None, help="processes for scoring (default: all cores)")
     scan.add_argument("--batch-size", type=int, default=1024, help="records per batch (default: 1024)")
     scan.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -119,7 +122,12 @@ def _run_scan(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers} must be at least 1")
-    policy = load_policy(args.policy, overrides=dict(parse_override(spec) for spec in args.overrides))
+    overrides = dict(parse_override(spec) for spec in args.overrides)
+    if args.reference is not None:
+        if "embedding_anomaly" not in {stage.name for stage in load_policy(args.policy, overrides=overrides).stages}:
+            raise InputError(f"--reference: policy {args.policy!r} does not run the embedding_anomaly stage")
+        overrides["embedding_anomaly.reference"] = args.reference
+    policy = load_policy(args.policy, overrides=overrides)
     if columns:
         from dataclasses import replace
 
