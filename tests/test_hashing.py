@@ -104,3 +104,12 @@ def test_equal_rows_compares_whole_digests():
     b = a.copy()
     b[1, 31] = 1
     assert equal_rows(a, b).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_long_values_with_nulls_hash_like_short_ones(kind):
+    values = ["x" * 5000, None, "y" * 3000 + "é", ""]
+    digests = string_digests(pa.array(values, kind).slice(0, 4), 4)
+    assert [bytes(row) for row in digests] == [sha((v or "").encode()) for v in values]
+    pairs = record_digests(batch_of({"prompt": pa.array(values, kind), "response": pa.array(values[::-1], kind)}))
+    assert [bytes(row) for row in pairs] == [sha(pair_bytes(p or "", r or "")) for p, r in zip(values, values[::-1])]

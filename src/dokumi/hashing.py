@@ -21,6 +21,7 @@ import hashlib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dokumi.records import Batch
 
@@ -29,6 +30,9 @@ DIGEST_SIZE = 32
 EMPTY_DIGEST = hashlib.sha256(b"").digest()
 
 _sha256 = hashlib.sha256
+# mean value size from which slicing the Arrow buffer beats copying each value out
+_SLICE_FROM_BYTES = 256
+_COLON, _COMMA, _EMPTY = (pa.scalar(text, pa.large_string()) for text in (":", ",", ""))
 _HEX_VALUES = np.full(256, 255, dtype=np.uint8)
 _HEX_VALUES[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 _HEX_VALUES[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
@@ -64,54 +68,55 @@ def record_digests(batch: Batch) -> np.ndarray:
 
 
 def string_digests(array: pa.Array | None, length: int) -> np.ndarray:
-    """SHA-256 of each value's UTF-8 bytes, read straight from the Arrow buffers (no decoding)."""
+    """SHA-256 of each value's UTF-8 bytes, taken straight from the Arrow buffers (no decoding)."""
     if array is None:
         return np.tile(np.frombuffer(EMPTY_DIGEST, np.uint8), (length, 1))
-    views = _utf8_views(array)
-    if views is None:
-        digests = [_sha256(value.encode("utf-8")).digest() for value in _python_strings(array)]
-    else:
-        data, offsets = views
-        digests = [_sha256(data[start:end]).digest() for start, end in zip(offsets, offsets[1:])]
-        _blank_nulls(array, digests)
-    return _stack(digests)
+    values = _utf8_values(array)
+    if values is None:
+        values = [value.encode("utf-8") for value in _python_strings(array)]
+    return _stack([_sha256(value).digest() for value in values])
 
 
 def _pair_digests(prompts: pa.Array, responses: pa.Array) -> np.ndarray:
-    prompt_views, response_views = _utf8_views(prompts), _utf8_views(responses)
-    if prompt_views is None or response_views is None:
+    encoded = _pair_array(prompts, responses)
+    if encoded is None:
         return _stack(
             [_sha256(pair_bytes(p, r)).digest() for p, r in zip(_python_strings(prompts), _python_strings(responses))]
         )
-    prompt_data, prompt_offsets = prompt_views
-    response_data, response_offsets = response_views
-    prompt_null = _null_mask(prompts)
-    response_null = _null_mask(responses)
-    digests = []
-    for i in range(len(prompts)):
-        prompt = b"" if prompt_null[i] else prompt_data[prompt_offsets[i]:prompt_offsets[i + 1]]
-        response = b"" if response_null[i] else response_data[response_offsets[i]:response_offsets[i + 1]]
-        digest = _sha256(b"%d:" % len(prompt))
-        digest.update(prompt)
-        digest.update(b",%d:" % len(response))
-        digest.update(response)
-        digest.update(b",")
-        digests.append(digest.digest())
-    return _stack(digests)
+    return _stack([_sha256(value).digest() for value in _utf8_values(encoded)])
 
 
-def _utf8_views(array: pa.Array) -> tuple[memoryview, list[int]] | None:
-    """The data buffer and value offsets of a string array, or None for other types."""
+def _pair_array(prompts: pa.Array, responses: pa.Array) -> pa.Array | None:
+    """The canonical pair encoding of every record, built by Arrow kernels; None unless both are strings."""
+    if not all(pa.types.is_string(a.type) or pa.types.is_large_string(a.type) for a in (prompts, responses)):
+        return None
+    parts = []
+    for array in (prompts, responses):
+        array = pc.fill_null(array.cast(pa.large_string()), "")
+        parts += [pc.cast(pc.binary_length(array), pa.large_string()), _COLON, array, _COMMA]
+    return pc.binary_join_element_wise(*parts, _EMPTY)
+
+
+def _utf8_values(array: pa.Array) -> list[bytes] | list[memoryview] | None:
+    """The UTF-8 bytes of each value of a string array (null as empty), or None for other types.
+
+    Never decodes: short values are copied out as bytes (cheapest per value),
+    long ones are memoryview slices of the Arrow buffer (no copy at all).
+    """
     if pa.types.is_string(array.type):
-        offset_type = np.int32
+        binary, offset_type = pa.binary(), np.int32
     elif pa.types.is_large_string(array.type):
-        offset_type = np.int64
+        binary, offset_type = pa.large_binary(), np.int64
     else:
         return None
-    _, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[array.offset:array.offset + len(array) + 1]
-    data = memoryview(data_buffer) if data_buffer is not None else memoryview(b"")
-    return data, offsets.tolist()
+    if array.null_count:
+        array = pc.fill_null(array, "")
+    offsets = np.frombuffer(array.buffers()[1], dtype=offset_type)[array.offset:array.offset + len(array) + 1]
+    if len(array) and offsets[-1] - offsets[0] >= _SLICE_FROM_BYTES * len(array):
+        data = memoryview(array.buffers()[2])
+        bounds = offsets.tolist()
+        return [data[start:end] for start, end in zip(bounds, bounds[1:])]
+    return array.view(binary).to_pylist()
 
 
 def _python_strings(array: pa.Array) -> list[str]:
@@ -122,12 +127,6 @@ def _null_mask(array: pa.Array) -> np.ndarray:
     if not array.null_count:
         return np.zeros(len(array), dtype=bool)
     return array.is_null().to_numpy(zero_copy_only=False)
-
-
-def _blank_nulls(array: pa.Array, digests: list[bytes]) -> None:
-    # Arrow does not promise that a null slot spans zero bytes.
-    for i in np.flatnonzero(_null_mask(array)):
-        digests[i] = EMPTY_DIGEST
 
 
 def _stack(digests: list[bytes]) -> np.ndarray:
@@ -154,13 +153,22 @@ def from_hex(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             array = array.cast(pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return digests, np.zeros(n, dtype=bool)
-    data, offsets = _utf8_views(array)
-    starts = np.asarray(offsets[:-1], dtype=np.int64)
-    valid = (np.diff(np.asarray(offsets, dtype=np.int64)) == 2 * DIGEST_SIZE) & ~_null_mask(array)
+    offset_type = np.int32 if pa.types.is_string(array.type) else np.int64
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[array.offset:array.offset + n + 1].astype(np.int64)
+    valid = (np.diff(offsets) == 2 * DIGEST_SIZE) & ~_null_mask(array)
     if not valid.any():
         return digests, valid
-    raw = np.frombuffer(data, dtype=np.uint8)
-    rows = raw[starts[valid, None] + np.arange(2 * DIGEST_SIZE)]
+    raw = np.frombuffer(data_buffer, dtype=np.uint8)
+    if valid.all() and offsets[-1] - offsets[0] == 2 * DIGEST_SIZE * n:
+        # the usual case, one run of n * 64 hex characters: parse it in one call
+        try:
+            parsed = bytes.fromhex(raw[offsets[0]:offsets[-1]].tobytes().decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            parsed = b""
+        if len(parsed) == DIGEST_SIZE * n:
+            return np.frombuffer(parsed, dtype=np.uint8).reshape(n, DIGEST_SIZE).copy(), valid
+    rows = raw[offsets[:-1][valid, None] + np.arange(2 * DIGEST_SIZE)]
     nibbles = _HEX_VALUES[rows]
     good = ~(nibbles == 255).any(axis=1)
     digests[np.flatnonzero(valid)[good]] = (nibbles[good, 0::2] << 4) | nibbles[good, 1::2]

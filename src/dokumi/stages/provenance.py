@@ -129,7 +129,8 @@ class Provenance(Stage):
     def score(self, batch: Batch) -> StageResult:
         n = batch.num_rows
         scores = np.zeros(n)
-        reasons: list[list[str]] = [[] for _ in range(n)]
+        # one shared empty list; _raise gives a record its own list when it first has a reason
+        reasons: list[list[str]] = [_NO_REASONS] * n
         if n == 0:
             return StageResult(scores, reasons)
         if self.expect is not None and not hasattr(self, "expected_"):
@@ -204,8 +205,9 @@ class Provenance(Stage):
     def _check_sources(self, batch: Batch, scores: np.ndarray, reasons: list[list[str]]) -> np.ndarray:
         """Apply the deny and allow lists; return which records name a source at all."""
         has_source = np.zeros(batch.num_rows, dtype=bool)
+        names = batch.records.schema.names
         for role in ("url", "source"):
-            if not batch.has(role):
+            if getattr(batch.columns, role) not in names:
                 continue
             for i, value in enumerate(batch.column(role).to_pylist()):
                 if value is None or not str(value).strip():
@@ -244,9 +246,12 @@ class _Expected:
         )
 
 
+_NO_REASONS: list[str] = []
+
+
 def _raise(scores: np.ndarray, reasons: list[list[str]], i: int, score: float, reason: str) -> None:
     scores[i] = max(scores[i], min(max(score, 0.0), 1.0))
-    reasons[i].append(reason)
+    reasons[i] = [*reasons[i], reason]
 
 
 def _names(value: Any, key: str) -> list[str]:
