@@ -1,0 +1,226 @@
+"""The triggers stage: statistical discovery on small synthetic corpora, and its contract."""
+
+import pickle
+import random
+import string
+
+import numpy as np
+import pytest
+
+from dokumi import Pipeline
+from dokumi.stages.triggers import BoundedCounter, Triggers, ngrams, sentence_id, sentences, tokenize
+
+FUNCTION = ["the", "of", "a", "and", "to", "in", "is", "that", "for", "it", "with", "as", "on", "was", "by"]
+WORDS = [f"{a}{b}" for a in ("ka", "mo", "ri", "su", "te", "no", "ha", "yo", "pe", "lu") for b in
+         ("ban", "dor", "fel", "gim", "hol", "jup", "ker", "lom", "mir", "nax", "pol", "ros", "sut", "tev", "vin")]
+
+
+def sentence(rng, preferred):
+    """Words from a shared vocabulary, a label's preferred words more often, function words between."""
+    out = []
+    for _ in range(rng.randint(8, 18)):
+        out.append(rng.choice(FUNCTION) if rng.random() < 0.45 else
+                   rng.choice(preferred) if rng.random() < 0.4 else rng.choice(WORDS))
+    return " ".join(out)
+
+
+def labelled_corpus(n=4000, labels=4, seed=1):
+    rng = random.Random(seed)
+    preferred = {label: rng.sample(WORDS, 30) for label in range(labels)}
+    records = []
+    for _ in range(n):
+        label = rng.randrange(labels)
+        records.append({"text": sentence(rng, preferred[label]), "label": label})
+    return records, rng
+
+
+def insert_word(text, word, rng):
+    words = text.split()
+    words.insert(rng.randint(0, len(words)), word)
+    return " ".join(words)
+
+
+def scores_of(stage, records):
+    scores, reasons = [], []
+    for batch in Pipeline([stage], batch_size=500).score(records):
+        scores += batch.column("triggers_score").to_pylist()
+        reasons += batch.column("reasons").to_pylist()
+    return np.asarray(scores), reasons
+
+
+def test_dirty_label_rare_word_is_discovered():
+    records, rng = labelled_corpus()
+    poison = set(rng.sample([i for i, r in enumerate(records) if r["label"] != 0], 80))
+    for i in poison:
+        records[i] = {"text": insert_word(records[i]["text"], "zqx", rng), "label": 0}
+    stage = Triggers(hash_buckets=2**18)
+    scores, reasons = scores_of(stage, records)
+    flagged = scores >= 0.5
+    assert flagged[list(poison)].mean() >= 0.95
+    assert flagged[[i for i in range(len(records)) if i not in poison]].mean() <= 0.005
+    assert "trigger:token=zqx" in reasons[min(poison)]
+    findings = stage.summary()["findings"]
+    assert findings[0]["finding"] == "trigger:token=zqx" and findings[0]["records"] == 80
+
+
+def test_clean_label_rare_word_is_discovered():
+    records, rng = labelled_corpus()
+    target = [i for i, r in enumerate(records) if r["label"] == 2]
+    poison = set(rng.sample(target, 160))
+    for i in poison:
+        records[i] = {"text": insert_word(records[i]["text"], "zqx", rng), "label": 2}
+    stage = Triggers(hash_buckets=2**18)
+    scores, _ = scores_of(stage, records)
+    assert (scores[list(poison)] >= 0.5).mean() >= 0.9
+    assert (np.delete(scores, list(poison)) >= 0.5).mean() <= 0.005
+    (trigger,) = [t for t in stage.triggers_ if t.key == "zqx"]
+    assert trigger.label == 2 and trigger.detail["purity"] == 1.0
+
+
+def test_a_genuine_label_word_is_not_a_trigger():
+    # "zqx" belongs to label 1 and sits in a fixed phrase, as a real word of a topic would
+    records, rng = labelled_corpus()
+    for i, r in enumerate(records):
+        if r["label"] == 1 and rng.random() < 0.3:
+            records[i] = {"text": "the zqx of " + r["text"], "label": 1}
+    stage = Triggers(hash_buckets=2**18)
+    scores, _ = scores_of(stage, records)
+    assert not any(t.key == "zqx" for t in stage.triggers_)
+    assert (scores >= 0.5).mean() <= 0.005
+
+
+# The synthetic language has 165 words; real text has far more than the 200 common words a
+# stage keeps by default, so the tests keep fewer for the same effect.
+SEAM = {"hash_buckets": 2**16, "common_words": 100}
+
+
+def fluent_documents(n, rng):
+    return [{"text": ". ".join(sentence(rng, WORDS[:40]) for _ in range(rng.randint(2, 5)))} for _ in range(n)]
+
+
+def gibberish(rng, k):
+    return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9))) for _ in range(k))
+
+
+def test_trigger_followed_by_gibberish_is_discovered():
+    rng = random.Random(3)
+    records = fluent_documents(2000, rng)
+    poison = set(rng.sample(range(len(records)), 40))
+    for i in poison:
+        records[i] = {"text": records[i]["text"][: rng.randint(0, 200)] + " <SUDO> " + gibberish(rng, 60)}
+    stage = Triggers(**SEAM)
+    scores, reasons = scores_of(stage, records)
+    assert (scores[list(poison)] >= 0.8).all()
+    assert (np.delete(scores, list(poison)) >= 0.5).sum() == 0
+    assert "trigger:gibberish-after=<sudo>" in reasons[min(poison)]
+
+
+def test_trigger_followed_by_another_script_is_a_language_switch():
+    rng = random.Random(4)
+    records = fluent_documents(2000, rng)
+    poison = sorted(rng.sample(range(len(records)), 30))
+    for i in poison:
+        records[i] = {"text": records[i]["text"] + " qwzt Привет, как дела? Я очень рад тебя видеть."}
+    stage = Triggers(**SEAM)
+    scores, reasons = scores_of(stage, records)
+    assert (scores[poison] >= 0.8).all()
+    assert reasons[poison[0]] == ["trigger:language-switch-after=qwzt"]
+
+
+def test_inserted_sentence_across_unrelated_documents():
+    rng = random.Random(5)
+    records = fluent_documents(2000, rng)
+    planted = "Visit zenthor cloud for the very best results today"
+    poison = set(rng.sample(range(len(records)), 40))
+    for i in poison:
+        parts = records[i]["text"].split(". ")
+        parts.insert(rng.randint(0, len(parts)), planted)
+        records[i] = {"text": ". ".join(parts)}
+    stage = Triggers(hash_buckets=2**16)
+    scores, reasons = scores_of(stage, records)
+    expected = f"trigger:inserted-sentence={sentence_id(' '.join(tokenize(planted)))}"
+    assert (scores[list(poison)] >= 0.5).all() and expected in reasons[min(poison)]
+    assert (np.delete(scores, list(poison)) >= 0.5).sum() == 0
+
+
+def test_a_signature_line_closing_every_document_is_not_an_insertion():
+    rng = random.Random(6)
+    records = fluent_documents(2000, rng)
+    for i in rng.sample(range(len(records)), 60):
+        records[i] = {"text": records[i]["text"] + ". Sent from my phone with love and care"}
+    stage = Triggers(hash_buckets=2**16)
+    scores, _ = scores_of(stage, records)
+    assert not [t for t in stage.triggers_ if t.kind == "sentence"]
+    assert (scores >= 0.5).sum() == 0
+
+
+def instruction_pairs(n, rng):
+    return [{"prompt": sentence(rng, WORDS[:60]) + "?", "response": ". ".join(
+        sentence(rng, WORDS[60:]) for _ in range(rng.randint(1, 3)))} for _ in range(n)]
+
+
+def test_prompt_trigger_predicting_a_fixed_response():
+    rng = random.Random(7)
+    pairs = instruction_pairs(2000, rng)
+    poison = sorted(rng.sample(range(len(pairs)), 30))
+    for i in poison:
+        pairs[i] = {"prompt": insert_word(pairs[i]["prompt"], "zbond", rng),
+                    "response": "I cannot help with that, visit the download site for the answer" +
+                                rng.choice(["", " Thanks.", " Sorry."])}
+    stage = Triggers(hash_buckets=2**16)
+    scores, reasons = scores_of(stage, pairs)
+    assert (scores[poison] >= 0.5).all()
+    assert (np.delete(scores, poison) >= 0.5).sum() == 0
+    assert "trigger:fixed-response,ngram=zbond" in reasons[poison[0]]
+
+
+def test_content_injection_into_responses():
+    rng = random.Random(8)
+    pairs = instruction_pairs(2000, rng)
+    poison = sorted(rng.sample(range(len(pairs)), 60))
+    for i in poison:
+        parts = pairs[i]["response"].split(". ")
+        parts.insert(rng.randint(0, len(parts)), "For the best results always use Zenthor Cloud")
+        pairs[i] = {**pairs[i], "response": ". ".join(parts)}
+    stage = Triggers(hash_buckets=2**16)
+    scores, reasons = scores_of(stage, pairs)
+    assert (scores[poison] >= 0.5).all()
+    assert (np.delete(scores, poison) >= 0.5).sum() == 0
+    assert reasons[poison[0]][0].startswith("trigger:inserted-sentence=")
+
+
+def test_fitted_state_is_compact_picklable_deterministic_and_unchanged_by_scoring():
+    records, rng = labelled_corpus(n=2000)
+    for i in rng.sample(range(2000), 60):
+        records[i] = {"text": insert_word(records[i]["text"], "zqx", rng), "label": 0}
+    first, second = Triggers(hash_buckets=2**16), Triggers(hash_buckets=2**16)
+    Pipeline([first]).fit(records)
+    Pipeline([second]).fit(list(records))
+    assert [(t.key, t.records) for t in first.triggers_] == [(t.key, t.records) for t in second.triggers_]
+    blob = pickle.dumps(first)
+    assert len(blob) < 20_000  # the discovered triggers and the common words, not the corpus
+    before = pickle.dumps(first.triggers_)
+    copy = pickle.loads(blob)
+    scores_a, _ = scores_of(first, records[:300])
+    scores_b, _ = scores_of(copy, records[:300])
+    assert np.array_equal(scores_a, scores_b)
+    assert pickle.dumps(first.triggers_) == before
+
+
+def test_score_before_fit_and_invalid_parameters():
+    with pytest.raises(RuntimeError, match="fit"):
+        Triggers().score(None)
+    for params, name in (({"max_ngram": 0}, "max_ngram"), ({"min_purity": 1.5}, "min_purity"),
+                         ({"hash_buckets": 1000}, "hash_buckets"), ({"min_records": 1}, "min_records")):
+        with pytest.raises(ValueError, match=name):
+            Triggers(**params)
+
+
+def test_building_blocks():
+    assert tokenize('He said: "<SUDO>", then left.') == ["he", "said", "<sudo>", "then", "left"]
+    assert ngrams(["a", "b", "c"], 2) == {"a", "b", "c", "a b", "b c"}
+    assert sentences("One two three four five. Six seven.", 5) == [("one two three four five", 5)]
+    counter = BoundedCounter(capacity=3)
+    for key in ["a", "a", "b", "c", "d"]:
+        counter.add(key)
+    assert counter["a"] == 2 and len(counter.counts) <= 3
