@@ -1,0 +1,254 @@
+"""The near_duplicates stage: repetition screening, dedup, protected set, cross-run index, determinism."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dokumi.cli import main
+from dokumi.pipeline import CorpusBatches, Pipeline
+from dokumi.policy import load_policy
+from dokumi.records import Columns
+from dokumi.scan import scan
+from dokumi.sources import open_inputs
+from dokumi.stages.near_duplicates import NearDuplicates, repetition_score
+
+VOCABULARY = [f"word{i}" for i in range(4000)]
+
+
+def _unique_docs(rng: random.Random, n: int, words: int = 30) -> list[str]:
+    return [" ".join(rng.choices(VOCABULARY, k=words)) for _ in range(n)]
+
+
+def _copies(rng: random.Random, text: str, n: int) -> list[str]:
+    """Lightly edited copies: one word inserted, deleted or swapped, sometimes a lead-in."""
+    copies = []
+    for _ in range(n):
+        words = text.split()
+        i = rng.randrange(len(words) - 1)
+        op = rng.randrange(3)
+        if op == 0:
+            words.insert(i, "really")
+        elif op == 1:
+            del words[i]
+        else:
+            words[i], words[i + 1] = words[i + 1], words[i]
+        copies.append(rng.choice(["", "News: ", "Update: "]) + " ".join(words))
+    return copies
+
+
+def _score(stage: NearDuplicates, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
+    """Fit and score with a rule that flags anything above 0, so every reason is reported."""
+    from dokumi.policy import StageRule
+
+    batches = list(Pipeline([stage], rules={stage.name: StageRule(threshold=1e-9)}, batch_size=16)
+                   .score([{"text": t} for t in texts]))
+    scores = np.concatenate([b.column("near_duplicates_score").to_numpy() for b in batches])
+    reasons = [r for b in batches for r in b.column("reasons").to_pylist()]
+    return scores, reasons
+
+
+@pytest.fixture
+def corpus() -> tuple[list[str], np.ndarray]:
+    rng = random.Random(0)
+    unique = _unique_docs(rng, 120)
+    copies = _copies(rng, " ".join(rng.choices(VOCABULARY, k=40)), 25)
+    texts = unique + copies
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    return [texts[i] for i in order], np.array([i >= len(unique) for i in order])
+
+
+def test_repetition_mode_scores_every_copy_and_no_unique_document(corpus):
+    texts, is_copy = corpus
+    scores, reasons = _score(NearDuplicates(min_cluster_size=10), texts)
+    assert (scores[is_copy] > 0.5).all()
+    assert (scores[~is_copy] == 0).all()
+    sizes = {r for i in np.flatnonzero(is_copy) for r in reasons[i]}
+    assert len(sizes) == 1
+    assert re.fullmatch(r"near-duplicate:cluster=[0-9a-f]{12},size=25", sizes.pop())
+    assert all(not reasons[i] for i in np.flatnonzero(~is_copy))
+
+
+def test_scores_are_graded_by_cluster_size():
+    rng = random.Random(1)
+    texts = (_unique_docs(rng, 300) + _copies(rng, " ".join(rng.choices(VOCABULARY, k=40)), 4)
+             + _copies(rng, " ".join(rng.choices(VOCABULARY, k=40)), 30))
+    scores, _ = _score(NearDuplicates(min_cluster_size=10, min_cluster_share=1.0), texts)
+    small, large = scores[300:304], scores[304:]
+    assert 0 < small.min() and small.max() < 0.5 < large.min()
+    assert repetition_score(1, 10) == 0.0 and repetition_score(10, 10) == 0.5
+    assert repetition_score(4, 10) < repetition_score(9, 10) < repetition_score(11, 10) < repetition_score(300, 10) < 1
+
+
+def test_a_small_corpus_lowers_the_size_that_counts_as_repetition():
+    rng = random.Random(2)
+    texts = _unique_docs(rng, 40) + _copies(rng, " ".join(rng.choices(VOCABULARY, k=40)), 3)
+    default_share, _ = _score(NearDuplicates(min_cluster_size=50), texts)
+    # 1% of 43 records is below 2, so the boundary is 2 records: three copies score 1 - 0.5 * 1 / 2
+    assert (default_share[40:] == 0.75).all()
+    tiny_share, _ = _score(NearDuplicates(min_cluster_size=50, min_cluster_share=0.5), texts)
+    assert (tiny_share[40:] < 0.5).all()
+
+
+def test_dedup_mode_keeps_the_first_record_of_each_cluster():
+    rng = random.Random(3)
+    original = " ".join(rng.choices(VOCABULARY, k=40))
+    texts = _unique_docs(rng, 50) + [original] + _copies(rng, original, 3)
+    scores, reasons = _score(NearDuplicates(mode="dedup", jaccard=0.5), texts)
+    assert scores[50] == 0 and not reasons[50]
+    assert np.allclose(scores[51:], 1 - 0.5 / 3)  # 1 - 0.5 / (size - 1) for a cluster of 4
+    assert (scores[:50] == 0).all()
+
+
+@pytest.mark.parametrize("verify", ["signature", "exact", "off"])
+def test_every_check_finds_the_copies(corpus, verify):
+    texts, is_copy = corpus
+    scores, _ = _score(NearDuplicates(min_cluster_size=10, verify=verify), texts)
+    assert (scores[is_copy] > 0.5).all() and (scores[~is_copy] == 0).all()
+
+
+def test_protected_documents_are_reported(tmp_path):
+    rng = random.Random(4)
+    secret = " ".join(rng.choices(VOCABULARY, k=40))
+    (tmp_path / "protected.jsonl").write_text(json.dumps({"text": secret}) + "\n")
+    texts = _unique_docs(rng, 60) + _copies(rng, secret, 1)
+    scores, reasons = _score(NearDuplicates(protect=str(tmp_path)), texts)
+    assert scores[60] == 1.0 and "near-duplicate:protected" in reasons[60]
+    assert (scores[:60] == 0).all()
+
+
+def test_an_index_carries_an_earlier_corpus_into_the_next_run(tmp_path):
+    rng = random.Random(5)
+    original = " ".join(rng.choices(VOCABULARY, k=40))
+    first = NearDuplicates(mode="dedup", jaccard=0.5)
+    Pipeline([first]).fit([{"text": t} for t in _unique_docs(rng, 30) + [original]])
+    written = first.save_state(tmp_path / "state" / "near_duplicates")
+    assert {p.name for p in written} == {"signatures.npy", "keys.npy", "records.parquet", "params.json"}
+    assert np.load(tmp_path / "state" / "near_duplicates" / "signatures.npy").shape == (31, 128)
+
+    second = NearDuplicates(mode="dedup", jaccard=0.5, index=str(tmp_path))  # a scan's output folder works
+    scores, reasons = _score(second, _unique_docs(rng, 20) + _copies(rng, original, 1))
+    assert scores[20] == 0.5 and reasons[20][0].endswith(",size=2,earlier=1")
+    assert (scores[:20] == 0).all()
+    # the state of the second run holds both corpora
+    second.save_state(tmp_path / "second")
+    assert len(pq.read_table(tmp_path / "second" / "records.parquet")) == 52
+
+    with pytest.raises(ValueError, match="index .* was built with ngram=5; this stage uses 3"):
+        Pipeline([NearDuplicates(ngram=3, index=str(tmp_path))]).fit([{"text": "a b c"}])
+
+
+def test_copies_sent_to_workers_are_small_and_score_the_same(corpus, tmp_path):
+    texts, _ = corpus
+    stage = NearDuplicates(min_cluster_size=10)
+    records = [{"text": t} for t in texts]
+    Pipeline([stage]).fit(records)
+    copy = pickle.loads(pickle.dumps(stage))
+    assert not hasattr(copy, "lsh_index_")
+    assert len(pickle.dumps(stage)) < stage.lsh_index_.signatures.nbytes / 4
+    with pytest.raises(RuntimeError, match="process that ran fit"):
+        copy.save_state(tmp_path)
+    batches = list(CorpusBatches(open_inputs(records), Columns(), 16))
+    assert [stage.score(b).scores.tolist() for b in batches] == [copy.score(b).scores.tolist() for b in batches]
+    assert sum(r != [] for b in batches for r in copy.score(b).reasons) == 25
+
+
+def test_summary_names_the_signature_scheme_and_the_largest_cluster(corpus):
+    texts, _ = corpus
+    stage = NearDuplicates(min_cluster_size=10)
+    assert stage.summary() == {}
+    Pipeline([stage]).fit([{"text": t} for t in texts])
+    summary = stage.summary()
+    assert summary["signature"] == {"num_perm": 128, "seed": 1, "ngram": 5, "scheme": "affine32",
+                                    "hashfunc": "dokumi.minhash.shingle_hash32"}
+    assert summary["largest"][0]["size"] == 25 and summary["clusters"] == 1
+    assert summary["findings"] == [{"finding": f"near-duplicate cluster {summary['largest'][0]['cluster']}",
+                                    "records": 25}]
+    json.dumps(summary)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"mode": "drop"}, "mode"), ({"jaccard": 1.0}, "jaccard"), ({"verify": "maybe"}, "verify"),
+    ({"min_cluster_size": 1}, "min_cluster_size"), ({"min_cluster_share": 0}, "min_cluster_share"),
+    ({"protect": "/no/such/path"}, "protect"), ({"index": "/no/such/path"}, "index"), ({"ngram": 0}, "ngram"),
+])
+def test_invalid_parameters_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        NearDuplicates(**kwargs)
+
+
+def test_recipes_configure_the_stage():
+    dedup = load_policy("dedup")
+    stage = next(s for s in dedup.stages if s.name == "near_duplicates")
+    assert stage.mode == "dedup" and dedup.rules["near_duplicates"].action == "drop"
+    for name in ("pretraining", "finetuning", "audit"):
+        policy = load_policy(name)
+        stage = next(s for s in policy.stages if s.name == "near_duplicates")
+        assert stage.mode == "repetition"
+    assert load_policy("audit").rules["near_duplicates"].action == "flag"
+
+
+def _write_shards(directory, texts: list[str], shards: int = 4) -> list[str]:
+    directory.mkdir()
+    paths = []
+    for k in range(shards):
+        path = directory / f"part-{k}.parquet"
+        pq.write_table(pa.table({"text": texts[k::shards]}), path, row_group_size=7)
+        paths.append(str(path))
+    return paths
+
+
+def _scores_by_record(out) -> list[tuple]:
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((out / "scores").glob("*.parquet"))])
+    rows = zip(*[table.column(c).to_pylist() for c in ("shard", "row", "near_duplicates_score", "reasons")])
+    return sorted(rows)
+
+
+def test_clusters_do_not_depend_on_shard_order_or_workers(tmp_path):
+    rng = random.Random(6)
+    texts = _unique_docs(rng, 80)
+    for size in (12, 5, 2):
+        texts += _copies(rng, " ".join(rng.choices(VOCABULARY, k=40)), size)
+    rng.shuffle(texts)
+    paths = _write_shards(tmp_path / "in", texts)
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[stages.near_duplicates]\naction = "flag"\nthreshold = 0.000001\nmin_cluster_size = 10\n')
+    scan(paths, tmp_path / "one", policy=str(policy), workers=1, progress=False)
+    shuffled = paths[:]
+    random.Random(1).shuffle(shuffled)
+    assert shuffled != paths
+    scan(shuffled, tmp_path / "two", policy=str(policy), workers=2, batch_size=5, progress=False)
+    one, two = _scores_by_record(tmp_path / "one"), _scores_by_record(tmp_path / "two")
+    assert one == two
+    clustered = [r for r in one if r[3]]
+    assert len(clustered) == 19 and len({r[3][0] for r in clustered}) == 3
+
+
+def test_cli_protect_and_index_map_to_the_stage(tmp_path, capsys):
+    rng = random.Random(7)
+    secret = " ".join(rng.choices(VOCABULARY, k=40))
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"text": secret}) + "\n")
+    paths = _write_shards(tmp_path / "in", _unique_docs(rng, 30) + _copies(rng, secret, 1), shards=1)
+    assert main(["scan", *paths, "--out", str(tmp_path / "first"), "--policy", "audit",
+                 "--protect", str(tmp_path / "eval.jsonl"), "--workers", "1", "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "first" / "manifest.json").read_text())
+    stage = next(s for s in manifest["stages"] if s["name"] == "near_duplicates")
+    assert stage["params"]["protect"] == str(tmp_path / "eval.jsonl")
+    assert stage["summary"]["protected_matches"] == 1
+    assert (tmp_path / "first" / "state" / "near_duplicates" / "signatures.npy").exists()
+
+    later = _write_shards(tmp_path / "later", _copies(rng, secret, 1) + _unique_docs(rng, 5), shards=1)
+    assert main(["scan", *later, "--out", str(tmp_path / "second"), "--policy", "audit",
+                 "--index", str(tmp_path / "first"), "--workers", "1", "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "second" / "manifest.json").read_text())
+    stage = next(s for s in manifest["stages"] if s["name"] == "near_duplicates")
+    assert stage["summary"]["indexed"] == 31 and stage["summary"]["largest"][0]["earlier"] == 1
+    capsys.readouterr()
