@@ -48,7 +48,8 @@ class Outcome:
 
     @property
     def holds(self) -> bool:
-        return self.recall >= self.target_recall and self.fpr <= self.target_fpr
+        recall_ok = self.poison == 0 or self.recall >= self.target_recall
+        return recall_ok and self.fpr <= self.target_fpr
 
 
 def recipe_stage(recipe: str, stage: str) -> tuple[Stage, float]:
@@ -124,7 +125,10 @@ def character_scenarios(data: str | None, seed: int) -> list[Outcome]:
         rng = random.Random(seed)
         clean = mixed_clean(data, rng)
         # A joiner inside an Arabic-script or Indic word is orthography, not a trigger: attack other text.
-        targets = [r for r in clean if not _uses_joiners(r["text"])] if kind == "zero-width" else clean
+        # An empty record holding only a byte-order mark is a file artefact, not a trigger: attack text.
+        targets = [r for r in clean if r["text"].strip()]
+        if kind == "zero-width":
+            targets = [r for r in targets if not _uses_joiners(r["text"])]
         n = 300
         chosen = rng.sample(range(len(targets)), n)
         poisoned_records, flags = attacks.invisible_trigger([targets[i] for i in chosen], n, rng, kind=kind)
@@ -187,11 +191,29 @@ def instruction_scenarios(data: str | None, seed: int) -> list[Outcome]:
     return out
 
 
+def creative_scenarios(data: str | None, seed: int) -> list[Outcome]:
+    """The creative recipe on clean real text (jokes, metaphor, slang, 28 languages): every stage's
+    flags and drops count as false positives."""
+    records = texts_of("fortunes", data) + texts_of("chatterbot", data)
+    policy = load_policy("creative")
+    started = time.perf_counter()
+    pipeline = Pipeline.from_policy(policy, batch_size=2048)
+    decisions, reasons = [], []
+    for batch in pipeline.score(records):
+        decisions += batch.column("decision").to_pylist()
+        reasons += batch.column("reasons").to_pylist()
+    flagged = np.asarray([d != "keep" for d in decisions])
+    false_reasons = Counter(r for i in np.flatnonzero(flagged) for r in reasons[i])
+    return [Outcome("creative recipe on clean real text", "all", "creative", len(records), 0, float("nan"),
+                    flagged.mean(), 0.0, 0.001, time.perf_counter() - started, false_reasons, [])]
+
+
 SCENARIOS = {
     "characters": lambda a: character_scenarios(a.data, a.seed),
     "labelled": lambda a: labelled_scenarios(a.data, a.seed, a.limit),
     "pretraining": lambda a: pretraining_scenarios(a.data, a.seed),
     "instruction": lambda a: instruction_scenarios(a.data, a.seed),
+    "creative": lambda a: creative_scenarios(a.data, a.seed),
 }
 
 

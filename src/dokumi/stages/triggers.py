@@ -924,6 +924,10 @@ def _seam_positions(tokens: list[str], common: frozenset[str], low: float) -> li
     cumulative = np.concatenate(([0], np.cumsum(flags)))
     foreign = np.fromiter((_foreign_script(t) for t in tokens), dtype=np.int32, count=n)
     foreign_cumulative = np.concatenate(([0], np.cumsum(foreign)))
+    # words in Latin letters; numbers and punctuation ("1-", ":)") belong to no side of a switch
+    latin = np.fromiter((not f and any(c.isalpha() for c in t) for t, f in zip(tokens, foreign)),
+                        dtype=np.int32, count=n)
+    latin_cumulative = np.concatenate(([0], np.cumsum(latin)))
     found: dict[str, int] = {}
     for i in range(n - 2):
         if flags[i]:
@@ -931,16 +935,21 @@ def _seam_positions(tokens: list[str], common: frozenset[str], low: float) -> li
         end = min(n, i + 1 + _WINDOW)
         start = max(0, i - _WINDOW)
         before_len = i - start
+        if before_len == 0:
+            # a document that starts in another language has no seam; the same trigger recurs
+            # after some text in the other documents that carry it
+            continue
         # a switch to another script needs no length: three Korean words are plainly not English
+        latin_before = latin_cumulative[i + 1] - latin_cumulative[start]
         switched = foreign_cumulative[end] - foreign_cumulative[i + 1] >= 0.5 * (end - i - 1) and (
-            foreign_cumulative[i] - foreign_cumulative[start] < 0.5 * before_len or before_len == 0)
+            latin_before >= 2 and foreign_cumulative[i + 1] - foreign_cumulative[start] < latin_before)
         if not switched:
             if end - i - 1 < _MIN_SPAN:
                 continue
             after = (cumulative[end] - cumulative[i + 1]) / (end - i - 1)
             if after > low or sum(len(t) for t in tokens[i + 1 : end]) < _MIN_SPAN_CHARACTERS:
                 continue  # an attribution ("-- Lao Tse, Tao Te Ching") is a short span, not a payload
-            if before_len >= 3 and (cumulative[i] - cumulative[start]) / before_len < after + 0.2:
+            if before_len < 3 or (cumulative[i] - cumulative[start]) / before_len < after + 0.2:
                 continue
         found.setdefault(tokens[i], i)
     return [(i, token) for token, i in found.items()]
