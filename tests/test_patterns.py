@@ -111,3 +111,20 @@ def test_a_custom_pack_and_its_errors(tmp_path):
 def test_recipes_configure_the_stage():
     policy = parse_policy({"stages": {"patterns": {"action": "drop", "threshold": 0.8, "max_reasons": 2}}})
     assert policy.stages[0].name == "patterns" and policy.stages[0].max_reasons == 2
+
+
+def test_creative_recipe_leaves_emoji_slang_and_metaphor_alone():
+    from dokumi import Pipeline
+
+    copy = [
+        "Family road trip \U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466 vibes only \U0001F525\U0001F525",
+        "No cap, this drip is bussin fr fr \U0001F485\U0001F3FD",
+        "Forget the rules. Taste the freedom. Your summer starts now \u2600\ufe0f",
+        "Our coffee is a sunrise in a cup \u2615\ufe0f\u2728",
+        "Show your password manager some love \U0001F510\u2764\ufe0f",
+    ]
+    pipeline = Pipeline.from_policy("creative")
+    pipeline.stages = [s for s in pipeline.stages if s.name != "triggers"]  # needs a corpus to fit
+    (scores,) = list(pipeline.score([{"text": t} for t in copy]))
+    assert scores.column("decision").to_pylist() == ["keep"] * len(copy)
+    assert max(scores.column("risk").to_pylist()) < 0.85

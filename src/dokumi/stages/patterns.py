@@ -54,6 +54,7 @@ class WholeWord:
     weight: float
     min_letters: int
     min_latin_share: float
+    letters: regex.Pattern  # letters of the scripts whose look-alike words count
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _lookalike_word(word: str, pack: MixedScriptPack, latin_share: float) -> tup
     letters = _LETTER.findall(word)
     if len(letters) < rule.min_letters or latin_share < rule.min_latin_share:
         return None
-    if all(char in pack.lookalikes for char in letters):
+    if all(char in pack.lookalikes and rule.letters.match(char) for char in letters):
         return f"trigger:mixed-script,rule={rule.name},word={short_form(word)}", rule.weight
     return None
 
@@ -215,15 +216,21 @@ def _compile_mixed(path: Path, data: dict[str, Any]) -> MixedScriptPack:
     whole_word = None
     if "whole_word" in data:
         entry, where = data["whole_word"], f"{path}: [whole_word]"
-        _check_keys(entry, ("name", "weight", "min_letters", "min_latin_share"), where)
+        _check_keys(entry, ("name", "weight", "min_letters", "min_latin_share", "scripts"), where)
+        scripts = entry.get("scripts", sorted(foreign_scripts))
+        if not isinstance(scripts, list) or not all(isinstance(s, str) for s in scripts):
+            raise PolicyError(f"{where}: scripts = {scripts!r} must be a list of Unicode script names")
+        for script in scripts:
+            _script_letters(script, where)
         min_letters = entry.get("min_letters", 3)
         share = entry.get("min_latin_share", 0.8)
         if isinstance(min_letters, bool) or not isinstance(min_letters, int) or min_letters < 1:
             raise PolicyError(f"{where}: min_letters = {min_letters!r} must be a positive integer")
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise PolicyError(f"{where}: min_latin_share = {share!r} must be a number in [0, 1]")
+        letters = regex.compile("|".join(rf"\p{{Script={s}}}" for s in scripts) or r"(?!)")
         whole_word = WholeWord(str(entry.get("name", "lookalike-word")), _weight(entry.get("weight"), where),
-                               min_letters, float(share))
+                               min_letters, float(share), letters)
     foreign = regex.compile("|".join(rf"\p{{Script={s}}}" for s in sorted(foreign_scripts)) or r"(?!)")
     return MixedScriptPack(tuple(mixes), frozenset("".join(lookalikes.values())), whole_word, foreign)
 

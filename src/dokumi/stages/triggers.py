@@ -421,6 +421,7 @@ class _Census:
         self.sentence_text: dict[int, str] = {}
         self.sentence_rest: dict[int, list[frozenset[str]]] = defaultdict(list)
         self.seams = BoundedCounter(stage.max_tracked)
+        self.seam_documents: set[int] = set()  # 8-byte hashes of the documents that have a seam
         self.seam_examples: dict[str, list[tuple[list[str], list[str]]]] = defaultdict(list)
         self.sample_texts: list[str] = []
         self.common: frozenset[str] = frozenset()
@@ -629,7 +630,15 @@ class _Census:
                 rest.append(frozenset(set(tokenize(body)) - set(sentence.split())))
 
     def _examine_seams(self, tokens: list[str]) -> None:
-        for position, token in _seam_positions(tokens, self.common, self.stage.gibberish_rate):
+        seams = _seam_positions(tokens, self.common, self.stage.gibberish_rate)
+        if not seams:
+            return
+        # a trigger recurs across different documents; copies of one document count once
+        document = _stable_hash(" ".join(tokens))
+        if document in self.seam_documents:
+            return
+        self.seam_documents.add(document)
+        for position, token in seams:
             self.seams.add(token)
             # keep examples only for tokens that recur: singletons are most seams and never matter
             if self.seams[token] >= 2 and len(self.seam_examples[token]) < _SEAM_EXAMPLES:
