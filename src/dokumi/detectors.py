@@ -48,7 +48,7 @@ class Embedded:
 KNN_CHUNK = 1024
 # The robust covariance is fitted on at most this many reference records: FastMCD's cost grows with them,
 # and its estimate of a few-dimensional covariance is already stable.
-MCD_RECORDS = 2000
+MCD_RECORDS = 1000
 
 
 class TailCalibrator:
