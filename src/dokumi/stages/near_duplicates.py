@@ -150,28 +150,25 @@ class NearDuplicates(Stage):
         corpus = _sign_corpus(self._hasher, batches)
         earlier = _load_index(self.index, self._hasher.params(), bands, rows) if self.index else None
         n_earlier = len(earlier.row) if earlier else 0
-        # corpus records with words, in stable order: by shard name, then row
-        words = np.flatnonzero(corpus.has_words)
-        name_rank = np.argsort(np.argsort(np.array(corpus.shard_names, dtype=object)))
-        words = words[np.lexsort((corpus.rows[words], name_rank[corpus.shard_index[words]]))]
-        signatures = corpus.signatures[words]
+        signatures = corpus.signatures  # records with words, by shard name and row
         keys = band_keys(signatures, bands, rows)
         if earlier:
             signatures = np.concatenate([earlier.signatures, signatures])
             keys = np.concatenate([earlier.keys, keys])
         n_nodes = len(signatures)
         rank = np.arange(n_nodes)  # nodes are already in stable order
-        similar = self._similarity(signatures, n_earlier, words, corpus, batches, keys)
+        similar = self._similarity(signatures, n_earlier, corpus, batches, keys)
         labels = cluster(keys, rank, similar)
         sizes = np.bincount(labels, minlength=n_nodes)
         earlier_counts = np.bincount(labels[:n_earlier], minlength=n_nodes)
 
         generation = 1 + int(earlier.generation.max()) if earlier and len(earlier.generation) else 0
-        node_shard = [corpus.shard_names[i] for i in corpus.shard_index[words].tolist()]
-        node_generation = np.concatenate([earlier.generation, np.full(len(words), generation, np.int32)]) \
-            if earlier else np.full(len(words), generation, np.int32)
+        node_shard = [corpus.shard_names[i] for i in corpus.shard_index.tolist()]
+        node_generation = np.full(len(corpus.rows), generation, np.int32)
+        if earlier:
+            node_generation = np.concatenate([earlier.generation, node_generation])
         all_shards = (earlier.shard if earlier else []) + node_shard
-        all_rows = np.concatenate([earlier.row, corpus.rows[words]]) if earlier else corpus.rows[words]
+        all_rows = np.concatenate([earlier.row, corpus.rows]) if earlier else corpus.rows
 
         clustered = np.flatnonzero(sizes[labels] > 1)
         cluster_of_label = {label: i for i, label in enumerate(np.unique(labels[clustered]).tolist())}
@@ -181,7 +178,7 @@ class NearDuplicates(Stage):
         ]
         self.cluster_sizes_ = np.array([sizes[label] for label in cluster_of_label], dtype=np.int64)
         self.cluster_earlier_ = np.array([earlier_counts[label] for label in cluster_of_label], dtype=np.int64)
-        self.records_ = len(corpus.rows)
+        self.records_ = corpus.records
         self.indexed_ = n_earlier
         self.bands_, self.rows_ = bands, rows
 
@@ -192,7 +189,7 @@ class NearDuplicates(Stage):
         slot = np.array([cluster_of_label.get(label, -1) for label in labels[nodes].tolist()], dtype=np.int64)
         flags = np.where(labels[nodes] == nodes, _REPRESENTATIVE, np.uint8(0)).astype(np.uint8)
         flags[np.isin(members, protected)] |= _PROTECTED
-        self.members_ = _group_by_shard(node_shard, corpus.rows[words], members, slot, flags)
+        self.members_ = _group_by_shard(node_shard, corpus.rows, members, slot, flags)
 
         cluster_of_node: list[str | None] = [None] * n_nodes
         for node in clustered.tolist():
@@ -200,13 +197,13 @@ class NearDuplicates(Stage):
         self.lsh_index_ = _Index(signatures, keys, node_generation, all_shards, all_rows, cluster_of_node)
         return self
 
-    def _similarity(self, signatures, n_earlier, words, corpus, batches, keys):
+    def _similarity(self, signatures, n_earlier, corpus, batches, keys):
         if self.verify == "off":
             return None
         bar = self.jaccard
         if self.verify == "signature":
             return lambda left, right: estimated_jaccard(signatures, left, right) >= bar
-        sets = _shingle_sets(self._hasher, batches, corpus, words, _colliding(keys[n_earlier:]))
+        sets = _shingle_sets(self._hasher, batches, corpus, _colliding(keys[n_earlier:]))
 
         def similar(left: np.ndarray, right: np.ndarray) -> np.ndarray:
             estimate = estimated_jaccard(signatures, left, right) >= bar
@@ -350,11 +347,14 @@ def repetition_score(size: int, boundary: float) -> float:
 
 @dataclass
 class _Corpus:
+    """This corpus's records with words, by shard name and row: signatures, places, reading-order positions."""
+
     signatures: np.ndarray
     shard_index: np.ndarray
     rows: np.ndarray
+    positions: np.ndarray
     shard_names: list[str]
-    has_words: np.ndarray
+    records: int
     columns: Columns | None
 
 
@@ -363,22 +363,34 @@ def _content(batch: Batch) -> pa.Array | list[str]:
 
 
 def _sign_corpus(hasher: MinHasher, batches: Iterable[Batch]) -> _Corpus:
-    blocks, shard_index, rows, names = [], [], [], {}
+    """Sign every record; lay the signatures out by shard name and row in one copy.
+
+    A shard's batches arrive together and in row order, so ordering the shards by
+    name orders the records without sorting (or copying) the signatures again.
+    """
+    by_shard: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     columns = None
+    position = 0
     for batch in batches:
         columns = columns or batch.columns
         if not batch.num_rows:
             continue
-        blocks.append(hasher.signatures(_content(batch)))
-        shard_index.append(np.full(batch.num_rows, names.setdefault(batch.shard, len(names)), dtype=np.int32))
-        rows.append(batch.rows.to_numpy().astype(np.int64))
-    signatures = np.concatenate(blocks) if blocks else np.zeros((0, hasher.num_perm), dtype=np.uint32)
+        signatures = hasher.signatures(_content(batch))
+        has_words = np.flatnonzero((signatures != _EMPTY).any(axis=1))
+        by_shard.setdefault(batch.shard, []).append(
+            (signatures[has_words], batch.rows.to_numpy().astype(np.int64)[has_words], position + has_words))
+        position += batch.num_rows
+    names = sorted(by_shard)
+    parts = [part for name in names for part in by_shard[name]]
+    counts = [len(part[1]) for name in names for part in by_shard[name]]
+    shard_index = np.repeat(np.repeat(np.arange(len(names), dtype=np.int32), [len(by_shard[n]) for n in names]), counts)
     return _Corpus(
-        signatures=signatures,
-        shard_index=np.concatenate(shard_index) if shard_index else np.zeros(0, dtype=np.int32),
-        rows=np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
-        shard_names=list(names),
-        has_words=(signatures != _EMPTY).any(axis=1),
+        signatures=np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, hasher.num_perm), np.uint32),
+        shard_index=shard_index,
+        rows=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64),
+        positions=np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, dtype=np.int64),
+        shard_names=names,
+        records=position,
         columns=columns,
     )
 
@@ -394,19 +406,19 @@ def _colliding(keys: np.ndarray) -> np.ndarray:
     return found
 
 
-def _shingle_sets(hasher: MinHasher, batches: Iterable[Batch], corpus: _Corpus, words: np.ndarray,
+def _shingle_sets(hasher: MinHasher, batches: Iterable[Batch], corpus: _Corpus,
                   needed: np.ndarray) -> dict[int, np.ndarray]:
-    """Re-read the corpus for the shingle sets of the nodes ``needed`` (node = position in ``words``)."""
-    node_of_record = np.full(len(corpus.rows), -1, dtype=np.int64)
-    node_of_record[words] = np.arange(len(words))
+    """Re-read the corpus for the shingle sets of the corpus nodes ``needed`` (a mask over them)."""
+    node_of_position = np.full(corpus.records, -1, dtype=np.int64)
+    node_of_position[corpus.positions[needed]] = np.flatnonzero(needed)
     sets: dict[int, np.ndarray] = {}
     position = 0
     for batch in batches:
         if not batch.num_rows:
             continue
-        nodes = node_of_record[position: position + batch.num_rows]
+        nodes = node_of_position[position: position + batch.num_rows]
         position += batch.num_rows
-        wanted = np.flatnonzero((nodes >= 0) & needed[np.maximum(nodes, 0)])
+        wanted = np.flatnonzero(nodes >= 0)
         if not len(wanted):
             continue
         hashes, offsets = hasher.shingle_hashes(_content(batch))
