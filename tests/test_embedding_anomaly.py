@@ -186,11 +186,11 @@ def test_reference_fits_on_trusted_data_instead(tmp_path):
 
 
 def test_too_small_a_reference_scores_nothing_and_says_why():
-    records, _ = documents(10, 0)
-    stage = EmbeddingAnomaly(sample_size=100).fit(batches(records))
+    records, _ = documents(150, 3)
+    stage = EmbeddingAnomaly(sample_size=1000).fit(batches(records))
     scores, reasons = scored(stage, records)
     assert not scores.any() and not any(reasons)
-    assert "at least 20" in stage.summary()["skipped"]
+    assert "at least 200" in stage.summary()["skipped"]
 
 
 @pytest.mark.parametrize("params, name", [

@@ -26,8 +26,9 @@ from dokumi.stage import Stage, StageResult
 DEFAULT_DETECTORS = tuple(DETECTORS)
 # Only the first characters of a record are embedded, so the sample's memory stays bounded.
 MAX_EMBEDDED_CHARS = 20_000
-# Below this many reference records, percentiles mean little: the stage scores nothing and says why.
-MIN_REFERENCE_RECORDS = 20
+# Below this many reference records a 0.5% tail holds less than one record and percentiles would
+# promote whatever is most unusual in a tiny corpus: the stage scores nothing and says why.
+MIN_REFERENCE_RECORDS = 200
 # Reasons are written for records scoring at least this much (the pipeline shows them only when flagged).
 REASON_FLOOR = 0.5
 # A detector other than the strongest is named in the reasons from this percentile up.
