@@ -161,7 +161,7 @@ def test_instruction_pairs_are_checked_by_their_canonical_hash():
 def test_sources_are_checked_against_deny_and_allow_lists(tmp_path):
     allow = tmp_path / "allow.txt"
     allow.write_text("# trusted\nwikipedia.org\nhttps://github.com/*/raw/*\n")
-    stage = Provenance(allow=[str(allow)])
+    stage = Provenance(deny=["reserved"], allow=[str(allow)])
     urls = ["https://en.wikipedia.org/wiki/Tea", "http://test.example/page", "https://github.com/a/raw/x.txt",
             "https://blog.somewhere.net/post", "http://192.168.1.4/admin", None]
     result = stage.score(batch_of({"text": ["t"] * 6, "url": urls}))
@@ -174,8 +174,9 @@ def test_sources_are_checked_against_deny_and_allow_lists(tmp_path):
 
 
 def test_source_column_values_without_a_scheme_are_read_as_hosts():
-    result = Provenance().score(batch_of({"text": ["t", "t"], "source": ["docs.example.org/a", "wikipedia"]}))
-    assert result.scores.tolist() == [1.0, 0.0]
+    batch = batch_of({"text": ["t", "t"], "source": ["docs.example.org/a", "wikipedia"]})
+    assert Provenance(deny="reserved").score(batch).scores.tolist() == [1.0, 0.0]
+    assert Provenance().score(batch).scores.tolist() == [0.0, 0.0]  # no deny list unless a recipe names one
 
 
 @pytest.mark.parametrize(("choice", "score"), [("keep", 0.0), ("flag", 0.3), ("drop", 1.0)])

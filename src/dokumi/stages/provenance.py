@@ -62,7 +62,8 @@ class Provenance(Stage):
         added or removed line.
     deny:
         Source lists (names under ``filters/sources/`` or paths) whose matches
-        score 1 (default ``["reserved"]``: documentation, test and private hosts).
+        score 1 (default: none). ``["reserved"]`` names documentation, test and
+        private hosts, which no real crawl fetched from.
     allow:
         Source lists; when any is given, a record whose source matches none of
         them is ``source-unlisted`` (default: none).
@@ -80,7 +81,7 @@ class Provenance(Stage):
         expect: str | None = None,
         min_similarity: float = 0.5,
         boilerplate: int = 32,
-        deny: list[str] | tuple[str, ...] = ("reserved",),
+        deny: list[str] | tuple[str, ...] = (),
         allow: list[str] | tuple[str, ...] = (),
         unlisted: str = "flag",
         no_provenance: str = "keep",
