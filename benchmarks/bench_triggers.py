@@ -8,6 +8,7 @@ recipe named in the table (the stage's ``threshold``, or ``flag_threshold``
 when the recipe has one), so the figures are what a user of that recipe gets.
 
 usage: python benchmarks/bench_triggers.py [--data DIR] [--seed 0] [--only NAME ...] [--details]
+       python benchmarks/bench_triggers.py --fit-memory 20000 60000   (peak memory of pass 1)
 """
 
 from __future__ import annotations
@@ -217,6 +218,27 @@ SCENARIOS = {
 }
 
 
+def fit_memory(sizes: list[int], data: str | None, seed: int) -> None:
+    """Peak resident memory of fitting the triggers stage on WordNet glosses, each size in a fresh process."""
+    import pickle
+    import resource
+    import subprocess
+
+    if len(sizes) > 1:
+        print(f"{'records':>8}{'peak growth MiB':>17}{'bytes/record':>14}{'fitted state bytes':>20}")
+        for n in sizes:
+            command = [sys.executable, __file__, "--fit-memory", str(n), "--seed", str(seed)]
+            subprocess.run(command + (["--data", data] if data else []), check=True)
+        return
+    n = sizes[0]
+    records = labelled("wordnet", data, n, random.Random(seed))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    stage, _ = recipe_stage("finetuning", "triggers")
+    Pipeline([stage], batch_size=2048).fit(records)
+    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # ru_maxrss is KiB on Linux
+    print(f"{n:>8,}{growth / 2**20:>17.0f}{growth / n:>14,.0f}{len(pickle.dumps(stage)):>20,}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="folder with the prepared corpora (default: $DOKUMI_DATA or a cache)")
@@ -224,7 +246,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=60_000, help="records sampled from a labelled corpus")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these groups")
     parser.add_argument("--details", action="store_true", help="print false-positive reasons and missed records")
+    parser.add_argument("--fit-memory", nargs="+", type=int, metavar="N", help="measure pass-1 memory instead")
     args = parser.parse_args()
+    if args.fit_memory:
+        fit_memory(args.fit_memory, args.data, args.seed)
+        return
     outcomes = []
     for name in args.only or SCENARIOS:
         outcomes += SCENARIOS[name](args)
