@@ -82,7 +82,9 @@ class DaskEngine:
             dashboard_address=None,
             # the scheduler's health and metrics pages still listen: on loopback, on a free port
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.ERROR,
+            # a failed task reaches the scan as its exception; the cluster's own logs (heartbeats
+            # missed while it shuts down on a busy machine) would only clutter the CLI's output
+            silence_logs=logging.CRITICAL,
         )
         self.client_ = Client(self.cluster_)
         return self
