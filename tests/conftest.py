@@ -9,6 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+# Only the invisible-character stage: plumbing tests must not move with the built-in recipes.
+PLUMBING = Path(__file__).parent / "policies" / "plumbing.toml"
+
 CLEAN_TEXTS = [
     "a small domesticated carnivorous mammal with soft fur",
     "the act of moving quickly on foot",

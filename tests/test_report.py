@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from conftest import clean_rows, write_parquet
+from conftest import PLUMBING, clean_rows, write_parquet
 
 from dokumi import scan
 from dokumi.cli import main
@@ -32,7 +32,7 @@ def scanned(tmp_path):
     rows[9]["text"] = "bidi \u202eoverride\u202c here"
     rows[20]["text"] = None
     write_parquet(tmp_path / "a.parquet", rows)
-    scan(tmp_path / "a.parquet", out=tmp_path / "out")
+    scan(tmp_path / "a.parquet", out=tmp_path / "out", policy=PLUMBING)
     return tmp_path / "out"
 
 

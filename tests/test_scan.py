@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
+from conftest import PLUMBING, assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
 
 from dokumi import InputError, Pipeline, Policy, Stage, StageResult, scan
 from dokumi.cli import main
@@ -25,7 +27,7 @@ def poisoned_rows() -> list[dict]:
 def test_scan_writes_every_output_of_the_design(tmp_path):
     write_parquet(tmp_path / "in" / "part-0.parquet", poisoned_rows()[:10])
     write_parquet(tmp_path / "in" / "part-1.parquet", poisoned_rows()[10:])
-    result = scan(tmp_path / "in", out=tmp_path / "out", policy="pretraining")
+    result = scan(tmp_path / "in", out=tmp_path / "out", policy=PLUMBING)
     outputs = assert_accounted(tmp_path / "out", 20)
     scores = outputs["scores"]
     assert scores.schema.names == ["id", "shard", "row", "decision", "reasons", "risk", "invisible_score"]
@@ -40,8 +42,8 @@ def test_scan_writes_every_output_of_the_design(tmp_path):
     assert all(0.0 <= r <= 1.0 for r in risks) and max(risks) > 0.5
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["decisions"] == {"keep": 18, "flag": 0, "drop": 2}
-    assert manifest["policy"]["name"] == "pretraining" and len(manifest["policy"]["sha256"]) == 64
-    assert {o["kind"] for o in manifest["outputs"]} == {"clean", "quarantine", "scores"}
+    assert manifest["policy"]["name"] == "plumbing" and len(manifest["policy"]["sha256"]) == 64
+    assert {"clean", "quarantine", "scores"} <= {o["kind"] for o in manifest["outputs"]}
     assert "hidden" not in json.dumps(manifest), "the manifest must not hold raw text"
     assert result.decisions == {"keep": 18, "drop": 2}
     assert "trigger:zero-width" in result.summary()
@@ -50,7 +52,11 @@ def test_scan_writes_every_output_of_the_design(tmp_path):
 def test_audit_policy_flags_but_never_drops(tmp_path):
     write_parquet(tmp_path / "a.parquet", poisoned_rows())
     result = scan(tmp_path / "a.parquet", out=tmp_path / "out", policy="audit")
-    assert result.decisions == {"keep": 18, "flag": 2}
+    assert result.decisions["drop"] == 0
+    assert result.decisions["flag"] >= 2
+    scores = read_outputs(tmp_path / "out")["scores"]
+    flagged = scores.filter(pa.compute.equal(scores.column("decision"), "flag"))
+    assert {"doc-3", "doc-11"} <= set(flagged.column("id").to_pylist())
     assert read_outputs(tmp_path / "out")["quarantine"] is None
 
 
@@ -149,7 +155,8 @@ def test_jsonl_input_with_instruction_pairs(tmp_path):
 
 def test_cli_scan_prints_summary_and_writes_outputs(tmp_path, capsys):
     write_parquet(tmp_path / "a.parquet", poisoned_rows())
-    code = main(["scan", str(tmp_path / "a.parquet"), "--out", str(tmp_path / "out"), "--no-progress"])
+    code = main(["scan", str(tmp_path / "a.parquet"), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--policy", str(PLUMBING)])
     printed = capsys.readouterr()
     assert code == 0
     assert "drop               2" in printed.out
@@ -160,7 +167,7 @@ def test_cli_scan_prints_summary_and_writes_outputs(tmp_path, capsys):
 
 def test_cli_set_overrides_a_recipe_value_and_rejects_unknown_keys(tmp_path, capsys):
     write_parquet(tmp_path / "a.parquet", poisoned_rows())
-    code = main(["scan", str(tmp_path / "a.parquet"), "--out", str(tmp_path / "o1"),
+    code = main(["scan", str(tmp_path / "a.parquet"), "--out", str(tmp_path / "o1"), "--policy", str(PLUMBING),
                  "--set", "invisible.action='flag'"])
     assert code == 0
     assert json.loads((tmp_path / "o1" / "manifest.json").read_text())["counts"]["decisions"]["flag"] == 2
@@ -183,7 +190,7 @@ def test_pipeline_object_works_in_scan_and_api_alike(tmp_path):
     api = Pipeline([InvisibleCharacters()], rules={"invisible": StageRule("drop", 0.5)})
     decisions = [d for batch in api.score(rows) for d in batch.column("decision").to_pylist()]
     write_parquet(tmp_path / "a.parquet", rows)
-    scan(tmp_path / "a.parquet", out=tmp_path / "out")
+    scan(tmp_path / "a.parquet", out=tmp_path / "out", policy=PLUMBING)
     assert read_outputs(tmp_path / "out")["scores"].column("decision").to_pylist() == decisions
 
 
