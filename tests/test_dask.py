@@ -272,3 +272,21 @@ def test_fit_protocols_are_recognised_and_run_in_one_process(tmp_path):
         fit_in_one_process(MeanLength(), [])
     with pytest.raises(InputError, match="engine 'spark'"):
         scan(write_parquet(tmp_path / "a.parquet", clean_rows(2)), out=tmp_path / "out", engine="spark")
+
+
+def test_builtin_pretraining_recipe_decides_the_same_on_dask(tmp_path, cluster):
+    records = clean_rows(300)
+    for i in range(0, 300, 5):
+        records[i]["text"] = "buy cheap watches at example dot com today, limited offer number one"
+    records[7]["text"] += " \u202e"
+    for shard in range(3):
+        write_parquet(tmp_path / "in" / f"part-{shard}.parquet", records[shard::3])
+    local = scan(tmp_path / "in", out=tmp_path / "local", policy="pretraining", workers=1)
+    on_dask = scan(tmp_path / "in", out=tmp_path / "dask", policy="pretraining", engine="dask",
+                   scheduler=cluster.scheduler_address)
+    scores = read_outputs(tmp_path / "dask")["scores"]
+    assert scores.equals(read_outputs(tmp_path / "local")["scores"])
+    assert comparable(on_dask.manifest) == comparable(local.manifest)
+    assert on_dask.decisions == local.decisions
+    kinds = Counter(r.split(":")[0] for rs in scores.column("reasons").to_pylist() for r in rs)
+    assert kinds["near-duplicate"] == 60 and kinds["trigger"] == 1  # fitted on the driver, scored on workers
