@@ -181,6 +181,13 @@ class MinHasher:
         hashes, offsets = self.shingle_hashes(texts)
         return self._minhash(hashes, offsets)
 
+    def signatures_of_hashes(self, hashes32: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Signatures of texts given as 32-bit shingle hashes: text ``i`` owns ``hashes32[offsets[i]:offsets[i+1]]``.
+
+        Equals ``datasketch.MinHash(hashfunc=int).update_batch(values)`` for each text's values.
+        """
+        return self._minhash(hashes32.astype(np.uint64) << np.uint64(32), offsets)
+
     def shingle_hashes(self, texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         """The 64-bit hashes of every text's shingles, concatenated, and the offsets of each text in them.
 

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from dokumi.errors import InputError
 from dokumi.hashing import DIGEST_SIZE, from_hex, to_hex
+from dokumi.minhash import MinHasher
 from dokumi.records import Batch
 
 SKETCH = {
@@ -67,7 +68,7 @@ _QUOTES = str.maketrans(
 )
 _SPACES = re.compile(r"\s+")
 _POLYNOMIAL = np.uint64(0x100000001B3)
-_permutations: np.ndarray | None = None
+_hasher: MinHasher | None = None
 
 
 def normalize(text: str) -> str:
@@ -106,31 +107,25 @@ def shingle_hashes(texts: list[str]) -> list[np.ndarray]:
 
 
 def sketches(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """MinHash sketches ``(n, 64) uint16`` and distinct-shingle counts ``(n,) uint32`` of ``texts``."""
-    from datasketch import MinHash
+    """MinHash sketches ``(n, 64) uint16`` and distinct-shingle counts ``(n,) uint32`` of ``texts``.
 
+    The values are datasketch's (``MinHash(hashfunc=int)`` over the shingle hashes), computed
+    for the whole batch at once by :class:`dokumi.minhash.MinHasher`.
+    """
     shingles = shingle_hashes(texts)
-    template = MinHash(
-        num_perm=PERMUTATIONS, seed=SKETCH["seed"], scheme=SKETCH["scheme"], hashfunc=int,
-        permutations=_shared_permutations(),
-    )
-    rows = np.empty((len(texts), PERMUTATIONS), dtype=np.uint16)
-    for i, values in enumerate(shingles):
-        minhash = template.copy()
-        if len(values):
-            minhash.update_batch(values.tolist())
-        rows[i] = minhash.hashvalues & 0xFFFF
     counts = np.fromiter(map(len, shingles), dtype=np.uint32, count=len(shingles))
-    return rows, counts
+    offsets = np.zeros(len(shingles) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    values = np.concatenate(shingles) if shingles else np.zeros(0, dtype=np.uint32)
+    signatures = _sketcher().signatures_of_hashes(values, offsets)
+    return (signatures & 0xFFFF).astype(np.uint16), counts
 
 
-def _shared_permutations() -> np.ndarray:
-    global _permutations
-    if _permutations is None:
-        from datasketch import MinHash
-
-        _permutations = MinHash(num_perm=PERMUTATIONS, seed=SKETCH["seed"], scheme=SKETCH["scheme"]).permutations
-    return _permutations
+def _sketcher() -> MinHasher:
+    global _hasher
+    if _hasher is None:
+        _hasher = MinHasher(num_perm=PERMUTATIONS, seed=SKETCH["seed"], scheme=SKETCH["scheme"])
+    return _hasher
 
 
 @dataclass
