@@ -322,6 +322,10 @@ _worker_queue: Any = None
 def _init_worker(pipeline: Pipeline, queue: Any) -> None:
     global _worker_pipeline, _worker_queue
     _worker_pipeline, _worker_queue = pipeline, queue
+    # one process per core already: threaded BLAS in each would oversubscribe the cores
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def _score_in_worker(index: int, shard: Shard, staging: Path, no_text: bool) -> ShardResult:
