@@ -114,7 +114,8 @@ def main() -> None:
               f"{os.cpu_count()} cores, Python {platform.python_version()}")
         configurations = [(engine, workers) for engine in ("local", "dask") for workers in (1, 2)]
         best: dict[tuple[str, int], tuple[float, float, float]] = {}
-        decisions, driver_fitted = set(), []
+        decisions: dict[tuple[tuple[str, int], ...], list[str]] = {}
+        driver_fitted: list[str] = []
         for round_ in range(args.repeat):  # interleaved, so that load from other processes spreads over all
             for engine, workers in configurations:
                 PHASES.clear()
@@ -124,7 +125,8 @@ def main() -> None:
                 total = time.perf_counter() - started
                 timing = (PHASES.get("pass 1", 0.0), PHASES["pass 2"], total)
                 best[engine, workers] = min(best.get((engine, workers), timing), timing, key=lambda t: t[2])
-                decisions.add(tuple(sorted(result.decisions.items())))
+                decisions.setdefault(tuple(sorted(result.decisions.items())), []).append(
+                    f"{engine} {workers} worker(s), run {round_ + 1}")
                 driver_fitted = [w for w in result.warnings if "fitted on the driver" in w] or driver_fitted
         print(f"# best of {args.repeat} runs each; pure CPU work on 2 processes here and now: "
               f"{machine_parallelism():.2f}x faster than on 1 (the ceiling)")
@@ -137,7 +139,10 @@ def main() -> None:
                   f"{one_score / score:>16.2f}x{one_total / total:>15.2f}x")
         for warning in driver_fitted:
             print(f"# dask: {warning}")
-        print(f"# same decisions in every run: {'yes' if len(decisions) == 1 else 'NO'} {dict(next(iter(decisions)))}")
+        if len(decisions) == 1:
+            print(f"# same decisions in every run: yes {dict(next(iter(decisions)))}")
+        for counts, runs in decisions.items() if len(decisions) > 1 else ():
+            print(f"# DIFFERENT decisions {dict(counts)} in: {'; '.join(runs)}")
 
 
 if __name__ == "__main__":
