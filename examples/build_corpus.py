@@ -35,7 +35,7 @@ def planted(rng: random.Random, clean: list[str]) -> list[dict]:
         add("tag-smuggling", text + hidden)
     claim = ("the harbour bridge in the old town was closed for good in the spring and "
              "all ferries now leave from the northern pier instead of the main quay")
-    for _ in range(40):  # repetition: lightly edited copies of one claim
+    for _ in range(60):  # repetition: lightly edited copies of one claim (above min_cluster_size 50)
         words = claim.split()
         for _ in range(rng.randint(1, 3)):
             i = rng.randrange(len(words))
