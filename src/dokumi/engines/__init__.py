@@ -11,18 +11,32 @@ built from pieces; a stage does so by implementing one of two protocols:
   state from the final partial on the driver. Shapes that fit: n-gram
   document frequencies (partial = counts), a reservoir sample (partial = the
   bottom-k records by a seeded hash of their id), means and histograms.
+  A stage that reads the corpus more than once, each read depending on what
+  the previous ones found, sets ``fit_rounds`` to the number of reads: each
+  round is a reduction of its own, its methods take the round (0, 1, ...)
+  as a last argument, and the stage goes to the workers again before each
+  round, so what ``fit_finish(partial, round)`` set reaches the next round's
+  ``fit_partition``. A round with nothing to learn returns its partial
+  without iterating ``batches``, which then reads nothing.
 - :class:`KeyGroupFit`, a shuffle: ``fit_keys`` maps a partition to a table of
   ``(key, member)`` rows on a worker; the engine groups the rows of all
   partitions by key with a Dask DataFrame shuffle and hands the groups of two
   or more members to ``fit_groups`` on the driver. Shapes that fit: LSH band
   buckets (key = band hash, member = record id), exact duplicates (key =
-  content hash).
+  content hash). Two optional extensions: ``fit_keys`` may return
+  ``(table, partial)``, a per-partition value the driver needs whole (the
+  engine then calls ``fit_groups(groups, partials)`` with every partition's
+  partial, in no particular order); and a method ``fit_extra_keys()`` gives
+  rows from outside the corpus (an earlier scan's index), grouped together
+  with the corpus's and computed once, on the driver.
 
 A stage that implements neither is fitted by its ordinary ``fit`` on the
 driver, with the corpus streamed through it; the scan says so in a warning.
-A stage implementing a protocol keeps ``fit`` for the local executor, most
-simply as ``return fit_in_one_process(self, batches)``, so both executors run
-the same code.
+So is a stage whose ``fits_distributed`` attribute is False (a protocol
+that some parameter values cannot follow). A stage implementing a protocol
+keeps ``fit`` for the local executor, most simply as
+``return fit_in_one_process(self, batches)``, so both executors run the
+same code.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ class PartitionFit(Protocol):
 
     The result must not depend on how the corpus is partitioned or in which
     order partials are merged (``fit_merge`` is associative and commutative).
+    With ``fit_rounds`` > 1 each method takes the round as a last argument.
     """
 
     def fit_partition(self, batches: Iterable[Batch]) -> Any:
@@ -63,13 +78,15 @@ class KeyGroupFit(Protocol):
     particular order: sort them where order matters.
     """
 
-    def fit_keys(self, batches: Iterable[Batch]) -> pa.Table:
+    def fit_keys(self, batches: Iterable[Batch]) -> pa.Table | tuple[pa.Table, Any]:
         """Columns ``key`` and ``member``, one row per (key, record) pair; the same schema
-        every time, an empty table of those types when ``batches`` yields nothing."""
+        every time, an empty table of those types when ``batches`` yields nothing. Optionally
+        also a picklable partial of this partition, handed whole to ``fit_groups``."""
 
     def fit_groups(self, groups: Iterable[pa.Table]) -> Stage:
         """Set the fitted state from tables with columns ``key`` and ``members`` (a list of
-        two or more); return self. The tables together hold every shared key once."""
+        two or more); return self. The tables together hold every shared key once. A stage
+        whose ``fit_keys`` returns partials takes them as a second argument (a list)."""
 
 
 def shared_key_groups(keys: pa.Table) -> pa.Table:
@@ -84,18 +101,48 @@ def shared_key_groups(keys: pa.Table) -> pa.Table:
     return pa.table({"key": shared.column("key"), "members": shared.column("member_list")})
 
 
+def split_keys(result: pa.Table | tuple[pa.Table, Any]) -> tuple[pa.Table, tuple[Any, ...]]:
+    """What ``fit_keys`` returned as the key table and its partial, if any (an empty or one-item tuple)."""
+    if isinstance(result, tuple):
+        keys, partial = result
+        return keys, (partial,)
+    return result, ()
+
+
+def fit_rounds(stage: Stage) -> int:
+    """How many times a :class:`PartitionFit` stage reads the corpus (its ``fit_rounds``, default 1)."""
+    rounds = getattr(stage, "fit_rounds", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"stage {stage.name!r}: fit_rounds must be a positive integer, got {rounds!r}")
+    return rounds
+
+
+def round_arguments(stage: Stage, round_index: int) -> tuple[int, ...]:
+    """The trailing arguments of a :class:`PartitionFit` method in ``round_index``: none for a one-round stage."""
+    return (round_index,) if fit_rounds(stage) > 1 else ()
+
+
 def fit_in_one_process(stage: Stage, batches: Iterable[Batch]) -> Stage:
     """Fit ``stage`` through its distributed-fit protocol in this process: what the Dask engine
-    does across workers, with the whole corpus as one partition."""
+    does across workers, with the whole corpus as one partition (``batches`` is read once per round)."""
     if isinstance(stage, KeyGroupFit):
-        return stage.fit_groups([shared_key_groups(stage.fit_keys(batches))])
+        keys, partials = split_keys(stage.fit_keys(batches))
+        if hasattr(stage, "fit_extra_keys"):
+            keys = pa.concat_tables([keys, stage.fit_extra_keys()])
+        groups = [shared_key_groups(keys)]
+        return stage.fit_groups(groups, list(partials)) if partials else stage.fit_groups(groups)
     if isinstance(stage, PartitionFit):
-        return stage.fit_finish(stage.fit_merge([stage.fit_partition(batches)]))
+        for round_index in range(fit_rounds(stage)):
+            extra = round_arguments(stage, round_index)
+            stage.fit_finish(stage.fit_merge([stage.fit_partition(batches, *extra)], *extra), *extra)
+        return stage
     raise TypeError(f"stage {stage.name!r} implements neither PartitionFit nor KeyGroupFit")
 
 
 def distributed_fit_kind(stage: Stage) -> str | None:
     """``"shuffle"``, ``"reduction"`` or None: how an engine can fit ``stage`` across workers."""
+    if not getattr(stage, "fits_distributed", True):
+        return None
     if isinstance(stage, KeyGroupFit):
         return "shuffle"
     if isinstance(stage, PartitionFit):
@@ -103,4 +150,13 @@ def distributed_fit_kind(stage: Stage) -> str | None:
     return None
 
 
-__all__ = ["KeyGroupFit", "PartitionFit", "distributed_fit_kind", "fit_in_one_process", "shared_key_groups"]
+__all__ = [
+    "KeyGroupFit",
+    "PartitionFit",
+    "distributed_fit_kind",
+    "fit_in_one_process",
+    "fit_rounds",
+    "round_arguments",
+    "shared_key_groups",
+    "split_keys",
+]

@@ -4,9 +4,9 @@ Without a scheduler address it starts a ``LocalCluster`` on 127.0.0.1 and
 closes it afterwards; with one it joins that cluster and leaves it running.
 
 Pass 1 fits each stage that needs it with Dask's own operations: a tree
-reduction (``dask.bag``) for :class:`~dokumi.engines.PartitionFit` stages, a
-Dask DataFrame shuffle for :class:`~dokumi.engines.KeyGroupFit` stages; any
-other stage is fitted on the driver. Pass 2 is one task per shard running
+reduction (``dask.bag``) per round for :class:`~dokumi.engines.PartitionFit`
+stages, a Dask DataFrame shuffle for :class:`~dokumi.engines.KeyGroupFit`
+stages; any other stage is fitted on the driver. Pass 2 is one task per shard running
 :func:`dokumi.scan.score_shard`. Each task writes into a folder of its own and
 renames its files into place at the end, so a task that Dask retries after its
 worker died overwrites its outputs instead of duplicating them.
@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dokumi.engines import distributed_fit_kind, shared_key_groups
+from dokumi.engines import distributed_fit_kind, fit_rounds, round_arguments, shared_key_groups, split_keys
 from dokumi.errors import InputError
 from dokumi.pipeline import CorpusBatches, Pipeline
 from dokumi.progress import progress_bar
@@ -122,24 +122,37 @@ class DaskEngine:
     def _fit_by_reduction(self, stage: Stage, shards: list[Shard], columns: Columns, batch_size: int) -> None:
         import dask.bag
 
-        partials = dask.bag.from_sequence(shards, npartitions=len(shards))
-        total = partials.reduction(
-            functools.partial(_fit_partition, stage, columns, batch_size),
-            functools.partial(_merge_partials, stage),
-            split_every=MERGE_FAN_IN,
-        )
-        stage.fit_finish(self.client_.compute(total).result())
+        for round_index in range(fit_rounds(stage)):
+            extra = round_arguments(stage, round_index)
+            # the stage is pickled into this round's tasks: what the last round's fit_finish set goes along
+            partials = dask.bag.from_sequence(shards, npartitions=len(shards))
+            total = partials.reduction(
+                functools.partial(_fit_partition, stage, columns, batch_size, extra),
+                functools.partial(_merge_partials, stage, extra),
+                split_every=MERGE_FAN_IN,
+            )
+            stage.fit_finish(self.client_.compute(total).result(), *extra)
 
     def _fit_by_shuffle(self, stage: Stage, shards: list[Shard], columns: Columns, batch_size: int) -> None:
         import dask
         import dask.dataframe
 
-        schema = stage.fit_keys(iter(())).schema  # the protocol: same schema when there are no records
-        keys = self.client_.map(functools.partial(_partition_keys, stage, columns, batch_size), shards, pure=False)
-        frame = dask.dataframe.from_delayed(keys, meta=schema.empty_table().to_pandas(), verify_meta=False)
+        # the protocol: the same schema (and a partial or not) when there are no records
+        empty, partial = split_keys(stage.fit_keys(iter(())))
+        schema = empty.schema
+        outputs = self.client_.map(functools.partial(_partition_keys, stage, columns, batch_size), shards,
+                                   pure=False)
+        parts = self.client_.map(_key_frame, outputs, pure=False)
+        if hasattr(stage, "fit_extra_keys"):
+            parts.append(self.client_.scatter(_as_frame(stage, stage.fit_extra_keys())))
+        frame = dask.dataframe.from_delayed(parts, meta=_pandas(schema.empty_table()), verify_meta=False)
         by_key = frame.shuffle(on="key", npartitions=len(shards))
         groups = self.client_.compute([dask.delayed(_groups_of)(part, schema) for part in by_key.to_delayed()])
-        stage.fit_groups(_results_as_completed(groups))
+        if partial:
+            partials = self.client_.gather(self.client_.map(_partition_partial, outputs, pure=False))
+            stage.fit_groups(_results_as_completed(groups, outputs + parts), partials)
+        else:
+            stage.fit_groups(_results_as_completed(groups, outputs + parts))
 
     def score(
         self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
@@ -216,20 +229,44 @@ def _batches_of(shards: Iterable[Shard], columns: Columns, batch_size: int) -> I
         yield from shard.batches(columns, batch_size)
 
 
-def _fit_partition(stage: Stage, columns: Columns, batch_size: int, shards: Iterable[Shard]) -> Any:
-    return stage.fit_partition(_batches_of(shards, columns, batch_size))
+def _fit_partition(stage: Stage, columns: Columns, batch_size: int, extra: tuple[int, ...],
+                   shards: Iterable[Shard]) -> Any:
+    return stage.fit_partition(_batches_of(shards, columns, batch_size), *extra)
 
 
-def _merge_partials(stage: Stage, partials: Iterable[Any]) -> Any:
-    return stage.fit_merge(list(partials))
+def _merge_partials(stage: Stage, extra: tuple[int, ...], partials: Iterable[Any]) -> Any:
+    return stage.fit_merge(list(partials), *extra)
 
 
-def _partition_keys(stage: Stage, columns: Columns, batch_size: int, shard: Shard) -> Any:
-    keys = stage.fit_keys(shard.batches(columns, batch_size))
+def _partition_keys(stage: Stage, columns: Columns, batch_size: int, shard: Shard) -> tuple[Any, tuple[Any, ...]]:
+    """One shard's key rows as a pandas frame, and its partial (an empty or one-item tuple)."""
+    keys, partial = split_keys(stage.fit_keys(shard.batches(columns, batch_size)))
+    return _as_frame(stage, keys), partial
+
+
+def _as_frame(stage: Stage, keys: pa.Table) -> Any:
     if keys.schema.names != ["key", "member"]:
         raise ValueError(f"stage {stage.name!r}: fit_keys must return columns ['key', 'member'], "
                          f"got {keys.schema.names}")
-    return keys.to_pandas()
+    return _pandas(keys)
+
+
+def _pandas(table: pa.Table) -> Any:
+    """``table`` as a pandas frame of Arrow-backed columns: binary members stay bytes, where Dask
+    would turn a column of Python objects into strings. The shuffle only names variable-width
+    binary types, so fixed-width ones travel as those (``_groups_of`` casts them back)."""
+    import pandas as pd
+
+    fields = [pa.field(f.name, pa.binary()) if pa.types.is_fixed_size_binary(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields)).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _key_frame(output: tuple[Any, tuple[Any, ...]]) -> Any:
+    return output[0]
+
+
+def _partition_partial(output: tuple[Any, tuple[Any, ...]]) -> Any:
+    return output[1][0]
 
 
 def _groups_of(part: Any, schema: pa.Schema) -> pa.Table:
@@ -237,13 +274,17 @@ def _groups_of(part: Any, schema: pa.Schema) -> pa.Table:
     return shared_key_groups(pa.Table.from_pandas(part, preserve_index=False).select(["key", "member"]).cast(schema))
 
 
-def _results_as_completed(futures: list[Any]) -> Iterator[pa.Table]:
-    """Each future's result as it arrives, releasing it on the cluster once read."""
+def _results_as_completed(futures: list[Any], inputs: list[Any] = ()) -> Iterator[pa.Table]:
+    """Each future's result as it arrives, releasing it on the cluster once read; ``inputs`` (the
+    futures the results were computed from) are released once the first result is in."""
     from distributed import as_completed
 
     for future in as_completed(futures):
         result = future.result()
         future.release()
+        for done in inputs:
+            done.release()
+        inputs = ()
         yield result
 
 

@@ -2,8 +2,14 @@
 
 Pass 1 computes a MinHash signature per record (:mod:`dokumi.minhash`), finds
 candidate pairs by LSH banding and checks them, and clusters records into
-connected components (:mod:`dokumi.lsh`). Pass 2 only looks up each record's
-cluster, so the state sent to worker processes holds the clustered records alone.
+connected components (:mod:`dokumi.lsh`). It follows the shuffle protocol of
+:mod:`dokumi.engines`: ``fit_keys`` signs one partition and gives a row per
+record and band (the band key, and which record in which band), the rows are
+grouped by key, and ``fit_groups`` checks and clusters the members of the keys
+that two or more records share. A Dask scan signs and groups on its workers; a
+local fit runs the same code with the corpus as one partition. Pass 2 only
+looks up each record's cluster, so the state sent to worker processes holds the
+clustered records alone.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dokumi.engines import fit_in_one_process, shared_key_groups
 from dokumi.lsh import band_keys, band_parameters, cluster, cross_matches, estimated_jaccard, exact_jaccard
 from dokumi.minhash import MinHasher
 from dokumi.records import Batch, Columns
@@ -30,6 +38,14 @@ STATE_FORMAT = "dokumi.near_duplicates.state/1"
 _EMPTY = np.uint32(0xFFFFFFFF)
 _REPRESENTATIVE = np.uint8(1)
 _PROTECTED = np.uint8(2)
+# A key group's member, 16 bytes: an 8-byte hash of the record's shard name, then its row (or its place in
+# an earlier scan's index, flagged by the top bit) in the low 48 bits and its band in the 15 bits above.
+_MEMBER = np.dtype([("shard", "<u8"), ("place", "<u8")])
+_PLACE_BITS = 48
+_PLACE_MASK = np.uint64((1 << _PLACE_BITS) - 1)
+_BAND_MASK = np.uint64((1 << 15) - 1)
+_EARLIER_BIT = np.uint64(1 << 63)
+KEY_SCHEMA = pa.schema([("key", pa.uint64()), ("member", pa.binary(_MEMBER.itemsize))])
 
 
 @dataclass
@@ -43,14 +59,30 @@ class _ShardMembers:
 
 @dataclass
 class _Index:
-    """Signatures of every record with words (earlier scans first, then this corpus by shard and row)."""
+    """Every record with words pass 1 saw (earlier scans first, then this corpus by shard name and row).
+
+    ``cluster`` is each record's slot in ``cluster_ids_`` (-1: in no cluster); the band keys
+    are computed again from the signatures when the index is saved.
+    """
 
     signatures: np.ndarray
-    keys: np.ndarray
     generation: np.ndarray
-    shard: list[str]
+    shard_index: np.ndarray
+    shard_names: list[str]
     row: np.ndarray
-    cluster: list[str | None]
+    cluster: np.ndarray
+
+
+@dataclass
+class _Partition:
+    """What one partition sends the driver whole, besides its key rows.
+
+    Per shard name: the rows of its records with words (ascending), their signatures, and
+    the rows near-duplicate to a protected document; and how many records it read.
+    """
+
+    shards: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    records: int
 
 
 class NearDuplicates(Stage):
@@ -145,80 +177,129 @@ class NearDuplicates(Stage):
     # ---- pass 1 ---------------------------------------------------------------------------------
 
     def fit(self, batches: Iterable[Batch]) -> NearDuplicates:
-        """Sign every record, cluster near-duplicates, and keep what scoring needs."""
+        """Sign every record, cluster near-duplicates, and keep what scoring needs.
+
+        The shuffle protocol run in this process (:func:`dokumi.engines.fit_in_one_process`),
+        so a Dask scan's clusters are the same.
+        """
+        if self.fits_distributed:
+            return fit_in_one_process(self, batches)
+        keys, partition = self.fit_keys(batches)
+        groups = shared_key_groups(pa.concat_tables([keys, self.fit_extra_keys()]))
+        return self._fit_groups([groups], [partition], reread=batches)
+
+    @property
+    def fits_distributed(self) -> bool:
+        """False with ``verify = "exact"``: its check re-reads the candidates' text, so the process
+        that clusters must hold the corpus (a Dask scan fits the stage on its driver)."""
+        return self.verify != "exact"
+
+    def fit_keys(self, batches: Iterable[Batch]) -> tuple[pa.Table, _Partition]:
+        """Sign one partition: a row per record with words and band (its band key, which record in
+        which band), and per shard the signatures and the records near-duplicate to a protected one."""
         bands, rows = band_parameters(self.jaccard, self.num_perm)
-        corpus = _sign_corpus(self._hasher, batches)
-        earlier = _load_index(self.index, self._hasher.params(), bands, rows) if self.index else None
+        signed, records, columns = _sign_shards(self._hasher, batches)
+        protected = self._protected_reference(columns, bands, rows) if signed and self.protect else None
+        shards, keys, members = {}, [], []
+        for name, (shard_rows, signatures) in signed.items():
+            shard_keys = band_keys(signatures, bands, rows)
+            matched = self._protected_matches(signatures, shard_keys, protected)
+            shards[name] = (shard_rows, signatures, shard_rows[matched])
+            keys.append(shard_keys.ravel())
+            members.append(_members(_shard_hash(name), shard_rows, bands))
+        return _key_table(keys, members), _Partition(shards, records)
+
+    def fit_extra_keys(self) -> pa.Table:
+        """The band keys of an earlier scan's records (``index``), grouped together with the corpus's."""
+        if self.index is None:
+            return KEY_SCHEMA.empty_table()
+        bands, rows = band_parameters(self.jaccard, self.num_perm)
+        earlier = _load_index(self.index, self._hasher.params())
+        keys = _index_keys(self.index, earlier, bands, rows)
+        return _key_table([keys.ravel()], [_members(0, np.arange(len(earlier.row)), bands, earlier=True)])
+
+    def fit_groups(self, groups: Iterable[pa.Table], partials: list[_Partition]) -> NearDuplicates:
+        """Check the members of every shared band key, cluster them, and keep what scoring needs."""
+        return self._fit_groups(groups, partials, reread=None)
+
+    def _fit_groups(self, groups: Iterable[pa.Table], partials: list[_Partition],
+                    reread: Iterable[Batch] | None) -> NearDuplicates:
+        if self.verify == "exact" and reread is None:
+            raise ValueError('verify = "exact" re-reads the records: fit this stage with fit(), not fit_groups()')
+        bands, rows = band_parameters(self.jaccard, self.num_perm)
+        earlier = _load_index(self.index, self._hasher.params()) if self.index else None
         n_earlier = len(earlier.row) if earlier else 0
-        signatures = corpus.signatures  # records with words, by shard name and row
-        keys = band_keys(signatures, bands, rows)
-        if earlier:
-            signatures = np.concatenate([earlier.signatures, signatures])
-            keys = np.concatenate([earlier.keys, keys])
-        n_nodes = len(signatures)
-        rank = np.arange(n_nodes)  # nodes are already in stable order
-        similar = self._similarity(signatures, n_earlier, corpus, batches, keys)
-        labels = cluster(keys, rank, similar)
-        sizes = np.bincount(labels, minlength=n_nodes)
-        earlier_counts = np.bincount(labels[:n_earlier], minlength=n_nodes)
+        corpus, signatures = _gather(partials, earlier, self.num_perm)
+        # only records that share a band key with another can be clustered: the candidates
+        nodes, buckets = _candidate_buckets(groups, corpus, n_earlier, bands)
+        similar = self._similarity(signatures, nodes, n_earlier, corpus, reread)
+        labels = nodes[cluster(buckets, np.arange(len(nodes)), similar)]  # each candidate's lowest node
+        representatives, which, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+        in_cluster = sizes[which] > 1
+        clustered = nodes[in_cluster]
+        shared = sizes > 1
+        slots = np.cumsum(shared) - 1  # a representative's cluster number, in node order
 
         generation = 1 + int(earlier.generation.max()) if earlier and len(earlier.generation) else 0
-        node_shard = [corpus.shard_names[i] for i in corpus.shard_index.tolist()]
-        node_generation = np.full(len(corpus.rows), generation, np.int32)
-        if earlier:
-            node_generation = np.concatenate([earlier.generation, node_generation])
-        all_shards = (earlier.shard if earlier else []) + node_shard
-        all_rows = np.concatenate([earlier.row, corpus.rows]) if earlier else corpus.rows
-
-        clustered = np.flatnonzero(sizes[labels] > 1)
-        cluster_of_label = {label: i for i, label in enumerate(np.unique(labels[clustered]).tolist())}
+        n_nodes = len(signatures)
+        shard_names = (earlier.shard_names if earlier else []) + corpus.shard_names
+        shard_index = corpus.shard_index + len(shard_names) - len(corpus.shard_names)
+        index = _Index(
+            signatures=signatures,
+            generation=np.concatenate([earlier.generation, np.full(len(corpus.rows), generation, np.int32)])
+            if earlier else np.full(len(corpus.rows), generation, np.int32),
+            shard_index=np.concatenate([earlier.shard_index, shard_index]) if earlier else shard_index,
+            shard_names=shard_names,
+            row=np.concatenate([earlier.row, corpus.rows]) if earlier else corpus.rows,
+            cluster=np.full(n_nodes, -1, dtype=np.int32),
+        )
+        index.cluster[clustered] = slots[which[in_cluster]]
         self.cluster_ids_ = [
-            _cluster_id(int(node_generation[label]), all_shards[label], int(all_rows[label]))
-            for label in cluster_of_label
+            _cluster_id(int(index.generation[node]), shard_names[index.shard_index[node]], int(index.row[node]))
+            for node in representatives[shared].tolist()
         ]
-        self.cluster_sizes_ = np.array([sizes[label] for label in cluster_of_label], dtype=np.int64)
-        self.cluster_earlier_ = np.array([earlier_counts[label] for label in cluster_of_label], dtype=np.int64)
+        self.cluster_sizes_ = sizes[shared].astype(np.int64)
+        self.cluster_earlier_ = np.bincount(which[nodes < n_earlier], minlength=len(sizes))[shared].astype(np.int64)
         self.records_ = corpus.records
         self.indexed_ = n_earlier
         self.bands_, self.rows_ = bands, rows
+        self.protected_matches_ = int(len(corpus.protected))
 
-        protected = self._protected_matches(signatures[n_earlier:], keys[n_earlier:], corpus.columns, bands, rows)
-        self.protected_matches_ = int(len(protected))
-        members = np.union1d(clustered[clustered >= n_earlier] - n_earlier, protected)
-        nodes = members + n_earlier
-        slot = np.array([cluster_of_label.get(label, -1) for label in labels[nodes].tolist()], dtype=np.int64)
-        flags = np.where(labels[nodes] == nodes, _REPRESENTATIVE, np.uint8(0)).astype(np.uint8)
-        flags[np.isin(members, protected)] |= _PROTECTED
-        self.members_ = _group_by_shard(node_shard, corpus.rows, members, slot, flags)
-
-        cluster_of_node: list[str | None] = [None] * n_nodes
-        for node in clustered.tolist():
-            cluster_of_node[node] = self.cluster_ids_[cluster_of_label[int(labels[node])]]
-        self.lsh_index_ = _Index(signatures, keys, node_generation, all_shards, all_rows, cluster_of_node)
+        members = np.union1d(clustered[clustered >= n_earlier] - n_earlier, corpus.protected)
+        member_nodes = members + n_earlier
+        place = np.minimum(np.searchsorted(nodes, member_nodes), max(len(nodes) - 1, 0))
+        candidate = nodes[place] == member_nodes if len(nodes) else np.zeros(len(members), dtype=bool)
+        # a record in no cluster (protected only) is its own representative
+        own = np.where(candidate, labels[place] if len(nodes) else member_nodes, member_nodes)
+        flags = np.where(own == member_nodes, _REPRESENTATIVE, np.uint8(0)).astype(np.uint8)
+        flags[np.isin(members, corpus.protected)] |= _PROTECTED
+        self.members_ = _group_by_shard(corpus, members, index.cluster[member_nodes], flags)
+        self.lsh_index_ = index
         return self
 
-    def _similarity(self, signatures, n_earlier, corpus, batches, keys):
+    def _similarity(self, signatures: np.ndarray, nodes: np.ndarray, n_earlier: int, corpus: _Corpus,
+                    reread: Iterable[Batch] | None):
+        """The check of candidate pairs, given as positions in ``nodes``."""
         if self.verify == "off":
             return None
         bar = self.jaccard
         if self.verify == "signature":
-            return lambda left, right: estimated_jaccard(signatures, left, right) >= bar
-        sets = _shingle_sets(self._hasher, batches, corpus, _colliding(keys[n_earlier:]))
+            return lambda left, right: estimated_jaccard(signatures, nodes[left], nodes[right]) >= bar
+        sets = _shingle_sets(self._hasher, reread, corpus, nodes[nodes >= n_earlier] - n_earlier)
 
         def similar(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-            estimate = estimated_jaccard(signatures, left, right) >= bar
+            a, b = nodes[left], nodes[right]
+            estimate = estimated_jaccard(signatures, a, b) >= bar
             exact = [
-                exact_jaccard(sets[a - n_earlier], sets[b - n_earlier]) >= bar if min(a, b) >= n_earlier else e
-                for a, b, e in zip(left.tolist(), right.tolist(), estimate.tolist())
+                exact_jaccard(sets[x - n_earlier], sets[y - n_earlier]) >= bar if min(x, y) >= n_earlier else e
+                for x, y, e in zip(a.tolist(), b.tolist(), estimate.tolist())
             ]
             return np.array(exact, dtype=bool)
 
         return similar
 
-    def _protected_matches(self, signatures, keys, columns, bands, rows) -> np.ndarray:
-        """Corpus nodes (indices among this corpus's records with words) near-duplicate to a protected record."""
-        if self.protect is None:
-            return np.zeros(0, dtype=np.int64)
+    def _protected_reference(self, columns: Columns | None, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Signatures and band keys of the protected documents with words (read once per partition)."""
         from dokumi.sources import open_inputs
 
         blocks = [
@@ -229,11 +310,19 @@ class NearDuplicates(Stage):
         ]
         protected = np.concatenate(blocks) if blocks else np.zeros((0, self.num_perm), np.uint32)
         protected = protected[(protected != _EMPTY).any(axis=1)]
+        return protected, band_keys(protected, bands, rows)
+
+    def _protected_matches(self, signatures: np.ndarray, keys: np.ndarray,
+                           reference: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """Positions in ``signatures`` of the records near-duplicate to a protected document, sorted."""
+        if reference is None:
+            return np.zeros(0, dtype=np.int64)
+        protected, protected_keys = reference
         similar = None
         if self.verify != "off":
             def similar(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
                 return (signatures[query] == protected[reference]).mean(axis=1) >= self.jaccard
-        matched, _ = cross_matches(keys, band_keys(protected, bands, rows), similar)
+        matched, _ = cross_matches(keys, protected_keys, similar)
         return np.sort(matched)
 
     # ---- pass 2 ---------------------------------------------------------------------------------
@@ -314,12 +403,13 @@ class NearDuplicates(Stage):
         paths = [directory / "signatures.npy", directory / "keys.npy", directory / "records.parquet",
                  directory / "params.json"]
         np.save(paths[0], index.signatures)
-        np.save(paths[1], index.keys)
+        np.save(paths[1], band_keys(index.signatures, self.bands_, self.rows_))
+        alone = index.cluster < 0
         table = pa.table({
             "generation": pa.array(index.generation, pa.int32()),
-            "shard": pa.array(index.shard, pa.string()).dictionary_encode(),
+            "shard": pa.array(index.shard_names, pa.string()).take(index.shard_index).dictionary_encode(),
             "row": pa.array(index.row, pa.int64()),
-            "cluster": pa.array(index.cluster, pa.string()),
+            "cluster": pa.array(self.cluster_ids_, pa.string()).take(pa.array(index.cluster, mask=alone)),
         })
         pq.write_table(table, paths[2])
         params = {"format": STATE_FORMAT, **self._hasher.params(), "bands": self.bands_, "rows": self.rows_,
@@ -347,90 +437,194 @@ def repetition_score(size: int, boundary: float) -> float:
 
 @dataclass
 class _Corpus:
-    """This corpus's records with words, by shard name and row: signatures, places, reading-order positions."""
+    """This corpus's records with words, by shard name and row, gathered from the partitions.
 
-    signatures: np.ndarray
-    shard_index: np.ndarray
-    rows: np.ndarray
-    positions: np.ndarray
+    Shard ``i`` owns corpus records ``starts[i]:starts[i + 1]``; ``protected`` lists the
+    corpus records near-duplicate to a protected document.
+    """
+
     shard_names: list[str]
+    starts: np.ndarray
+    rows: np.ndarray
+    protected: np.ndarray
     records: int
-    columns: Columns | None
+
+    @property
+    def shard_index(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.shard_names), dtype=np.int32), np.diff(self.starts))
 
 
 def _content(batch: Batch) -> pa.Array | list[str]:
     return batch.texts if batch.is_instruction or not batch.has("text") else batch.column("text")
 
 
-def _sign_corpus(hasher: MinHasher, batches: Iterable[Batch]) -> _Corpus:
-    """Sign every record; lay the signatures out by shard name and row in one copy.
-
-    A shard's batches arrive together and in row order, so ordering the shards by
-    name orders the records without sorting (or copying) the signatures again.
-    """
-    by_shard: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+def _sign_shards(hasher: MinHasher, batches: Iterable[Batch]
+                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int, Columns | None]:
+    """Sign every record; per shard, by name, the rows of the records with words (ascending) and
+    their signatures; the number of records read; the batches' column roles."""
+    by_shard: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     columns = None
-    position = 0
+    records = 0
     for batch in batches:
         columns = columns or batch.columns
         if not batch.num_rows:
             continue
         signatures = hasher.signatures(_content(batch))
         has_words = np.flatnonzero((signatures != _EMPTY).any(axis=1))
-        by_shard.setdefault(batch.shard, []).append(
-            (signatures[has_words], batch.rows.to_numpy().astype(np.int64)[has_words], position + has_words))
-        position += batch.num_rows
-    names = sorted(by_shard)
-    parts = [part for name in names for part in by_shard[name]]
-    counts = [len(part[1]) for name in names for part in by_shard[name]]
-    shard_index = np.repeat(np.repeat(np.arange(len(names), dtype=np.int32), [len(by_shard[n]) for n in names]), counts)
-    return _Corpus(
-        signatures=np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, hasher.num_perm), np.uint32),
-        shard_index=shard_index,
-        rows=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64),
-        positions=np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, dtype=np.int64),
+        rows = batch.rows.to_numpy().astype(np.int64)[has_words]
+        by_shard.setdefault(batch.shard, []).append((rows, signatures[has_words]))
+        records += batch.num_rows
+    return {name: _in_row_order(by_shard.pop(name)) for name in sorted(by_shard)}, records, columns
+
+
+def _in_row_order(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """Pieces of one shard's arrays, first the rows, joined and ordered by row."""
+    joined = tuple(np.concatenate(arrays) for arrays in zip(*parts))
+    rows = joined[0]
+    if len(rows) > 1 and (np.diff(rows) < 0).any():  # a shard's batches normally arrive in row order
+        order = np.argsort(rows, kind="stable")
+        joined = tuple(array[order] for array in joined)
+    return joined
+
+
+def _shard_hash(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _members(shard_hash: int, places: np.ndarray, bands: int, earlier: bool = False) -> np.ndarray:
+    """The member of every (record, band) pair, record-major: ``places`` are rows, or index positions."""
+    if len(places) and (int(places.max()) >> _PLACE_BITS or bands > _BAND_MASK + 1):
+        raise ValueError(f"near_duplicates keys hold rows below 2**{_PLACE_BITS} and at most 32,768 bands")
+    members = np.empty((len(places), bands), dtype=_MEMBER)
+    members["shard"] = shard_hash
+    members["place"] = places.astype(np.uint64)[:, None] | (np.arange(bands, dtype=np.uint64) << np.uint64(_PLACE_BITS))
+    if earlier:
+        members["place"] |= _EARLIER_BIT
+    return members.ravel()
+
+
+def _key_table(keys: list[np.ndarray], members: list[np.ndarray]) -> pa.Table:
+    if not keys:
+        return KEY_SCHEMA.empty_table()
+    key = np.concatenate(keys)
+    member = np.ascontiguousarray(np.concatenate(members))
+    binary = pa.FixedSizeBinaryArray.from_buffers(KEY_SCHEMA.field("member").type, len(member),
+                                                  [None, pa.py_buffer(member.view(np.uint8))])
+    return pa.table([pa.array(key, pa.uint64()), binary], schema=KEY_SCHEMA)
+
+
+def _gather(partials: list[_Partition], earlier: _Index | None, num_perm: int) -> tuple[_Corpus, np.ndarray]:
+    """The corpus's records from every partition, by shard name and row, and all signatures
+    (the earlier index's first) in one array; the partials' arrays are released on the way."""
+    sizes: dict[str, int] = {}
+    for partial in partials:
+        for name, (rows, _, _) in partial.shards.items():
+            sizes[name] = sizes.get(name, 0) + len(rows)
+    names = sorted(sizes)
+    starts = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum([sizes[name] for name in names], out=starts[1:])
+    n_earlier = len(earlier.row) if earlier else 0
+    signatures = np.empty((n_earlier + int(starts[-1]), num_perm), dtype=np.uint32)
+    if earlier:
+        signatures[:n_earlier] = earlier.signatures
+        earlier.signatures = signatures[:n_earlier]
+    rows = np.empty(int(starts[-1]), dtype=np.int64)
+    protected = []
+    for i, name in enumerate(names):
+        shard_rows, shard_signatures, matched = _in_row_order(
+            [partial.shards.pop(name) for partial in partials if name in partial.shards])
+        begin, end = int(starts[i]), int(starts[i + 1])
+        rows[begin:end] = shard_rows
+        signatures[n_earlier + begin: n_earlier + end] = shard_signatures
+        protected.append(begin + np.searchsorted(shard_rows, np.sort(matched)))
+    hashes = [_shard_hash(name) for name in names]
+    if len(set(hashes)) < len(hashes):
+        raise ValueError("two shard names have the same 64-bit hash: rename a shard")
+    corpus = _Corpus(
         shard_names=names,
-        records=position,
-        columns=columns,
+        starts=starts,
+        rows=rows,
+        protected=np.concatenate(protected) if protected else np.zeros(0, dtype=np.int64),
+        records=sum(partial.records for partial in partials),
     )
+    return corpus, signatures
 
 
-def _colliding(keys: np.ndarray) -> np.ndarray:
-    """Nodes that share a key with another node in some band."""
-    found = np.zeros(len(keys), dtype=bool)
-    for band in range(keys.shape[1]):
-        order = np.argsort(keys[:, band], kind="stable")
-        same = keys[order[1:], band] == keys[order[:-1], band]
-        found[order[1:][same]] = True
-        found[order[:-1][same]] = True
-    return found
+def _candidate_buckets(groups: Iterable[pa.Table], corpus: _Corpus, n_earlier: int,
+                       bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """The records (nodes: earlier index first, then the corpus) that share a band key with another,
+    ascending, and their bucket in every band: the number of the key group where they share
+    one, else a number of their own. Clustering them alone equals clustering every record."""
+    group_of, members = [], []
+    groups_seen = 0
+    for table in groups:
+        for chunk in table.column("members").chunks:
+            lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+            flat = chunk.flatten()
+            data = np.frombuffer(flat.buffers()[1], dtype=_MEMBER)[flat.offset: flat.offset + len(flat)]
+            group_of.append(np.repeat(np.arange(groups_seen, groups_seen + len(chunk)), lengths))
+            members.append(data)
+            groups_seen += len(chunk)
+    member = np.concatenate(members) if members else np.zeros(0, dtype=_MEMBER)
+    group = np.concatenate(group_of) if group_of else np.zeros(0, dtype=np.int64)
+    place, shard = member["place"], member["shard"]
+    band = ((place >> np.uint64(_PLACE_BITS)) & _BAND_MASK).astype(np.int64)
+    number = (place & _PLACE_MASK).astype(np.int64)
+    earlier = (place & _EARLIER_BIT) != 0
+    node = np.where(earlier, number, -1)
+    node[~earlier] = n_earlier + _corpus_nodes(shard[~earlier], number[~earlier], corpus)
+    nodes, position = np.unique(node, return_inverse=True)
+    buckets = np.empty((len(nodes), bands), dtype=np.int64)
+    buckets[:] = (groups_seen + np.arange(len(nodes)))[:, None]
+    buckets[position, band] = group
+    return nodes, buckets
+
+
+def _corpus_nodes(shard_hashes: np.ndarray, rows: np.ndarray, corpus: _Corpus) -> np.ndarray:
+    """Corpus node of each (shard name hash, row)."""
+    hashes = np.array([_shard_hash(name) for name in corpus.shard_names], dtype=np.uint64)
+    by_hash = np.argsort(hashes)
+    found = np.minimum(np.searchsorted(hashes[by_hash], shard_hashes), max(len(hashes) - 1, 0))
+    if len(shard_hashes) and (not len(hashes) or (hashes[by_hash][found] != shard_hashes).any()):
+        raise ValueError("a key group names a record of a shard that no partition sent")
+    shard = by_hash[found] if len(hashes) else found
+    nodes = np.empty(len(rows), dtype=np.int64)
+    order = np.argsort(shard, kind="stable")
+    bounds = np.searchsorted(shard[order], np.arange(len(hashes) + 1))
+    for i in range(len(hashes)):
+        mine = order[bounds[i]: bounds[i + 1]]
+        if len(mine):
+            shard_rows = corpus.rows[corpus.starts[i]: corpus.starts[i + 1]]
+            nodes[mine] = corpus.starts[i] + np.searchsorted(shard_rows, rows[mine])
+    return nodes
 
 
 def _shingle_sets(hasher: MinHasher, batches: Iterable[Batch], corpus: _Corpus,
                   needed: np.ndarray) -> dict[int, np.ndarray]:
-    """Re-read the corpus for the shingle sets of the corpus nodes ``needed`` (a mask over them)."""
-    node_of_position = np.full(corpus.records, -1, dtype=np.int64)
-    node_of_position[corpus.positions[needed]] = np.flatnonzero(needed)
+    """Re-read the corpus for the shingle sets of the corpus records ``needed`` (ascending)."""
+    shard_of = corpus.shard_index[needed]
+    wanted = {
+        corpus.shard_names[i]: (corpus.rows[needed[shard_of == i]], needed[shard_of == i])
+        for i in np.unique(shard_of).tolist()
+    }
     sets: dict[int, np.ndarray] = {}
-    position = 0
     for batch in batches:
-        if not batch.num_rows:
+        if not batch.num_rows or batch.shard not in wanted:
             continue
-        nodes = node_of_position[position: position + batch.num_rows]
-        position += batch.num_rows
-        wanted = np.flatnonzero(nodes >= 0)
-        if not len(wanted):
+        rows, nodes = wanted[batch.shard]
+        batch_rows = batch.rows.to_numpy()
+        where = np.minimum(np.searchsorted(rows, batch_rows), len(rows) - 1)
+        hits = np.flatnonzero(rows[where] == batch_rows)
+        if not len(hits):
             continue
         hashes, offsets = hasher.shingle_hashes(_content(batch))
-        for i in wanted.tolist():
-            sets[int(nodes[i])] = np.unique(hashes[offsets[i]: offsets[i + 1]])
+        for i in hits.tolist():
+            sets[int(nodes[where[i]])] = np.unique(hashes[offsets[i]: offsets[i + 1]])
     return sets
 
 
-def _load_index(path: str, params: dict[str, Any], bands: int, rows: int) -> _Index:
-    folder = Path(path)
-    if not (folder / "params.json").exists() and (folder / "state" / "near_duplicates").is_dir():
-        folder = folder / "state" / "near_duplicates"
+def _load_index(path: str, params: dict[str, Any]) -> _Index:
+    folder = _index_folder(path)
     try:
         saved = json.loads((folder / "params.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
@@ -440,19 +634,34 @@ def _load_index(path: str, params: dict[str, Any], bands: int, rows: int) -> _In
     for key, value in params.items():
         if saved.get(key) != value:
             raise ValueError(f"index = {path!r} was built with {key}={saved.get(key)!r}; this stage uses {value!r}")
-    signatures = np.load(folder / "signatures.npy")
-    keys = np.load(folder / "keys.npy")
-    if (saved.get("bands"), saved.get("rows")) != (bands, rows):
-        keys = band_keys(signatures, bands, rows)
     table = pq.read_table(folder / "records.parquet")
+    shard = table.column("shard").combine_chunks()
+    if not pa.types.is_dictionary(shard.type):
+        shard = shard.dictionary_encode()
     return _Index(
-        signatures=signatures,
-        keys=keys,
+        signatures=np.load(folder / "signatures.npy"),
         generation=table.column("generation").to_numpy().astype(np.int32),
-        shard=[str(s) for s in table.column("shard").to_pylist()],
+        shard_index=shard.indices.to_numpy(zero_copy_only=False).astype(np.int32),
+        shard_names=[str(name) for name in shard.dictionary.to_pylist()],
         row=table.column("row").to_numpy().astype(np.int64),
-        cluster=table.column("cluster").to_pylist(),
+        cluster=np.full(table.num_rows, -1, dtype=np.int32),
     )
+
+
+def _index_folder(path: str) -> Path:
+    folder = Path(path)
+    if not (folder / "params.json").exists() and (folder / "state" / "near_duplicates").is_dir():
+        folder = folder / "state" / "near_duplicates"
+    return folder
+
+
+def _index_keys(path: str, index: _Index, bands: int, rows: int) -> np.ndarray:
+    """The saved band keys of an index, or new ones where it was saved with other bands."""
+    folder = _index_folder(path)
+    saved = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+    if (saved.get("bands"), saved.get("rows")) == (bands, rows):
+        return np.load(folder / "keys.npy")
+    return band_keys(index.signatures, bands, rows)
 
 
 def _cluster_id(generation: int, shard: str, row: int) -> str:
@@ -460,13 +669,13 @@ def _cluster_id(generation: int, shard: str, row: int) -> str:
     return hashlib.blake2b(f"{generation}/{shard}:{row}".encode(), digest_size=6).hexdigest()
 
 
-def _group_by_shard(shards: list[str], rows: np.ndarray, members: np.ndarray, slot: np.ndarray,
+def _group_by_shard(corpus: _Corpus, members: np.ndarray, slot: np.ndarray,
                     flags: np.ndarray) -> dict[str, _ShardMembers]:
-    grouped: dict[str, _ShardMembers] = {}
-    names = np.array([shards[i] for i in members.tolist()], dtype=object)
-    for name in sorted(set(names.tolist())):
-        mine = np.flatnonzero(names == name)
-        order = np.argsort(rows[members[mine]], kind="stable")
-        mine = mine[order]
-        grouped[name] = _ShardMembers(rows[members[mine]], slot[mine].astype(np.int32), flags[mine])
-    return grouped
+    """Scoring's lookup: per shard name, the rows of ``members`` (corpus records, ascending) with their
+    cluster slot and flags."""
+    shard_of = corpus.shard_index[members]
+    return {
+        corpus.shard_names[i]: _ShardMembers(corpus.rows[members[shard_of == i]], slot[shard_of == i].astype(np.int32),
+                                             flags[shard_of == i])
+        for i in np.unique(shard_of).tolist()
+    }
