@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
 import attacks  # noqa: E402
@@ -164,19 +165,23 @@ def throughput(corpora: dict, size: int, policy: str) -> list[tuple[str, float, 
 
 
 def _peer_throughput(table: pa.Table, megabytes: float) -> list[tuple[str, float, float]]:
-    import re
-
-    from datasketch import MinHash
+    """The peers' MinHash signature steps on the same texts (see bench_minhash.py for a closer comparison)."""
+    from bench_minhash import datatrove_runner, run_datasketch
 
     texts = table.column("text").to_pylist()
-    started = time.perf_counter()
-    shingles = []
-    for text in texts:
-        words = re.findall(r"\w+", text.lower())
-        shingles.append([" ".join(words[i:i + 5]).encode("utf-8") for i in range(max(1, len(words) - 4))])
-    MinHash.bulk(shingles, num_perm=128)
-    seconds = time.perf_counter() - started
-    return [("datasketch MinHash.bulk (5-gram shingles, 128 perm)", len(texts) / seconds, megabytes / seconds)]
+    peers = [("datasketch MinHash.bulk (word 5-grams, 128 perm)", lambda: run_datasketch(texts, "affine32"))]
+    datatrove, description = datatrove_runner()
+    if datatrove is not None:
+        peers.append((f"datatrove MinhashDedupSignature ({description})", lambda: datatrove(texts)))
+    else:
+        print(f"(datatrove {description}: its row is left out)")
+    rows = []
+    for name, run in peers:
+        started = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - started
+        rows.append((name, len(texts) / seconds, megabytes / seconds))
+    return rows
 
 
 def main() -> None:
@@ -188,6 +193,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
+    # per-core figures: one BLAS thread, as in scan's worker processes
+    threadpool_limits(1)
 
     corpora = {name: load_corpus(name, args.data) for name in ("wordnet", "chatterbot")}
     wanted = set(filter(None, args.scenarios.split(",")))
@@ -209,9 +216,9 @@ def main() -> None:
                   flush=True)
     if not args.skip_throughput:
         print(f"\nthroughput on {args.size:,} clean glosses, one process (fit + score):")
-        print(f"{'stage':<52} {'records/s':>10} {'MB/s':>7}")
+        print(f"{'stage':<60} {'records/s':>10} {'MB/s':>7}")
         for name, rate, mbps in throughput(corpora, args.size, "pretraining"):
-            print(f"{name:<52} {rate:>10,.0f} {mbps:>7.2f}")
+            print(f"{name:<60} {rate:>10,.0f} {mbps:>7.2f}")
 
 
 if __name__ == "__main__":
