@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from datasketch import LeanMinHash, MinHash
 
-from dokumi.minhash import MinHasher, datasketch_permutations, shingle_hash32, word_hash
+from dokumi.minhash import MinHasher, datasketch_permutations, shingle_hash32, word_hash, word_hashes
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog, again and again!",
@@ -119,6 +119,24 @@ def test_vectorised_shingle_hashes_equal_the_reference_hash():
     assert offsets.tolist() == [0, 2, 3, 4]
     expected = [b"alpha beta", b"beta gamma", b"x", b"averyveryverylongword delta"]
     assert (hashes >> np.uint64(32)).tolist() == [shingle_hash32(s) for s in expected]
+
+
+def test_vectorised_word_hashes_equal_the_reference_hash_per_word():
+    texts = ["Alpha, beta!", "", "Ünïcode wörds — and a_b", "averyveryverylongword", "...", "x y"]
+    hashes, offsets = word_hashes(texts)
+    hasher = MinHasher()
+    expected = [[word_hash(w.encode("utf-8")) for w in hasher.words(text)] for text in texts]
+    assert [len(e) for e in expected] == [2, 0, 4, 1, 0, 2]
+    assert offsets.tolist() == np.cumsum([0] + [len(e) for e in expected]).tolist()
+    assert [hashes[offsets[i]:offsets[i + 1]].tolist() for i in range(len(texts))] == expected
+
+
+def test_word_hashes_drop_words_shorter_than_min_chars_counting_characters_not_bytes():
+    texts = ["a bb c", "ц цц 中 中文 é"]
+    hashes, offsets = word_hashes(texts, min_chars=2)
+    assert offsets.tolist() == [0, 1, 3]
+    assert hashes.tolist() == [word_hash(w.encode("utf-8")) for w in ["bb", "цц", "中文"]]
+    assert word_hashes(["a bb c"], min_chars=2)[0].tolist() == [word_hash(b"bb")]  # ASCII-only path
 
 
 def test_word_hash_separates_words_of_equal_prefix_and_different_length():

@@ -194,10 +194,7 @@ class MinHasher:
         Text ``i`` owns ``hashes[offsets[i]:offsets[i + 1]]``; ``hashes >> 32`` are the
         values :func:`shingle_hash32` gives.
         """
-        data, offsets = _normalised_bytes(texts)
-        starts, ends = _word_spans(data, offsets)
-        # a text's words are those starting inside its byte range
-        return self._shingles(_word_hashes(data, starts, ends), np.searchsorted(starts, offsets))
+        return self._shingles(*word_hashes(texts))
 
     def words(self, text: str) -> list[str]:
         """The normalised words of ``text``, as the shingles see them."""
@@ -289,6 +286,30 @@ class MinHasher:
         values += high
         values &= _MAX32
         return values
+
+
+def word_hashes(
+    texts: Sequence[str] | pa.Array | pa.ChunkedArray, min_chars: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The :func:`word_hash` of every text's normalised words, in order and concatenated, and each text's offsets.
+
+    Text ``i`` owns ``hashes[offsets[i]:offsets[i + 1]]`` (uint64); these are the words
+    :meth:`MinHasher.words` returns, hashed without a Python loop per word, less those of
+    fewer than ``min_chars`` characters (2 drops single letters, as scikit-learn's
+    default token pattern does).
+    """
+    data, offsets = _normalised_bytes(texts)
+    starts, ends = _word_spans(data, offsets)
+    if min_chars > 1:
+        lengths = ends - starts
+        if len(data) and data.max() >= 0x80:
+            # characters are the bytes that do not continue a UTF-8 sequence
+            leading = np.zeros(len(data) + 1, dtype=np.int64)
+            np.cumsum((data & 0xC0) != 0x80, out=leading[1:])
+            lengths = leading[ends] - leading[starts]
+        starts, ends = starts[lengths >= min_chars], ends[lengths >= min_chars]
+    # a text's words are those starting inside its byte range
+    return _word_hashes(data, starts, ends), np.searchsorted(starts, offsets)
 
 
 def _normalised_bytes(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
