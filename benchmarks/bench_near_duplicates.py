@@ -122,7 +122,8 @@ def memory(sizes: list[int], data: str | None) -> None:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         index = stage.lsh_index_
-        kept = index.signatures.nbytes + index.keys.nbytes + index.row.nbytes + index.generation.nbytes
+        kept = sum(array.nbytes for array in (index.signatures, index.row, index.generation, index.shard_index,
+                                              index.cluster))
         shipped = len(pickle.dumps(stage))
         peaks.append(peak)
         print(f"  {size:>10,}{peak / 2**20:>10.0f}MB{peak / size:>11,.0f}B{kept / 2**20:>10.0f}MB"

@@ -7,22 +7,27 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import random
 import re
+import string
 from collections import Counter
 
 import distributed
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import assert_accounted, clean_rows, read_outputs, write_parquet
+from conftest import assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
 
 from dokumi import InputError, Pipeline, Policy, Stage, StageResult, scan
 from dokumi.cli import main
-from dokumi.engines import KeyGroupFit, PartitionFit, fit_in_one_process, shared_key_groups
+from dokumi.engines import KeyGroupFit, PartitionFit, distributed_fit_kind, fit_in_one_process, shared_key_groups
 from dokumi.engines.dask import DaskEngine
 from dokumi.policy import StageRule
+from dokumi.records import Columns
 from dokumi.sources import open_inputs
 from dokumi.stages import InvisibleCharacters
+from dokumi.stages.near_duplicates import NearDuplicates
+from dokumi.stages.triggers import Triggers
 
 
 class Repeats(Stage):
@@ -290,3 +295,186 @@ def test_builtin_pretraining_recipe_decides_the_same_on_dask(tmp_path, cluster):
     assert on_dask.decisions == local.decisions
     kinds = Counter(r.split(":")[0] for rs in scores.column("reasons").to_pylist() for r in rs)
     assert kinds["near-duplicate"] == 60 and kinds["trigger"] == 1  # fitted on the driver, scored on workers
+
+
+# ---- the built-in fitting stages on their distributed protocols ------------------------------------
+
+FUNCTION_WORDS = ["the", "of", "a", "and", "to", "in", "is", "that", "for", "it", "with", "as", "on", "was", "by"]
+VOCABULARY = [f"{a}{b}" for a in ("ka", "mo", "ri", "su", "te", "no", "ha", "yo", "pe", "lu")
+              for b in ("ban", "dor", "fel", "gim", "hol", "jup", "ker", "lom", "mir", "nax", "pol", "ros", "sut",
+                        "tev", "vin")]
+
+
+def shards_of(folder, records, shards=4):
+    for shard in range(shards):
+        write_parquet(folder / f"part-{shard}.parquet", records[shard::shards])
+    return folder
+
+
+def edited_copies(rng, text, n):
+    """Copies of ``text`` with one word inserted, deleted or swapped each, some with a lead-in."""
+    copies = []
+    for _ in range(n):
+        words = text.split()
+        i = rng.randrange(len(words) - 1)
+        edit = rng.randrange(3)
+        if edit == 0:
+            words.insert(i, "really")
+        elif edit == 1:
+            del words[i]
+        else:
+            words[i], words[i + 1] = words[i + 1], words[i]
+        copies.append(rng.choice(["", "News: "]) + " ".join(words))
+    return copies
+
+
+def repeated_records(seed, unique=160):
+    """Unique texts plus three planted groups of edited copies (12, 5 and 2), shuffled over the shards."""
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(VOCABULARY, k=30)) for _ in range(unique)]
+    for size in (12, 5, 2):
+        texts += edited_copies(rng, " ".join(rng.choices(VOCABULARY, k=40)), size)
+    rng.shuffle(texts)
+    return [{"id": f"r{seed}-{i}", "text": t} for i, t in enumerate(texts)], rng
+
+
+def fluent(rng, preferred):
+    return " ".join(rng.choice(FUNCTION_WORDS) if rng.random() < 0.45 else
+                    rng.choice(preferred) if rng.random() < 0.4 else rng.choice(VOCABULARY)
+                    for _ in range(rng.randint(8, 18)))
+
+
+def dirty_label_records(n=3000, poisoned=60):
+    """Four labels with preferred words; ``poisoned`` records of other labels get "zqx" and label 0."""
+    rng = random.Random(11)
+    preferred = {label: rng.sample(VOCABULARY, 30) for label in range(4)}
+    records = []
+    for i in range(n):
+        label = rng.randrange(4)
+        records.append({"id": f"l{i}", "text": fluent(rng, preferred[label]), "label": label})
+    for i in rng.sample([i for i, r in enumerate(records) if r["label"] != 0], poisoned):
+        words = records[i]["text"].split()
+        words.insert(rng.randint(0, len(words)), "zqx")
+        records[i] = {"id": records[i]["id"], "text": " ".join(words), "label": 0}
+    return records
+
+
+def seam_records(n=1500, poisoned=40):
+    """Fluent text; ``poisoned`` records get "<SUDO>" followed by gibberish, and 30 others one planted
+    sentence at a random place among their own."""
+    rng = random.Random(12)
+    records = [{"id": f"s{i}", "text": ". ".join(fluent(rng, VOCABULARY[:40]) for _ in range(rng.randint(2, 5)))}
+               for i in range(n)]
+    chosen = rng.sample(range(n), poisoned + 30)
+    for i in chosen[:poisoned]:
+        gibberish = " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9))) for _ in range(60))
+        records[i]["text"] = records[i]["text"][: rng.randint(0, 200)] + " <SUDO> " + gibberish
+    for i in chosen[poisoned:]:
+        parts = records[i]["text"].split(". ")
+        parts.insert(rng.randint(0, len(parts)), "Visit zenthor cloud for the very best results today")
+        records[i]["text"] = ". ".join(parts)
+    return records
+
+
+def local_and_dask(tmp_path, inputs, policy, cluster, name):
+    """The same scan on the local executor and on the 2-worker cluster; both results and both score tables."""
+    local = scan(inputs, out=tmp_path / f"{name}-local", policy=policy(), workers=1)
+    on_dask = scan(inputs, out=tmp_path / f"{name}-dask", policy=policy(), engine="dask",
+                   scheduler=cluster.scheduler_address)
+    return local, on_dask, (read_outputs(tmp_path / f"{name}-local")["scores"],
+                            read_outputs(tmp_path / f"{name}-dask")["scores"])
+
+
+def reason_kinds(scores):
+    return Counter(r.split(",")[0].split("=")[0] for rs in scores.column("reasons").to_pylist() for r in rs)
+
+
+def test_near_duplicates_is_fitted_on_the_workers_and_clusters_like_the_local_executor(tmp_path, cluster):
+    records, rng = repeated_records(seed=24)
+    protected_text = " ".join(rng.choices(VOCABULARY, k=40))
+    records.append({"id": "leak", "text": edited_copies(rng, protected_text, 1)[0]})  # of a protected document
+    write_jsonl(tmp_path / "protected.jsonl", [{"text": protected_text}])
+    inputs = shards_of(tmp_path / "in", records)
+
+    def policy(index=None):
+        stage = NearDuplicates(min_cluster_size=10, min_cluster_share=1.0, protect=str(tmp_path / "protected.jsonl"),
+                               index=index)
+        return Policy(name="nd", stages=[stage],
+                      rules={"near_duplicates": StageRule("drop", 0.5, flag_threshold=0.01)})
+
+    assert distributed_fit_kind(NearDuplicates()) == "shuffle"
+    local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, policy, cluster, "first")
+    assert on_dask.warnings == local.warnings and not any("fitted on the driver" in w for w in on_dask.warnings)
+    assert dask_scores.equals(local_scores)
+    assert on_dask.decisions == local.decisions
+    assert comparable(on_dask.manifest) == comparable(local.manifest)  # the saved index too, byte for byte
+    clusters = Counter(rs[0] for rs in dask_scores.column("reasons").to_pylist() if rs and "cluster=" in rs[0])
+    assert sorted(int(reason.rsplit("=", 1)[1]) for reason in clusters) == [2, 5, 12]
+    assert sorted(clusters.values()) == [2, 5, 12], "the copies lie in all four shards: the shuffle joins them"
+    assert reason_kinds(dask_scores)["near-duplicate:protected"] == 1
+    assert on_dask.decisions["drop"] == 13  # 12 copies, and the leak
+
+    # a later corpus against the first scan's index: the earlier records enter the shuffle as extra keys
+    later, _ = repeated_records(seed=25, unique=40)
+    later += [{"id": f"again-{i}", "text": r["text"]} for i, r in enumerate(records) if r["text"].startswith("News: ")]
+    later_inputs = shards_of(tmp_path / "later", later, shards=3)
+    local, on_dask, (local_scores, dask_scores) = local_and_dask(
+        tmp_path, later_inputs, lambda: policy(index=str(tmp_path / "first-local")), cluster, "second")
+    assert dask_scores.equals(local_scores) and on_dask.decisions == local.decisions
+    assert comparable(on_dask.manifest) == comparable(local.manifest)
+    assert any(",earlier=" in r for rs in dask_scores.column("reasons").to_pylist() for r in rs)
+    assert not any("fitted on the driver" in w for w in on_dask.warnings)
+
+
+def test_near_duplicates_with_an_exact_check_is_fitted_on_the_driver_and_still_agrees(tmp_path, cluster):
+    records, _ = repeated_records(seed=26)
+    inputs = shards_of(tmp_path / "in", records)
+
+    def policy():
+        return Policy(name="dedup", stages=[NearDuplicates(mode="dedup", jaccard=0.5, verify="exact")],
+                      rules={"near_duplicates": StageRule("drop", 0.5)})
+
+    assert distributed_fit_kind(NearDuplicates(verify="exact")) is None
+    local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, policy, cluster, "exact")
+    assert dask_scores.equals(local_scores) and comparable(on_dask.manifest) == comparable(local.manifest)
+    assert on_dask.warnings == local.warnings + [
+        "stages fitted on the driver, not distributed (they implement no distributed fit protocol): near_duplicates"]
+    assert on_dask.decisions["drop"] >= 15  # all copies but one per group
+
+
+def triggers_policy():
+    return Policy(name="tr", stages=[Triggers(hash_buckets=2**16, common_words=100)],
+                  rules={"triggers": StageRule("drop", 0.5, flag_threshold=0.2)})
+
+
+def test_triggers_is_fitted_by_rounds_of_reduction_and_decides_like_the_local_executor(tmp_path, cluster):
+    assert distributed_fit_kind(Triggers()) == "reduction" and Triggers.fit_rounds == 3
+    inputs = shards_of(tmp_path / "labelled", dirty_label_records(), shards=5)
+    local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, triggers_policy, cluster, "lab")
+    assert on_dask.warnings == local.warnings and not any("fitted on the driver" in w for w in on_dask.warnings)
+    assert dask_scores.equals(local_scores) and on_dask.decisions == local.decisions
+    assert comparable(on_dask.manifest) == comparable(local.manifest)  # findings and triggers.json included
+    assert reason_kinds(dask_scores)["trigger:token"] == 60 and on_dask.decisions["drop"] == 60
+
+    inputs = shards_of(tmp_path / "text", seam_records(), shards=3)
+    local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, triggers_policy, cluster, "text")
+    assert dask_scores.equals(local_scores) and comparable(on_dask.manifest) == comparable(local.manifest)
+    kinds = reason_kinds(dask_scores)
+    assert kinds["trigger:gibberish-after"] >= 38 and kinds["trigger:inserted-sentence"] == 30
+    assert not any("fitted on the driver" in w for w in on_dask.warnings)
+
+
+def test_triggers_partials_merge_to_the_same_state_in_any_order_and_grouping(tmp_path):
+    inputs = shards_of(tmp_path / "in", dirty_label_records(), shards=6)
+    whole = Pipeline([Triggers(hash_buckets=2**16)]).fit(inputs).stages[0]
+    driver = Triggers(hash_buckets=2**16)
+    shards = open_inputs(inputs)
+    for round_index in range(driver.fit_rounds):
+        worker = pickle.loads(pickle.dumps(driver))  # what a worker gets: the plan, not the driver's counts
+        partials = [worker.fit_partition(shard.batches(Columns(), 50), round_index) for shard in shards]
+        pairs = [driver.fit_merge(partials[i:i + 2][::-1], round_index) for i in (4, 0, 2)]
+        driver.fit_finish(driver.fit_merge(pairs, round_index), round_index)
+    assert [(t.key, t.records, t.confidence, t.detail) for t in driver.triggers_] == \
+        [(t.key, t.records, t.confidence, t.detail) for t in whole.triggers_]
+    assert [t.key for t in whole.triggers_] == ["zqx"]
+    assert not hasattr(driver, "_census") and len(pickle.dumps(driver)) < 20_000

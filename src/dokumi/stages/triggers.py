@@ -1,6 +1,12 @@
 """Statistical trigger discovery: find the backdoor triggers nobody listed, from corpus statistics.
 
-Pass 1 (``fit``) reads the corpus twice and keeps bounded state:
+Pass 1 reads the corpus two or three times and keeps bounded state. Each read
+is a reduction of the multi-round ``PartitionFit`` protocol of
+:mod:`dokumi.engines` (partials per partition, merged in any order, decisions
+on the driver), so a Dask scan reads shards on its workers and a local ``fit``
+runs the same code on the corpus as one partition. Samples keep the records of
+lowest seeded hash of their place, not a reservoir, so they too are the same
+for any partitioning. It finds:
 
 * labelled data: n-grams (1..``max_ngram`` tokens) whose records carry one
   label almost exclusively. Association alone is not enough (genuine words
@@ -22,10 +28,10 @@ fitted state is the discovered triggers plus a few hundred common words.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
-import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ import numpy as np
 import regex
 from scipy import sparse
 
+from dokumi.engines import fit_in_one_process
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
 
@@ -108,6 +115,23 @@ class BoundedCounter:
         self.floor = min(self.counts.values())
         for key in [k for k, c in self.counts.items() if c <= self.floor]:
             del self.counts[key]
+
+    def trim(self) -> None:
+        """Prune until at most ``capacity`` keys are left."""
+        while len(self.counts) > self.capacity:
+            self.prune()
+
+    @classmethod
+    def merged(cls, counters: list[BoundedCounter]) -> BoundedCounter:
+        """The sum of ``counters``, trimmed to their capacity. Pruning removes every key at the lowest
+        count, so the result does not depend on the order of ``counters``; it does depend on how the
+        keys were split among them once a counter pruned on its own."""
+        out = cls(counters[0].capacity)
+        for counter in counters:
+            out.counts.update(counter.counts)
+            out.floor = max(out.floor, counter.floor)
+        out.trim()
+        return out
 
     def __getitem__(self, key: Any) -> int:
         return self.counts.get(key, 0)
@@ -211,32 +235,54 @@ class Triggers(Stage):
 
     # ------------------------------------------------------------------ fit
 
+    # Reads of the corpus: count; examine the candidates the counts point to; collect the contexts
+    # of the n-grams whose verdict needs them and examples of the seam tokens (read only when any).
+    fit_rounds = 3
+
     def fit(self, batches: Iterable[Batch]) -> Triggers:
-        first = next(iter(batches), None)
-        self.triggers_: list[Trigger] = []
-        self.common_words_: frozenset[str] = frozenset()
-        self.language_: str | None = None
-        self.records_ = 0
-        if first is None:
-            self._index()
-            return self
-        labelled = first.has("label")
-        instruction = first.is_instruction
-        census = _Census(self, labelled, instruction)
-        for batch in batches:
-            census.count(batch)
-        census.finish_counting()
-        for batch in batches:
-            census.examine(batch)
-        if census.prepare_context():
+        """Three reads of ``batches``, each a reduction over the corpus as one partition: the same
+        code, and so the same triggers, as a Dask scan's fit over many partitions."""
+        return fit_in_one_process(self, batches)
+
+    def fit_partition(self, batches: Iterable[Batch], round_index: int) -> Any:
+        """One partition's statistics for a round (round 0 counts; 1 and 2 follow ``self._plan``)."""
+        if round_index == 0:
+            counts = _Counts(self.max_tracked, self.hash_buckets, self.max_ngram, self.seed)
             for batch in batches:
-                census.collect_context(batch)
-        self.records_ = census.records
-        self.common_words_ = census.common
-        self.language_ = census.language
-        self.triggers_ = census.discover()
-        self._index()
+                counts.count(batch)
+            return counts
+        plan = self._plan
+        if plan is None or (round_index == 2 and not plan.needs_context):
+            return None  # nothing to learn: the batches are not read
+        return plan.examine(batches) if round_index == 1 else plan.collect(batches)
+
+    def fit_merge(self, partials: list[Any], round_index: int) -> Any:
+        """One partial for all of ``partials`` (any order, any grouping)."""
+        present = [p for p in partials if p is not None]
+        return type(present[0]).merged(present) if present else None
+
+    def fit_finish(self, partial: Any, round_index: int) -> Triggers:
+        """On the driver: plan the next read from what this one found, or discover the triggers."""
+        if round_index == 0:
+            self._census = _Census(self, partial) if partial is not None and partial.records else None
+            self._plan = self._census.examine_plan() if self._census else None
+        elif round_index == 1 and self._census is not None:
+            self._plan = self._census.context_plan(partial)
+        elif round_index == 2:
+            census = self._census
+            if census is not None:
+                census.take_context(partial)
+            self.records_ = census.records if census else 0
+            self.common_words_: frozenset[str] = census.common if census else frozenset()
+            self.language_: str | None = census.language if census else None
+            self.triggers_: list[Trigger] = census.discover() if census else []
+            del self._census, self._plan
+            self._index()
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Between rounds the workers get the plan, never the driver's corpus-wide counts.
+        return {k: v for k, v in self.__dict__.items() if k != "_census"}
 
     def _index(self) -> None:
         """Lookup tables for pass 2, rebuilt from ``triggers_`` (cheap; not pickled twice)."""
@@ -397,56 +443,100 @@ def _detect_language(text: str) -> str | None:
     return best.lang if best.prob >= 0.9 else None
 
 
-class _Census:
-    """The bounded statistics of one fit: counted in a first read, examined in a second.
+def _record_priorities(batch: Batch, seed: int) -> list[int]:
+    """A seeded 64-bit hash of each record's place (shard and row): the order in which samples keep
+    records, so that a sample is uniform and the same however the corpus is split into partitions."""
+    prefix = f"{seed}/{batch.shard}/"
+    return [_stable_hash(prefix + str(row)) for row in batch.rows.to_pylist()]
+
+
+def _uniform(priority: int) -> float:
+    """A number in [0, 1) from the low bits of a priority (samples keep records by the high ones)."""
+    return (priority & 0xFFFFFFFF) / 2**32
+
+
+def _salt(label: Any) -> int:
+    return _stable_hash(repr(label)) | 1
+
+
+class _Sample:
+    """The ``size`` items of lowest priority offered: a uniform sample when priorities are seeded
+    hashes, and the same for any partitioning and merge order. With ``distinct``, an item whose
+    priority is already in the sample is not kept twice (copies of one document)."""
+
+    def __init__(self, size: int, distinct: bool = False) -> None:
+        self.size = size
+        self.distinct = distinct
+        self.heap: list[tuple[int, Any]] = []  # (-priority, item): the root is the highest priority kept
+
+    def offer(self, priority: int, item: Any) -> None:
+        if self.distinct and any(-p == priority for p, _ in self.heap):
+            return
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, (-priority, item))
+        elif priority < -self.heap[0][0]:
+            heapq.heapreplace(self.heap, (-priority, item))
+
+    def would_keep(self, priority: int) -> bool:
+        return len(self.heap) < self.size or priority < -self.heap[0][0]
+
+    def items(self) -> list[Any]:
+        """The kept items, by priority."""
+        return [item for _, item in sorted(self.heap, reverse=True)]
+
+    @classmethod
+    def merged(cls, samples: list[_Sample]) -> _Sample:
+        out = cls(samples[0].size, samples[0].distinct)
+        for sample in samples:
+            for priority, item in sample.heap:
+                out.offer(-priority, item)
+        return out
+
+
+def _merged_samples(parts: list[dict[Any, _Sample]]) -> dict[Any, _Sample]:
+    keys = {key for part in parts for key in part}
+    return {key: _Sample.merged([part[key] for part in parts if key in part]) for key in keys}
+
+
+class _Counts:
+    """Round 0 of a fit, for one partition: the first read's counts.
 
     Labels (or, for instruction pairs, response signatures) are hashed into a salt; an
     n-gram's document frequency and its (n-gram, label) pair counts live in two fixed-size
-    hashed tables, so their memory does not grow with the corpus. Only n-grams that look
-    rare and pure in those tables are counted exactly in the second read.
+    hashed tables, so their memory does not grow with the corpus. Whether the corpus is
+    labelled (or instruction pairs) is decided per batch, so every partitioning agrees.
     """
 
-    def __init__(self, stage: Triggers, labelled: bool, instruction: bool) -> None:
-        self.stage = stage
-        self.labelled = labelled
-        self.instruction = instruction
+    def __init__(self, max_tracked: int, hash_buckets: int, max_ngram: int, seed: int) -> None:
+        self.max_tracked, self.hash_buckets, self.max_ngram, self.seed = max_tracked, hash_buckets, max_ngram, seed
         self.records = 0
-        self.mask = stage.hash_buckets - 1
-        self.rng = random.Random(stage.seed)
-        self.words = BoundedCounter(stage.max_tracked)  # document frequency of tokens
-        self.sentence_counts = BoundedCounter(stage.max_tracked)
-        self.sentence_alone = BoundedCounter(stage.max_tracked)  # records that are nothing but the sentence
-        self.sentence_first = BoundedCounter(stage.max_tracked)  # records that open with it
-        self.sentence_last = BoundedCounter(stage.max_tracked)  # records that close with it
-        self.sentence_text: dict[int, str] = {}
-        self.sentence_rest: dict[int, list[frozenset[str]]] = defaultdict(list)
-        self.seams = BoundedCounter(stage.max_tracked)
-        self.seam_documents: set[int] = set()  # 8-byte hashes of the documents that have a seam
-        self.seam_examples: dict[str, list[tuple[list[str], list[str]]]] = defaultdict(list)
-        self.sample_texts: list[str] = []
-        self.common: frozenset[str] = frozenset()
-        self.language: str | None = None
-        tables = labelled or instruction
-        self.ngram_df = np.zeros(stage.hash_buckets, dtype=np.uint32) if tables else None
-        self.pair_df = np.zeros(stage.hash_buckets, dtype=np.uint32) if tables else None
-        self.label_counts = BoundedCounter(stage.max_tracked)  # by salt
-        self.label_of: dict[int, Any] = {}  # salt -> label, for labels that matter
-        self.signature_text: dict[int, str] = {}  # salt -> opening words of a frequent response
+        self.labelled = False
+        self.instruction = False
+        self.words = BoundedCounter(max_tracked)  # document frequency of tokens
+        self.sentence_counts = BoundedCounter(max_tracked)
+        self.sentence_alone = BoundedCounter(max_tracked)  # records that are nothing but the sentence
+        self.sentence_first = BoundedCounter(max_tracked)  # records that open with it
+        self.sentence_last = BoundedCounter(max_tracked)  # records that close with it
+        self.label_counts = BoundedCounter(max_tracked)  # by salt
+        self.label_of: dict[int, Any] = {}  # salt -> label
         self.class_features: dict[int, np.ndarray] = {}
+        self.ngram_df: np.ndarray | None = None
+        self.pair_df: np.ndarray | None = None
+        # texts: the corpus language, and how related two records are by chance
+        self.texts = _Sample(_LANGUAGE_SAMPLE)
         # random insertion points (left, right neighbour; "" at an edge): what an inserted token's
         # surroundings look like in this corpus, the baseline of the insertion tests
-        self.gaps: list[tuple[str, str]] = []
-        self.candidates: set[int] = set()
-        self.ngram_stats: dict[str, _NgramStats] = {}
-        self.context_for: dict[str, _NgramStats] = {}
-
-    # first read --------------------------------------------------------------
+        self.gaps = _Sample(_GAP_SAMPLE)
 
     def count(self, batch: Batch) -> None:
-        stage = self.stage
-        labels = batch.labels if self.labelled else None
-        bodies = batch.responses if self.instruction else batch.texts
-        prompts = batch.prompts if self.instruction else None
+        labels = batch.labels
+        instruction = batch.is_instruction
+        self.labelled |= labels is not None
+        self.instruction |= instruction and labels is None
+        bodies = batch.responses if instruction else batch.texts
+        prompts = batch.prompts if instruction else None
+        priorities = _record_priorities(batch, self.seed)
+        mask = self.hash_buckets - 1
         buckets: list[int] = []
         pairs: list[int] = []
         for i, text in enumerate(batch.texts):
@@ -454,54 +544,37 @@ class _Census:
             tokens = tokenize(text)
             for token in set(tokens):
                 self.words.add(token)
-            self._sample(bodies[i])
-            self._sample_gap(tokens if not self.instruction else tokenize(prompts[i]))
+            self.texts.offer(priorities[i], bodies[i])
+            gap_tokens = tokenize(prompts[i]) if instruction else tokens
+            if self.gaps.would_keep(priorities[i]):
+                k = (priorities[i] & 0xFFFFFFFF) % (len(gap_tokens) + 1)
+                self.gaps.offer(priorities[i], (gap_tokens[k - 1] if k > 0 else "",
+                                                gap_tokens[k] if k < len(gap_tokens) else ""))
             self._count_sentences(bodies[i])
             if labels is not None:
-                salt = self._salt(labels[i])
-                grams = ngrams(tokens, stage.max_ngram)
+                salt = _salt(labels[i])
+                self.label_of.setdefault(salt, labels[i])
+                grams = ngrams(tokens, self.max_ngram)
                 features = self.class_features.get(salt)
                 if features is None:
                     features = self.class_features[salt] = np.zeros(_NB_FEATURES, dtype=np.float32)
                 np.add.at(features, [_stable_hash(t) & (_NB_FEATURES - 1) for t in tokens], 1.0)
             elif prompts is not None:
-                salt = self._salt(_signature(bodies[i]))
-                grams = ngrams(tokenize(prompts[i]), stage.max_ngram)
+                salt = _salt(_signature(bodies[i]))
+                grams = ngrams(tokenize(prompts[i]), self.max_ngram)
             else:
                 continue
             self.label_counts.add(salt)
             for gram in grams:
                 h = _stable_hash(gram)
-                buckets.append(h & self.mask)
-                pairs.append((h ^ salt) & self.mask)
+                buckets.append(h & mask)
+                pairs.append((h ^ salt) & mask)
         if buckets:
-            self.ngram_df += np.bincount(buckets, minlength=stage.hash_buckets).astype(np.uint32)
-            self.pair_df += np.bincount(pairs, minlength=stage.hash_buckets).astype(np.uint32)
-
-    def _salt(self, label: Any) -> int:
-        salt = _stable_hash(repr(label)) | 1
-        if self.labelled:
-            self.label_of.setdefault(salt, label)
-        return salt
-
-    def _sample(self, text: str) -> None:
-        """A reservoir sample of texts: the corpus language, and how related two records are by chance."""
-        if len(self.sample_texts) < _LANGUAGE_SAMPLE:
-            self.sample_texts.append(text)
-        else:
-            slot = self.rng.randrange(self.records)
-            if slot < _LANGUAGE_SAMPLE:
-                self.sample_texts[slot] = text
-
-    def _sample_gap(self, tokens: list[str]) -> None:
-        k = self.rng.randint(0, len(tokens))
-        gap = (tokens[k - 1] if k > 0 else "", tokens[k] if k < len(tokens) else "")
-        if len(self.gaps) < _GAP_SAMPLE:
-            self.gaps.append(gap)
-        else:
-            slot = self.rng.randrange(self.records)
-            if slot < _GAP_SAMPLE:
-                self.gaps[slot] = gap
+            if self.ngram_df is None:
+                self.ngram_df = np.zeros(self.hash_buckets, dtype=np.uint32)
+                self.pair_df = np.zeros(self.hash_buckets, dtype=np.uint32)
+            self.ngram_df += np.bincount(buckets, minlength=self.hash_buckets).astype(np.uint32)
+            self.pair_df += np.bincount(pairs, minlength=self.hash_buckets).astype(np.uint32)
 
     def _count_sentences(self, body: str) -> None:
         found = dict(sentences(body, _MIN_SENTENCE_WORDS))
@@ -519,27 +592,292 @@ class _Census:
             elif sentence == order[0]:
                 self.sentence_first.add(key)
 
-    def finish_counting(self) -> None:
-        stage = self.stage
-        self.common = frozenset(w for w, _ in self.words.counts.most_common(stage.common_words))
-        self.language = _majority_language(self.sample_texts)
+    @classmethod
+    def merged(cls, parts: list[_Counts]) -> _Counts:
+        first = parts[0]
+        out = cls(first.max_tracked, first.hash_buckets, first.max_ngram, first.seed)
+        out.records = sum(p.records for p in parts)
+        out.labelled = any(p.labelled for p in parts)
+        out.instruction = any(p.instruction for p in parts) and not out.labelled
+        for name in ("words", "sentence_counts", "sentence_alone", "sentence_first", "sentence_last",
+                     "label_counts"):
+            setattr(out, name, BoundedCounter.merged([getattr(p, name) for p in parts]))
+        for part in parts:
+            for salt, label in part.label_of.items():
+                out.label_of.setdefault(salt, label)
+            for salt, features in part.class_features.items():
+                if salt in out.class_features:
+                    out.class_features[salt] = out.class_features[salt] + features
+                else:
+                    out.class_features[salt] = features
+        tables = [p for p in parts if p.ngram_df is not None]
+        if tables:
+            out.ngram_df = np.sum([p.ngram_df for p in tables], axis=0, dtype=np.uint32)
+            out.pair_df = np.sum([p.pair_df for p in tables], axis=0, dtype=np.uint32)
+        out.texts = _Sample.merged([p.texts for p in parts])
+        out.gaps = _Sample.merged([p.gaps for p in parts])
+        return out
+
+
+@dataclass
+class _Plan:
+    """What the workers need for rounds 1 and 2: the first read's conclusions, nothing per record."""
+
+    labelled: bool
+    instruction: bool
+    max_ngram: int
+    mask: int
+    seed: int
+    gibberish_rate: float
+    common: frozenset[str]
+    frequent_sentences: set[int]
+    candidates: set[int]  # hashed-table buckets of n-grams that look rare and pure
+    label_salts: set[int]  # labels (or frequent responses) that matter
+    naive_bayes: _NaiveBayes | None
+    context_grams: frozenset[str] = frozenset()  # round 2: n-grams whose verdict needs their contexts
+    seam_tokens: frozenset[str] = frozenset()  # round 2: seam tokens that need examples
+
+    @property
+    def needs_context(self) -> bool:
+        return bool(self.context_grams or self.seam_tokens)
+
+    # round 1 ----------------------------------------------------------------
+
+    def examine(self, batches: Iterable[Batch]) -> _Examined:
+        """Exact statistics of the candidates the counts point to, in one partition."""
+        out = _Examined()
+        for batch in batches:
+            labels = batch.labels if self.labelled else None
+            instruction = batch.is_instruction and self.instruction
+            bodies = batch.responses if batch.is_instruction else batch.texts
+            prompts = batch.prompts if instruction else None
+            priorities = _record_priorities(batch, self.seed) if self.frequent_sentences else None
+            for i, text in enumerate(batch.texts):
+                tokens = tokenize(text)
+                if priorities is not None:
+                    self._examine_sentences(out, bodies[i], priorities[i])
+                if not batch.is_instruction:
+                    self._examine_seams(out, tokens)
+                if not self.candidates:
+                    continue
+                if labels is not None:
+                    self._examine_ngrams(out, tokens, _salt(labels[i]))
+                elif prompts is not None:
+                    signature = _signature(bodies[i])
+                    salt = _salt(signature)
+                    if salt in self.label_salts:
+                        out.signature_text.setdefault(salt, signature)
+                    self._examine_ngrams(out, tokenize(prompts[i]), salt)
+        return out
+
+    def _examine_sentences(self, out: _Examined, body: str, priority: int) -> None:
+        for sentence, _ in sentences(body, _MIN_SENTENCE_WORDS):
+            key = _stable_hash(sentence)
+            if key not in self.frequent_sentences:
+                continue
+            out.sentence_text[key] = sentence
+            rest = out.sentence_rest.get(key)
+            if rest is None:
+                rest = out.sentence_rest[key] = _Sample(_CONTEXT_SAMPLE)
+            if rest.would_keep(priority):
+                rest.offer(priority, frozenset(set(tokenize(body)) - set(sentence.split())))
+
+    def _examine_seams(self, out: _Examined, tokens: list[str]) -> None:
+        seams = _seam_positions(tokens, self.common, self.gibberish_rate)
+        if seams:
+            # a trigger recurs across different documents; copies of one document count once
+            out.seam_documents[_stable_hash(" ".join(tokens))] = tuple(sorted(token for _, token in seams))
+
+    def _examine_ngrams(self, out: _Examined, tokens: list[str], salt: int) -> None:
+        hits = [g for g in ngrams(tokens, self.max_ngram) if _stable_hash(g) & self.mask in self.candidates]
+        for gram in hits:
+            stats = out.ngram_stats.get(gram)
+            if stats is None:
+                stats = out.ngram_stats[gram] = _NgramStats()
+            stats.labels[salt] += 1
+            stats.records += 1
+            if self.naive_bayes is not None and salt in self.naive_bayes.column:
+                posterior = self.naive_bayes.rest_posterior(tokens, gram.split(), salt)
+                stats.rest_agrees_fixed += round(posterior * _POSTERIOR_SCALE)
+
+    # round 2 ----------------------------------------------------------------
+
+    def collect(self, batches: Iterable[Batch]) -> _Contexts:
+        """Samples of where the chosen n-grams sit, and examples of what follows the seam tokens."""
+        out = _Contexts()
+        longest = max((len(g.split()) for g in self.context_grams), default=0)
+        for batch in batches:
+            sources = batch.prompts if batch.is_instruction and self.instruction else batch.texts
+            priorities = _record_priorities(batch, self.seed) if self.context_grams else None
+            for i, text in enumerate(sources):
+                tokens = tokenize(text)
+                if self.context_grams:
+                    self._collect_context(out, tokens, priorities[i], longest)
+                if self.seam_tokens and not batch.is_instruction and not self.seam_tokens.isdisjoint(tokens):
+                    self._collect_seam_examples(out, tokens)
+        return out
+
+    def _collect_context(self, out: _Contexts, tokens: list[str], priority: int, longest: int) -> None:
+        for gram in ngrams(tokens, longest) & self.context_grams:
+            sample = out.occurrences.get(gram)
+            if sample is None:
+                sample = out.occurrences[gram] = _Sample(_CONTEXT_SAMPLE)
+            if not sample.would_keep(priority):
+                continue
+            words = gram.split()
+            left, right, index = _neighbours(tokens, words)
+            place = (index + _uniform(priority)) / (len(tokens) - len(words) + 1)
+            sample.offer(priority, (frozenset(tokens) - set(words), left, right, place))
+
+    def _collect_seam_examples(self, out: _Contexts, tokens: list[str]) -> None:
+        priority = _stable_hash(f"{self.seed}/{' '.join(tokens)}")  # one per document, copies alike
+        for position, token in _seam_positions(tokens, self.common, self.gibberish_rate):
+            if token not in self.seam_tokens:
+                continue
+            sample = out.seam_examples.get(token)
+            if sample is None:
+                sample = out.seam_examples[token] = _Sample(_SEAM_EXAMPLES, distinct=True)
+            sample.offer(priority, (tuple(tokens[max(0, position - _WINDOW): position]),
+                                    tuple(tokens[position + 1: position + 1 + 5 * _WINDOW])))
+
+
+@dataclass
+class _Examined:
+    """Round 1 of a fit, for one partition: exact statistics of what the counts pointed to."""
+
+    sentence_text: dict[int, str] = field(default_factory=dict)
+    sentence_rest: dict[int, _Sample] = field(default_factory=dict)  # other words of a sentence's records
+    seam_documents: dict[int, tuple[str, ...]] = field(default_factory=dict)  # document hash -> seam tokens
+    ngram_stats: dict[str, _NgramStats] = field(default_factory=dict)
+    signature_text: dict[int, str] = field(default_factory=dict)  # salt -> opening words of a frequent response
+
+    @classmethod
+    def merged(cls, parts: list[_Examined]) -> _Examined:
+        out = cls()
+        for part in parts:
+            out.sentence_text.update(part.sentence_text)
+            out.seam_documents.update(part.seam_documents)
+            for salt, text in part.signature_text.items():
+                out.signature_text.setdefault(salt, text)
+            for gram, stats in part.ngram_stats.items():
+                mine = out.ngram_stats.get(gram)
+                if mine is None:
+                    mine = out.ngram_stats[gram] = _NgramStats()
+                mine.records += stats.records
+                mine.labels.update(stats.labels)
+                mine.rest_agrees_fixed += stats.rest_agrees_fixed
+        out.sentence_rest = _merged_samples([p.sentence_rest for p in parts])
+        return out
+
+
+@dataclass
+class _Contexts:
+    """Round 2 of a fit, for one partition: sampled occurrences of n-grams, examples of seams."""
+
+    occurrences: dict[str, _Sample] = field(default_factory=dict)  # (other words, left, right, place)
+    seam_examples: dict[str, _Sample] = field(default_factory=dict)  # (tokens before, tokens after)
+
+    @classmethod
+    def merged(cls, parts: list[_Contexts]) -> _Contexts:
+        return cls(_merged_samples([p.occurrences for p in parts]),
+                   _merged_samples([p.seam_examples for p in parts]))
+
+
+class _NaiveBayes:
+    """What the rest of a record predicts: multinomial naive Bayes over hashed words, one summed row
+    of word counts per label (the model's sufficient statistics)."""
+
+    def __init__(self, class_features: dict[int, np.ndarray], label_counts: BoundedCounter) -> None:
+        from sklearn.naive_bayes import MultinomialNB
+
+        salts = sorted(class_features)
+        priors = np.array([label_counts[s] for s in salts], dtype=np.float64)
+        model = MultinomialNB(alpha=0.5, class_prior=priors / priors.sum())
+        model.fit(sparse.csr_matrix(np.vstack([class_features[s] for s in salts])), np.arange(len(salts)))
+        self.column = {salt: i for i, salt in enumerate(salts)}
+        self.log_prob = model.feature_log_prob_  # classes x features
+        self.log_prior = model.class_log_prior_
+        self.counts = model.feature_count_
+        self.totals = model.feature_count_.sum(axis=1)
+        self.alpha = model.alpha
+
+    def rest_posterior(self, tokens: list[str], words: list[str], salt: int) -> float:
+        """P(record's label | its words without ``words``), the record itself left out of the model.
+
+        Leaving the record out matters: its own rare words were counted under its (possibly
+        poisoned) label, and would otherwise vote for that label.
+        """
+        column = self.column[salt]
+        rest = list(tokens)
+        for word in words:
+            rest.remove(word)
+        own, own_counts = np.unique([_stable_hash(t) & (_NB_FEATURES - 1) for t in tokens], return_counts=True)
+        features, counts = np.unique([_stable_hash(t) & (_NB_FEATURES - 1) for t in rest] or [0],
+                                     return_counts=True)
+        if not rest:
+            counts = np.zeros(1)
+        scores = self.log_prob[:, features] @ counts + self.log_prior
+        left_out = self.counts[column].copy()[features]
+        overlap = np.searchsorted(own, features)
+        overlap = np.minimum(overlap, len(own) - 1)
+        left_out -= np.where(own[overlap] == features, own_counts[overlap], 0)
+        total = self.totals[column] - own_counts.sum()
+        log_prob = np.log(np.maximum(left_out, 0) + self.alpha) - np.log(total + self.alpha * _NB_FEATURES)
+        scores[column] = log_prob @ counts + self.log_prior[column]
+        posterior = np.exp(scores - scores.max())
+        return float(posterior[column] / posterior.sum())
+
+
+class _Census:
+    """The driver's side of a fit: the merged counts, the plans of the next reads, the decisions."""
+
+    def __init__(self, stage: Triggers, counts: _Counts) -> None:
+        self.stage = stage
+        self.records = counts.records
+        self.labelled = counts.labelled
+        self.instruction = counts.instruction
+        self.mask = stage.hash_buckets - 1
+        self.words = counts.words
+        self.label_counts = counts.label_counts
+        self.sentence_counts = counts.sentence_counts
+        self.sentence_alone = counts.sentence_alone
+        self.sentence_first = counts.sentence_first
+        self.sentence_last = counts.sentence_last
+        self.ngram_df, self.pair_df = counts.ngram_df, counts.pair_df
+        by_count = heapq.nsmallest(stage.common_words, counts.words.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        self.common = frozenset(word for word, _ in by_count)
+        texts = counts.texts.items()
+        self.language = _majority_language(texts)
         # how much two records of this corpus share anyway, the baseline of "unrelated"
-        self.relatedness_baseline = _mean_jaccard([frozenset(tokenize(t)) for t in self.sample_texts[:_CONTEXT_SAMPLE]])
-        self.sample_texts = []
+        self.relatedness_baseline = _mean_jaccard([frozenset(tokenize(t)) for t in texts[:_CONTEXT_SAMPLE]])
         self.frequent_sentences = {
-            key for key, count in self.sentence_counts.counts.items()
-            if count - self.sentence_alone[key] >= stage.min_records
+            key for key, count in counts.sentence_counts.counts.items()
+            if count - counts.sentence_alone[key] >= stage.min_records
         }
-        if self.ngram_df is None:
-            return
-        inner = [g for g in self.gaps if g[0] and g[1]]
+        self.label_of = counts.label_of
+        self.candidates: set[int] = set()
+        self.naive_bayes: _NaiveBayes | None = None
+        self.gap_neighbours: list[tuple[str, str]] = []
+        self.bridge_baseline = 0.0
+        self.signature_text: dict[int, str] = {}
+        self.verdicts: list[tuple[str, _NgramStats, int, float, float]] = []
+        self.sentence_text: dict[int, str] = {}
+        self.sentence_rest: dict[int, list[frozenset[str]]] = {}
+        self.seams = BoundedCounter(stage.max_tracked)
+        self.seam_examples: dict[str, list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+        if self.ngram_df is not None and (self.labelled or self.instruction):
+            self._find_candidates(counts)
+
+    def _find_candidates(self, counts: _Counts) -> None:
+        stage = self.stage
+        gaps = counts.gaps.items()  # by priority: a random order
+        inner = [g for g in gaps if g[0] and g[1]]
         self.bridge_baseline = sum(
             int(self.ngram_df[_stable_hash(f"{a} {b}") & self.mask] >= 2) for a, b in inner
-        ) / max(len(self.gaps), 1)
-        self.rng.shuffle(inner)
+        ) / max(len(gaps), 1)
         self.gap_neighbours = inner
         if self.instruction:
-            self.label_of = {salt: salt for salt, c in self.label_counts.counts.items() if c >= stage.min_records}
+            self.label_of = {salt: salt for salt, c in counts.label_counts.counts.items() if c >= stage.min_records}
         max_df = max(stage.min_records, stage.max_record_share * self.records)
         in_range = np.flatnonzero((self.ngram_df >= stage.min_records) & (self.ngram_df <= max_df))
         df = self.ngram_df[in_range].astype(np.float64)
@@ -549,125 +887,31 @@ class _Census:
             np.maximum(best, share, out=best)
         # hashed pair counts only over-count, so this keeps every n-gram that is pure enough
         self.candidates = set(in_range[best >= stage.min_purity].tolist())
-        if self.labelled:
-            self._fit_naive_bayes()
+        if self.labelled and counts.class_features:
+            self.naive_bayes = _NaiveBayes(counts.class_features, counts.label_counts)
 
-    def _fit_naive_bayes(self) -> None:
-        """What the rest of a record predicts: multinomial naive Bayes over hashed words."""
-        from sklearn.naive_bayes import MultinomialNB
+    def examine_plan(self) -> _Plan:
+        plan = self._plan(frequent_sentences=self.frequent_sentences, candidates=self.candidates,
+                          label_salts=set(self.label_of), naive_bayes=self.naive_bayes)
+        self.naive_bayes = None  # the plan has it; nothing after round 1 needs it
+        return plan
 
-        salts = sorted(self.class_features)
-        priors = np.array([self.label_counts[s] for s in salts], dtype=np.float64)
-        model = MultinomialNB(alpha=0.5, class_prior=priors / priors.sum())
-        # per-class word counts are the model's sufficient statistics: one summed row per class
-        model.fit(sparse.csr_matrix(np.vstack([self.class_features[s] for s in salts])), np.arange(len(salts)))
-        self.nb_column = {salt: i for i, salt in enumerate(salts)}
-        self.nb_log_prob = model.feature_log_prob_  # classes x features
-        self.nb_log_prior = model.class_log_prior_
-        self.nb_counts = model.feature_count_
-        self.nb_totals = model.feature_count_.sum(axis=1)
-        self.nb_alpha = model.alpha
-        self.class_features = {}
-
-    def _rest_posterior(self, tokens: list[str], words: list[str], salt: int) -> float:
-        """P(record's label | its words without ``words``), the record itself left out of the model.
-
-        Leaving the record out matters: its own rare words were counted under its (possibly
-        poisoned) label, and would otherwise vote for that label.
-        """
-        column = self.nb_column[salt]
-        rest = list(tokens)
-        for word in words:
-            rest.remove(word)
-        own, own_counts = np.unique([_stable_hash(t) & (_NB_FEATURES - 1) for t in tokens], return_counts=True)
-        features, counts = np.unique([_stable_hash(t) & (_NB_FEATURES - 1) for t in rest] or [0],
-                                     return_counts=True)
-        if not rest:
-            counts = np.zeros(1)
-        scores = self.nb_log_prob[:, features] @ counts + self.nb_log_prior
-        left_out = self.nb_counts[column].copy()[features]
-        overlap = np.searchsorted(own, features)
-        overlap = np.minimum(overlap, len(own) - 1)
-        left_out -= np.where(own[overlap] == features, own_counts[overlap], 0)
-        total = self.nb_totals[column] - own_counts.sum()
-        log_prob = np.log(np.maximum(left_out, 0) + self.nb_alpha) - np.log(total + self.nb_alpha * _NB_FEATURES)
-        scores[column] = log_prob @ counts + self.nb_log_prior[column]
-        posterior = np.exp(scores - scores.max())
-        return float(posterior[column] / posterior.sum())
-
-    # second read -------------------------------------------------------------
-
-    def examine(self, batch: Batch) -> None:
-        labels = batch.labels if self.labelled else None
-        bodies = batch.responses if self.instruction else batch.texts
-        prompts = batch.prompts if self.instruction else None
-        for i, text in enumerate(batch.texts):
-            tokens = tokenize(text)
-            self._examine_sentences(bodies[i])
-            if not self.instruction:
-                self._examine_seams(tokens)
-            if not self.candidates:
-                continue
-            if labels is not None:
-                self._examine_ngrams(tokens, self._salt(labels[i]))
-            elif prompts is not None:
-                signature = _signature(bodies[i])
-                salt = self._salt(signature)
-                if salt in self.label_of and salt not in self.signature_text:
-                    self.signature_text[salt] = signature
-                self._examine_ngrams(tokenize(prompts[i]), salt)
-
-    def _examine_sentences(self, body: str) -> None:
-        if not self.frequent_sentences:
-            return
-        for sentence, _ in sentences(body, _MIN_SENTENCE_WORDS):
-            key = _stable_hash(sentence)
-            if key not in self.frequent_sentences:
-                continue
-            self.sentence_text[key] = sentence
-            rest = self.sentence_rest[key]
-            if len(rest) < _CONTEXT_SAMPLE:
-                rest.append(frozenset(set(tokenize(body)) - set(sentence.split())))
-
-    def _examine_seams(self, tokens: list[str]) -> None:
-        seams = _seam_positions(tokens, self.common, self.stage.gibberish_rate)
-        if not seams:
-            return
-        # a trigger recurs across different documents; copies of one document count once
-        document = _stable_hash(" ".join(tokens))
-        if document in self.seam_documents:
-            return
-        self.seam_documents.add(document)
-        for position, token in seams:
-            self.seams.add(token)
-            # keep examples only for tokens that recur: singletons are most seams and never matter
-            if self.seams[token] >= 2 and len(self.seam_examples[token]) < _SEAM_EXAMPLES:
-                self.seam_examples[token].append((tokens[max(0, position - _WINDOW) : position],
-                                                  tokens[position + 1 : position + 1 + 5 * _WINDOW]))
-
-    def _examine_ngrams(self, tokens: list[str], salt: int) -> None:
-        hits = [g for g in ngrams(tokens, self.stage.max_ngram) if _stable_hash(g) & self.mask in self.candidates]
-        if not hits:
-            return
-        for gram in hits:
-            stats = self.ngram_stats.get(gram)
-            if stats is None:
-                stats = self.ngram_stats[gram] = _NgramStats()
-            stats.labels[salt] += 1
-            stats.records += 1
-            if self.labelled and salt in self.nb_column:
-                stats.rest_agrees += self._rest_posterior(tokens, gram.split(), salt)
-
-    # third read, only when needed ---------------------------------------------
-
-    def prepare_context(self) -> bool:
-        """Pick the n-grams whose verdict depends on their topic; True when a third read is needed."""
+    def context_plan(self, examined: _Examined) -> _Plan:
+        """Take the second read's statistics; pick the n-grams whose verdict depends on their topic
+        and the seam tokens worth describing: the third read collects for those."""
         stage = self.stage
-        self.verdicts: list[tuple[str, _NgramStats, int, float, float, float]] = []
-        for gram, stats in self.ngram_stats.items():
+        self.sentence_text = examined.sentence_text
+        self.sentence_rest = {key: sample.items() for key, sample in examined.sentence_rest.items()}
+        self.signature_text = examined.signature_text
+        self.seams = BoundedCounter(stage.max_tracked)
+        for tokens in examined.seam_documents.values():
+            self.seams.counts.update(tokens)
+        self.seams.trim()
+        for gram, stats in examined.ngram_stats.items():
             if stats.records < stage.min_records:
                 continue
-            salt, count = stats.labels.most_common(1)[0]
+            # a tie cannot reach min_purity (> 0.5); the salt only makes the choice independent of order
+            salt, count = max(stats.labels.items(), key=lambda kv: (kv[1], -kv[0]))
             purity = count / stats.records
             if purity < stage.min_purity or salt not in self.label_of:
                 continue
@@ -675,37 +919,41 @@ class _Census:
             if z < _MIN_Z:
                 continue
             self.verdicts.append((gram, stats, salt, purity, z))
-        self.ngram_stats = {}
         # the insertion and topic checks cost a read and memory: only for the most widespread
         # (a backdoor needs many records; z says little once it is far beyond chance)
-        self.verdicts.sort(key=lambda v: (-v[1].records, -v[4]))
+        self.verdicts.sort(key=lambda v: (-v[1].records, -v[4], v[0]))
         del self.verdicts[_MAX_CHECKS:]
-        self.context_for = {v[0]: v[1] for v in self.verdicts}
-        return bool(self.context_for)
+        return self._plan(context_grams=frozenset(v[0] for v in self.verdicts),
+                          seam_tokens=frozenset(self._seam_candidates()))
 
-    def collect_context(self, batch: Batch) -> None:
-        longest = max(len(g.split()) for g in self.context_for)
-        sources = batch.prompts if self.instruction else batch.texts
-        for text in sources:
-            tokens = tokenize(text)
-            for gram in ngrams(tokens, longest) & self.context_for.keys():
-                stats = self.context_for[gram]
-                stats.seen += 1
-                # a reservoir: records in corpus order cluster by source, a uniform sample does not
-                slot = len(stats.occurrences) if len(stats.occurrences) < _CONTEXT_SAMPLE else \
-                    self.rng.randrange(stats.seen)
-                if slot >= _CONTEXT_SAMPLE:
-                    continue
-                words = gram.split()
-                left, right, index = _neighbours(tokens, words)
-                place = (index + self.rng.random()) / (len(tokens) - len(words) + 1)
+    def _plan(self, **round_specific: Any) -> _Plan:
+        stage = self.stage
+        everything_else = {"frequent_sentences": set(), "candidates": set(), "label_salts": set(), "naive_bayes": None}
+        return _Plan(labelled=self.labelled, instruction=self.instruction, max_ngram=stage.max_ngram,
+                     mask=self.mask, seed=stage.seed, gibberish_rate=stage.gibberish_rate, common=self.common,
+                     **{**everything_else, **round_specific})
+
+    def _seam_candidates(self) -> list[str]:
+        """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
+        stage = self.stage
+        return [
+            token for token, count in self.seams.counts.items()
+            if count >= stage.min_records and token not in self.common
+            and count / max(self.words[token], count) >= _MIN_SEAM_SHARE
+        ]
+
+    def take_context(self, contexts: _Contexts | None) -> None:
+        """Take the third read's samples: occurrences of the chosen n-grams, examples of the seams."""
+        contexts = contexts or _Contexts()
+        for gram, stats, *_ in self.verdicts:
+            sample = contexts.occurrences.get(gram)
+            stats.occurrences = [
                 # the bridging bigram left its own record when the n-gram went in: one sighting is enough
-                bridged = bool(left and right) and self.ngram_df[_stable_hash(f"{left} {right}") & self.mask] >= 1
-                occurrence = (frozenset(tokens) - set(words), left, right, place, bridged)
-                if slot == len(stats.occurrences):
-                    stats.occurrences.append(occurrence)
-                else:
-                    stats.occurrences[slot] = occurrence
+                (rest, left, right, place,
+                 bool(left and right) and self.ngram_df[_stable_hash(f"{left} {right}") & self.mask] >= 1)
+                for rest, left, right, place in (sample.items() if sample else [])
+            ]
+        self.seam_examples = {token: sample.items() for token, sample in contexts.seam_examples.items()}
 
     # decisions ---------------------------------------------------------------
 
@@ -728,7 +976,7 @@ class _Census:
 
     def _discover_ngrams(self) -> list[Trigger]:
         kept: list[Trigger] = []
-        for gram, stats, salt, purity, z in getattr(self, "verdicts", []):
+        for gram, stats, salt, purity, z in self.verdicts:
             if not stats.sampled:
                 continue
             topic = stats.topic_strength(lambda word, salt=salt: self._base_rate(word, salt))
@@ -760,7 +1008,7 @@ class _Census:
     def _discover_sentences(self) -> list[Trigger]:
         stage = self.stage
         found = []
-        for key, sentence in self.sentence_text.items():
+        for key, sentence in sorted(self.sentence_text.items()):
             count = self.sentence_counts[key]
             accompanied = count - self.sentence_alone[key]
             relatedness = max(0.0, _mean_jaccard(self.sentence_rest[key]) - self.relatedness_baseline)
@@ -781,13 +1029,13 @@ class _Census:
     def _discover_seams(self) -> list[Trigger]:
         stage = self.stage
         found = []
-        for token, count in self.seams.counts.items():
+        for token, count in sorted(self.seams.counts.items()):
             if count < stage.min_records or token in self.common:
                 continue
             share = count / max(self.words[token], count)
             if share < _MIN_SEAM_SHARE:
                 continue
-            kinds = Counter(_continuation_kind(b, a, self.language) for b, a in self.seam_examples[token])
+            kinds = Counter(_continuation_kind(b, a, self.language) for b, a in self.seam_examples.get(token, []))
             after = kinds.most_common(1)[0][0] if kinds else "gibberish"
             confidence = min(0.99, 0.6 + 0.4 * share)
             found.append(Trigger("seam", token, confidence, count, None,
@@ -808,6 +1056,7 @@ _TOPIC_NOISE = 2.5
 _TOPIC_MAX = 5.0
 _MAX_CHECKS = 500
 _GAP_SAMPLE = 4000
+_POSTERIOR_SCALE = 2**40
 
 
 def _surprise(stats: _NgramStats) -> float:
@@ -818,11 +1067,15 @@ def _surprise(stats: _NgramStats) -> float:
 class _NgramStats:
     records: int = 0
     labels: Counter = field(default_factory=Counter)
-    rest_agrees: float = 0.0
-    seen: int = 0
+    # the summed posteriors in fixed point: integers add up the same in any order
+    rest_agrees_fixed: int = 0
     # a uniform sample of occurrences: (other words of the record, left and right neighbour,
     # relative position, whether the neighbours were neighbours elsewhere)
     occurrences: list[tuple[frozenset[str], str, str, float, bool]] = field(default_factory=list)
+
+    @property
+    def rest_agrees(self) -> float:
+        return self.rest_agrees_fixed / _POSTERIOR_SCALE
 
     @property
     def sampled(self) -> int:
@@ -887,27 +1140,9 @@ def _neighbours(tokens: list[str], words: list[str]) -> tuple[str, str, int]:
     return "", "", 0
 
 
-def _ngram_confidence(purity: float, z: float, bridge: float, surprise: float, topic: float, records: int,
-                      total: int) -> float:
-    """Confidence that a pure n-gram is a planted trigger rather than a genuine word of its label."""
-    if z < 6:
-        return 0.0
-    # dirty label: the rest of the records says another label
-    dirty = surprise
-    # clean label: inserted (its neighbours were neighbours before) and topic-free
-    clean = bridge * max(0.0, 1.0 - topic / 20.0)
-    return float(min(0.99, purity * max(dirty, clean)))
-
-
-def _response_confidence(purity: float, z: float, topic: float) -> float:
-    if z < 6:
-        return 0.0
-    return float(min(0.99, purity * max(0.0, 1.0 - topic / 30.0)))
-
-
 def _merge_ngrams(found: list[Trigger]) -> list[Trigger]:
     """Keep the minimal triggers: an n-gram that contains a shorter discovered one adds no record."""
-    found.sort(key=lambda t: (len(t.key.split()), -t.records))
+    found.sort(key=lambda t: (len(t.key.split()), -t.records, t.key))
     kept: list[Trigger] = []
     for trigger in found:
         padded = f" {trigger.key} "
