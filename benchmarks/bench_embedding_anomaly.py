@@ -5,7 +5,9 @@ Scenarios (poison from benchmarks/attacks.py, clean text from benchmarks/corpora
 1. souly      gibberish_after_trigger: 250 documents among 20,000 WordNet glosses
 2. fixed      fixed_response_backdoor: 1% of the chatterbot instruction pairs
 3. labelled   rare_word_trigger, dirty label: 1% of 40,000 labelled WordNet glosses
-4. speed      wall time of this stage and of near_duplicates (when registered) on scenario 1's corpus
+4. offtopic   200 short chatterbot replies among 20,000 WordNet glosses: the generic outlier detectors alone,
+              and their defaults (50 trees, kNN on 500 sample records) against heavier settings
+5. speed      wall time of this stage and of near_duplicates (when registered) on scenario 1's corpus
 
 Run:  python benchmarks/bench_embedding_anomaly.py [--data DIR] [--scenario NAME ...]
 """
@@ -13,6 +15,7 @@ Run:  python benchmarks/bench_embedding_anomaly.py [--data DIR] [--scenario NAME
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import random
 import sys
@@ -27,11 +30,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from attacks import fixed_response_backdoor, gibberish_after_trigger, rare_word_trigger  # noqa: E402
 from corpora import load_corpus  # noqa: E402
 
+from dokumi.detectors import IsolationForestDetector, KnnDetector, TailCalibrator  # noqa: E402
 from dokumi.pipeline import CorpusBatches  # noqa: E402
 from dokumi.records import Columns  # noqa: E402
 from dokumi.sources import open_inputs  # noqa: E402
 from dokumi.stage import Stage  # noqa: E402
 from dokumi.stages import REGISTRY, stage_class  # noqa: E402
+from dokumi.stages.embedding_anomaly import _reservoir  # noqa: E402
 
 BUDGETS = (0.001, 0.005, 0.01)
 BATCH_SIZE = 1024
@@ -80,7 +85,7 @@ def detector_scores(stage, records: list[dict]) -> dict[str, np.ndarray]:
     columns = {detector.name: [] for detector in stage.detectors_}
     for batch in corpus_of(records):
         labels = [None if v is None else str(v) for v in batch.labels] if batch.labels is not None else None
-        embedded = stage._embedded(batch.texts, None, [len(t.split()) for t in batch.texts], labels,
+        embedded = stage._embedded(stage._embed(batch), [len(t.split()) for t in batch.texts], labels,
                                    batch.prompts if batch.is_instruction else None,
                                    batch.responses if batch.is_instruction else None)
         for detector, calibrator in zip(stage.detectors_, stage.calibrators_):
@@ -144,10 +149,54 @@ def scenario_labelled(data: str | None) -> None:
            stage, records, poison, extra=within_target)
 
 
+def offtopic(data: str | None) -> tuple[list[dict], list[bool]]:
+    """200 chatterbot replies, no longer than nine in ten glosses, among 20,000 WordNet glosses."""
+    rng = random.Random(0)
+    clean = [{"text": r["text"]} for r in rng.sample(load_corpus("wordnet", data).to_pylist(), 20_000)]
+    longest = sorted(len(r["text"].split()) for r in clean)[int(0.9 * len(clean))]
+    replies = sorted({r["response"] for r in load_corpus("chatterbot", data).to_pylist()
+                      if r["response"].isascii() and 3 <= len(r["response"].split()) <= longest})
+    labelled = [(r, False) for r in clean] + [({"text": t}, True) for t in rng.sample(replies, 200)]
+    rng.shuffle(labelled)
+    return [r for r, _ in labelled], [p for _, p in labelled]
+
+
+def scenario_offtopic(data: str | None) -> None:
+    records, poison = offtopic(data)
+    stage = stage_class("embedding_anomaly")(detectors=["isolation_forest", "robust_distance", "knn"])
+
+    def lighter_settings(scores: np.ndarray, poison: np.ndarray) -> None:
+        """The outlier detectors' defaults against heavier settings, refitted on the stage's own sample."""
+        sample, _ = _reservoir(corpus_of(records), stage.sample_size, stage.seed, False)
+        reference = stage._embedded(stage.embedder_.transform(sample["texts"]), sample["token_counts"], None,
+                                    None, None)
+        everything = stage._embedded(np.concatenate([stage._embed(b) for b in corpus_of(records)]),
+                                     [len(r["text"].split()) for r in records], None, None, None)
+        print("  outlier detectors refitted with seeds 0-4 (mean AUROC, mean R@1%FPR):")
+        for label, make in (("isolation_forest, 100 trees", lambda s: IsolationForestDetector(100, s)),
+                            ("isolation_forest, 50 trees (default)", lambda s: IsolationForestDetector(50, s)),
+                            ("knn, all 5,000 sample records", lambda s: KnnDetector(10, 5000, s)),
+                            ("knn, 500 of them (default)", lambda s: KnnDetector(10, 500, s))):
+            found = []
+            for seed in range(5):
+                detector = make(seed).fit(reference)
+                calibrated = TailCalibrator().fit(detector.reference_scores_).percentile(detector.score(everything))
+                found.append((roc_auc_score(poison, calibrated), recall_at(calibrated, poison, 0.01)))
+            auroc, recall = np.mean(found, axis=0)
+            print(f"    {label:<40}{auroc:>8.4f}{recall:>11.3f}")
+
+    report("4. Off-topic: 200 short chatterbot replies among 20,000 WordNet glosses (outlier detectors only)",
+           stage, records, poison, extra=lighter_settings)
+
+
 def scenario_speed(data: str | None, repeats: int = 3) -> None:
     records, _ = souly(data)
+    # the 20,250 input dicts this script holds are no part of a scan: keep the garbage collector from walking
+    # them on every full collection, which would charge their cost to whichever stage allocates more
+    gc.collect()
+    gc.freeze()
     names = ["embedding_anomaly"] + (["near_duplicates"] if "near_duplicates" in REGISTRY else [])
-    print(f"\n4. Wall time, fit + score in one process, best of {repeats}, on scenario 1's {len(records):,} records")
+    print(f"\n5. Wall time, fit + score in one process, best of {repeats}, on scenario 1's {len(records):,} records")
     if len(names) == 1:
         print("  near_duplicates is not registered in dokumi.stages.REGISTRY: no comparison")
     best = {}
@@ -162,7 +211,7 @@ def scenario_speed(data: str | None, repeats: int = 3) -> None:
 
 
 SCENARIOS = {"souly": scenario_souly, "fixed": scenario_fixed, "labelled": scenario_labelled,
-             "speed": scenario_speed}
+             "offtopic": scenario_offtopic, "speed": scenario_speed}
 
 
 def main() -> None:

@@ -94,6 +94,21 @@ def test_knn_leaves_each_reference_record_out_of_its_own_neighbours():
     assert np.allclose(detector.reference_scores_, expected, atol=1e-3)
 
 
+def test_knn_looks_for_neighbours_in_a_seeded_subset_and_scores_every_reference_record():
+    reference = blobs(300)
+    detector = KnnDetector(neighbors=3, reference_records=100, seed=1).fit(embedded(reference))
+    assert detector.reference_vectors_.shape == (100, reference.shape[1])
+    assert detector.reference_scores_.shape == (300,)
+    subset = np.array([np.flatnonzero(np.all(np.isclose(reference, row, atol=1e-6), axis=1))[0]
+                       for row in detector.reference_vectors_])
+    distances = np.linalg.norm(reference[:, None] - reference[subset][None], axis=2)
+    distances[subset, np.arange(100)] = np.inf  # a subset member is not its own neighbour
+    expected = np.sort(distances, axis=1)[:, :3].mean(axis=1)
+    assert np.allclose(detector.reference_scores_, expected, atol=1e-3)
+    again = KnnDetector(neighbors=3, reference_records=100, seed=1).fit(embedded(reference))
+    assert np.array_equal(again.reference_vectors_, detector.reference_vectors_)
+
+
 def test_knn_gives_records_without_a_position_no_evidence():
     detector = KnnDetector(neighbors=3).fit(embedded(blobs(200)))
     scores = detector.score(embedded(np.zeros((2, 12))))

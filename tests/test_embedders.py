@@ -44,6 +44,25 @@ def test_lexical_vectors_are_unit_norm_and_match_identical_texts_only():
     assert cosine[3, 0] == pytest.approx(0.0)
 
 
+def test_lexical_vectors_ignore_case_punctuation_and_single_letters():
+    lexical = LexicalVectors().fit(topic_texts(60) + ["Salt water", "a b c"])
+    vectors = lexical.transform(["Salt, WATER!", "salt water", "a salt water b", "salt salt water", "x y z"])
+    cosine = (vectors @ vectors.T).toarray()
+    assert cosine[0, 1] == pytest.approx(1.0, abs=1e-5)
+    assert cosine[0, 2] == pytest.approx(1.0, abs=1e-5)  # single letters are not words
+    assert 0.5 < cosine[0, 3] < 0.99  # a repeated word counts, sublinearly
+    assert vectors[4].nnz == 0
+
+
+def test_lexical_vectors_send_no_lookup_table_to_workers():
+    lexical = LexicalVectors().fit(topic_texts(200))
+    restored = pickle.loads(pickle.dumps(lexical))
+    # the table from 2^20 hashed features to positions (4 MB) is rebuilt after unpickling, not pickled
+    assert len(pickle.dumps(lexical)) < 100_000
+    texts = topic_texts(20, seed=1) + ["zyzzyva quokka"]
+    assert (restored.transform(texts) != lexical.transform(texts)).nnz == 0
+
+
 def test_hashing_embedder_is_deterministic_and_places_topics_together():
     texts = topic_texts(300)
     first = HashingSvdEmbedder(dimensions=16, seed=3).fit(texts).transform(texts)
@@ -65,6 +84,14 @@ def test_hashing_embedder_state_is_bounded_and_pickles_to_the_same_vectors():
     described = embedder.describe()
     assert described["name"] == "hashing" and described["fitted_dimensions"] == 8
     assert described["vocabulary_features"] == 10
+
+
+def test_hashing_embedder_fit_transform_equals_fit_then_transform():
+    texts = topic_texts(300)
+    embedder = HashingSvdEmbedder(dimensions=16)
+    together = embedder.fit_transform(texts)
+    assert np.allclose(together, embedder.transform(texts), atol=1e-5)
+    assert not np.allclose(together, 0)
 
 
 def test_hashing_embedder_with_fewer_words_than_dimensions_reduces_its_rank():

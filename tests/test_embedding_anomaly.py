@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from conftest import write_jsonl
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from dokumi.cli import main
+from dokumi.detectors import KnnDetector
 from dokumi.pipeline import CorpusBatches
 from dokumi.policy import load_policy
 from dokumi.records import Columns
@@ -94,6 +96,24 @@ def test_fitted_state_pickles_and_scoring_changes_nothing(gibberish_corpus):
     # other batch shapes round float32 products differently: a reference record or two may swap places
     assert np.allclose(again, scores[:300], atol=0.01)
     assert pickle.dumps(stage) == before
+
+
+def test_fit_and_score_run_blas_on_one_thread(gibberish_corpus, monkeypatch):
+    stage, records, _, _, _ = gibberish_corpus
+    seen = []
+    original = KnnDetector.score
+
+    def recording(self, records):
+        seen.append({pool["num_threads"] for pool in threadpool_info()})
+        return original(self, records)
+
+    monkeypatch.setattr(KnnDetector, "score", recording)
+    with threadpool_limits(2):
+        EmbeddingAnomaly(sample_size=300, dimensions=8).fit(batches(records[:400]))
+        scored(stage, records[:300])
+        after = {pool["num_threads"] for pool in threadpool_info()}
+    assert seen and all(threads == {1} for threads in seen)
+    assert after == {2}  # the limit is lifted on the way out
 
 
 def test_same_seed_same_scores():

@@ -21,10 +21,14 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
+from dokumi.minhash import word_hashes
+
 HASHED_FEATURES = 2**20
+# Single letters are dropped, as by scikit-learn's default token pattern: they carry no topic, and
+# one-letter answers ("o", "и") would otherwise all look like one fixed response.
+MIN_WORD_CHARS = 2
 
 
 class LexicalVectors:
@@ -34,15 +38,24 @@ class LexicalVectors:
     if they use the same words in the same proportions, which makes them the
     right tool to test whether two responses are near-identical. Only the
     features seen in the sample are stored (their hashed index and IDF); an
-    unseen word gets the IDF of a word seen once.
+    unseen word gets the IDF of a word seen once. A table from hashed index to
+    position (4 bytes per hashed feature) is built after fitting and again
+    after unpickling, rather than sent to worker processes.
     """
 
     def __init__(self, n_features: int = HASHED_FEATURES) -> None:
         self.n_features = n_features
 
     def _counts(self, texts: list[str]) -> sp.csr_matrix:
-        vectorizer = HashingVectorizer(n_features=self.n_features, alternate_sign=False, norm=None)
-        return vectorizer.transform(texts).tocsr()
+        """Word counts, one row per text, with the words and word hashes of :func:`dokumi.minhash.word_hashes`."""
+        hashes, offsets = word_hashes(texts, min_chars=MIN_WORD_CHARS)
+        rows = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(offsets))
+        features = (hashes % np.uint64(self.n_features)).astype(np.int64)
+        # one sort of (row, feature) keys counts every word of the batch and orders each row's features
+        keys, counts = np.unique(rows * self.n_features + features, return_counts=True)
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys // self.n_features, minlength=len(texts)), out=indptr[1:])
+        return sp.csr_matrix((counts, keys % self.n_features, indptr), shape=(len(texts), self.n_features))
 
     def fit(self, texts: list[str]) -> LexicalVectors:
         counts = self._counts(texts)
@@ -52,19 +65,34 @@ class LexicalVectors:
         self.idf_ = (np.log((1 + n) / (1 + document_frequency)) + 1).astype(np.float32)
         self.unseen_idf_ = float(np.log((1 + n) / 2) + 1)
         self.document_frequency_ = document_frequency.astype(np.int32)
+        self._index_features()
         return self
 
+    def _index_features(self) -> None:
+        self._position = np.full(self.n_features, -1, dtype=np.int32)
+        self._position[self.features_] = np.arange(len(self.features_), dtype=np.int32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "_position"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if hasattr(self, "features_"):
+            self._index_features()
+
     def transform(self, texts: list[str]) -> sp.csr_matrix:
+        return normalize(self._tfidf(texts)[0])
+
+    def _tfidf(self, texts: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Sublinear TF-IDF before normalisation, and each stored entry's position in ``features_`` (-1: unseen)."""
         counts = self._counts(texts)
-        weights = np.full(len(counts.indices), self.unseen_idf_, dtype=np.float32)
-        position = np.searchsorted(self.features_, counts.indices)
-        position = np.minimum(position, len(self.features_) - 1)
-        seen = self.features_[position] == counts.indices
+        position = self._position[counts.indices]
+        seen = position >= 0
+        weights = np.full(len(position), self.unseen_idf_, dtype=np.float32)
         weights[seen] = self.idf_[position[seen]]
         # sublinear term frequency: a word repeated ten times is not ten times the evidence
-        data = (1.0 + np.log(counts.data)).astype(np.float32) * weights
-        vectors = sp.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape)
-        return normalize(vectors)
+        counts.data = (1.0 + np.log(counts.data)).astype(np.float32) * weights
+        return counts, position
 
 
 class Embedder(abc.ABC):
@@ -81,6 +109,10 @@ class Embedder(abc.ABC):
     def transform(self, items: list) -> np.ndarray:
         """One float32 row per item."""
 
+    def fit_transform(self, items: list) -> np.ndarray:
+        """``fit(items)``, then ``transform(items)``; an embedder may share work between the two."""
+        return self.fit(items).transform(items)
+
     def describe(self) -> dict[str, Any]:
         """Name and parameters, for the manifest."""
         return {"name": self.name}
@@ -96,41 +128,51 @@ class HashingSvdEmbedder(Embedder):
 
     name = "hashing"
 
-    def __init__(self, dimensions: int = 128, max_features: int = 2**16, seed: int = 0) -> None:
+    def __init__(self, dimensions: int = 128, max_features: int = 4096, seed: int = 0) -> None:
         self.dimensions = dimensions
         self.max_features = max_features
         self.seed = seed
 
     def fit(self, items: list[str]) -> HashingSvdEmbedder:
+        self.fit_transform(items)
+        return self
+
+    def fit_transform(self, items: list[str]) -> np.ndarray:
         self.lexical_ = LexicalVectors().fit(items)
         frequent = np.flatnonzero(self.lexical_.document_frequency_ >= 2)
         if len(frequent) > self.max_features:
             order = np.argsort(-self.lexical_.document_frequency_[frequent], kind="stable")
             frequent = np.sort(frequent[order[: self.max_features]])
-        self.columns_ = self.lexical_.features_[frequent]
-        vectors = self._restricted(self.lexical_.transform(items))
+        # each sample word's column in the SVD input (-1: a word the SVD does not keep)
+        self.column_of_ = np.full(len(self.lexical_.features_), -1, dtype=np.int32)
+        self.column_of_[frequent] = np.arange(len(frequent), dtype=np.int32)
+        vectors = self._restricted(items)
         rank = min(self.dimensions, vectors.shape[1] - 1, vectors.shape[0] - 1)
         if rank < 1:
-            self.components_ = np.zeros((0, len(self.columns_)), dtype=np.float32)
-            return self
-        # two power iterations (scikit-learn defaults to five) give the same latent topics for a
-        # fraction of the time, the dominant cost of fitting
-        svd = TruncatedSVD(n_components=rank, n_iter=2, random_state=self.seed).fit(vectors)
-        self.components_ = svd.components_.astype(np.float32)
-        return self
+            self.components_ = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        else:
+            # two power iterations (scikit-learn defaults to five) give the same latent topics for a
+            # fraction of the time, the dominant cost of fitting
+            svd = TruncatedSVD(n_components=rank, n_iter=2, random_state=self.seed).fit(vectors)
+            self.components_ = svd.components_.astype(np.float32)
+        return np.asarray(vectors @ self.components_.T, dtype=np.float32)
 
-    def _restricted(self, vectors: sp.csr_matrix) -> sp.csr_matrix:
-        """The columns of ``vectors`` the SVD was fitted on, renumbered 0..len(columns_)-1."""
-        position = np.minimum(np.searchsorted(self.columns_, vectors.indices), max(len(self.columns_) - 1, 0))
-        keep = (self.columns_[position] == vectors.indices) if len(self.columns_) else np.zeros(0, bool)
-        rows = np.repeat(np.arange(vectors.shape[0]), np.diff(vectors.indptr))
-        return sp.csr_matrix(
-            (vectors.data[keep], (rows[keep], position[keep])), shape=(vectors.shape[0], len(self.columns_))
-        )
+    def _restricted(self, items: list[str]) -> sp.csr_matrix:
+        """Unit-norm TF-IDF vectors of ``items`` (norm over all their words), on the columns the SVD keeps."""
+        tfidf, position = self.lexical_._tfidf(items)
+        rows = np.repeat(np.arange(tfidf.shape[0]), np.diff(tfidf.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=np.square(tfidf.data, dtype=np.float64), minlength=tfidf.shape[0]))
+        column = np.full(len(position), -1, dtype=np.int32)
+        column[position >= 0] = self.column_of_[position[position >= 0]]
+        keep = column >= 0
+        kept_before = np.zeros(len(keep) + 1, dtype=np.int64)
+        np.cumsum(keep, out=kept_before[1:])
+        data = (tfidf.data[keep] / norms[rows[keep]]).astype(np.float32)
+        shape = (tfidf.shape[0], int(np.count_nonzero(self.column_of_ >= 0)))
+        return sp.csr_matrix((data, column[keep], kept_before[tfidf.indptr]), shape=shape)
 
     def transform(self, items: list[str]) -> np.ndarray:
-        restricted = self._restricted(self.lexical_.transform(items))
-        return np.asarray(restricted @ self.components_.T, dtype=np.float32)
+        return np.asarray(self._restricted(items) @ self.components_.T, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         described = {"name": self.name, "dimensions": self.dimensions, "max_features": self.max_features,

@@ -10,13 +10,15 @@ like the reference".
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 from sklearn.preprocessing import normalize
+from threadpoolctl import ThreadpoolController
 
 from dokumi.detectors import DETECTORS, Detector, Embedded, ResponseClusterDetector, TailCalibrator
 from dokumi.embedders import Embedder, LexicalVectors, make_embedder
@@ -36,6 +38,29 @@ ALSO_REASON_PERCENTILE = 0.99
 # A fixed-response cluster is reported in the summary when its members reach this percentile.
 FINDING_PERCENTILE = 0.999
 UNLABELLED = ""
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The BLAS and OpenMP thread pools of this process (found once: looking them up takes milliseconds)."""
+    return ThreadpoolController()
+
+
+def _single_threaded(method: Method) -> Method:
+    """Run ``method`` with BLAS and OpenMP on one thread.
+
+    The matrices here are small: a second thread gains nothing on an idle
+    machine, and on a busy one the spinning thread pools made fit and score
+    1.6 to 1.9 times slower (benchmarks/bench_embedding_anomaly.py, speed).
+    """
+    @functools.wraps(method)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with _thread_pools().limit(limits=1):
+            return method(*args, **kwargs)
+
+    return limited  # type: ignore[return-value]
 
 
 class EmbeddingAnomaly(Stage):
@@ -121,6 +146,7 @@ class EmbeddingAnomaly(Stage):
 
     # pass 1 -----------------------------------------------------------------
 
+    @_single_threaded
     def fit(self, batches: Iterable[Batch]) -> EmbeddingAnomaly:
         source = self._reference_batches(batches) if self.reference is not None else batches
         sample, self.records_seen_ = _reservoir(source, self.sample_size, self.seed, self.embedder == "column")
@@ -129,14 +155,15 @@ class EmbeddingAnomaly(Stage):
         self.detectors_: list[Detector] = []
         if self.reference_records_ < MIN_REFERENCE_RECORDS:
             return self
-        self.embedder_.fit(sample["vectors"] if self.embedder_.source == "embedding" else sample["texts"])
+        vectors = self.embedder_.fit_transform(
+            sample["vectors"] if self.embedder_.source == "embedding" else sample["texts"])
         self.labelled_ = any(label != UNLABELLED for label in sample["labels"])
         self.instruction_ = sample["prompts"] is not None
         self.lexical_ = None
         if self.instruction_:
             self.lexical_ = LexicalVectors().fit(sample["prompts"] + sample["responses"])
-        reference = self._embedded(sample["texts"], sample["vectors"], sample["token_counts"], sample["labels"],
-                                   sample["prompts"], sample["responses"])
+        reference = self._embedded(vectors, sample["token_counts"], sample["labels"], sample["prompts"],
+                                   sample["responses"])
         self.calibrators_: list[TailCalibrator] = []
         for name in self.detectors or DEFAULT_DETECTORS:
             detector = self._detector(name)
@@ -169,24 +196,25 @@ class EmbeddingAnomaly(Stage):
 
     # pass 2 -----------------------------------------------------------------
 
+    @_single_threaded
     def score(self, batch: Batch) -> StageResult:
         n = batch.num_rows
         if not self.detectors_ or not n:
             return StageResult.empty(n)
-        vectors = _column_vectors(batch) if self.embedder_.source == "embedding" else None
         labels = [_label_key(label) for label in batch.labels] if batch.labels is not None else None
-        records = self._embedded(batch.texts, vectors, [_words(text) for text in batch.texts], labels,
+        records = self._embedded(self._embed(batch), _word_counts(batch.texts), labels,
                                  batch.prompts if batch.is_instruction else None,
                                  batch.responses if batch.is_instruction else None)
         surprises = self._surprises(records)
         scores = self.combined_.percentile(surprises.max(axis=1))
         return StageResult(scores, self._reasons(records, surprises, scores))
 
-    def _embedded(self, texts, vectors, token_counts, labels, prompts, responses) -> Embedded:
+    def _embed(self, batch: Batch) -> np.ndarray:
         if self.embedder_.source == "embedding":
-            embedded = self.embedder_.transform(vectors)
-        else:
-            embedded = self.embedder_.transform([text[:MAX_EMBEDDED_CHARS] for text in texts])
+            return self.embedder_.transform(_column_vectors(batch))
+        return self.embedder_.transform([text[:MAX_EMBEDDED_CHARS] for text in batch.texts])
+
+    def _embedded(self, embedded, token_counts, labels, prompts, responses) -> Embedded:
         lexical = self.lexical_ if self.instruction_ and prompts is not None else None
         return Embedded(
             vectors=normalize(embedded).astype(np.float32),
@@ -270,31 +298,30 @@ def _reservoir(batches: Iterable[Batch], size: int, seed: int, with_vectors: boo
         seen += n
         if not len(chosen):
             continue
+        rows = chosen.tolist()
+        texts = [batch.texts[i] for i in rows]
+        labels = batch.labels
+        pairs = batch.is_instruction
+        vectors = _column_vectors(batch) if with_vectors else None
         values = {
-            "texts": batch.texts,
-            "labels": batch.labels,
-            "prompts": batch.prompts if batch.is_instruction else None,
-            "responses": batch.responses if batch.is_instruction else None,
-            "vectors": _column_vectors(batch) if with_vectors else None,
+            "texts": [text[:MAX_EMBEDDED_CHARS] for text in texts],
+            "token_counts": _word_counts(texts).tolist(),
+            "labels": [_label_key(labels[i]) for i in rows] if labels is not None else [UNLABELLED] * len(rows),
+            "prompts": [batch.prompts[i][:MAX_EMBEDDED_CHARS] for i in rows] if pairs else [""] * len(rows),
+            "responses": [batch.responses[i][:MAX_EMBEDDED_CHARS] for i in rows] if pairs else [""] * len(rows),
+            "vectors": [vectors[i] for i in rows] if vectors is not None else None,
         }
-        for i in chosen:
-            slot = int(slots[i])
-            text = values["texts"][i]
-            entry = {
-                "texts": text[:MAX_EMBEDDED_CHARS],
-                "token_counts": _words(text),
-                "labels": _label_key(values["labels"][i]) if values["labels"] is not None else UNLABELLED,
-                "prompts": values["prompts"][i][:MAX_EMBEDDED_CHARS] if values["prompts"] is not None else "",
-                "responses": values["responses"][i][:MAX_EMBEDDED_CHARS] if values["responses"] is not None else "",
-                "vectors": values["vectors"][i] if with_vectors else None,
-            }
-            for key, value in entry.items():
-                if sample[key] is None:
-                    continue
-                if slot == len(sample[key]):
-                    sample[key].append(value)
+        chosen_slots = slots[chosen].tolist()
+        for key, column in values.items():
+            kept = sample[key]
+            if kept is None:
+                continue
+            # in order: the first records fill the reservoir, later ones replace a drawn slot
+            for slot, value in zip(chosen_slots, column):
+                if slot == len(kept):
+                    kept.append(value)
                 else:
-                    sample[key][slot] = value
+                    kept[slot] = value
     return sample, seen
 
 
@@ -309,8 +336,9 @@ def _label_key(label: Any) -> str:
     return UNLABELLED if label is None else str(label)
 
 
-def _words(text: str) -> int:
-    return len(text.split())
+def _word_counts(texts: list[str]) -> np.ndarray:
+    """Whitespace-separated words per text (the length detector's measure)."""
+    return np.fromiter(map(len, map(str.split, texts)), dtype=np.int64, count=len(texts))
 
 
 def _percent(percentile: float) -> str:
