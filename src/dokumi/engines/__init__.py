@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -92,13 +93,34 @@ class KeyGroupFit(Protocol):
 def shared_key_groups(keys: pa.Table) -> pa.Table:
     """Rows of ``keys`` grouped by ``key``: columns ``key`` and ``members``, only keys with two or more members.
 
-    A key that only one record has links nothing, so it is left out.
+    A key that only one record has links nothing, so it is left out. The rows are sorted by key
+    and cut where the key changes: only the members of shared keys are copied, which keeps an
+    LSH table, where most keys are shared by no one, cheap to group.
     """
     if keys.schema.names != ["key", "member"]:
         raise ValueError(f"fit_keys must return columns ['key', 'member'], got {keys.schema.names}")
-    grouped = keys.group_by("key").aggregate([("member", "list"), ("member", "count")])
-    shared = grouped.filter(pc.greater_equal(grouped.column("member_count"), 2))
-    return pa.table({"key": shared.column("key"), "members": shared.column("member_list")})
+    key, member = keys.column("key"), keys.column("member")
+    if key.null_count:
+        raise ValueError("fit_keys returned a null key")
+    if not keys.num_rows:
+        return pa.table({"key": key.combine_chunks(), "members": pa.array([], pa.list_(member.type))})
+    order = pc.sort_indices(key)
+    ordered = key.take(order).combine_chunks()
+    same = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1)).to_numpy(zero_copy_only=False)
+    shared = np.zeros(len(ordered), dtype=bool)  # rows whose key another row has
+    shared[1:] |= same
+    shared[:-1] |= same
+    positions = np.flatnonzero(shared)
+    opens = np.ones(len(positions), dtype=bool)  # a shared row opens a group unless the row before has its key
+    opens[1:] = ~same[positions[1:] - 1]
+    offsets = np.append(np.flatnonzero(opens), len(positions))
+    group_keys = ordered.take(positions[offsets[:-1]])
+    del ordered, same, shared, opens  # the sort's temporaries are as long as the table: free them first
+    members = member.take(order.to_numpy()[positions]).combine_chunks()
+    large = len(positions) >= 2**31
+    lists = (pa.LargeListArray if large else pa.ListArray).from_arrays(
+        pa.array(offsets, pa.int64() if large else pa.int32()), members)
+    return pa.table({"key": group_keys, "members": lists})
 
 
 def split_keys(result: pa.Table | tuple[pa.Table, Any]) -> tuple[pa.Table, tuple[Any, ...]]:
@@ -127,9 +149,11 @@ def fit_in_one_process(stage: Stage, batches: Iterable[Batch]) -> Stage:
     does across workers, with the whole corpus as one partition (``batches`` is read once per round)."""
     if isinstance(stage, KeyGroupFit):
         keys, partials = split_keys(stage.fit_keys(batches))
-        if hasattr(stage, "fit_extra_keys"):
-            keys = pa.concat_tables([keys, stage.fit_extra_keys()])
+        extra = stage.fit_extra_keys() if hasattr(stage, "fit_extra_keys") else None
+        if extra is not None and extra.num_rows:
+            keys = pa.concat_tables([keys, extra])
         groups = [shared_key_groups(keys)]
+        del keys, extra  # the rows of every key can be far larger than the groups: free them before fitting
         return stage.fit_groups(groups, list(partials)) if partials else stage.fit_groups(groups)
     if isinstance(stage, PartitionFit):
         for round_index in range(fit_rounds(stage)):

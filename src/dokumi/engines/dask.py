@@ -4,7 +4,7 @@ Without a scheduler address it starts a ``LocalCluster`` on 127.0.0.1 and
 closes it afterwards; with one it joins that cluster and leaves it running.
 
 Pass 1 fits each stage that needs it with Dask's own operations: a tree
-reduction (``dask.bag``) per round for :class:`~dokumi.engines.PartitionFit`
+reduction (a ``dask.delayed`` graph) per round for :class:`~dokumi.engines.PartitionFit`
 stages, a Dask DataFrame shuffle for :class:`~dokumi.engines.KeyGroupFit`
 stages; any other stage is fitted on the driver. Pass 2 is one task per shard running
 :func:`dokumi.scan.score_shard`. Each task writes into a folder of its own and
@@ -120,18 +120,23 @@ class DaskEngine:
         ]
 
     def _fit_by_reduction(self, stage: Stage, shards: list[Shard], columns: Columns, batch_size: int) -> None:
-        import dask.bag
+        import dask
 
         for round_index in range(fit_rounds(stage)):
             extra = round_arguments(stage, round_index)
-            # the stage is pickled into this round's tasks: what the last round's fit_finish set goes along
-            partials = dask.bag.from_sequence(shards, npartitions=len(shards))
-            total = partials.reduction(
-                functools.partial(_fit_partition, stage, columns, batch_size, extra),
-                functools.partial(_merge_partials, stage, extra),
-                split_every=MERGE_FAN_IN,
-            )
-            stage.fit_finish(self.client_.compute(total).result(), *extra)
+            # One node of the graph holds the stage, as it stands after the last round's fit_finish, so
+            # each worker fetches it once, not once per task (between rounds, triggers carries a naive
+            # Bayes model of a few MB per label); a lost copy is recomputed from the graph.
+            shared = dask.delayed(stage, name=f"fit-{stage.name}-{round_index}-{uuid.uuid4().hex}")
+            level = [dask.delayed(_fit_partition, pure=False)(shard, shared, columns, batch_size, extra)
+                     for shard in shards] or [dask.delayed(_fit_partition, pure=False)(None, shared, columns,
+                                                                                      batch_size, extra)]
+            while len(level) > 1:  # a tree reduction, MERGE_FAN_IN partials per task
+                level = [dask.delayed(_merge_partials, pure=False)(shared, extra, *level[i: i + MERGE_FAN_IN])
+                         for i in range(0, len(level), MERGE_FAN_IN)]
+            total = self.client_.compute(level[0])
+            stage.fit_finish(total.result(), *extra)
+            total.release()
 
     def _fit_by_shuffle(self, stage: Stage, shards: list[Shard], columns: Columns, batch_size: int) -> None:
         import dask
@@ -229,12 +234,12 @@ def _batches_of(shards: Iterable[Shard], columns: Columns, batch_size: int) -> I
         yield from shard.batches(columns, batch_size)
 
 
-def _fit_partition(stage: Stage, columns: Columns, batch_size: int, extra: tuple[int, ...],
-                   shards: Iterable[Shard]) -> Any:
-    return stage.fit_partition(_batches_of(shards, columns, batch_size), *extra)
+def _fit_partition(shard: Shard | None, stage: Stage, columns: Columns, batch_size: int, extra: tuple[int, ...]) -> Any:
+    """One shard's partial (``None``: an empty partition); the shard is read only if the stage iterates."""
+    return stage.fit_partition(_batches_of([shard] if shard else [], columns, batch_size), *extra)
 
 
-def _merge_partials(stage: Stage, extra: tuple[int, ...], partials: Iterable[Any]) -> Any:
+def _merge_partials(stage: Stage, extra: tuple[int, ...], *partials: Any) -> Any:
     return stage.fit_merge(list(partials), *extra)
 
 

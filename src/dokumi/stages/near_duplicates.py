@@ -77,11 +77,16 @@ class _Index:
 class _Partition:
     """What one partition sends the driver whole, besides its key rows.
 
-    Per shard name: the rows of its records with words (ascending), their signatures, and
-    the rows near-duplicate to a protected document; and how many records it read.
+    Its records with words by shard name and row (shard ``i`` owns ``starts[i]:starts[i + 1]``),
+    their signatures in one array, the positions of those near-duplicate to a protected
+    document, and how many records it read.
     """
 
-    shards: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    shard_names: list[str]
+    starts: np.ndarray
+    rows: np.ndarray
+    signatures: np.ndarray
+    protected: np.ndarray
     records: int
 
 
@@ -198,16 +203,14 @@ class NearDuplicates(Stage):
         """Sign one partition: a row per record with words and band (its band key, which record in
         which band), and per shard the signatures and the records near-duplicate to a protected one."""
         bands, rows = band_parameters(self.jaccard, self.num_perm)
-        signed, records, columns = _sign_shards(self._hasher, batches)
-        protected = self._protected_reference(columns, bands, rows) if signed and self.protect else None
-        shards, keys, members = {}, [], []
-        for name, (shard_rows, signatures) in signed.items():
-            shard_keys = band_keys(signatures, bands, rows)
-            matched = self._protected_matches(signatures, shard_keys, protected)
-            shards[name] = (shard_rows, signatures, shard_rows[matched])
-            keys.append(shard_keys.ravel())
-            members.append(_members(_shard_hash(name), shard_rows, bands))
-        return _key_table(keys, members), _Partition(shards, records)
+        partition, columns = _sign_partition(self._hasher, batches)
+        keys = band_keys(partition.signatures, bands, rows)
+        if self.protect and len(partition.rows):
+            reference = self._protected_reference(columns, bands, rows)
+            partition.protected = self._protected_matches(partition.signatures, keys, reference)
+        shard_hashes = np.array([_shard_hash(name) for name in partition.shard_names], dtype=np.uint64)
+        members = _members(np.repeat(shard_hashes, np.diff(partition.starts)), partition.rows, bands)
+        return _key_table(keys.ravel(), members), partition
 
     def fit_extra_keys(self) -> pa.Table:
         """The band keys of an earlier scan's records (``index``), grouped together with the corpus's."""
@@ -216,7 +219,8 @@ class NearDuplicates(Stage):
         bands, rows = band_parameters(self.jaccard, self.num_perm)
         earlier = _load_index(self.index, self._hasher.params())
         keys = _index_keys(self.index, earlier, bands, rows)
-        return _key_table([keys.ravel()], [_members(0, np.arange(len(earlier.row)), bands, earlier=True)])
+        shard_hashes = np.zeros(len(earlier.row), dtype=np.uint64)
+        return _key_table(keys.ravel(), _members(shard_hashes, np.arange(len(earlier.row)), bands, earlier=True))
 
     def fit_groups(self, groups: Iterable[pa.Table], partials: list[_Partition]) -> NearDuplicates:
         """Check the members of every shared band key, cluster them, and keep what scoring needs."""
@@ -313,10 +317,8 @@ class NearDuplicates(Stage):
         return protected, band_keys(protected, bands, rows)
 
     def _protected_matches(self, signatures: np.ndarray, keys: np.ndarray,
-                           reference: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+                           reference: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """Positions in ``signatures`` of the records near-duplicate to a protected document, sorted."""
-        if reference is None:
-            return np.zeros(0, dtype=np.int64)
         protected, protected_keys = reference
         similar = None
         if self.verify != "off":
@@ -458,10 +460,9 @@ def _content(batch: Batch) -> pa.Array | list[str]:
     return batch.texts if batch.is_instruction or not batch.has("text") else batch.column("text")
 
 
-def _sign_shards(hasher: MinHasher, batches: Iterable[Batch]
-                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int, Columns | None]:
-    """Sign every record; per shard, by name, the rows of the records with words (ascending) and
-    their signatures; the number of records read; the batches' column roles."""
+def _sign_partition(hasher: MinHasher, batches: Iterable[Batch]) -> tuple[_Partition, Columns | None]:
+    """Sign every record: the records with words, by shard name and row, and their signatures in
+    one array (no protected matches yet); and the batches' column roles."""
     by_shard: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     columns = None
     records = 0
@@ -474,79 +475,92 @@ def _sign_shards(hasher: MinHasher, batches: Iterable[Batch]
         rows = batch.rows.to_numpy().astype(np.int64)[has_words]
         by_shard.setdefault(batch.shard, []).append((rows, signatures[has_words]))
         records += batch.num_rows
-    return {name: _in_row_order(by_shard.pop(name)) for name in sorted(by_shard)}, records, columns
-
-
-def _in_row_order(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """Pieces of one shard's arrays, first the rows, joined and ordered by row."""
-    joined = tuple(np.concatenate(arrays) for arrays in zip(*parts))
-    rows = joined[0]
-    if len(rows) > 1 and (np.diff(rows) < 0).any():  # a shard's batches normally arrive in row order
-        order = np.argsort(rows, kind="stable")
-        joined = tuple(array[order] for array in joined)
-    return joined
+    names = sorted(by_shard)
+    pieces = [piece for name in names for piece in by_shard[name]]
+    starts = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum([sum(len(rows) for rows, _ in by_shard[name]) for name in names], out=starts[1:])
+    partition = _Partition(
+        shard_names=names,
+        starts=starts,
+        rows=np.concatenate([rows for rows, _ in pieces]) if pieces else np.zeros(0, dtype=np.int64),
+        signatures=np.concatenate([s for _, s in pieces]) if pieces else np.zeros((0, hasher.num_perm), np.uint32),
+        protected=np.zeros(0, dtype=np.int64),
+        records=records,
+    )
+    for begin, end in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        rows = partition.rows[begin:end]
+        if len(rows) > 1 and (np.diff(rows) < 0).any():  # a shard's batches normally come in row order
+            order = begin + np.argsort(rows, kind="stable")
+            partition.rows[begin:end] = partition.rows[order]
+            partition.signatures[begin:end] = partition.signatures[order]
+    return partition, columns
 
 
 def _shard_hash(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def _members(shard_hash: int, places: np.ndarray, bands: int, earlier: bool = False) -> np.ndarray:
-    """The member of every (record, band) pair, record-major: ``places`` are rows, or index positions."""
+def _members(shard_hashes: np.ndarray, places: np.ndarray, bands: int, earlier: bool = False) -> np.ndarray:
+    """The member of every (record, band) pair, record-major: the record's shard name hash and its row,
+    or (``earlier``) its position in an earlier scan's index."""
     if len(places) and (int(places.max()) >> _PLACE_BITS or bands > _BAND_MASK + 1):
         raise ValueError(f"near_duplicates keys hold rows below 2**{_PLACE_BITS} and at most 32,768 bands")
     members = np.empty((len(places), bands), dtype=_MEMBER)
-    members["shard"] = shard_hash
+    members["shard"] = shard_hashes[:, None]
     members["place"] = places.astype(np.uint64)[:, None] | (np.arange(bands, dtype=np.uint64) << np.uint64(_PLACE_BITS))
     if earlier:
         members["place"] |= _EARLIER_BIT
     return members.ravel()
 
 
-def _key_table(keys: list[np.ndarray], members: list[np.ndarray]) -> pa.Table:
-    if not keys:
-        return KEY_SCHEMA.empty_table()
-    key = np.concatenate(keys)
-    member = np.ascontiguousarray(np.concatenate(members))
-    binary = pa.FixedSizeBinaryArray.from_buffers(KEY_SCHEMA.field("member").type, len(member),
-                                                  [None, pa.py_buffer(member.view(np.uint8))])
-    return pa.table([pa.array(key, pa.uint64()), binary], schema=KEY_SCHEMA)
+def _key_table(keys: np.ndarray, members: np.ndarray) -> pa.Table:
+    """Key rows from band keys and their members, without copying either."""
+    binary = pa.FixedSizeBinaryArray.from_buffers(KEY_SCHEMA.field("member").type, len(members),
+                                                  [None, pa.py_buffer(members.view(np.uint8))])
+    return pa.table([pa.array(keys, pa.uint64()), binary], schema=KEY_SCHEMA)
 
 
 def _gather(partials: list[_Partition], earlier: _Index | None, num_perm: int) -> tuple[_Corpus, np.ndarray]:
     """The corpus's records from every partition, by shard name and row, and all signatures
     (the earlier index's first) in one array; the partials' arrays are released on the way."""
-    sizes: dict[str, int] = {}
+    if len(partials) == 1 and earlier is None:  # the local fit: already in order, nothing to copy
+        only = partials[0]
+        return _Corpus(only.shard_names, only.starts, only.rows, only.protected, only.records), only.signatures
+    pieces: dict[str, list[tuple[_Partition, int]]] = {}
     for partial in partials:
-        for name, (rows, _, _) in partial.shards.items():
-            sizes[name] = sizes.get(name, 0) + len(rows)
-    names = sorted(sizes)
+        for i, name in enumerate(partial.shard_names):
+            pieces.setdefault(name, []).append((partial, i))
+    names = sorted(pieces)
     starts = np.zeros(len(names) + 1, dtype=np.int64)
-    np.cumsum([sizes[name] for name in names], out=starts[1:])
+    np.cumsum([sum(int(p.starts[i + 1] - p.starts[i]) for p, i in pieces[name]) for name in names], out=starts[1:])
     n_earlier = len(earlier.row) if earlier else 0
     signatures = np.empty((n_earlier + int(starts[-1]), num_perm), dtype=np.uint32)
     if earlier:
         signatures[:n_earlier] = earlier.signatures
         earlier.signatures = signatures[:n_earlier]
     rows = np.empty(int(starts[-1]), dtype=np.int64)
-    protected = []
-    for i, name in enumerate(names):
-        shard_rows, shard_signatures, matched = _in_row_order(
-            [partial.shards.pop(name) for partial in partials if name in partial.shards])
-        begin, end = int(starts[i]), int(starts[i + 1])
+    protected = np.zeros(int(starts[-1]), dtype=bool)
+    remaining = {id(partial): len(partial.shard_names) for partial in partials}
+    for position, name in enumerate(names):
+        parts = []
+        for partial, i in pieces.pop(name):
+            begin, end = int(partial.starts[i]), int(partial.starts[i + 1])
+            matched = np.zeros(end - begin, dtype=bool)
+            matched[partial.protected[(partial.protected >= begin) & (partial.protected < end)] - begin] = True
+            parts.append((partial.rows[begin:end], partial.signatures[begin:end], matched))
+            remaining[id(partial)] -= 1
+            if not remaining[id(partial)]:  # the last shard of this partial: let its arrays go
+                partial.rows = partial.signatures = partial.protected = None
+        shard_rows, shard_signatures, matched = (np.concatenate(arrays) for arrays in zip(*parts))
+        if len(parts) > 1:
+            order = np.argsort(shard_rows, kind="stable")
+            shard_rows, shard_signatures, matched = shard_rows[order], shard_signatures[order], matched[order]
+        begin, end = int(starts[position]), int(starts[position + 1])
         rows[begin:end] = shard_rows
         signatures[n_earlier + begin: n_earlier + end] = shard_signatures
-        protected.append(begin + np.searchsorted(shard_rows, np.sort(matched)))
-    hashes = [_shard_hash(name) for name in names]
-    if len(set(hashes)) < len(hashes):
-        raise ValueError("two shard names have the same 64-bit hash: rename a shard")
-    corpus = _Corpus(
-        shard_names=names,
-        starts=starts,
-        rows=rows,
-        protected=np.concatenate(protected) if protected else np.zeros(0, dtype=np.int64),
-        records=sum(partial.records for partial in partials),
-    )
+        protected[begin:end] = matched
+    corpus = _Corpus(shard_names=names, starts=starts, rows=rows, protected=np.flatnonzero(protected),
+                     records=sum(partial.records for partial in partials))
     return corpus, signatures
 
 
@@ -583,6 +597,8 @@ def _candidate_buckets(groups: Iterable[pa.Table], corpus: _Corpus, n_earlier: i
 def _corpus_nodes(shard_hashes: np.ndarray, rows: np.ndarray, corpus: _Corpus) -> np.ndarray:
     """Corpus node of each (shard name hash, row)."""
     hashes = np.array([_shard_hash(name) for name in corpus.shard_names], dtype=np.uint64)
+    if len(np.unique(hashes)) < len(hashes):
+        raise ValueError("two shard names have the same 64-bit hash: rename a shard")
     by_hash = np.argsort(hashes)
     found = np.minimum(np.searchsorted(hashes[by_hash], shard_hashes), max(len(hashes) - 1, 0))
     if len(shard_hashes) and (not len(hashes) or (hashes[by_hash][found] != shard_hashes).any()):
