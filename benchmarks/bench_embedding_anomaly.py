@@ -6,7 +6,7 @@ Scenarios (poison from benchmarks/attacks.py, clean text from benchmarks/corpora
 2. fixed      fixed_response_backdoor: 1% of the chatterbot instruction pairs
 3. labelled   rare_word_trigger, dirty label: 1% of 40,000 labelled WordNet glosses
 4. offtopic   200 short chatterbot replies among 20,000 WordNet glosses: the generic outlier detectors alone,
-              and their defaults (50 trees, kNN on 500 sample records) against heavier settings
+              and their defaults (32 trees, kNN on 500 sample records) against heavier settings
 5. speed      wall time of this stage and of near_duplicates (when registered) on scenario 1's corpus
 
 Run:  python benchmarks/bench_embedding_anomaly.py [--data DIR] [--scenario NAME ...]
@@ -174,7 +174,7 @@ def scenario_offtopic(data: str | None) -> None:
                                      [len(r["text"].split()) for r in records], None, None, None)
         print("  outlier detectors refitted with seeds 0-4 (mean AUROC, mean R@1%FPR):")
         for label, make in (("isolation_forest, 100 trees", lambda s: IsolationForestDetector(100, s)),
-                            ("isolation_forest, 50 trees (default)", lambda s: IsolationForestDetector(50, s)),
+                            ("isolation_forest, 32 trees (default)", lambda s: IsolationForestDetector(32, s)),
                             ("knn, all 5,000 sample records", lambda s: KnnDetector(10, 5000, s)),
                             ("knn, 500 of them (default)", lambda s: KnnDetector(10, 500, s))):
             found = []
@@ -199,16 +199,20 @@ def scenario_speed(data: str | None, repeats: int = 3) -> None:
     print(f"\n5. Wall time, fit + score in one process, best of {repeats}, on scenario 1's {len(records):,} records")
     if len(names) == 1:
         print("  near_duplicates is not registered in dokumi.stages.REGISTRY: no comparison")
-    best = {}
+    best, best_cpu = {}, {}
     for _ in range(repeats):
         for name in names:  # interleaved, so load from other processes hits both alike
+            cpu = time.process_time()
             _, _, fit_s, score_s = run_stage(stage_class(name)(), records)
             best[name] = min(best.get(name, math.inf), fit_s + score_s)
+            best_cpu[name] = min(best_cpu.get(name, math.inf), time.process_time() - cpu)
+    # CPU time is less swayed than wall time by other processes on the machine (both stages run one thread)
+    print(f"  {'stage':<22}{'wall':>8}{'records/s':>14}{'CPU':>9}")
     for name in names:
-        print(f"  {name:<22}{best[name]:>8.2f} s{len(records) / best[name]:>12,.0f} records/s")
+        print(f"  {name:<22}{best[name]:>6.2f} s{len(records) / best[name]:>14,.0f}{best_cpu[name]:>7.2f} s")
     if len(names) == 2:
-        print(f"  ratio embedding_anomaly / near_duplicates: {best[names[0]] / best[names[1]]:.2f}x (target <= 2x)")
-
+        print(f"  ratio embedding_anomaly / near_duplicates: {best[names[0]] / best[names[1]]:.2f}x wall "
+              f"(target <= 2x), {best_cpu[names[0]] / best_cpu[names[1]]:.2f}x CPU")
 
 SCENARIOS = {"souly": scenario_souly, "fixed": scenario_fixed, "labelled": scenario_labelled,
              "offtopic": scenario_offtopic, "speed": scenario_speed}

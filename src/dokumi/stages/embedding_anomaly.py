@@ -240,8 +240,9 @@ class EmbeddingAnomaly(Stage):
                                   & ((strongest == d) | (percentiles[:, d] >= ALSO_REASON_PERCENTILE)))
             if not len(rows):
                 continue
-            for row, detail in zip(rows, detector.details(records, rows)):
-                reasons[row].append(f"embedding:{detector.kind},{detail},pct={_percent(percentiles[row, d])}")
+            details = detector.details(records, rows)
+            for row, detail, percentile in zip(rows.tolist(), details, percentiles[rows, d].tolist()):
+                reasons[row].append(f"embedding:{detector.kind},{detail},pct={_percent(percentile)}")
         return reasons
 
     # reporting --------------------------------------------------------------
