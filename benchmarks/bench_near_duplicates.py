@@ -10,8 +10,8 @@ least 1.
 
 The first table runs the ``pretraining`` recipe's near_duplicates settings on
 several seeds and two corpora; the second shows what other settings trade. The
-last measures the memory of pass 1 (tracemalloc peak, numpy included) and of the
-state sent to workers, per record, and extrapolates to one million records.
+last measures the memory of pass 1 (peak resident memory, in a fresh process per size)
+and of the state sent to workers, per record, and extrapolates to one million records.
 
     DOKUMI_DATA=/path/to/data python benchmarks/bench_near_duplicates.py [--seeds 5] [--memory 25000 100000]
 """
@@ -19,11 +19,13 @@ state sent to workers, per record, and extrapolates to one million records.
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import random
+import resource
+import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -106,32 +108,44 @@ def tradeoffs(data: str | None) -> None:
 
 
 def memory(sizes: list[int], data: str | None) -> None:
-    print("\n  memory (recipe settings; wordnet glosses, repeated with a counter where more are needed)\n")
+    print("\n  memory (recipe settings; wordnet glosses, repeated with a counter where more are needed;")
+    print("  peak resident memory growth of the fit, each size in a fresh process)\n")
     print(f"  {'records':>10}{'fit peak':>12}{'per record':>12}{'index kept':>12}{'per record':>12}"
           f"{'to workers':>12}{'seconds':>9}")
-    texts = load_corpus("wordnet", data).column("text").to_pylist()
     peaks = []
     for size in sizes:
-        records = [{"text": f"{texts[i % len(texts)]} {i // len(texts)}"} for i in range(size)]
-        stage = NearDuplicates(**recipe_stage()[0])
-        batches = CorpusBatches(open_inputs(records), Columns(), 1024)
-        tracemalloc.start()
-        start = time.perf_counter()
-        stage.fit(batches)
-        seconds = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        index = stage.lsh_index_
-        kept = sum(array.nbytes for array in (index.signatures, index.row, index.generation, index.shard_index,
-                                              index.cluster))
-        shipped = len(pickle.dumps(stage))
+        command = [sys.executable, __file__, "--memory-of", str(size)] + (["--data", data] if data else [])
+        measured = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        peak, kept = measured["peak"], measured["kept"]
         peaks.append(peak)
         print(f"  {size:>10,}{peak / 2**20:>10.0f}MB{peak / size:>11,.0f}B{kept / 2**20:>10.0f}MB"
-              f"{kept / size:>11,.0f}B{shipped / 2**10:>10,.0f}KB{seconds:>9.1f}")
+              f"{kept / size:>11,.0f}B{measured['shipped'] / 2**10:>10,.0f}KB{measured['seconds']:>9.1f}")
     # fixed buffers (blocks of pairs and keys) plus a cost per record: a line through the measurements
     per_record, fixed = np.polyfit(sizes, peaks, 1) if len(sizes) > 1 else (peaks[0] / sizes[0], 0.0)
     print(f"\n  fit peak ~ {fixed / 2**20:.0f} MB + {per_record:,.0f} bytes per record: one million records "
           f"need about {(fixed + per_record * 1_000_000) / 2**30:.2f} GiB")
+
+
+def memory_of(size: int, data: str | None) -> None:
+    """One fit of ``size`` records in this process; prints its peak memory growth and sizes as JSON.
+
+    Resident memory, not tracemalloc: the fit's key table and groups live in Arrow's allocator,
+    which tracemalloc does not see.
+    """
+    texts = load_corpus("wordnet", data).column("text").to_pylist()
+    records = [{"text": f"{texts[i % len(texts)]} {i // len(texts)}"} for i in range(size)]
+    batches = CorpusBatches(open_inputs(records), Columns(), 1024)
+    list(batches)  # read once, so that the reader's own buffers are not counted
+    stage = NearDuplicates(**recipe_stage()[0])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    stage.fit(batches)
+    seconds = time.perf_counter() - start
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # KiB on Linux
+    index = stage.lsh_index_
+    kept = sum(array.nbytes for array in (index.signatures, index.row, index.generation, index.shard_index,
+                                          index.cluster))
+    print(json.dumps({"peak": peak, "kept": kept, "shipped": len(pickle.dumps(stage)), "seconds": seconds}))
 
 
 def main() -> None:
@@ -140,7 +154,11 @@ def main() -> None:
     parser.add_argument("--memory", type=int, nargs="*", default=[25_000, 100_000, 200_000],
                         help="corpus sizes for the memory measurement")
     parser.add_argument("--data", default=None, help="folder of the prepared corpora (default: $DOKUMI_DATA)")
+    parser.add_argument("--memory-of", type=int, help=argparse.SUPPRESS)  # one measurement, in a child process
     args = parser.parse_args()
+    if args.memory_of:
+        memory_of(args.memory_of, args.data)
+        return
     if args.seeds:
         detection(args.seeds, args.data)
         tradeoffs(args.data)
