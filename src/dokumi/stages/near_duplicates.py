@@ -200,8 +200,9 @@ class NearDuplicates(Stage):
         return self.verify != "exact"
 
     def fit_keys(self, batches: Iterable[Batch]) -> tuple[pa.Table, _Partition]:
-        """Sign one partition: a row per record with words and band (its band key, which record in
-        which band), and per shard the signatures and the records near-duplicate to a protected one."""
+        """Sign one partition: a row per record with words and band (its band key; which record, in
+        which band), and as the partial the partition's signatures and its records near-duplicate to
+        a protected document (such a match depends on no other record, so it is found here)."""
         bands, rows = band_parameters(self.jaccard, self.num_perm)
         partition, columns = _sign_partition(self._hasher, batches)
         keys = band_keys(partition.signatures, bands, rows)
@@ -223,7 +224,11 @@ class NearDuplicates(Stage):
         return _key_table(keys.ravel(), _members(shard_hashes, np.arange(len(earlier.row)), bands, earlier=True))
 
     def fit_groups(self, groups: Iterable[pa.Table], partials: list[_Partition]) -> NearDuplicates:
-        """Check the members of every shared band key, cluster them, and keep what scoring needs."""
+        """Check the members of every shared band key, cluster them, and keep what scoring needs.
+
+        ``partials`` are every partition's signatures (any order); they are kept as the index
+        that :meth:`save_state` writes.
+        """
         return self._fit_groups(groups, partials, reread=None)
 
     def _fit_groups(self, groups: Iterable[pa.Table], partials: list[_Partition],
