@@ -36,7 +36,6 @@ from dokumi.records import Columns  # noqa: E402
 from dokumi.sources import open_inputs  # noqa: E402
 from dokumi.stage import Stage  # noqa: E402
 from dokumi.stages import REGISTRY, stage_class  # noqa: E402
-from dokumi.stages.embedding_anomaly import _reservoir  # noqa: E402
 
 BUDGETS = (0.001, 0.005, 0.01)
 BATCH_SIZE = 1024
@@ -167,7 +166,7 @@ def scenario_offtopic(data: str | None) -> None:
 
     def lighter_settings(scores: np.ndarray, poison: np.ndarray) -> None:
         """The outlier detectors' defaults against heavier settings, refitted on the stage's own sample."""
-        sample, _ = _reservoir(corpus_of(records), stage.sample_size, stage.seed, False)
+        sample = stage.fit_partition(corpus_of(records))
         reference = stage._embedded(stage.embedder_.transform(sample["texts"]), sample["token_counts"], None,
                                     None, None)
         everything = stage._embedded(np.concatenate([stage._embed(b) for b in corpus_of(records)]),

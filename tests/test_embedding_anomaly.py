@@ -7,6 +7,7 @@ import pickle
 import random
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import write_jsonl
 from sklearn.metrics import roc_auc_score
@@ -262,3 +263,27 @@ def test_cli_reference_without_the_stage_is_refused(tmp_path, capsys):
                  "--reference", str(data), "--no-progress"])
     assert code == 2
     assert "does not run the embedding_anomaly stage" in capsys.readouterr().err
+
+
+def test_sample_is_the_same_for_any_partitioning_and_merge_order():
+    from dokumi.records import Batch, Columns
+
+    texts = [f"record number {i} about topic {i % 7}" for i in range(900)]
+
+    def batches(shard: str, start: int, stop: int, size: int):
+        for begin in range(start, stop, size):
+            end = min(stop, begin + size)
+            records = pa.record_batch({"text": texts[begin:end]})
+            yield Batch(records=records, shard=shard, rows=pa.array(range(begin, end), pa.int64()), columns=Columns())
+
+    stage = EmbeddingAnomaly(sample_size=250)
+    whole = stage.fit_partition(batches("s", 0, 900, 100))
+    parts = [stage.fit_partition(batches("s", a, b, 64)) for a, b in ((0, 300), (300, 650), (650, 900))]
+    for merged in (stage.fit_merge(parts), stage.fit_merge(parts[::-1]),
+                   stage.fit_merge([stage.fit_merge(parts[:2]), parts[2]])):
+        assert merged["seen"] == whole["seen"] == 900
+        assert merged["texts"] == whole["texts"]
+        assert len(merged["texts"]) == 250
+        assert (np.diff(merged["priority"].astype(np.float64)) >= 0).all()
+    other_seed = EmbeddingAnomaly(sample_size=250, seed=1).fit_partition(batches("s", 0, 900, 100))
+    assert other_seed["texts"] != whole["texts"]

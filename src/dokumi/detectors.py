@@ -285,8 +285,11 @@ def contrast_directions(
 class SpectralSignatureDetector(Detector):
     """Spectral signatures per label (Tran et al. 2018), on corpus-whitened embeddings.
 
-    Each label is centred and scored by the squared projection on its top
-    direction, in units of the label's variance along it. The direction comes
+    Each label is centred and scored by the largest squared projection on its
+    top ``directions`` (default 3), each in units of the label's variance along
+    it: the trigger's direction is not always the top one (with the top one
+    alone, 1 of 10 reference samples of the dirty-label benchmark ranked it
+    third and AUROC fell to 0.74; with three, AUROC stayed within 0.93-0.96). The direction comes
     from the label's covariance relative to the corpus covariance (a whitening
     in the spirit of SPECTRE, Hayase et al. 2021) rather than the plain top
     singular vector, which in real text follows the label's natural topics.
@@ -295,21 +298,23 @@ class SpectralSignatureDetector(Detector):
     name = "spectral"
     kind = "spectral"
 
-    def __init__(self, min_records: int = 30, ridge: float = 0.01) -> None:
+    def __init__(self, min_records: int = 30, ridge: float = 0.01, directions: int = 3) -> None:
         self.min_records = min_records
         self.ridge = ridge
+        self.directions = directions
 
     def applies(self, reference: Embedded) -> bool:
         return reference.labels is not None
 
     def fit(self, reference: Embedded) -> SpectralSignatureDetector:
-        found = contrast_directions(reference.vectors, reference.labels, self.min_records, self.ridge, 1)
-        self.signatures_: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        found = contrast_directions(reference.vectors, reference.labels, self.min_records, self.ridge,
+                                    self.directions)
+        self.signatures_: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.ratios_: dict[str, float] = {}
         for label, (mean, directions, ratios) in found.items():
-            projections = (reference.vectors[reference.labels == label] - mean) @ directions[0]
-            self.signatures_[label] = (mean.astype(np.float32), directions[0].astype(np.float32),
-                                       float(max(projections.var(), 1e-12)))
+            projections = (reference.vectors[reference.labels == label] - mean) @ directions.T
+            self.signatures_[label] = (mean.astype(np.float32), directions.astype(np.float32),
+                                       np.maximum(projections.var(axis=0), 1e-12))
             self.ratios_[label] = float(ratios[0])
         self.reference_scores_ = self.score(reference)
         return self
@@ -318,10 +323,11 @@ class SpectralSignatureDetector(Detector):
         scores = np.zeros(len(records))
         if records.labels is None:
             return scores
-        for label, (mean, direction, variance) in self.signatures_.items():
+        for label, (mean, directions, variances) in self.signatures_.items():
             members = records.labels == label
             if members.any():
-                scores[members] = ((records.vectors[members] - mean) @ direction) ** 2 / variance
+                projections = (records.vectors[members] - mean) @ directions.T
+                scores[members] = (projections**2 / variances).max(axis=1)
         return scores
 
     def details(self, records: Embedded, rows: np.ndarray) -> list[str]:

@@ -11,6 +11,7 @@ like the reference".
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import math
 from collections.abc import Callable, Iterable
@@ -22,6 +23,8 @@ from threadpoolctl import ThreadpoolController
 
 from dokumi.detectors import DETECTORS, Detector, Embedded, ResponseClusterDetector, TailCalibrator
 from dokumi.embedders import Embedder, LexicalVectors, make_embedder
+from dokumi.engines import fit_in_one_process
+from dokumi.minhash import fmix64
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
 
@@ -146,10 +149,34 @@ class EmbeddingAnomaly(Stage):
 
     # pass 1 -----------------------------------------------------------------
 
-    @_single_threaded
+    @property
+    def fits_distributed(self) -> bool:
+        """A trusted ``reference`` is read on the driver; the scanned data can be sampled anywhere."""
+        return self.reference is None
+
     def fit(self, batches: Iterable[Batch]) -> EmbeddingAnomaly:
         source = self._reference_batches(batches) if self.reference is not None else batches
-        sample, self.records_seen_ = _reservoir(source, self.sample_size, self.seed, self.embedder == "column")
+        return fit_in_one_process(self, source)
+
+    # the sample as a reduction (the PartitionFit protocol of dokumi.engines), so that a Dask
+    # cluster draws the same sample as one process, whatever the partitioning
+
+    def fit_partition(self, batches: Iterable[Batch]) -> dict[str, Any]:
+        """The ``sample_size`` records of these batches with the lowest seeded hash of (shard, row)."""
+        sample = _empty_sample(self.embedder == "column")
+        for batch in batches:
+            # once the sample is full, only records below its highest priority can enter it
+            below = sample["priority"][-1] if len(sample["priority"]) >= self.sample_size else None
+            candidates = _batch_sample(batch, self.seed, sample["vectors"] is not None, below)
+            sample = _bottom_k([sample, candidates], self.sample_size)
+        return sample
+
+    def fit_merge(self, partials: list[dict[str, Any]]) -> dict[str, Any]:
+        return _bottom_k(partials, self.sample_size)
+
+    @_single_threaded
+    def fit_finish(self, sample: dict[str, Any]) -> EmbeddingAnomaly:
+        self.records_seen_ = sample["seen"]
         self.reference_records_ = len(sample["texts"])
         self.embedder_: Embedder = make_embedder(self.embedder, self.dimensions, self.seed)
         self.detectors_: list[Detector] = []
@@ -277,53 +304,66 @@ class EmbeddingAnomaly(Stage):
         return described
 
 
-def _reservoir(batches: Iterable[Batch], size: int, seed: int, with_vectors: bool) -> tuple[dict[str, Any], int]:
-    """A uniform sample of at most ``size`` records (Vitter's algorithm R, seeded), and the records seen."""
-    rng = np.random.default_rng(seed)
-    sample: dict[str, Any] = {"texts": [], "token_counts": [], "labels": [], "prompts": None, "responses": None,
-                              "vectors": [] if with_vectors else None}
-    seen = 0
-    for batch in batches:
-        n = batch.num_rows
-        if not n:
+SAMPLE_COLUMNS = ("priority", "texts", "token_counts", "labels", "prompts", "responses", "vectors")
+
+
+def _empty_sample(with_vectors: bool) -> dict[str, Any]:
+    sample: dict[str, Any] = {key: [] for key in SAMPLE_COLUMNS}
+    sample.update(priority=np.zeros(0, dtype=np.uint64), prompts=None, responses=None, seen=0,
+                  vectors=[] if with_vectors else None)
+    return sample
+
+
+def _priorities(batch: Batch, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each record's (shard, row): the same on any worker and in any order."""
+    shard = int.from_bytes(hashlib.blake2b(f"{seed}:{batch.shard}".encode(), digest_size=8).digest(), "little")
+    return fmix64(batch.rows.to_numpy().astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(shard))
+
+
+def _batch_sample(batch: Batch, seed: int, with_vectors: bool, below: np.uint64 | None = None) -> dict[str, Any]:
+    """The records of ``batch`` with priority under ``below`` (all when None), in sample form; counts all as seen."""
+    sample = _empty_sample(with_vectors)
+    sample["seen"] = batch.num_rows
+    if not batch.num_rows:
+        return sample
+    priority = _priorities(batch, seed)
+    rows = np.flatnonzero(priority < below) if below is not None else np.arange(batch.num_rows)
+    texts = [batch.texts[i] for i in rows.tolist()]
+    pairs = batch.is_instruction
+    labels = batch.labels
+    vectors = _column_vectors(batch) if with_vectors else None
+    sample.update(
+        priority=priority[rows],
+        texts=[text[:MAX_EMBEDDED_CHARS] for text in texts],
+        token_counts=_word_counts(texts).tolist(),
+        labels=[_label_key(labels[i]) for i in rows.tolist()] if labels is not None else [UNLABELLED] * len(rows),
+        prompts=[batch.prompts[i][:MAX_EMBEDDED_CHARS] for i in rows.tolist()] if pairs else None,
+        responses=[batch.responses[i][:MAX_EMBEDDED_CHARS] for i in rows.tolist()] if pairs else None,
+        vectors=[vectors[i] for i in rows.tolist()] if vectors is not None else None,
+    )
+    return sample
+
+
+def _bottom_k(samples: list[dict[str, Any]], size: int) -> dict[str, Any]:
+    """The ``size`` records of lowest priority among ``samples``, in priority order (associative, commutative)."""
+    merged = {"seen": sum(s["seen"] for s in samples)}
+    samples = [s for s in samples if len(s["texts"])] or samples[:1]
+    priority = np.concatenate([s["priority"] for s in samples])
+    keep = np.argsort(priority, kind="stable")[:size]
+    merged["priority"] = priority[keep]
+    instruction = any(s["prompts"] is not None for s in samples)
+    for key in SAMPLE_COLUMNS[1:]:
+        present = [s[key] for s in samples if s[key] is not None]
+        if key in ("prompts", "responses") and not instruction or key == "vectors" and not present:
+            merged[key] = None
             continue
-        if batch.is_instruction and sample["prompts"] is None and not sample["texts"]:
-            sample["prompts"], sample["responses"] = [], []
-        positions = np.arange(seen, seen + n)
-        slots = np.where(positions < size, positions, -1)
-        later = positions >= size
-        if later.any():
-            draws = rng.integers(0, positions[later] + 1)
-            slots[later] = np.where(draws < size, draws, -1)
-        chosen = np.flatnonzero(slots >= 0)
-        seen += n
-        if not len(chosen):
-            continue
-        rows = chosen.tolist()
-        texts = [batch.texts[i] for i in rows]
-        labels = batch.labels
-        pairs = batch.is_instruction
-        vectors = _column_vectors(batch) if with_vectors else None
-        values = {
-            "texts": [text[:MAX_EMBEDDED_CHARS] for text in texts],
-            "token_counts": _word_counts(texts).tolist(),
-            "labels": [_label_key(labels[i]) for i in rows] if labels is not None else [UNLABELLED] * len(rows),
-            "prompts": [batch.prompts[i][:MAX_EMBEDDED_CHARS] for i in rows] if pairs else [""] * len(rows),
-            "responses": [batch.responses[i][:MAX_EMBEDDED_CHARS] for i in rows] if pairs else [""] * len(rows),
-            "vectors": [vectors[i] for i in rows] if vectors is not None else None,
-        }
-        chosen_slots = slots[chosen].tolist()
-        for key, column in values.items():
-            kept = sample[key]
-            if kept is None:
-                continue
-            # in order: the first records fill the reservoir, later ones replace a drawn slot
-            for slot, value in zip(chosen_slots, column):
-                if slot == len(kept):
-                    kept.append(value)
-                else:
-                    kept[slot] = value
-    return sample, seen
+        if key in ("prompts", "responses"):
+            # text records mixed with pairs: their prompt is empty and their response is the text
+            column = [v for s in samples for v in (s[key] if s[key] is not None else [""] * len(s["texts"]))]
+        else:
+            column = [v for values in present for v in values]
+        merged[key] = [column[i] for i in keep.tolist()]
+    return merged
 
 
 def _column_vectors(batch: Batch) -> list:
