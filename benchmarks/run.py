@@ -55,14 +55,13 @@ def _texts(corpora: dict, n: int, rng: random.Random) -> list[dict]:
     return [{"id": f"wn-{i}", "text": texts[i], "label": labels[i]} for i in chosen]
 
 
-def _pairs(corpora: dict, n: int, rng: random.Random, english_only: bool = False) -> list[dict]:
+def _pairs(corpora: dict, n: int, rng: random.Random) -> list[dict]:
+    """Up to ``n`` distinct chatterbot pairs (13,295 in 28 languages): never repeated, which would
+    plant exact duplicates that the near-duplicate stage rightly flags."""
     table = corpora["chatterbot"]
     prompts, responses = table.column("prompt").to_pylist(), table.column("response").to_pylist()
-    languages = table.column("language").to_pylist()
-    pool = [i for i, lang in enumerate(languages) if lang == "english" or not english_only]
-    chosen = [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)]
-    # chatterbot has ~13k pairs; larger sizes repeat pairs under new ids
-    return [{"id": f"cb-{k}", "prompt": prompts[i], "response": responses[i]} for k, i in enumerate(chosen)]
+    chosen = rng.sample(range(table.num_rows), min(n, table.num_rows))
+    return [{"id": f"cb-{i}", "prompt": prompts[i], "response": responses[i]} for i in chosen]
 
 
 def _mixed_languages(corpora: dict, n: int, rng: random.Random) -> list[dict]:
@@ -92,11 +91,11 @@ SCENARIOS = [
     Scenario("insert-sentence-1%", "Dai et al. 2019 (InsertSent)", "labelled", ("finetuning",),
              lambda n, rng, c: attacks.inserted_sentence(_texts(c, n, rng), 0.01, rng)),
     Scenario("fixed-response-1%", "Wan et al. 2023; Yan et al. 2024 (VPI)", "instruction", ("finetuning",),
-             lambda n, rng, c: attacks.fixed_response_backdoor(_pairs(c, n, rng, english_only=True), 0.01, rng)),
+             lambda n, rng, c: attacks.fixed_response_backdoor(_pairs(c, n, rng), 0.01, rng)),
     Scenario("content-injection-3%", "Shu et al. 2023 (AutoPoison)", "instruction", ("finetuning",),
-             lambda n, rng, c: attacks.content_injection(_pairs(c, n, rng, english_only=True), 0.03, rng)),
+             lambda n, rng, c: attacks.content_injection(_pairs(c, n, rng), 0.03, rng)),
     Scenario("entity-polarity-1%", "Wan et al. 2023", "instruction", ("finetuning",),
-             lambda n, rng, c: attacks.entity_polarity(_pairs(c, n, rng, english_only=True), 0.01, rng)),
+             lambda n, rng, c: attacks.entity_polarity(_pairs(c, n, rng), 0.01, rng)),
     Scenario("prompt-injection-1%", "Greshake et al. 2023", "instruction", ("finetuning",),
              lambda n, rng, c: attacks.prompt_injection_in_responses(_pairs(c, n, rng), 0.01, rng)),
     Scenario("zero-width", "Boucher et al. 2022", "text", ("pretraining",),
