@@ -141,8 +141,20 @@ def test_risk_is_max_of_stage_scores_and_flag_threshold_applies():
     batch = next(pipeline.score(rows))
     assert batch.column("decision").to_pylist() == ["flag", "drop", "keep"]
     risks = batch.column("risk").to_pylist()
-    assert risks == batch.column("invisible_score").to_pylist()
-    assert risks[2] == 0.0 and risks[0] == pytest.approx(0.6)
+    # risk is the score on the policy's scale: flag point 0.5, drop point 0.9, linear between
+    assert batch.column("invisible_score").to_pylist()[:2] == pytest.approx([0.6, 0.9])
+    assert risks[0] == pytest.approx(0.5 + 0.4 * (0.6 - 0.5) / (0.8 - 0.5))
+    assert risks[1] == pytest.approx(0.9 + 0.1 * (0.9 - 0.8) / 0.2)
+    assert risks[2] == 0.0
+
+
+def test_risk_ranks_records_by_policy_meaning_across_stages():
+    lenient = StageRule("flag", threshold=0.99)
+    strict = StageRule("drop", threshold=0.2, flag_threshold=0.1)
+    # 0.95 under a rule that flags only at 0.99 is less risky than 0.2 under a rule that drops at 0.2
+    assert lenient.risk(np.array([0.95]))[0] < strict.risk(np.array([0.2]))[0]
+    assert StageRule("drop", threshold=0.0).risk(np.array([0.0]))[0] == pytest.approx(0.9)
+    assert (np.diff(strict.risk(np.linspace(0, 1, 50))) >= 0).all()
 
 
 def test_hugging_face_map_and_filter_on_the_decision(pipeline):

@@ -146,7 +146,7 @@ class Pipeline:
             for i in np.flatnonzero(stage_severity):
                 reasons[i].extend(result.reasons[i])
             severity = np.maximum(severity, stage_severity)
-            risk = np.maximum(risk, scores)
+            risk = np.maximum(risk, self.rule(stage.name).risk(scores))
             stage_scores[stage.name] = scores
         self._apply_record_rules(batch, severity, reasons)
         table = scores_table(batch.ids, batch.shard, batch.rows, severity, reasons, risk, stage_scores)

@@ -54,6 +54,29 @@ class StageRule:
     threshold: float = 0.5
     flag_threshold: float | None = None
 
+    def risk(self, scores: np.ndarray) -> np.ndarray:
+        """Scores on the policy's scale, so that risk ranks records alike whichever stage found them.
+
+        Stages calibrate differently (a percentile, a cluster size, a hash distance); the rule
+        says what each score means: the flag point maps to 0.5, the drop point to 0.9, and the
+        rest is linear in between (an "off" stage contributes nothing).
+        """
+        if self.action == "off":
+            return np.zeros(len(scores))
+        points = [(0.0, 0.0)]
+        if self.flag_threshold is not None and self.flag_threshold < self.threshold:
+            points.append((self.flag_threshold, 0.5))
+        points.append((self.threshold, 0.9 if self.action == "drop" else 0.5))
+        points.append((1.0, 1.0))
+        merged: list[tuple[float, float]] = []
+        for x, y in points:  # a threshold at 0 or 1 meets an end point: the higher risk wins
+            if merged and x <= merged[-1][0]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], y))
+            else:
+                merged.append((x, y))
+        xs, ys = zip(*merged)
+        return np.interp(scores, xs, ys)
+
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """Per-record severity: 0 keep, 1 flag, 2 drop."""
         severity = np.zeros(len(scores), dtype=np.int8)
