@@ -137,6 +137,8 @@ class NearDuplicates(Stage):
 
     name = "near_duplicates"
     needs_fit = True
+    # pass 1 peak: the key table, signatures and clusters (docs/stages/near-duplicates.md, "Memory")
+    state_bytes_per_record = 3700.0
 
     def __init__(
         self,

@@ -196,6 +196,8 @@ class Triggers(Stage):
 
     name = "triggers"
     needs_fit = True
+    # pass 1: word and sentence counters until their caps hold (docs/stages/triggers.md, "Memory")
+    state_bytes_per_record = 400.0
 
     def __init__(
         self,
