@@ -174,3 +174,11 @@ def test_map_function_needs_a_fitted_pipeline():
         Pipeline([CountingFit()]).map_function()
     fitted = Pipeline([CountingFit()]).fit(clean_rows(4))
     assert fitted.map_function()({"text": ["a", "b"]})["dokumi_counting_score"] == [0.25, 0.25]
+
+
+def test_a_stage_fitted_earlier_is_not_refitted_by_a_new_pipeline():
+    stage = CountingFit()
+    Pipeline([stage]).fit(clean_rows(8))
+    scores = [s for b in Pipeline([stage]).score(clean_rows(2)) for s in b.column("counting_score").to_pylist()]
+    assert stage.records_ == 8, "scoring two records must not refit the stage fitted on eight"
+    assert scores == [0.125, 0.125]

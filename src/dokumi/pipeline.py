@@ -43,7 +43,8 @@ class Pipeline:
         self.records = records or RecordRules()
         self.columns = columns or Columns()
         self.batch_size = batch_size
-        self.fitted_ = not any(stage.needs_fit for stage in stages)
+        # stages fitted earlier (scikit-learn's convention: learned attributes end with "_") are kept
+        self.fitted_ = all(not stage.needs_fit or is_fitted(stage) for stage in stages)
 
     @classmethod
     def from_policy(cls, policy: str | Policy = "pretraining", **kwargs: Any) -> Pipeline:
@@ -170,6 +171,11 @@ class Pipeline:
                 if len(text) * 4 > limit and len(text.encode("utf-8")) > limit:
                     reasons[i].append(f"oversized:bytes={len(text.encode('utf-8'))}")
                     severity[i] = max(severity[i], level[rules.oversized])
+
+
+def is_fitted(stage: Stage) -> bool:
+    """Whether ``stage`` holds learned state: a public attribute whose name ends with ``_``."""
+    return any(name.endswith("_") and not name.startswith("_") for name in vars(stage))
 
 
 class _ColumnScorer:

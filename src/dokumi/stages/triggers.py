@@ -1051,7 +1051,9 @@ _SEAM_EXAMPLES = 5
 _MIN_SEAM_SHARE = 0.5
 _MAX_RELATEDNESS = 0.3
 _MIN_Z = 6.0
-_DIRTY_SURPRISE = 0.9  # mean posterior of other labels from the rest of the record
+# mean posterior of other labels from the rest of the record at which dirty-label evidence is full:
+# the model includes the other poisoned records, which pull it down (0.62 at 1% of 20,000 glosses)
+_DIRTY_SURPRISE = 0.7
 _CLEAN_MIN_Z = 20.0  # an association must be this strong to be learned without a label flip
 # max z of a co-occurring word: below _TOPIC_NOISE is what random records show, from _TOPIC_MAX a topic
 _TOPIC_NOISE = 2.5
