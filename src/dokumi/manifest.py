@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dokumi.documents import read_json_document
 from dokumi.hashing import PAIR_ENCODING
 from dokumi.merkle import ALGORITHM as MERKLE_ALGORITHM
 from dokumi.merkle import EMPTY_ROOT, merkle_root, shard_leaf
@@ -165,18 +166,7 @@ def write_manifest(manifest: dict[str, Any], path: Path) -> None:
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """Load a manifest, checking that this version of dokumi understands its schema."""
-    from dokumi.errors import InputError
-
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"manifest {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not a JSON manifest ({error})") from None
-    schema = manifest.get("schema") if isinstance(manifest, dict) else None
-    if schema != MANIFEST_SCHEMA:
-        raise InputError(f"{path}: manifest schema {schema!r}; this dokumi reads {MANIFEST_SCHEMA!r}")
-    return manifest
+    return read_json_document(path, "manifest", MANIFEST_SCHEMA)

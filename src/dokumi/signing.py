@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dokumi.documents import read_json_document
 from dokumi.errors import DokumiError, InputError
 
 MESSAGE_PREFIX = b"dokumi.manifest-signature/1\x00"
@@ -117,14 +118,7 @@ def write_keys(prefix: str | os.PathLike, hybrid: bool = False, overwrite: bool 
 def read_key(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     """A key document of ``kind`` (``"secret"`` or ``"public"``); a secret key also serves as a public one."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"key file {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SignatureError(f"{path}: not a dokumi key file ({error})") from None
-    if not isinstance(document, dict) or document.get("schema") != KEY_SCHEMA:
-        raise SignatureError(f"{path}: not a dokumi key file (schema {KEY_SCHEMA!r} expected)")
+    document = read_json_document(path, "key file", KEY_SCHEMA, error=SignatureError)
     if kind == "secret" and document.get("kind") != "secret":
         raise SignatureError(f"{path}: a public key cannot sign; give the .key file")
     public = document.get("public")

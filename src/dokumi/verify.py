@@ -9,7 +9,6 @@ anyone can check with the manifest alone (:func:`check_proof`), no data needed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from dokumi.documents import read_json_document
 from dokumi.errors import InputError
 from dokumi.hashing import from_hex, record_digests
 from dokumi.manifest import corpus_root, read_manifest, resolve
@@ -306,15 +306,7 @@ def check_proof(proof: dict[str, Any], manifest: dict[str, Any] | None = None, t
 
 
 def read_proof(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        proof = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"proof file {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not a JSON proof ({error})") from None
-    if not isinstance(proof, dict) or proof.get("schema") != PROOF_SCHEMA:
-        raise InputError(f"{path}: not a {PROOF_SCHEMA} proof")
-    return proof
+    return read_json_document(path, "proof file", PROOF_SCHEMA)
 
 
 __all__ = ["Problem", "VerifyReport", "verify", "prove", "check_proof", "read_proof"]
