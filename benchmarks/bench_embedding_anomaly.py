@@ -31,7 +31,7 @@ from attacks import fixed_response_backdoor, gibberish_after_trigger, rare_word_
 from corpora import load_corpus  # noqa: E402
 
 from dokumi.detectors import IsolationForestDetector, KnnDetector, TailCalibrator  # noqa: E402
-from dokumi.pipeline import CorpusBatches  # noqa: E402
+from dokumi.engines.local import CorpusBatches  # noqa: E402
 from dokumi.records import Columns  # noqa: E402
 from dokumi.sources import open_inputs  # noqa: E402
 from dokumi.stage import Stage  # noqa: E402
@@ -166,7 +166,7 @@ def scenario_offtopic(data: str | None) -> None:
 
     def lighter_settings(scores: np.ndarray, poison: np.ndarray) -> None:
         """The outlier detectors' defaults against heavier settings, refitted on the stage's own sample."""
-        sample = stage.fit_partition(corpus_of(records))
+        sample = stage.fit_plan()[0].fold.run(corpus_of(records))
         reference = stage._embedded(stage.embedder_.transform(sample["texts"]), sample["token_counts"], None,
                                     None, None)
         everything = stage._embedded(np.concatenate([stage._embed(b) for b in corpus_of(records)]),

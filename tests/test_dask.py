@@ -13,15 +13,14 @@ import string
 from collections import Counter
 
 import distributed
-import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
 
 from dokumi import InputError, Pipeline, Policy, Stage, StageResult, scan
 from dokumi.cli import main
-from dokumi.engines import KeyGroupFit, PartitionFit, distributed_fit_kind, fit_in_one_process, shared_key_groups
 from dokumi.engines.dask import DaskEngine
+from dokumi.fitplan import GroupByKey, Reduce, shared_key_groups
 from dokumi.policy import StageRule
 from dokumi.records import Columns
 from dokumi.sources import open_inputs
@@ -29,29 +28,27 @@ from dokumi.stages import InvisibleCharacters
 from dokumi.stages.near_duplicates import NearDuplicates
 from dokumi.stages.triggers import Triggers
 
+KEYS = pa.schema([("key", pa.uint64()), ("member", pa.string())])
+
 
 class Repeats(Stage):
-    """Exact repeats of a text, found by grouping records on a content hash (the shuffle protocol)."""
+    """Exact repeats of a text, found by grouping records on a content hash (a GroupByKey step)."""
 
     name = "repeats"
     needs_fit = True
 
-    def fit(self, batches):
-        return fit_in_one_process(self, batches)
+    def fit_plan(self):
+        return [GroupByKey("repeats", self._keys, KEYS, self._groups)]
 
-    def fit_keys(self, batches):
-        keys, members = [], []
-        for batch in batches:
-            keys += [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in batch.texts]
-            members += batch.ids
-        return pa.table({"key": pa.array(keys, pa.uint64()), "member": pa.array(members, pa.string())})
+    def _keys(self, batch):
+        keys = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in batch.texts]
+        return pa.table({"key": pa.array(keys, pa.uint64()), "member": pa.array(batch.ids, pa.string())})
 
-    def fit_groups(self, groups):
+    def _groups(self, groups, partial):
         self.copies_ = {}
         for table in groups:
             for members in table.column("members").to_pylist():
                 self.copies_.update(dict.fromkeys(members, len(members)))
-        return self
 
     def score(self, batch):
         copies = [self.copies_.get(i, 1) for i in batch.ids]
@@ -60,27 +57,16 @@ class Repeats(Stage):
 
 
 class RareWords(Stage):
-    """Share of a record's words found in fewer than two documents (the reduction protocol)."""
+    """Share of a record's words found in fewer than two documents (a Reduce step)."""
 
     name = "rare_words"
     needs_fit = True
 
-    def fit(self, batches):
-        return fit_in_one_process(self, batches)
+    def fit_plan(self):
+        return [Reduce("document-frequency", Counter, _count_words, _sum_counters, self._finish)]
 
-    def fit_partition(self, batches):
-        documents = Counter()
-        for batch in batches:
-            for text in batch.texts:
-                documents.update(set(text.lower().split()))
-        return documents
-
-    def fit_merge(self, partials):
-        return sum(partials, Counter())
-
-    def fit_finish(self, partial):
+    def _finish(self, partial):
         self.document_frequency_ = dict(partial)
-        return self
 
     def score(self, batch):
         scores, reasons = [], []
@@ -92,20 +78,47 @@ class RareWords(Stage):
         return StageResult(scores, reasons)
 
 
+def _count_words(documents, batch):
+    for text in batch.texts:
+        documents.update(set(text.lower().split()))
+    return documents
+
+
+def _sum_counters(partials):
+    return sum(partials, Counter())
+
+
 class MeanLength(Stage):
-    """A stage with a plain fit and no distributed protocol: fitted on the driver."""
+    """Two rounds: the mean length, then (reading what the first set) the share of records above it."""
 
     name = "mean_length"
     needs_fit = True
 
-    def fit(self, batches):
-        lengths = [len(t) for batch in batches for t in batch.texts]
-        self.mean_ = float(np.mean(lengths))
-        return self
+    def fit_plan(self):
+        return [Reduce("mean", lambda: (0, 0), _add_length, _sum_pairs, self._mean),
+                Reduce("above", int, self._count_above, sum, self._share)]
+
+    def _mean(self, total):
+        self.mean_ = total[0] / max(total[1], 1)
+        self.records_ = total[1]
+
+    def _count_above(self, above, batch):
+        return above + sum(len(t) > self.mean_ for t in batch.texts)
+
+    def _share(self, above):
+        self.share_above_ = above / max(self.records_, 1)
 
     def score(self, batch):
         return StageResult([min(1.0, len(t) / (10 * self.mean_)) for t in batch.texts],
                            [[] for _ in batch.texts])
+
+
+def _add_length(total, batch):
+    return total[0] + sum(map(len, batch.texts)), total[1] + batch.num_rows
+
+
+def _sum_pairs(totals):
+    return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
 
 class ExitOnce(Stage):
@@ -174,8 +187,7 @@ def test_two_worker_cluster_decides_and_writes_exactly_like_the_local_executor(t
     assert reasons["rare-words"] > 0
     assert on_dask.decisions == local.decisions and on_dask.decisions["drop"] == 27 and on_dask.decisions["flag"]
     assert comparable(on_dask.manifest) == comparable(local.manifest)  # outputs' bytes, hashes, counts, params
-    assert on_dask.warnings == local.warnings + [
-        "stages fitted on the driver, not distributed (they implement no distributed fit protocol): mean_length"]
+    assert on_dask.warnings == local.warnings
     listing = [sorted(p.name for p in (tmp_path / run).iterdir()) for run in ("dask", "local")]
     assert listing[0] == listing[1]
     assert len(cluster.scheduler_info["workers"]) == 2, "a joined cluster must be left running"
@@ -184,13 +196,14 @@ def test_two_worker_cluster_decides_and_writes_exactly_like_the_local_executor(t
 def test_distributed_fit_learns_the_same_state_as_a_local_fit(tmp_path, cluster):
     inputs = corpus(tmp_path / "in", shards=5, rows=12)
     shards = open_inputs(inputs)
-    local = Pipeline([Repeats(), RareWords()]).fit(inputs)
-    distributed_pipeline = Pipeline([Repeats(), RareWords()])
+    local = Pipeline([Repeats(), RareWords(), MeanLength()]).fit(inputs)
+    distributed_pipeline = Pipeline([Repeats(), RareWords(), MeanLength()]).setup()
     with DaskEngine(scheduler=cluster.scheduler_address) as engine:
         assert engine.fit(distributed_pipeline, shards) == []
-    assert distributed_pipeline.fitted_
     assert distributed_pipeline.stages[0].copies_ == local.stages[0].copies_
     assert distributed_pipeline.stages[1].document_frequency_ == local.stages[1].document_frequency_
+    # the second round read what the first set, on the workers
+    assert distributed_pipeline.stages[2].share_above_ == local.stages[2].share_above_ > 0
     # rows 0, 18, 36, 54 share one text and rows 9, 27, 45 another, spread over five shards
     assert sorted(Counter(local.stages[0].copies_.values()).items()) == [(3, 3), (4, 4)]
 
@@ -265,16 +278,14 @@ def test_unreachable_scheduler_is_an_input_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_fit_protocols_are_recognised_and_run_in_one_process(tmp_path):
-    assert isinstance(Repeats(), KeyGroupFit) and not isinstance(Repeats(), PartitionFit)
-    assert isinstance(RareWords(), PartitionFit) and not isinstance(MeanLength(), (KeyGroupFit, PartitionFit))
+def test_key_groups_and_engine_names(tmp_path):
     keys = pa.table({"key": pa.array([1, 2, 1, 3, 1, 2], pa.uint64()), "member": list("abcdef")})
     groups = shared_key_groups(keys).sort_by("key").to_pylist()
     assert [(g["key"], sorted(g["members"])) for g in groups] == [(1, ["a", "c", "e"]), (2, ["b", "f"])]
     with pytest.raises(ValueError, match="columns \\['key', 'member'\\]"):
         shared_key_groups(pa.table({"key": [1], "record": ["a"]}))
-    with pytest.raises(TypeError, match="mean_length"):
-        fit_in_one_process(MeanLength(), [])
+    with pytest.raises(ValueError, match="columns \\['key', 'member'\\]"):
+        GroupByKey("bad", lambda batch: None, pa.schema([("key", pa.uint64())]), lambda groups, partial: None)
     with pytest.raises(InputError, match="engine 'spark'"):
         scan(write_parquet(tmp_path / "a.parquet", clean_rows(2)), out=tmp_path / "out", engine="spark")
 
@@ -294,7 +305,7 @@ def test_builtin_pretraining_recipe_decides_the_same_on_dask(tmp_path, cluster):
     assert comparable(on_dask.manifest) == comparable(local.manifest)
     assert on_dask.decisions == local.decisions
     kinds = Counter(r.split(":")[0] for rs in scores.column("reasons").to_pylist() for r in rs)
-    assert kinds["near-duplicate"] == 60 and kinds["trigger"] == 1  # fitted on the driver, scored on workers
+    assert kinds["near-duplicate"] == 60 and kinds["trigger"] == 1  # fitted on the workers, scored on workers
 
 
 # ---- the built-in fitting stages on their distributed protocols ------------------------------------
@@ -402,7 +413,6 @@ def test_near_duplicates_is_fitted_on_the_workers_and_clusters_like_the_local_ex
         return Policy(name="nd", stages=[stage],
                       rules={"near_duplicates": StageRule("drop", 0.5, flag_threshold=0.01)})
 
-    assert distributed_fit_kind(NearDuplicates()) == "shuffle"
     local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, policy, cluster, "first")
     assert on_dask.warnings == local.warnings and not any("fitted on the driver" in w for w in on_dask.warnings)
     assert dask_scores.equals(local_scores)
@@ -426,7 +436,7 @@ def test_near_duplicates_is_fitted_on_the_workers_and_clusters_like_the_local_ex
     assert not any("fitted on the driver" in w for w in on_dask.warnings)
 
 
-def test_near_duplicates_with_an_exact_check_is_fitted_on_the_driver_and_still_agrees(tmp_path, cluster):
+def test_near_duplicates_with_an_exact_check_reads_the_shingles_in_a_second_round(tmp_path, cluster):
     records, _ = repeated_records(seed=26)
     inputs = shards_of(tmp_path / "in", records)
 
@@ -434,11 +444,10 @@ def test_near_duplicates_with_an_exact_check_is_fitted_on_the_driver_and_still_a
         return Policy(name="dedup", stages=[NearDuplicates(mode="dedup", jaccard=0.5, verify="exact")],
                       rules={"near_duplicates": StageRule("drop", 0.5)})
 
-    assert distributed_fit_kind(NearDuplicates(verify="exact")) is None
+    assert len(policy().stages[0].fit_plan()) == 2
     local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, policy, cluster, "exact")
     assert dask_scores.equals(local_scores) and comparable(on_dask.manifest) == comparable(local.manifest)
-    assert on_dask.warnings == local.warnings + [
-        "stages fitted on the driver, not distributed (they implement no distributed fit protocol): near_duplicates"]
+    assert on_dask.warnings == local.warnings
     assert on_dask.decisions["drop"] >= 15  # all copies but one per group
 
 
@@ -448,7 +457,7 @@ def triggers_policy():
 
 
 def test_triggers_is_fitted_by_rounds_of_reduction_and_decides_like_the_local_executor(tmp_path, cluster):
-    assert distributed_fit_kind(Triggers()) == "reduction" and Triggers.fit_rounds == 3
+    assert [type(step) for step in Triggers().fit_plan()] == [Reduce, Reduce, Reduce]
     inputs = shards_of(tmp_path / "labelled", dirty_label_records(), shards=5)
     local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, triggers_policy, cluster, "lab")
     assert on_dask.warnings == local.warnings and not any("fitted on the driver" in w for w in on_dask.warnings)
@@ -469,12 +478,15 @@ def test_triggers_partials_merge_to_the_same_state_in_any_order_and_grouping(tmp
     whole = Pipeline([Triggers(hash_buckets=2**16)]).fit(inputs).stages[0]
     driver = Triggers(hash_buckets=2**16)
     shards = open_inputs(inputs)
-    for round_index in range(driver.fit_rounds):
+    for round_index in range(len(driver.fit_plan())):
+        step = driver.fit_plan()[round_index]
+        if not step.needed():
+            continue
         worker = pickle.loads(pickle.dumps(driver))  # what a worker gets: the plan, not the driver's counts
-        partials = [worker.fit_partition(shard.batches(Columns(), 50), round_index) for shard in shards]
-        pairs = [driver.fit_merge(partials[i:i + 2][::-1], round_index) for i in (4, 0, 2)]
-        driver.fit_finish(driver.fit_merge(pairs, round_index), round_index)
+        partials = [worker.fit_plan()[round_index].fold.run(shard.batches(Columns(), 50)) for shard in shards]
+        pairs = [step.merge(partials[i:i + 2][::-1]) for i in (4, 0, 2)]
+        step.finish(step.merge(pairs))
     assert [(t.key, t.records, t.confidence, t.detail) for t in driver.triggers_] == \
         [(t.key, t.records, t.confidence, t.detail) for t in whole.triggers_]
     assert [t.key for t in whole.triggers_] == ["zqx"]
-    assert not hasattr(driver, "_census") and len(pickle.dumps(driver)) < 20_000
+    assert driver._census is None and len(pickle.dumps(driver)) < 20_000

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from dokumi.cli import main
 from dokumi.detectors import KnnDetector
-from dokumi.pipeline import CorpusBatches
+from dokumi.engines.local import CorpusBatches
 from dokumi.policy import load_policy
 from dokumi.records import Columns
 from dokumi.sources import open_inputs
@@ -262,7 +262,7 @@ def test_cli_reference_without_the_stage_is_refused(tmp_path, capsys):
     code = main(["scan", str(data), "--out", str(tmp_path / "scan"), "--policy", str(policy),
                  "--reference", str(data), "--no-progress"])
     assert code == 2
-    assert "does not run the embedding_anomaly stage" in capsys.readouterr().err
+    assert "runs no stage that takes it" in capsys.readouterr().err
 
 
 def test_sample_is_the_same_for_any_partitioning_and_merge_order():
@@ -276,14 +276,14 @@ def test_sample_is_the_same_for_any_partitioning_and_merge_order():
             records = pa.record_batch({"text": texts[begin:end]})
             yield Batch(records=records, shard=shard, rows=pa.array(range(begin, end), pa.int64()), columns=Columns())
 
-    stage = EmbeddingAnomaly(sample_size=250)
-    whole = stage.fit_partition(batches("s", 0, 900, 100))
-    parts = [stage.fit_partition(batches("s", a, b, 64)) for a, b in ((0, 300), (300, 650), (650, 900))]
-    for merged in (stage.fit_merge(parts), stage.fit_merge(parts[::-1]),
-                   stage.fit_merge([stage.fit_merge(parts[:2]), parts[2]])):
+    [step] = EmbeddingAnomaly(sample_size=250).fit_plan()
+    whole = step.fold.run(batches("s", 0, 900, 100))
+    # shards named otherwise and cut elsewhere: the sample is keyed on content, not on place
+    parts = [step.fold.run(batches(f"part-{a}", a, b, 64)) for a, b in ((0, 300), (300, 650), (650, 900))]
+    for merged in (step.merge(parts), step.merge(parts[::-1]), step.merge([step.merge(parts[:2]), parts[2]])):
         assert merged["seen"] == whole["seen"] == 900
         assert merged["texts"] == whole["texts"]
         assert len(merged["texts"]) == 250
         assert (np.diff(merged["priority"].astype(np.float64)) >= 0).all()
-    other_seed = EmbeddingAnomaly(sample_size=250, seed=1).fit_partition(batches("s", 0, 900, 100))
-    assert other_seed["texts"] != whole["texts"]
+    [other] = EmbeddingAnomaly(sample_size=250, seed=1).fit_plan()
+    assert other.fold.run(batches("s", 0, 900, 100))["texts"] != whole["texts"]

@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from dokumi.cli import main
-from dokumi.pipeline import CorpusBatches, Pipeline
+from dokumi.engines.local import CorpusBatches
+from dokumi.errors import InputError
+from dokumi.pipeline import Pipeline
 from dokumi.policy import load_policy
 from dokumi.records import Columns
 from dokumi.scan import scan
@@ -98,14 +100,23 @@ def test_a_small_corpus_lowers_the_size_that_counts_as_repetition():
     assert (tiny_share[40:] < 0.5).all()
 
 
-def test_dedup_mode_keeps_the_first_record_of_each_cluster():
+def test_dedup_mode_keeps_one_record_of_each_cluster_whatever_the_order():
     rng = random.Random(3)
     original = " ".join(rng.choices(VOCABULARY, k=40))
-    texts = _unique_docs(rng, 50) + [original] + _copies(rng, original, 3)
-    scores, reasons = _score(NearDuplicates(mode="dedup", jaccard=0.5), texts)
-    assert scores[50] == 0 and not reasons[50]
-    assert np.allclose(scores[51:], 1 - 0.5 / 3)  # 1 - 0.5 / (size - 1) for a cluster of 4
-    assert (scores[:50] == 0).all()
+    cluster = [original] + _copies(rng, original, 3) + [original]  # an exact copy too: 5 records
+    texts = _unique_docs(rng, 50) + cluster
+    kept = set()
+    for order in (list(range(len(texts))), list(range(len(texts)))[::-1]):
+        records = [{"id": f"r{i}", "text": texts[i]} for i in order]
+        scores = np.concatenate([b.column("near_duplicates_score").to_numpy() for b in Pipeline(
+            [NearDuplicates(mode="dedup", jaccard=0.5)], batch_size=16).score(records)])
+        by_id = dict(zip((r["id"] for r in records), scores.tolist()))
+        representatives = [f"r{i}" for i in range(50, 55) if by_id[f"r{i}"] == 0]
+        assert len(representatives) == 1  # the exact copy is a duplicate too
+        assert all(np.isclose(by_id[f"r{i}"], 1 - 0.5 / 4) for i in range(50, 55) if f"r{i}" not in representatives)
+        assert all(by_id[f"r{i}"] == 0 for i in range(50))
+        kept.add(representatives[0])
+    assert len(kept) == 1  # the same record in either order
 
 
 @pytest.mark.parametrize("verify", ["signature", "exact", "off"])
@@ -131,19 +142,23 @@ def test_an_index_carries_an_earlier_corpus_into_the_next_run(tmp_path):
     first = NearDuplicates(mode="dedup", jaccard=0.5)
     Pipeline([first]).fit([{"text": t} for t in _unique_docs(rng, 30) + [original]])
     written = first.save_state(tmp_path / "state" / "near_duplicates")
-    assert {p.name for p in written} == {"signatures.npy", "keys.npy", "records.parquet", "params.json"}
+    assert {p.name for p in written} == {"signatures.npy", "keys.npy", "contents.parquet", "params.json"}
     assert np.load(tmp_path / "state" / "near_duplicates" / "signatures.npy").shape == (31, 128)
 
     second = NearDuplicates(mode="dedup", jaccard=0.5, index=str(tmp_path))  # a scan's output folder works
     scores, reasons = _score(second, _unique_docs(rng, 20) + _copies(rng, original, 1))
+    # the earlier scan's record represents the cluster: the new copy is the duplicate
     assert scores[20] == 0.5 and reasons[20][0].endswith(",size=2,earlier=1")
     assert (scores[:20] == 0).all()
     # the state of the second run holds both corpora
     second.save_state(tmp_path / "second")
-    assert len(pq.read_table(tmp_path / "second" / "records.parquet")) == 52
+    assert len(pq.read_table(tmp_path / "second" / "contents.parquet")) == 52
 
-    with pytest.raises(ValueError, match="index .* was built with ngram=5; this stage uses 3"):
+    with pytest.raises(InputError, match="was built with ngram=5; this stage uses 3"):
         Pipeline([NearDuplicates(ngram=3, index=str(tmp_path))]).fit([{"text": "a b c"}])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="--index .*: not a scan folder"):
+        Pipeline([NearDuplicates(index=str(tmp_path / "empty"))]).fit([{"text": "a b c"}])
 
 
 def test_copies_sent_to_workers_are_small_and_score_the_same(corpus, tmp_path):
@@ -152,8 +167,11 @@ def test_copies_sent_to_workers_are_small_and_score_the_same(corpus, tmp_path):
     records = [{"text": t} for t in texts]
     Pipeline([stage]).fit(records)
     copy = pickle.loads(pickle.dumps(stage))
-    assert not hasattr(copy, "lsh_index_")
-    assert len(pickle.dumps(stage)) < stage.lsh_index_.signatures.nbytes / 4
+    assert not hasattr(copy, "index_")
+    # workers get the clustered contents' signatures (to place new records), not every content's
+    clustered = sum(c is not None for c in stage.index_.cluster)
+    assert len(copy.probe_.signatures) == clustered < len(stage.index_.signature) and clustered >= 20
+    assert len(pickle.dumps(stage)) < stage.index_.signature.nbytes / 2
     with pytest.raises(RuntimeError, match="process that ran fit"):
         copy.save_state(tmp_path)
     batches = list(CorpusBatches(open_inputs(records), Columns(), 16))
@@ -178,11 +196,26 @@ def test_summary_names_the_signature_scheme_and_the_largest_cluster(corpus):
 @pytest.mark.parametrize("kwargs, name", [
     ({"mode": "drop"}, "mode"), ({"jaccard": 1.0}, "jaccard"), ({"verify": "maybe"}, "verify"),
     ({"min_cluster_size": 1}, "min_cluster_size"), ({"min_cluster_share": 0}, "min_cluster_share"),
-    ({"protect": "/no/such/path"}, "protect"), ({"index": "/no/such/path"}, "index"), ({"ngram": 0}, "ngram"),
+    ({"protect": 3}, "protect"), ({"index": ""}, "index"), ({"ngram": 0}, "ngram"),
 ])
 def test_invalid_parameters_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         NearDuplicates(**kwargs)
+
+
+def test_side_inputs_are_checked_before_any_data_is_read(tmp_path):
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"question": "no text column"}) + "\n")
+    read = []
+
+    def records():
+        read.append(1)
+        yield {"text": "a b c"}
+
+    for path, message in ((tmp_path / "missing", "--protect .*does not exist"),
+                          (tmp_path / "eval.jsonl", "--protect .*eval.jsonl: no column 'text'")):
+        with pytest.raises(InputError, match=message):
+            next(Pipeline([NearDuplicates(protect=str(path))]).score(records()))
+    assert not read
 
 
 def test_recipes_configure_the_stage():

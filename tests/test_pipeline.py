@@ -9,6 +9,7 @@ import pytest
 from conftest import clean_rows, write_jsonl, write_parquet
 
 from dokumi import Columns, InputError, Pipeline, Stage, StageResult
+from dokumi.fitplan import Reduce
 from dokumi.policy import StageRule
 from dokumi.sources import open_inputs
 from dokumi.stages import InvisibleCharacters
@@ -102,9 +103,11 @@ class CountingFit(Stage):
     name = "counting"
     needs_fit = True
 
-    def fit(self, batches):
-        self.records_ = sum(batch.num_rows for batch in batches)
-        return self
+    def fit_plan(self):
+        return [Reduce("count", int, lambda n, batch: n + batch.num_rows, sum, self._finish)]
+
+    def _finish(self, records):
+        self.records_ = records
 
     def score(self, batch):
         return StageResult(np.full(batch.num_rows, 1.0 / self.records_), [[] for _ in range(batch.num_rows)])

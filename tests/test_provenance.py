@@ -219,14 +219,15 @@ def test_fitted_stage_pickles_and_scoring_leaves_it_unchanged(tmp_path):
     result = copy.score(batch_of({"id": ["x", "unknown"], "text": ["original words here!", "t"]}))
     assert result.reasons[0][0].startswith("hash-drift") and result.reasons[1] == []
     assert np.array_equal(copy.expected_.digests, before)
-    with pytest.raises(RuntimeError, match="fit"):
+    with pytest.raises(RuntimeError, match="set it up first"):
         Provenance(expect=str(tmp_path / "index")).score(batch_of({"text": ["t"]}))
 
 
 def test_expect_adds_a_provenance_stage_to_a_recipe_without_one():
     policy = with_expectation(load_policy("pretraining"), "scan/")
     stage = next(s for s in policy.stages if s.name == "provenance")
-    assert stage.expect == "scan/" and stage.needs_fit
+    # the expected hashes are a side input loaded at setup: the corpus is read once, to score it
+    assert stage.expect == "scan/" and not stage.needs_fit and stage.side_inputs == {"expect": "hashes"}
     bare = load_policy("pretraining")
     bare.stages = [s for s in bare.stages if s.name != "provenance"]
     bare.rules.pop("provenance")

@@ -13,6 +13,7 @@ from conftest import PLUMBING, assert_accounted, clean_rows, read_outputs, write
 
 from dokumi import InputError, Pipeline, Policy, Stage, StageResult, scan
 from dokumi.cli import main
+from dokumi.fitplan import Reduce
 from dokumi.policy import StageRule
 from dokumi.stages import InvisibleCharacters
 
@@ -122,15 +123,24 @@ class MeanLength(Stage):
     name = "mean_length"
     needs_fit = True
 
-    def fit(self, batches):
-        lengths = [len(t) for batch in batches for t in batch.texts]
-        self.mean_ = float(np.mean(lengths))
+    def fit_plan(self):
+        return [Reduce("lengths", lambda: (0, 0), _add_lengths, _sum_pairs, self._finish)]
+
+    def _finish(self, total):
+        self.mean_ = total[0] / max(total[1], 1)
         self.passes_ = getattr(self, "passes_", 0) + 1
-        return self
 
     def score(self, batch):
         scores = np.array([min(1.0, max(0.0, len(t) / self.mean_ - 1) / 10) for t in batch.texts])
         return StageResult(scores, [["long"] if s > 0.5 else [] for s in scores])
+
+
+def _add_lengths(total, batch):
+    return total[0] + sum(map(len, batch.texts)), total[1] + batch.num_rows
+
+
+def _sum_pairs(totals):
+    return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
 
 def test_one_shot_generator_is_spilled_when_a_stage_needs_fitting(tmp_path):

@@ -51,14 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", dest="overrides",
                       help="override a recipe value, e.g. --set invisible.threshold=0.8 (repeatable)")
     scan.add_argument("--reference", metavar="PATH", default=None,
-                      help="trusted data (Parquet, JSONL, directory or glob) the embedding_anomaly stage fits on "
-                           "instead of the scanned data")
+                      help="side input: trusted data (Parquet, JSONL, directory or glob) that stages taking a "
+                           "reference (embedding_anomaly) fit on instead of the scanned data")
     scan.add_argument("--protect", metavar="PATH", default=None,
-                      help="protected documents (Parquet, JSONL or a directory: evaluation sets, confidential text); "
-                           "near-duplicates of them score 1 as near-duplicate:protected")
+                      help="side input: protected documents (evaluation sets, confidential text); near-duplicates "
+                           "of them score 1 as near-duplicate:protected")
     scan.add_argument("--index", metavar="PATH", default=None,
-                      help="an earlier scan's output folder (or its state/near_duplicates/): new records are "
-                           "clustered together with the records it indexed")
+                      help="side input: an earlier scan's output folder (or its state/near_duplicates/): new "
+                           "records are clustered together with the records it indexed")
     scan.add_argument("--workers", type=int, default=None, help="processes for scoring (default: all cores)")
     scan.add_argument("--batch-size", type=int, default=1024, help="records per batch (default: 1024)")
     scan.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -129,15 +129,6 @@ def _run_scan(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers} must be at least 1")
     overrides = dict(parse_override(spec) for spec in args.overrides)
-    if args.reference is not None:
-        if "embedding_anomaly" not in {stage.name for stage in load_policy(args.policy, overrides=overrides).stages}:
-            raise InputError(f"--reference: policy {args.policy!r} does not run the embedding_anomaly stage")
-        overrides["embedding_anomaly.reference"] = args.reference
-    for flag in ("protect", "index"):
-        if getattr(args, flag) is not None:
-            if "near_duplicates" not in {s.name for s in load_policy(args.policy, overrides=overrides).stages}:
-                raise InputError(f"--{flag}: policy {args.policy!r} does not run the near_duplicates stage")
-            overrides[f"near_duplicates.{flag}"] = getattr(args, flag)
     policy = load_policy(args.policy, overrides=overrides)
     if columns:
         from dataclasses import replace
@@ -156,6 +147,9 @@ def _run_scan(args: argparse.Namespace) -> int:
         progress=args.progress,
         engine=args.engine,
         scheduler=args.scheduler,
+        reference=args.reference,
+        protect=args.protect,
+        index=args.index,
         expect=args.expect,
         no_text=args.no_text,
         sign_key=args.sign_key,

@@ -26,7 +26,7 @@ from dokumi.sidecar import SKETCH
 if TYPE_CHECKING:
     from dokumi.pipeline import Pipeline
     from dokumi.policy import Policy
-    from dokumi.scan import ShardResult
+    from dokumi.scoring import ShardResult
 
 MANIFEST_SCHEMA = "dokumi.manifest/1"
 RECORD_HASH = "sha256 of the UTF-8 text; instruction pairs: sha256 of netstring(prompt) + netstring(response)"

@@ -30,43 +30,24 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from dokumi.text.tokens import (
+    Tokens,
+    fmix64,
+    fmix64_int,
+    position_weight,
+    position_weights,
+    word_hash,
+    word_hashes,
+)
 
 SCHEMES = ("affine32", "legacy")
 HASHFUNC = "dokumi.minhash.shingle_hash32"
 
-_MASK64 = (1 << 64) - 1
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)
 # Bytes of each (permutation x shingle) block: it stays in a core's L2 cache.
 _BLOCK_BYTES = 1 << 20
-# Non-ASCII characters other than letters, marks and numbers become spaces (RE2 syntax).
-_NON_ASCII_SEPARATORS = r"[^\x00-\x7f\pL\pM\pN]"
-
-
-def _word_byte_table() -> tuple[np.ndarray, np.ndarray]:
-    lower = np.arange(256, dtype=np.uint8)
-    lower[ord("A"): ord("Z") + 1] += 32
-    is_word = np.zeros(256, dtype=np.int8)
-    for code in range(128):
-        char = chr(code)
-        is_word[code] = char.isascii() and (char.isalnum() or char == "_")
-    is_word[128:] = 1  # bytes of non-ASCII characters left after the separator replacement
-    return lower, is_word
-
-
-_LOWER, _IS_WORD = _word_byte_table()
-_LENGTH_MASKS = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [_MASK64], dtype=np.uint64)
-
-
-def fmix64(values: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer, in place on a uint64 array (wrapping arithmetic); returns it."""
-    values ^= values >> np.uint64(33)
-    values *= np.uint64(0xFF51AFD7ED558CCD)
-    values ^= values >> np.uint64(33)
-    values *= np.uint64(0xC4CEB9FE1A85EC53)
-    values ^= values >> np.uint64(33)
-    return values
 
 
 def _fmix32(values: np.ndarray) -> np.ndarray:
@@ -79,31 +60,6 @@ def _fmix32(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _fmix64_int(value: int) -> int:
-    value ^= value >> 33
-    value = (value * 0xFF51AFD7ED558CCD) & _MASK64
-    value ^= value >> 33
-    value = (value * 0xC4CEB9FE1A85EC53) & _MASK64
-    return value ^ (value >> 33)
-
-
-def _position_weight(position: int) -> int:
-    """The odd multiplier of the word at ``position`` within a shingle."""
-    return _fmix64_int(position + 1) | 1
-
-
-def word_hash(word: bytes) -> int:
-    """The 64-bit hash of one normalised word (UTF-8): ``fmix64(len + sum of chunk_c * weight_c)``.
-
-    ``chunk_c`` is bytes ``8c .. 8c + 7`` read as a little-endian integer (zero-padded);
-    ``weight_c`` is :func:`_position_weight`. This is the reference for the vectorised code.
-    """
-    total = len(word)
-    for c, start in enumerate(range(0, len(word), 8)):
-        total += int.from_bytes(word[start: start + 8], "little") * _position_weight(c)
-    return _fmix64_int(total & _MASK64)
-
-
 def shingle_hash32(shingle: bytes) -> int:
     """The 32-bit hash of a shingle given as its words joined by single spaces (UTF-8).
 
@@ -112,8 +68,8 @@ def shingle_hash32(shingle: bytes) -> int:
     """
     total = 0
     for position, word in enumerate(shingle.split(b" ")):
-        total = (total + word_hash(word) * _position_weight(position)) & _MASK64
-    return _fmix64_int(total) >> 32
+        total = (total + word_hash(word) * position_weight(position)) & ((1 << 64) - 1)
+    return fmix64_int(total) >> 32
 
 
 def datasketch_permutations(num_perm: int, seed: int, scheme: str) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +122,7 @@ class MinHasher:
         self.ngram = ngram
         self.scheme = scheme
         self._a, self._b = datasketch_permutations(num_perm, seed, scheme)
-        self._weights = np.array([_position_weight(j) for j in range(ngram)], dtype=np.uint64)
+        self._weights = np.array([position_weight(j) for j in range(ngram)], dtype=np.uint64)
 
     def params(self) -> dict[str, Any]:
         """Everything that determines a signature; two signatures compare only if these match."""
@@ -196,10 +152,14 @@ class MinHasher:
         """
         return self._shingles(*word_hashes(texts))
 
+    def signatures_of_words(self, tokens: Tokens) -> np.ndarray:
+        """Signatures from words already hashed (``Batch.words``): the same as :meth:`signatures` of the texts."""
+        return self._minhash(*self._shingles(tokens.hashes, tokens.offsets))
+
     def words(self, text: str) -> list[str]:
         """The normalised words of ``text``, as the shingles see them."""
-        data, offsets = _normalised_bytes([text])
-        return [bytes(data[s:e]).decode("utf-8") for s, e in zip(*_word_spans(data, offsets))]
+        tokens = Tokens.of([text])
+        return [tokens.word(i) for i in range(len(tokens.hashes))]
 
     def shingles(self, text: str) -> list[bytes]:
         """The shingles of ``text`` as datasketch input (words joined by spaces, UTF-8)."""
@@ -288,101 +248,5 @@ class MinHasher:
         return values
 
 
-def word_hashes(
-    texts: Sequence[str] | pa.Array | pa.ChunkedArray, min_chars: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """The :func:`word_hash` of every text's normalised words, in order and concatenated, and each text's offsets.
-
-    Text ``i`` owns ``hashes[offsets[i]:offsets[i + 1]]`` (uint64); these are the words
-    :meth:`MinHasher.words` returns, hashed without a Python loop per word, less those of
-    fewer than ``min_chars`` characters (2 drops single letters, as scikit-learn's
-    default token pattern does).
-    """
-    data, offsets = _normalised_bytes(texts)
-    starts, ends = _word_spans(data, offsets)
-    if min_chars > 1:
-        lengths = ends - starts
-        if len(data) and data.max() >= 0x80:
-            # characters are the bytes that do not continue a UTF-8 sequence
-            leading = np.zeros(len(data) + 1, dtype=np.int64)
-            np.cumsum((data & 0xC0) != 0x80, out=leading[1:])
-            lengths = leading[ends] - leading[starts]
-        starts, ends = starts[lengths >= min_chars], ends[lengths >= min_chars]
-    # a text's words are those starting inside its byte range
-    return _word_hashes(data, starts, ends), np.searchsorted(starts, offsets)
-
-
-def _normalised_bytes(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower-cased UTF-8 bytes of all texts, contiguous and followed by 8 zero bytes, and each text's offsets.
-
-    Non-ASCII separators are turned into spaces here; ASCII ones are left to the byte table.
-    """
-    array = _as_large_strings(texts)
-    data, offsets = _buffers(array)
-    if len(data) and data.max() >= 0x80:
-        array = pc.replace_substring_regex(pc.utf8_lower(array), _NON_ASCII_SEPARATORS, " ")
-        data, offsets = _buffers(array)
-    padded = np.zeros(len(data) + 8, dtype=np.uint8)
-    np.take(_LOWER, data, out=padded[: len(data)])
-    return padded, offsets
-
-
-def _buffers(array: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
-    """The UTF-8 bytes of a large-string array (zero-copy) and offsets into them starting at 0."""
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset: array.offset + len(array) + 1]
-    raw = array.buffers()[2]
-    data = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.zeros(0, dtype=np.uint8)
-    return data[offsets[0]: offsets[-1]], offsets - offsets[0]
-
-
-def _as_large_strings(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.LargeStringArray:
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    if not isinstance(texts, pa.Array):
-        texts = pa.array(texts, type=pa.large_string())
-    if texts.type != pa.large_string():
-        texts = texts.cast(pa.large_string())
-    if texts.null_count:
-        texts = texts.fill_null("")
-    return texts
-
-
-def _word_spans(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) byte positions of every word in the padded ``data``.
-
-    Texts are contiguous in ``data``, so a word ending one text and a word opening
-    the next are split at the text boundary.
-    """
-    is_word = np.take(_IS_WORD, data)  # the zero padding is never a word byte
-    change = np.diff(is_word, prepend=np.int8(0))
-    starts = np.flatnonzero(change == 1)
-    ends = np.flatnonzero(change == -1)
-    inner = offsets[1:-1]
-    inner = inner[(inner > 0) & (is_word[inner] == 1) & (is_word[inner - 1] == 1)]
-    if len(inner):  # neither a start nor an end yet: insert, keeping both sorted
-        starts = np.insert(starts, np.searchsorted(starts, inner), inner)
-        ends = np.insert(ends, np.searchsorted(ends, inner), inner)
-    return starts, ends
-
-
-def _word_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """:func:`word_hash` of every word, from unaligned 8-byte loads of the padded ``data``."""
-    lengths = (ends - starts).astype(np.int64)
-    chunks = (lengths + 7) // 8
-    chunk_offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
-    np.cumsum(chunks, out=chunk_offsets[1:])
-    owner = np.repeat(np.arange(len(chunks)), chunks)
-    index = np.arange(chunk_offsets[-1]) - chunk_offsets[:-1][owner]
-    # a little-endian uint64 starting at every byte of data (the 8 padding bytes keep the last in bounds)
-    loads = np.ndarray(shape=(max(len(data) - 7, 0),), dtype="<u8", buffer=data, strides=(1,))
-    values = loads[starts[owner] + 8 * index]
-    values &= _LENGTH_MASKS[np.minimum(lengths[owner] - 8 * index, 8)]
-    values *= position_weights(int(chunks.max()) if len(chunks) else 0)[index]
-    sums = np.add.reduceat(values, chunk_offsets[:-1]) if len(values) else np.zeros(0, dtype=np.uint64)
-    sums += lengths.astype(np.uint64)
-    return fmix64(sums)
-
-
-def position_weights(count: int) -> np.ndarray:
-    """The odd multipliers of positions ``0 .. count - 1`` (:func:`_position_weight`, vectorised)."""
-    return fmix64(np.arange(1, count + 1, dtype=np.uint64)) | np.uint64(1)
+__all__ = ["HASHFUNC", "SCHEMES", "MinHasher", "datasketch_permutations", "fmix64", "position_weights",
+           "shingle_hash32", "word_hash", "word_hashes"]

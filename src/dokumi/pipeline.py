@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dokumi.engines.local import CorpusBatches, fit_stages
 from dokumi.errors import InputError
 from dokumi.policy import DECISIONS, Policy, RecordRules, StageRule, load_policy
 from dokumi.records import Batch, Columns, UnreadableRow
+from dokumi.sideinputs import prepare
 from dokumi.sources import Shard, open_inputs
 from dokumi.stage import Stage, StageResult
 
@@ -48,9 +50,25 @@ class Pipeline:
 
     @classmethod
     def from_policy(cls, policy: str | Policy = "pretraining", **kwargs: Any) -> Pipeline:
+        """Stages and rules from a recipe (a built-in name, a path or a :class:`Policy`).
+
+        ``columns`` may be a :class:`Columns` or a dict of role to column name.
+        """
         policy = load_policy(policy)
-        kwargs.setdefault("columns", policy.columns)
-        return cls(policy.stages, rules=policy.rules, records=policy.records, **kwargs)
+        columns = kwargs.pop("columns", None)
+        if isinstance(columns, dict):
+            columns = Columns.from_mapping(columns)
+        return cls(policy.stages, rules=policy.rules, records=policy.records, columns=columns or policy.columns,
+                   **kwargs)
+
+    def setup(self) -> Pipeline:
+        """Load and check every stage's side inputs and hand each stage its context; before any data is read."""
+        prepare(self.stages, self.columns, self.batch_size)
+        return self
+
+    def corpus(self, shards: list[Shard]) -> CorpusBatches:
+        """The re-readable batches a fit reads: records above the recipe's ``max_text_bytes`` left out."""
+        return CorpusBatches(shards, self.columns, self.batch_size, self.records.max_text_bytes)
 
     @property
     def needs_fit(self) -> bool:
@@ -94,18 +112,21 @@ class Pipeline:
                     raise InputError(f"column {name!r} in shard {shard.name} has type {kind}; expected string")
 
     def fit(self, data: Any) -> Pipeline:
-        """Pass 1: fit every stage that needs corpus statistics on ``data``."""
+        """Pass 1: fit every stage that needs corpus statistics on ``data``, reading it once per round.
+
+        Later calls to :meth:`score` look fitted state up by each record's content, so
+        the pipeline can score other data than it was fitted on.
+        """
+        self.setup()
         shards = open_inputs(data)
         self.check(shards)
-        corpus = CorpusBatches(shards, self.columns, self.batch_size)
-        for stage in self.stages:
-            if stage.needs_fit:
-                stage.fit(corpus)
+        fit_stages(self.stages, self.corpus(shards), columns=self.columns, batch_size=self.batch_size)
         self.fitted_ = True
         return self
 
     def score(self, data: Any) -> Iterator[pa.RecordBatch]:
-        """Pass 2 as a generator: one scores RecordBatch per input batch. Fits first if needed."""
+        """Pass 2 as a generator: one scores RecordBatch per input batch. Fits on ``data`` first if needed."""
+        self.setup()
         shards = open_inputs(data)
         self.check(shards)
         if not self.fitted_:
@@ -114,10 +135,7 @@ class Pipeline:
                     "stages that need a fitting pass cannot read a one-shot iterator twice; "
                     "call fit() on a re-readable copy first, or pass a list, a table or files"
                 )
-            corpus = CorpusBatches(shards, self.columns, self.batch_size)
-            for stage in self.stages:
-                if stage.needs_fit:
-                    stage.fit(corpus)
+            fit_stages(self.stages, self.corpus(shards), columns=self.columns, batch_size=self.batch_size)
             self.fitted_ = True
         for batch in CorpusBatches(shards, self.columns, self.batch_size):
             yield self.score_batch(batch)
@@ -129,27 +147,38 @@ class Pipeline:
         """
         if not self.fitted_:
             raise InputError("fit the pipeline on the dataset first: pipeline.fit(dataset)")
+        self.setup()
         return _ColumnScorer(self, prefix)
 
     def score_batch(self, batch: Batch) -> pa.RecordBatch:
-        """Scores and decisions for one batch, its unreadable rows appended as drops."""
+        """Scores and decisions for one batch, its unreadable rows appended as drops.
+
+        Records above the recipe's ``max_text_bytes`` are routed by the record rules alone:
+        no stage reads them (their stage scores are NaN).
+        """
         n = batch.num_rows
         severity = np.zeros(n, dtype=np.int8)
         reasons: list[list[str]] = [[] for _ in range(n)]
         risk = np.zeros(n)
         stage_scores: dict[str, np.ndarray] = {}
+        oversized = batch.content_bytes > self.records.max_text_bytes if n else np.zeros(0, dtype=bool)
+        scored = np.flatnonzero(~oversized)
+        inner = batch if len(scored) == n else batch.select(scored)
         for stage in self.stages:
-            result = stage.score(batch) if n else StageResult.empty(0)
-            if len(result.scores) != n:
-                raise RuntimeError(f"stage {stage.name!r} returned {len(result.scores)} scores for {n} records")
+            result = stage.score(inner) if len(scored) else StageResult.empty(0)
+            if len(result.scores) != len(scored):
+                raise RuntimeError(f"stage {stage.name!r} returned {len(result.scores)} scores "
+                                   f"for {len(scored)} records")
             scores = np.nan_to_num(result.scores, nan=0.0)
             stage_severity = self.rule(stage.name).decide(scores)
             for i in np.flatnonzero(stage_severity):
-                reasons[i].extend(result.reasons[i])
-            severity = np.maximum(severity, stage_severity)
-            risk = np.maximum(risk, self.rule(stage.name).risk(scores))
-            stage_scores[stage.name] = scores
-        self._apply_record_rules(batch, severity, reasons)
+                reasons[scored[i]].extend(result.reasons[i])
+            severity[scored] = np.maximum(severity[scored], stage_severity)
+            risk[scored] = np.maximum(risk[scored], self.rule(stage.name).risk(scores))
+            column = np.full(n, np.nan)
+            column[scored] = scores
+            stage_scores[stage.name] = column
+        self._apply_record_rules(batch, severity, reasons, oversized)
         table = scores_table(batch.ids, batch.shard, batch.rows, severity, reasons, risk, stage_scores)
         if batch.unreadable:
             table = pa.Table.from_batches(
@@ -157,7 +186,8 @@ class Pipeline:
             ).combine_chunks().to_batches()[0]
         return table
 
-    def _apply_record_rules(self, batch: Batch, severity: np.ndarray, reasons: list[list[str]]) -> None:
+    def _apply_record_rules(self, batch: Batch, severity: np.ndarray, reasons: list[list[str]],
+                            oversized: np.ndarray) -> None:
         rules = self.records
         level = {"keep": 0, "flag": 1, "drop": 2}
         if rules.null_content != "keep":
@@ -165,12 +195,10 @@ class Pipeline:
                 reasons[i].append("null-content")
                 severity[i] = max(severity[i], level[rules.null_content])
         if rules.oversized != "keep":
-            limit = rules.max_text_bytes
-            for i, text in enumerate(batch.texts):
-                # a UTF-8 encoding has at least one byte per character and at most four
-                if len(text) * 4 > limit and len(text.encode("utf-8")) > limit:
-                    reasons[i].append(f"oversized:bytes={len(text.encode('utf-8'))}")
-                    severity[i] = max(severity[i], level[rules.oversized])
+            sizes = batch.content_bytes
+            for i in np.flatnonzero(oversized).tolist():
+                reasons[i].append(f"oversized:bytes={int(sizes[i])}")
+                severity[i] = max(severity[i], level[rules.oversized])
 
 
 def is_fitted(stage: Stage) -> bool:
@@ -191,19 +219,6 @@ class _ColumnScorer:
         scores = self.pipeline.score_batch(batch)
         names = ["decision", "risk", "reasons"] + [f"{stage.name}_score" for stage in self.pipeline.stages]
         return {f"{self.prefix}{name}": scores.column(name).to_pylist() for name in names}
-
-
-class CorpusBatches:
-    """Every batch of every shard, re-read from the start on each iteration."""
-
-    def __init__(self, shards: list[Shard], columns: Columns, batch_size: int) -> None:
-        self.shards = shards
-        self.columns = columns
-        self.batch_size = batch_size
-
-    def __iter__(self) -> Iterator[Batch]:
-        for shard in self.shards:
-            yield from shard.batches(self.columns, self.batch_size)
 
 
 SCORES_BASE_FIELDS = [

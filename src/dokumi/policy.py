@@ -30,7 +30,7 @@ import numpy as np
 from dokumi.errors import PolicyError
 from dokumi.records import Columns
 from dokumi.stage import Stage
-from dokumi.stages import REGISTRY, stage_class
+from dokumi.stages import REGISTRY, known_stages, plugin_stages, stage_class
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -122,6 +122,33 @@ class Policy:
         )
 
 
+SIDE_INPUT_FLAGS = ("reference", "protect", "index", "expect")
+
+
+def with_side_inputs(policy: Policy, values: dict[str, Any]) -> Policy:
+    """``policy`` with each given side input (``{"protect": path, ...}``; None: not given) set on the
+    stages that declare it (``Stage.side_inputs``), as ``dokumi scan --protect`` and the like do.
+
+    ``expect`` adds a provenance stage when the recipe has none (drop from 0.5, flag drift from 0.2);
+    any other side input that no stage of the recipe takes is an error.
+    """
+    given = {name: str(value) for name, value in values.items() if value is not None}
+    if not given:
+        return policy
+    if "expect" in given and not any("expect" in stage.side_inputs for stage in policy.stages):
+        from dokumi.stages.provenance import with_expectation
+
+        policy = with_expectation(policy, given["expect"])
+    for name, value in given.items():
+        takers = [stage for stage in policy.stages if name in stage.side_inputs]
+        if not takers:
+            raise PolicyError(f"--{name}: policy {policy.name!r} runs no stage that takes it "
+                              f"(stages: {', '.join(stage.name for stage in policy.stages) or 'none'})")
+        for stage in takers:
+            stage.set_params(**{name: value})
+    return policy
+
+
 def builtin_policy_dir() -> Path:
     """Where the recipes shipped with dokumi live (inside the wheel, or the source checkout)."""
     packaged = resources.files("dokumi") / "filters"
@@ -183,9 +210,9 @@ def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str 
         section = f"[stages.{stage_name}]"
         if not isinstance(table, dict):
             raise PolicyError(f"{where}: {section} must be a table")
-        if stage_name not in REGISTRY:
+        if stage_name not in REGISTRY and stage_name not in plugin_stages():
             raise PolicyError(
-                f"{where}: {section}: unknown stage {stage_name!r}; known stages: {', '.join(sorted(REGISTRY))}"
+                f"{where}: {section}: unknown stage {stage_name!r}; known stages: {', '.join(known_stages())}"
             )
         rule = _parse_rule(table, where, section)
         if rule.action == "off":
@@ -285,7 +312,10 @@ def _parse_rule(table: dict[str, Any], where: str, section: str) -> StageRule:
 
 
 def _build_stage(stage_name: str, params: dict[str, Any], where: str, section: str) -> Stage:
-    cls = stage_class(stage_name)
+    try:
+        cls = stage_class(stage_name)
+    except KeyError as error:
+        raise PolicyError(f"{where}: {section}: {error.args[0]}") from None
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     for key in params:
         if key not in accepted:

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from functools import cached_property
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from dokumi.text.tokens import Tokens
 
 INSTRUCTION_SEPARATOR = "\n\n"
 
@@ -88,6 +94,12 @@ class Batch:
     def num_rows(self) -> int:
         return self.records.num_rows
 
+    def select(self, rows: np.ndarray) -> Batch:
+        """The records at positions ``rows`` (ascending) as a batch of their own; unreadable rows stay out."""
+        indices = pa.array(np.asarray(rows, dtype=np.int64))
+        return Batch(records=self.records.take(indices), shard=self.shard, rows=self.rows.take(indices),
+                     columns=self.columns)
+
     def has(self, role: str) -> bool:
         """Whether the batch carries the column playing ``role``."""
         return getattr(self.columns, role) in self.records.schema.names
@@ -137,6 +149,44 @@ class Batch:
         return self.column("label").to_pylist() if self.has("label") else None
 
     @cached_property
+    def digests(self) -> np.ndarray:
+        """Each record's SHA-256 (:mod:`dokumi.hashing`), an ``(n, 32)`` uint8 array."""
+        from dokumi.hashing import record_digests
+
+        return record_digests(self)
+
+    @cached_property
+    def content_keys(self) -> np.ndarray:
+        """A 64-bit key per record from its SHA-256: what fitted state is looked up by.
+
+        Keyed on content, never on shard and row, so that the same record gets the
+        same answer whichever container, batch or position it arrives in.
+        """
+        return np.ascontiguousarray(self.digests[:, :8]).view("<u8").ravel().copy()
+
+    @cached_property
+    def words(self) -> Tokens:
+        """The records' words as hashes with offsets (:mod:`dokumi.text.tokens`), computed once per batch
+        and shared by every stage (MinHash shingles, trigger statistics, the embedder)."""
+        from dokumi.text.tokens import Tokens
+
+        return Tokens.of(self.content_array())
+
+    def content_array(self) -> pa.Array | list[str]:
+        """The content as an Arrow string array where it is one column, else the joined strings."""
+        if self.is_instruction or not self.has("text"):
+            return self.texts
+        column = self.column("text")
+        return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+    @cached_property
+    def content_bytes(self) -> np.ndarray:
+        """UTF-8 bytes of each record's content (both halves of an instruction pair)."""
+        if self.is_instruction:
+            return sum(_byte_lengths(self.column(role), self.num_rows) for role in ("prompt", "response"))
+        return _byte_lengths(self.column("text"), self.num_rows)
+
+    @cached_property
     def null_content(self) -> list[bool]:
         """True where the record has no content at all (null text, or null prompt and response)."""
         if self.is_instruction:
@@ -147,6 +197,14 @@ class Batch:
         if text is None:
             return [True] * self.num_rows
         return text.is_null().to_pylist()
+
+
+def _byte_lengths(array: pa.Array | None, length: int) -> np.ndarray:
+    if array is None:
+        return np.zeros(length, dtype=np.int64)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return np.zeros(length, dtype=np.int64)
+    return pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _strings(array: pa.Array | None, length: int) -> list[str]:

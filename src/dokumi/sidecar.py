@@ -160,9 +160,15 @@ def resemblance(
     return Resemblance(jaccard=jaccard, common=common, kept=kept, changed=changed)
 
 
-def sidecar_batch(batch: Batch, digests: np.ndarray) -> pa.RecordBatch:
-    """The sidecar rows for one batch, given its record digests from :func:`dokumi.hashing.record_digests`."""
-    sketch_rows, counts = sketches(batch.texts)
+def sidecar_batch(batch: Batch, digests: np.ndarray, skip: np.ndarray | None = None) -> pa.RecordBatch:
+    """The sidecar rows for one batch, given its record digests from :func:`dokumi.hashing.record_digests`.
+
+    Records where ``skip`` is true (above the recipe's ``max_text_bytes``) get an empty sketch.
+    """
+    texts = batch.texts
+    if skip is not None and skip.any():
+        texts = ["" if skipped else text for text, skipped in zip(texts, skip.tolist())]
+    sketch_rows, counts = sketches(texts)
     return pa.RecordBatch.from_arrays(
         [
             pa.array(batch.ids, type=pa.string()),

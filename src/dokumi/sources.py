@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -405,3 +406,71 @@ def _shard_names(files: list[str]) -> list[str]:
         return [os.path.basename(files[0])]
     root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
     return [os.path.relpath(os.path.abspath(f), root).replace(os.sep, "/") for f in files]
+
+
+def usable_shards(shards: list[Shard]) -> tuple[list[Shard], list[str], list[dict[str, Any]]]:
+    """Set aside 0-byte files (no records, so nothing to lose) with a warning and their manifest entry."""
+    usable, warnings, empty = [], [], []
+    for shard in shards:
+        if shard.path is not None and os.path.getsize(shard.path) == 0:
+            warnings.append(f"shard {shard.name} is empty (0 bytes): no records")
+            empty.append({"path": shard.path, "name": shard.name, "bytes": 0,
+                          "sha256": hashlib.sha256(b"").hexdigest(), "records": 0})
+            continue
+        usable.append(shard)
+    if not usable and not empty:
+        raise InputError("no input shards given")
+    return usable, warnings, empty
+
+
+def schema_warnings(shards: list[Shard]) -> list[str]:
+    """Shards with different columns are scanned each with its own schema; say so."""
+    first_names: list[str] | None = None
+    first_shard = ""
+    warnings = []
+    for shard in shards:
+        names = shard.schema_names()
+        if first_names is None:
+            first_names, first_shard = names, shard.name
+            continue
+        missing = [n for n in first_names if n not in names]
+        extra = [n for n in names if n not in first_names]
+        if missing or extra:
+            detail = "; ".join(
+                part for part in (
+                    f"lacks {', '.join(missing)}" if missing else "",
+                    f"adds {', '.join(extra)}" if extra else "",
+                ) if part
+            )
+            warnings.append(
+                f"mixed schemas: shard {shard.name} {detail} (compared with {first_shard}); "
+                "each shard's outputs keep its own columns"
+            )
+    return warnings
+
+
+def refuse_inputs_inside(shards: list[Shard], out: Path) -> None:
+    """Scanning a folder that holds --out would read an earlier scan's outputs as input."""
+    root = out.resolve()
+    for shard in shards:
+        if shard.path is not None and Path(shard.path).resolve().is_relative_to(root):
+            raise InputError(f"input {shard.path} lies inside --out {out}; choose an --out outside the inputs")
+
+
+def spill_one_shot(shards: list[Shard], columns: Columns, batch_size: int, directory: Path) -> list[Shard]:
+    """Write every shard that can be read only once (a generator) to a Parquet file, so it can be re-read."""
+    from dokumi.outputs import PartWriter, output_stem
+
+    spilled: list[Shard] = []
+    for index, shard in enumerate(shards):
+        if shard.reiterable:
+            spilled.append(shard)
+            continue
+        writer = PartWriter(directory, output_stem(index, shard.name))
+        for batch in shard.batches(columns, batch_size):
+            writer.write(batch.records)
+        files = writer.close()
+        if len(files) != 1:
+            raise InputError(f"shard {shard.name}: records change their columns' types; cannot spill to one file")
+        spilled.append(ParquetShard(name=shard.name, file=str(files[0][0])))
+    return spilled

@@ -1,24 +1,48 @@
 """The stage protocol: score records and say why; never decide.
 
 A stage follows the scikit-learn estimator contract: ``__init__`` stores its
-parameters and does no work; ``fit`` (pass 1, only when ``needs_fit``) learns
-corpus-level state kept in attributes ending with ``_``; ``score`` maps one
-:class:`~dokumi.records.Batch` to a :class:`StageResult` without changing that
-state. The policy turns scores into decisions.
+parameters and does no work; ``setup`` receives the pipeline's context (column
+roles, batch size, side inputs already loaded and checked) before any data is
+read; ``fit_plan`` (pass 1, only when ``needs_fit``) declares how corpus-level
+state is learned (:mod:`dokumi.fitplan`), kept in attributes ending with ``_``;
+``score`` maps one :class:`~dokumi.records.Batch` to a :class:`StageResult`
+without changing that state. The policy turns scores into decisions.
 """
 
 from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from dokumi.records import Batch
+from dokumi.records import Batch, Columns
+
+if TYPE_CHECKING:
+    from dokumi.fitplan import Step
+
+# The kinds of side input a stage may declare, and what ``StageContext.inputs`` then holds:
+# "corpus": a :class:`dokumi.sideinputs.SideCorpus` (re-readable batches of checked shards);
+# "state": a :class:`dokumi.sideinputs.SavedState` (an earlier scan's state folder of that stage);
+# "hashes": a :class:`dokumi.sidecar.ExpectedHashes` (an earlier scan's record hashes).
+SIDE_INPUT_KINDS = ("corpus", "state", "hashes")
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the pipeline tells a stage before any data is read.
+
+    ``inputs`` maps each side-input parameter the stage declares (and was given)
+    to the loaded input; a stage never opens files itself.
+    """
+
+    columns: Columns = field(default_factory=Columns)
+    batch_size: int = 1024
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,11 +84,42 @@ class Stage(abc.ABC):
     name: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False
     reads: ClassVar[tuple[str, ...]] = ("content",)
+    # Parameters that name side inputs, and their kind (SIDE_INPUT_KINDS): the pipeline loads and checks
+    # them before reading any data and hands them to setup(); `dokumi scan --protect` etc. set them.
+    side_inputs: ClassVar[Mapping[str, str]] = {}
     # Bytes of fitted state per corpus record (0 for stateless stages); documented and benchmarked.
     state_bytes_per_record: ClassVar[float] = 0.0
+    _context: StageContext | None = None
+
+    def setup(self, context: StageContext) -> None:
+        """Take the pipeline's context before any data is read (side inputs arrive loaded).
+
+        Called once by the pipeline; a stage that needs its context overrides it and calls
+        ``super().setup(context)``.
+        """
+        self._context = context
+
+    @property
+    def context(self) -> StageContext:
+        """The context given to :meth:`setup` (a default one if the stage was never set up)."""
+        return self._context or StageContext()
+
+    @property
+    def is_set_up(self) -> bool:
+        return self._context is not None
+
+    def fit_plan(self) -> list[Step]:
+        """The steps of pass 1, in order (:mod:`dokumi.fitplan`); empty when ``needs_fit`` is false."""
+        return []
 
     def fit(self, batches: Iterable[Batch]) -> Stage:
-        """Learn corpus-level state from ``batches`` (iterating again re-reads the corpus)."""
+        """Learn corpus-level state from ``batches``, by running :meth:`fit_plan` in this process.
+
+        ``batches`` is read once per step (iterating it again re-reads the corpus).
+        """
+        from dokumi.engines.local import fit_stages
+
+        fit_stages([self], batches)
         return self
 
     @abc.abstractmethod
@@ -79,6 +134,15 @@ class Stage(abc.ABC):
             for name in signature.parameters
             if name != "self" and hasattr(self, name)
         }
+
+    def set_params(self, **params: Any) -> Stage:
+        """Change constructor parameters of an unfitted stage (scikit-learn's ``set_params``)."""
+        accepted = set(inspect.signature(type(self).__init__).parameters) - {"self"}
+        for key, value in params.items():
+            if key not in accepted:
+                raise ValueError(f"stage {self.name!r} has no parameter {key!r}; known: {', '.join(sorted(accepted))}")
+            setattr(self, key, value)
+        return self
 
     def save_state(self, directory: Path) -> list[Path]:
         """Write fitted state a later run can reuse (e.g. an index); return the files written.

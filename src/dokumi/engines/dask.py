@@ -1,15 +1,18 @@
-"""The Dask executor: a scan's pass 1 and pass 2 on a dask.distributed cluster (``--engine dask``).
+"""The Dask engine: a scan's pass 1 and pass 2 on a dask.distributed cluster (``--engine dask``).
 
 Without a scheduler address it starts a ``LocalCluster`` on 127.0.0.1 and
 closes it afterwards; with one it joins that cluster and leaves it running.
 
-Pass 1 fits each stage that needs it with Dask's own operations: a tree
-reduction (a ``dask.delayed`` graph) per round for :class:`~dokumi.engines.PartitionFit`
-stages, a Dask DataFrame shuffle for :class:`~dokumi.engines.KeyGroupFit`
-stages; any other stage is fitted on the driver. Pass 2 is one task per shard running
-:func:`dokumi.scan.score_shard`. Each task writes into a folder of its own and
-renames its files into place at the end, so a task that Dask retries after its
-worker died overwrites its outputs instead of duplicating them.
+Pass 1 interprets the stages' fit plans (:mod:`dokumi.fitplan`) with Dask's
+own operations, round by round: one task per shard reads it once and folds it
+into a partial for every stage with a step in the round; a :class:`~dokumi.fitplan.Reduce`
+step's partials are merged in a tree of tasks, a :class:`~dokumi.fitplan.GroupByKey`
+step's key rows are grouped by a Dask DataFrame shuffle; each stage finishes on
+the driver, and goes to the workers again for the next round. Pass 2 is one
+task per shard running :func:`dokumi.scoring.score_shard`. Each task writes
+into a folder of its own and renames its files into place at the end, so a
+task that Dask retries after its worker died overwrites its outputs instead
+of duplicating them.
 
 Workers open the inputs and the staging folder by the driver's absolute
 paths: on a multi-node cluster both must lie on a shared file system, and the
@@ -25,20 +28,24 @@ import os
 import pickle
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from dokumi.engines import distributed_fit_kind, fit_rounds, round_arguments, shared_key_groups, split_keys
+from dokumi.engines import Engine
+from dokumi.engines.local import CorpusBatches, fit_plans, total_rows
 from dokumi.errors import InputError
-from dokumi.pipeline import CorpusBatches, Pipeline
+from dokumi.fitplan import GroupByKey, KeyPartial, Reduce, partition_partials, shared_key_groups
 from dokumi.progress import progress_bar
-from dokumi.records import Batch, Columns
-from dokumi.scan import ShardResult, _total_rows, score_shard
+from dokumi.records import Columns
+from dokumi.scoring import ShardResult, score_shard
 from dokumi.sources import Shard
 from dokumi.stage import Stage
+
+if TYPE_CHECKING:
+    from dokumi.pipeline import Pipeline
 
 # Partials merged per task of a tree reduction: few enough that a task's memory stays small.
 MERGE_FAN_IN = 8
@@ -46,7 +53,7 @@ MERGE_FAN_IN = 8
 PRIVATE_DIRS = (".dask-tasks", ".dask-pipeline")
 
 
-class DaskEngine:
+class DaskEngine(Engine):
     """A connection to a Dask cluster for one scan; use as a context manager.
 
     ``scheduler`` is the address of a running scheduler (``tcp://host:8786``);
@@ -54,6 +61,8 @@ class DaskEngine:
     processes (default: one per core) is started on 127.0.0.1 and closed on
     exit. A cluster that was joined is never shut down.
     """
+
+    name = "dask"
 
     def __init__(self, scheduler: str | None = None, workers: int | None = None) -> None:
         if workers is not None and workers < 1:
@@ -96,68 +105,73 @@ class DaskEngine:
             self.cluster_.close()
         self.client_ = self.cluster_ = None
 
-    def fit(self, pipeline: Pipeline, shards: list[Shard]) -> list[str]:
-        """Pass 1 for every stage that needs it; returns warnings (stages fitted on the driver)."""
+    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
+        """Pass 1: every stage's fit plan, one read of every shard per round for all stages together."""
         remote = [_for_workers(shard) for shard in shards]
-        on_driver = []
-        for stage in pipeline.stages:
-            if not stage.needs_fit:
+        plans = fit_plans(pipeline.stages)
+        rounds = max((len(plan) for _, plan in plans), default=0)
+        for index in range(rounds):
+            active = [(stage, plan[index]) for stage, plan in plans if index < len(plan) and plan[index].needed()]
+            if not active:
                 continue
-            kind = distributed_fit_kind(stage)
-            if kind == "reduction":
-                self._fit_by_reduction(stage, remote, pipeline.columns, pipeline.batch_size)
-            elif kind == "shuffle":
-                self._fit_by_shuffle(stage, remote, pipeline.columns, pipeline.batch_size)
-            else:
-                stage.fit(CorpusBatches(shards, pipeline.columns, pipeline.batch_size))
-                on_driver.append(stage.name)
-        pipeline.fitted_ = True
-        if not on_driver:
-            return []
-        return [
-            f"stages fitted on the driver, not distributed (they implement no distributed fit protocol): "
-            f"{', '.join(on_driver)}"
-        ]
+            bar = progress_bar(len(remote), f"fit {index + 1}/{rounds} (shards)", enabled=progress)
+            self._round([stage for stage, _ in active], [step for _, step in active], index, remote,
+                        pipeline.columns, pipeline.batch_size, pipeline.records.max_text_bytes, bar.update)
+            bar.close()
+        return []
 
-    def _fit_by_reduction(self, stage: Stage, shards: list[Shard], columns: Columns, batch_size: int) -> None:
-        import dask
+    def _round(self, stages: list[Stage], steps: list[Any], index: int, shards: list[Shard], columns: Columns,
+               batch_size: int, max_text_bytes: int, update: Any) -> None:
+        """One round: a task per shard folds it for every step; then each step merges or groups and finishes."""
+        from distributed import as_completed
 
-        for round_index in range(fit_rounds(stage)):
-            extra = round_arguments(stage, round_index)
-            # One node of the graph holds the stage, as it stands after the last round's fit_finish, so
-            # each worker fetches it once, not once per task (between rounds, triggers carries a naive
-            # Bayes model of a few MB per label); a lost copy is recomputed from the graph.
-            shared = dask.delayed(stage, name=f"fit-{stage.name}-{round_index}-{uuid.uuid4().hex}")
-            level = [dask.delayed(_fit_partition, pure=False)(shard, shared, columns, batch_size, extra)
-                     for shard in shards] or [dask.delayed(_fit_partition, pure=False)(None, shared, columns,
-                                                                                      batch_size, extra)]
-            while len(level) > 1:  # a tree reduction, MERGE_FAN_IN partials per task
-                level = [dask.delayed(_merge_partials, pure=False)(shared, extra, *level[i: i + MERGE_FAN_IN])
-                         for i in range(0, len(level), MERGE_FAN_IN)]
-            total = self.client_.compute(level[0])
-            stage.fit_finish(total.result(), *extra)
-            total.release()
+        client = self.client_
+        # the stages as they stand after the last round's finish, sent once to each worker that needs them
+        [held] = client.scatter([_Stages(stages, index)], hash=False)
+        reader = functools.partial(_partition_round, columns=columns, batch_size=batch_size,
+                                   max_text_bytes=max_text_bytes)
+        parts = client.map(reader, [held] * len(shards), shards, pure=False) if shards else [
+            client.submit(reader, held, None, pure=False)]
+        for future in as_completed(parts):
+            future.result()  # raise a worker's error here, before merging
+            update(1)
+        try:
+            for position, step in enumerate(steps):
+                picked = client.map(_pick, parts, [position] * len(parts), pure=False)
+                if isinstance(step, Reduce):
+                    step.finish(self._tree(held, position, picked, _merge_partials))
+                else:
+                    self._group(step, held, position, picked)
+                client.cancel(picked)
+        finally:
+            client.cancel(parts + [held])
 
-    def _fit_by_shuffle(self, stage: Stage, shards: list[Shard], columns: Columns, batch_size: int) -> None:
+    def _tree(self, held: Any, position: int, level: list[Any], merge: Any) -> Any:
+        """Merge the partials of ``level`` on the workers, MERGE_FAN_IN at a time; the result on the driver."""
+        client = self.client_
+        while len(level) > 1:
+            level = [client.submit(merge, held, position, *level[i: i + MERGE_FAN_IN], pure=False)
+                     for i in range(0, len(level), MERGE_FAN_IN)]
+        result = level[0].result()
+        client.cancel(level)
+        return result
+
+    def _group(self, step: GroupByKey, held: Any, position: int, picked: list[Any]) -> None:
         import dask
         import dask.dataframe
 
-        # the protocol: the same schema (and a partial or not) when there are no records
-        empty, partial = split_keys(stage.fit_keys(iter(())))
-        schema = empty.schema
-        outputs = self.client_.map(functools.partial(_partition_keys, stage, columns, batch_size), shards,
-                                   pure=False)
-        parts = self.client_.map(_key_frame, outputs, pure=False)
-        if hasattr(stage, "fit_extra_keys"):
-            parts.append(self.client_.scatter(_as_frame(stage, stage.fit_extra_keys())))
-        frame = dask.dataframe.from_delayed(parts, meta=_pandas(schema.empty_table()), verify_meta=False)
-        by_key = frame.shuffle(on="key", npartitions=len(shards))
-        groups = self.client_.compute([dask.delayed(_groups_of)(part, schema) for part in by_key.to_delayed()])
-        if partial:
-            partials = self.client_.gather(self.client_.map(_partition_partial, outputs, pure=False))
-            stage.fit_groups(_results_as_completed(groups, outputs + parts), partials)
-        else:
-            stage.fit_groups(_results_as_completed(groups, outputs + parts))
+        client = self.client_
+        frames = client.map(_key_frame, picked, pure=False)
+        if step.extra is not None:
+            frames.append(client.scatter(_pandas(step.extra().cast(step.schema))))
+        frame = dask.dataframe.from_delayed(frames, meta=_pandas(step.schema.empty_table()), verify_meta=False)
+        by_key = frame.shuffle(on="key", npartitions=max(len(picked), 1))
+        groups = client.compute([dask.delayed(_groups_of)(part, step.schema) for part in by_key.to_delayed()])
+        side = None
+        if step.partial is not None:
+            sides = client.map(_side_of, picked, pure=False)
+            side = self._tree(held, position, sides, _merge_sides)
+        step.finish(_results_as_completed(groups, frames), side)
 
     def score(
         self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
@@ -165,7 +179,7 @@ class DaskEngine:
     ) -> list[ShardResult]:
         """Pass 2: one task per shard; returns the shards' results in input order.
 
-        ``score_options`` are passed on to :func:`~dokumi.scan.score_shard`.
+        ``score_options`` are passed on to :func:`~dokumi.scoring.score_shard`.
         """
         pipeline_file = staging / PRIVATE_DIRS[1] / "pipeline.pkl"
         pipeline_file.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +192,7 @@ class DaskEngine:
         ]
         position = {future.key: index for index, future in enumerate(futures)}
         done: dict[int, ShardResult] = {}
-        bar = progress_bar(_total_rows(shards), "score", enabled=progress)
+        bar = progress_bar(total_rows(shards), "score", enabled=progress)
         try:
             from distributed import as_completed
 
@@ -201,26 +215,6 @@ class DaskEngine:
         return results
 
 
-def run_passes(
-    pipeline: Pipeline,
-    shards: list[Shard],
-    staging: Path,
-    *,
-    scheduler: str | None,
-    workers: int | None,
-    progress: bool | None,
-    warnings: list[str],
-    **score_options: Any,
-) -> list[ShardResult]:
-    """Pass 1 (where needed) and pass 2 of a scan on Dask; appends the engine's warnings to ``warnings``."""
-    if scheduler and workers is not None:
-        warnings.append(f"workers={workers} is ignored when joining the Dask cluster at {scheduler}")
-    with DaskEngine(scheduler=scheduler, workers=None if scheduler else workers) as engine:
-        if pipeline.needs_fit:
-            warnings += engine.fit(pipeline, shards)
-        return engine.score(pipeline, shards, staging, progress, **score_options)
-
-
 def _for_workers(shard: Shard) -> Shard:
     """A file shard by its absolute path, so workers with another working directory find it."""
     file = getattr(shard, "file", None)
@@ -229,31 +223,48 @@ def _for_workers(shard: Shard) -> Shard:
     return dataclasses.replace(shard, file=os.path.abspath(file))
 
 
-def _batches_of(shards: Iterable[Shard], columns: Columns, batch_size: int) -> Iterator[Batch]:
-    for shard in shards:
-        yield from shard.batches(columns, batch_size)
+class _Stages:
+    """The stages of one round as one object, so each worker fetches them once per round."""
+
+    def __init__(self, stages: list[Stage], index: int) -> None:
+        self.stages, self.index = stages, index
+        self._steps: list[Any] | None = None
+
+    @property
+    def steps(self) -> list[Any]:
+        if self._steps is None:
+            self._steps = [stage.fit_plan()[self.index] for stage in self.stages]
+        return self._steps
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"stages": self.stages, "index": self.index, "_steps": None}
 
 
-def _fit_partition(shard: Shard | None, stage: Stage, columns: Columns, batch_size: int, extra: tuple[int, ...]) -> Any:
-    """One shard's partial (``None``: an empty partition); the shard is read only if the stage iterates."""
-    return stage.fit_partition(_batches_of([shard] if shard else [], columns, batch_size), *extra)
+def _partition_round(held: _Stages, shard: Shard | None, columns: Columns, batch_size: int,
+                     max_text_bytes: int) -> list[Any]:
+    """One shard's partial for every step of the round (``None``: an empty partition)."""
+    batches = CorpusBatches([shard] if shard is not None else [], columns, batch_size, max_text_bytes)
+    return partition_partials(held.steps, batches)
 
 
-def _merge_partials(stage: Stage, extra: tuple[int, ...], *partials: Any) -> Any:
-    return stage.fit_merge(list(partials), *extra)
+def _pick(partials: list[Any], position: int) -> Any:
+    return partials[position]
 
 
-def _partition_keys(stage: Stage, columns: Columns, batch_size: int, shard: Shard) -> tuple[Any, tuple[Any, ...]]:
-    """One shard's key rows as a pandas frame, and its partial (an empty or one-item tuple)."""
-    keys, partial = split_keys(stage.fit_keys(shard.batches(columns, batch_size)))
-    return _as_frame(stage, keys), partial
+def _merge_partials(held: _Stages, position: int, *partials: Any) -> Any:
+    return held.steps[position].merge(list(partials))
 
 
-def _as_frame(stage: Stage, keys: pa.Table) -> Any:
-    if keys.schema.names != ["key", "member"]:
-        raise ValueError(f"stage {stage.name!r}: fit_keys must return columns ['key', 'member'], "
-                         f"got {keys.schema.names}")
-    return _pandas(keys)
+def _merge_sides(held: _Stages, position: int, *partials: Any) -> Any:
+    return held.steps[position].partial.merge(list(partials))
+
+
+def _side_of(partial: KeyPartial) -> Any:
+    return partial.side
+
+
+def _key_frame(partial: KeyPartial) -> Any:
+    return _pandas(partial.keys)
 
 
 def _pandas(table: pa.Table) -> Any:
@@ -264,14 +275,6 @@ def _pandas(table: pa.Table) -> Any:
 
     fields = [pa.field(f.name, pa.binary()) if pa.types.is_fixed_size_binary(f.type) else f for f in table.schema]
     return table.cast(pa.schema(fields)).to_pandas(types_mapper=pd.ArrowDtype)
-
-
-def _key_frame(output: tuple[Any, tuple[Any, ...]]) -> Any:
-    return output[0]
-
-
-def _partition_partial(output: tuple[Any, tuple[Any, ...]]) -> Any:
-    return output[1][0]
 
 
 def _groups_of(part: Any, schema: pa.Schema) -> pa.Table:
@@ -322,4 +325,4 @@ def _score_task(pipeline_file: str, index: int, shard: Shard, staging: str, scor
     return result
 
 
-__all__ = ["DaskEngine", "run_passes"]
+__all__ = ["DaskEngine"]

@@ -11,10 +11,9 @@ like the reference".
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,10 +22,10 @@ from threadpoolctl import ThreadpoolController
 
 from dokumi.detectors import DETECTORS, Detector, Embedded, ResponseClusterDetector, TailCalibrator
 from dokumi.embedders import Embedder, LexicalVectors, make_embedder
-from dokumi.engines import fit_in_one_process
-from dokumi.minhash import fmix64
+from dokumi.fitplan import Fold, Reduce, Step
 from dokumi.records import Batch
-from dokumi.stage import Stage, StageResult
+from dokumi.stage import Stage, StageContext, StageResult
+from dokumi.text.sampling import priorities
 
 DEFAULT_DETECTORS = tuple(DETECTORS)
 # Only the first characters of a record are embedded, so the sample's memory stays bounded.
@@ -102,7 +101,6 @@ class EmbeddingAnomaly(Stage):
     """
 
     name = "embedding_anomaly"
-    needs_fit = True
 
     def __init__(
         self,
@@ -149,39 +147,53 @@ class EmbeddingAnomaly(Stage):
 
     # pass 1 -----------------------------------------------------------------
 
+    # a trusted reference arrives as a side corpus at setup: the stage then samples and fits on it there
+    side_inputs = {"reference": "corpus"}
+
     @property
-    def fits_distributed(self) -> bool:
-        """A trusted ``reference`` is read on the driver; the scanned data can be sampled anywhere."""
+    def needs_fit(self) -> bool:  # type: ignore[override]
+        """Fitted on the scanned data unless a trusted ``reference`` was given (fitted at setup)."""
         return self.reference is None
 
-    def fit(self, batches: Iterable[Batch]) -> EmbeddingAnomaly:
-        source = self._reference_batches(batches) if self.reference is not None else batches
-        return fit_in_one_process(self, source)
+    def setup(self, context: StageContext) -> None:
+        """With a ``reference``, draw the sample from it and fit the detectors before the corpus is read."""
+        super().setup(context)
+        if "reference" in context.inputs:
+            self._finish_sample(self._fold().run(context.inputs["reference"]))
 
-    # the sample as a reduction (the PartitionFit protocol of dokumi.engines), so that a Dask
-    # cluster draws the same sample as one process, whatever the partitioning
+    def fit_plan(self) -> list[Step]:
+        """One reduction: the ``sample_size`` records of lowest seeded content hash, then the detectors."""
+        if not self.needs_fit:
+            return []
+        fold = self._fold()
+        return [Reduce("sample", fold.start, fold.add, fold.merge, self._finish_sample)]
 
-    def fit_partition(self, batches: Iterable[Batch]) -> dict[str, Any]:
-        """The ``sample_size`` records of these batches with the lowest seeded hash of (shard, row)."""
-        sample = _empty_sample(self.embedder == "column")
-        for batch in batches:
-            # once the sample is full, only records below its highest priority can enter it
-            below = sample["priority"][-1] if len(sample["priority"]) >= self.sample_size else None
-            candidates = _batch_sample(batch, self.seed, sample["vectors"] is not None, below)
-            sample = _bottom_k([sample, candidates], self.sample_size)
-        return sample
+    def _fold(self) -> Fold:
+        return Fold(self._empty_sample, self._sample_batch, self._merge_samples)
 
-    def fit_merge(self, partials: list[dict[str, Any]]) -> dict[str, Any]:
+    # the sample as a reduction, so that a Dask cluster draws the same sample as one process,
+    # whatever the partitioning; records are kept by a seeded hash of their content
+
+    def _empty_sample(self) -> dict[str, Any]:
+        return _empty_sample(self.embedder == "column")
+
+    def _sample_batch(self, sample: dict[str, Any], batch: Batch) -> dict[str, Any]:
+        # once the sample is full, only records below its highest priority can enter it
+        below = sample["priority"][-1] if len(sample["priority"]) >= self.sample_size else None
+        candidates = _batch_sample(batch, self.seed, sample["vectors"] is not None, below)
+        return _bottom_k([sample, candidates], self.sample_size)
+
+    def _merge_samples(self, partials: list[dict[str, Any]]) -> dict[str, Any]:
         return _bottom_k(partials, self.sample_size)
 
     @_single_threaded
-    def fit_finish(self, sample: dict[str, Any]) -> EmbeddingAnomaly:
+    def _finish_sample(self, sample: dict[str, Any]) -> None:
         self.records_seen_ = sample["seen"]
         self.reference_records_ = len(sample["texts"])
         self.embedder_: Embedder = make_embedder(self.embedder, self.dimensions, self.seed)
         self.detectors_: list[Detector] = []
         if self.reference_records_ < MIN_REFERENCE_RECORDS:
-            return self
+            return
         vectors = self.embedder_.fit_transform(
             sample["vectors"] if self.embedder_.source == "embedding" else sample["texts"])
         self.labelled_ = any(label != UNLABELLED for label in sample["labels"])
@@ -203,16 +215,6 @@ class EmbeddingAnomaly(Stage):
             self.detectors_.append(detector)
             self.calibrators_.append(TailCalibrator().fit(detector.reference_scores_))
         self.combined_ = TailCalibrator().fit(self._surprises(reference, reference_scores=True).max(axis=1))
-        return self
-
-    def _reference_batches(self, batches: Iterable[Batch]) -> Iterable[Batch]:
-        from dokumi.pipeline import DEFAULT_BATCH_SIZE, CorpusBatches
-        from dokumi.records import Columns
-        from dokumi.sources import open_inputs
-
-        first = next(iter(batches), None)
-        columns = first.columns if first is not None else Columns()
-        return CorpusBatches(open_inputs(self.reference), columns, DEFAULT_BATCH_SIZE)
 
     def _detector(self, name: str) -> Detector:
         cls = DETECTORS[name]
@@ -315,9 +317,8 @@ def _empty_sample(with_vectors: bool) -> dict[str, Any]:
 
 
 def _priorities(batch: Batch, seed: int) -> np.ndarray:
-    """A seeded 64-bit hash of each record's (shard, row): the same on any worker and in any order."""
-    shard = int.from_bytes(hashlib.blake2b(f"{seed}:{batch.shard}".encode(), digest_size=8).digest(), "little")
-    return fmix64(batch.rows.to_numpy().astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(shard))
+    """A seeded 64-bit hash of each record's content: the same on any worker, in any order and container."""
+    return priorities(batch.content_keys, seed, "embedding_anomaly")
 
 
 def _batch_sample(batch: Batch, seed: int, with_vectors: bool, below: np.uint64 | None = None) -> dict[str, Any]:

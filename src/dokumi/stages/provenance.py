@@ -33,8 +33,8 @@ from dokumi.errors import PolicyError
 from dokumi.hashing import equal_rows, from_hex, record_digests
 from dokumi.outputs import file_sha256
 from dokumi.records import Batch
-from dokumi.sidecar import ExpectedHashes, resemblance, sketches
-from dokumi.stage import Stage, StageResult
+from dokumi.sidecar import resemblance, sketches
+from dokumi.stage import Stage, StageContext, StageResult
 
 DRIFT_BAND = (0.2, 0.45)
 MISMATCH_BAND = (0.55, 1.0)
@@ -107,20 +107,18 @@ class Provenance(Stage):
         self._deny_patterns = _patterns(self.deny, "deny")
         self._allow_patterns = _patterns(self.allow, "allow")
 
-    @property
-    def needs_fit(self) -> bool:  # type: ignore[override]
-        """Only an ``expect`` sidecar needs loading before scoring; the corpus itself is not read."""
-        return self.expect is not None
+    # the expected hashes of an earlier scan arrive loaded at setup; the corpus itself is never fitted on
+    side_inputs = {"expect": "hashes"}
 
-    def fit(self, batches: Any) -> Provenance:
-        """Load the expected hashes and sketches of ``expect``."""
-        if self.expect is not None:
-            self.expected_ = ExpectedHashes.load(self.expect)
+    def setup(self, context: StageContext) -> None:
+        """Take the expected hashes and sketches of ``expect``, loaded by the pipeline."""
+        super().setup(context)
+        if "expect" in context.inputs:
+            self.expected_ = context.inputs["expect"]
             self.expect_files_ = [
                 {"path": source["path"], "records": source["records"], "sha256": file_sha256(source["path"])}
                 for source in self.expected_.sources
             ]
-        return self
 
     def summary(self) -> dict[str, Any]:
         if self.expect is None or not hasattr(self, "expected_"):
@@ -135,7 +133,8 @@ class Provenance(Stage):
         if n == 0:
             return StageResult(scores, reasons)
         if self.expect is not None and not hasattr(self, "expected_"):
-            raise RuntimeError("the provenance stage has an 'expect' sidecar: call fit() before score()")
+            raise RuntimeError("the provenance stage has an 'expect' sidecar: set it up first "
+                               "(stage.fit(batches) or Pipeline.setup() loads it)")
         actual = record_digests(batch)
         expected = self._expected(batch, actual)
         matched = expected.known & equal_rows(actual, expected.digests)

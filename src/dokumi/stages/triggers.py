@@ -32,7 +32,6 @@ import heapq
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,10 @@ import numpy as np
 import regex
 from scipy import sparse
 
-from dokumi.engines import fit_in_one_process
+from dokumi.fitplan import Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
+from dokumi.text.sampling import priorities
 
 _PUNCTUATION = ".,;:!?\"'`()[]{}*_~«»“”‘’„…—–-"
 _SENTENCE_END = regex.compile(r"(?<=[.!?;。！？])\s+|\n+|(?<=[。！？])")
@@ -237,54 +237,56 @@ class Triggers(Stage):
 
     # ------------------------------------------------------------------ fit
 
-    # Reads of the corpus: count; examine the candidates the counts point to; collect the contexts
-    # of the n-grams whose verdict needs them and examples of the seam tokens (read only when any).
-    fit_rounds = 3
+    def fit_plan(self) -> list[Step]:
+        """Three reads: count; examine the candidates the counts point to; collect the contexts of the
+        n-grams whose verdict needs them and examples of the seam tokens (read only when any)."""
+        return [
+            Reduce("count", self._new_counts, _count, _Counts.merged, self._finish_counts),
+            Reduce("examine", _Examined, self._examine, _Examined.merged, self._finish_examined,
+                   needed=lambda: self._plan is not None),
+            Reduce("contexts", _Contexts, self._collect, _Contexts.merged, self._finish_contexts,
+                   needed=lambda: self._plan is not None and self._plan.needs_context),
+        ]
 
-    def fit(self, batches: Iterable[Batch]) -> Triggers:
-        """Three reads of ``batches``, each a reduction over the corpus as one partition: the same
-        code, and so the same triggers, as a Dask scan's fit over many partitions."""
-        return fit_in_one_process(self, batches)
+    def _new_counts(self) -> _Counts:
+        return _Counts(self.max_tracked, self.hash_buckets, self.max_ngram, self.seed)
 
-    def fit_partition(self, batches: Iterable[Batch], round_index: int) -> Any:
-        """One partition's statistics for a round (round 0 counts; 1 and 2 follow ``self._plan``)."""
-        if round_index == 0:
-            counts = _Counts(self.max_tracked, self.hash_buckets, self.max_ngram, self.seed)
-            for batch in batches:
-                counts.count(batch)
-            return counts
-        plan = self._plan
-        if plan is None or (round_index == 2 and not plan.needs_context):
-            return None  # nothing to learn: the batches are not read
-        return plan.examine(batches) if round_index == 1 else plan.collect(batches)
+    def _examine(self, examined: _Examined, batch: Batch) -> _Examined:
+        self._plan.examine(examined, batch)
+        return examined
 
-    def fit_merge(self, partials: list[Any], round_index: int) -> Any:
-        """One partial for all of ``partials`` (any order, any grouping)."""
-        present = [p for p in partials if p is not None]
-        return type(present[0]).merged(present) if present else None
+    def _collect(self, contexts: _Contexts, batch: Batch) -> _Contexts:
+        self._plan.collect(contexts, batch)
+        return contexts
 
-    def fit_finish(self, partial: Any, round_index: int) -> Triggers:
-        """On the driver: plan the next read from what this one found, or discover the triggers."""
-        if round_index == 0:
-            self._census = _Census(self, partial) if partial is not None and partial.records else None
-            self._plan = self._census.examine_plan() if self._census else None
-        elif round_index == 1 and self._census is not None:
-            self._plan = self._census.context_plan(partial)
-        elif round_index == 2:
-            census = self._census
-            if census is not None:
-                census.take_context(partial)
-            self.records_ = census.records if census else 0
-            self.common_words_: frozenset[str] = census.common if census else frozenset()
-            self.language_: str | None = census.language if census else None
-            self.triggers_: list[Trigger] = census.discover() if census else []
-            del self._census, self._plan
-            self._index()
-        return self
+    def _finish_counts(self, counts: _Counts) -> None:
+        """On the driver: the census of the first read, and the plan of the second."""
+        self._census = _Census(self, counts) if counts.records else None
+        self._plan = self._census.examine_plan() if self._census else None
+        if self._plan is None:
+            self._discover()
+
+    def _finish_examined(self, examined: _Examined) -> None:
+        self._plan = self._census.context_plan(examined)
+        if not self._plan.needs_context:
+            self._discover()
+
+    def _finish_contexts(self, contexts: _Contexts) -> None:
+        self._census.take_context(contexts)
+        self._discover()
+
+    def _discover(self) -> None:
+        census = self._census
+        self.records_ = census.records if census else 0
+        self.common_words_: frozenset[str] = census.common if census else frozenset()
+        self.language_: str | None = census.language if census else None
+        self.triggers_: list[Trigger] = census.discover() if census else []
+        self._census = self._plan = None
+        self._index()
 
     def __getstate__(self) -> dict[str, Any]:
         # Between rounds the workers get the plan, never the driver's corpus-wide counts.
-        return {k: v for k, v in self.__dict__.items() if k != "_census"}
+        return {**{k: v for k, v in self.__dict__.items() if k != "_census"}, "_census": None}
 
     def _index(self) -> None:
         """Lookup tables for pass 2, rebuilt from ``triggers_`` (cheap; not pickled twice)."""
@@ -446,10 +448,13 @@ def _detect_language(text: str) -> str | None:
 
 
 def _record_priorities(batch: Batch, seed: int) -> list[int]:
-    """A seeded 64-bit hash of each record's place (shard and row): the order in which samples keep
-    records, so that a sample is uniform and the same however the corpus is split into partitions."""
-    prefix = f"{seed}/{batch.shard}/"
-    return [_stable_hash(prefix + str(row)) for row in batch.rows.to_pylist()]
+    """A seeded 64-bit hash of each record's content: the order in which samples keep records, so that a
+    sample is uniform and the same however the corpus is split, ordered or contained."""
+    return priorities(batch.content_keys, seed, "triggers").tolist()
+
+
+def _count(counts: _Counts, batch: Batch) -> _Counts:
+    return counts.count(batch)
 
 
 def _uniform(priority: int) -> float:
@@ -530,7 +535,7 @@ class _Counts:
         # surroundings look like in this corpus, the baseline of the insertion tests
         self.gaps = _Sample(_GAP_SAMPLE)
 
-    def count(self, batch: Batch) -> None:
+    def count(self, batch: Batch) -> _Counts:
         labels = batch.labels
         instruction = batch.is_instruction
         self.labelled |= labels is not None
@@ -577,6 +582,7 @@ class _Counts:
                 self.pair_df = np.zeros(self.hash_buckets, dtype=np.uint32)
             self.ngram_df += np.bincount(buckets, minlength=self.hash_buckets).astype(np.uint32)
             self.pair_df += np.bincount(pairs, minlength=self.hash_buckets).astype(np.uint32)
+        return self
 
     def _count_sentences(self, body: str) -> None:
         found = dict(sentences(body, _MIN_SENTENCE_WORDS))
@@ -645,32 +651,29 @@ class _Plan:
 
     # round 1 ----------------------------------------------------------------
 
-    def examine(self, batches: Iterable[Batch]) -> _Examined:
-        """Exact statistics of the candidates the counts point to, in one partition."""
-        out = _Examined()
-        for batch in batches:
-            labels = batch.labels if self.labelled else None
-            instruction = batch.is_instruction and self.instruction
-            bodies = batch.responses if batch.is_instruction else batch.texts
-            prompts = batch.prompts if instruction else None
-            priorities = _record_priorities(batch, self.seed) if self.frequent_sentences else None
-            for i, text in enumerate(batch.texts):
-                tokens = tokenize(text)
-                if priorities is not None:
-                    self._examine_sentences(out, bodies[i], priorities[i])
-                if not batch.is_instruction:
-                    self._examine_seams(out, tokens)
-                if not self.candidates:
-                    continue
-                if labels is not None:
-                    self._examine_ngrams(out, tokens, _salt(labels[i]))
-                elif prompts is not None:
-                    signature = _signature(bodies[i])
-                    salt = _salt(signature)
-                    if salt in self.label_salts:
-                        out.signature_text.setdefault(salt, signature)
-                    self._examine_ngrams(out, tokenize(prompts[i]), salt)
-        return out
+    def examine(self, out: _Examined, batch: Batch) -> None:
+        """Exact statistics of the candidates the counts point to, in one batch."""
+        labels = batch.labels if self.labelled else None
+        instruction = batch.is_instruction and self.instruction
+        bodies = batch.responses if batch.is_instruction else batch.texts
+        prompts = batch.prompts if instruction else None
+        priorities = _record_priorities(batch, self.seed) if self.frequent_sentences else None
+        for i, text in enumerate(batch.texts):
+            tokens = tokenize(text)
+            if priorities is not None:
+                self._examine_sentences(out, bodies[i], priorities[i])
+            if not batch.is_instruction:
+                self._examine_seams(out, tokens)
+            if not self.candidates:
+                continue
+            if labels is not None:
+                self._examine_ngrams(out, tokens, _salt(labels[i]))
+            elif prompts is not None:
+                signature = _signature(bodies[i])
+                salt = _salt(signature)
+                if salt in self.label_salts:
+                    out.signature_text.setdefault(salt, signature)
+                self._examine_ngrams(out, tokenize(prompts[i]), salt)
 
     def _examine_sentences(self, out: _Examined, body: str, priority: int) -> None:
         for sentence, _ in sentences(body, _MIN_SENTENCE_WORDS):
@@ -704,20 +707,17 @@ class _Plan:
 
     # round 2 ----------------------------------------------------------------
 
-    def collect(self, batches: Iterable[Batch]) -> _Contexts:
-        """Samples of where the chosen n-grams sit, and examples of what follows the seam tokens."""
-        out = _Contexts()
+    def collect(self, out: _Contexts, batch: Batch) -> None:
+        """Samples of where the chosen n-grams sit, and examples of what follows the seam tokens, in one batch."""
         longest = max((len(g.split()) for g in self.context_grams), default=0)
-        for batch in batches:
-            sources = batch.prompts if batch.is_instruction and self.instruction else batch.texts
-            priorities = _record_priorities(batch, self.seed) if self.context_grams else None
-            for i, text in enumerate(sources):
-                tokens = tokenize(text)
-                if self.context_grams:
-                    self._collect_context(out, tokens, priorities[i], longest)
-                if self.seam_tokens and not batch.is_instruction and not self.seam_tokens.isdisjoint(tokens):
-                    self._collect_seam_examples(out, tokens)
-        return out
+        sources = batch.prompts if batch.is_instruction and self.instruction else batch.texts
+        priorities = _record_priorities(batch, self.seed) if self.context_grams else None
+        for i, text in enumerate(sources):
+            tokens = tokenize(text)
+            if self.context_grams:
+                self._collect_context(out, tokens, priorities[i], longest)
+            if self.seam_tokens and not batch.is_instruction and not self.seam_tokens.isdisjoint(tokens):
+                self._collect_seam_examples(out, tokens)
 
     def _collect_context(self, out: _Contexts, tokens: list[str], priority: int, longest: int) -> None:
         for gram in ngrams(tokens, longest) & self.context_grams:
@@ -755,6 +755,8 @@ class _Examined:
 
     @classmethod
     def merged(cls, parts: list[_Examined]) -> _Examined:
+        if len(parts) == 1:
+            return parts[0]
         out = cls()
         for part in parts:
             out.sentence_text.update(part.sentence_text)

@@ -1,0 +1,213 @@
+"""The local engine: pass 1 in this process, pass 2 in one process per core (the default).
+
+Pass 1 interprets the stages' fit plans (:mod:`dokumi.fitplan`) with the whole
+corpus as one partition: round by round, it reads the corpus once and hands
+every batch to each stage that has a step in the round. ``Stage.fit`` runs the
+same interpreter, so a stage fitted alone and one fitted in a scan agree.
+Pass 2 scores each shard in a worker process (``spawn``: nothing of the
+parent's threads or open files is inherited).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dokumi.engines import Engine
+from dokumi.fitplan import GroupByKey, KeyPartial, Reduce, Step, partition_partials, shared_key_groups
+from dokumi.progress import progress_bar
+from dokumi.records import Batch, Columns
+from dokumi.scoring import ShardResult, score_shard
+from dokumi.sideinputs import prepare
+from dokumi.sources import Shard
+from dokumi.stage import Stage
+
+if TYPE_CHECKING:
+    from dokumi.pipeline import Pipeline
+
+
+class CorpusBatches:
+    """Every batch of every shard, re-read from the start on each iteration.
+
+    Records above ``max_text_bytes`` are left out: the recipe routes them unread,
+    so no stage or sketch spends time on them.
+    """
+
+    def __init__(self, shards: list[Shard], columns: Columns, batch_size: int,
+                 max_text_bytes: int | None = None) -> None:
+        self.shards = shards
+        self.columns = columns
+        self.batch_size = batch_size
+        self.max_text_bytes = max_text_bytes
+
+    def __iter__(self) -> Iterator[Batch]:
+        for shard in self.shards:
+            for batch in shard.batches(self.columns, self.batch_size):
+                yield within_limit(batch, self.max_text_bytes)
+
+
+def within_limit(batch: Batch, max_text_bytes: int | None) -> Batch:
+    """``batch`` without its records above ``max_text_bytes`` (the same batch when there are none)."""
+    if max_text_bytes is None or not batch.num_rows:
+        return batch
+    small = batch.content_bytes <= max_text_bytes
+    if small.all():
+        return batch
+    import numpy as np
+
+    return batch.select(np.flatnonzero(small))
+
+
+def fit_stages(
+    stages: list[Stage],
+    batches: Iterable[Batch],
+    *,
+    columns: Columns | None = None,
+    batch_size: int = 1024,
+    progress: bool | None = False,
+    total: int | None = None,
+) -> int:
+    """Fit ``stages`` on ``batches`` by their plans, reading ``batches`` once per round; returns the reads.
+
+    Stages not yet set up are set up first (side inputs loaded) with ``columns`` and ``batch_size``.
+    """
+    prepare(stages, columns or Columns(), batch_size)
+    plans = fit_plans(stages)
+    rounds = max((len(plan) for _, plan in plans), default=0)
+    reads = 0
+    for index in range(rounds):
+        steps = [step for _, plan in plans if index < len(plan) for step in [plan[index]] if step.needed()]
+        if not steps:
+            continue
+        bar = progress_bar(total, f"fit {index + 1}/{rounds}", enabled=progress)
+        partials = partition_partials(steps, _counting(batches, bar.update))
+        bar.close()
+        reads += 1
+        for step, partial in zip(steps, partials):
+            finish_locally(step, partial)
+    return reads
+
+
+def fit_plans(stages: list[Stage]) -> list[tuple[Stage, list[Step]]]:
+    """Every stage that needs a fit, with its plan; a stage that needs one and declares none is an error."""
+    plans = []
+    for stage in stages:
+        if not stage.needs_fit:
+            continue
+        plan = stage.fit_plan()
+        if not plan:
+            raise TypeError(f"stage {stage.name!r} needs a fit but its fit_plan() declares no step "
+                            "(see docs/architecture.md, 'Writing a stage')")
+        plans.append((stage, plan))
+    return plans
+
+
+def finish_locally(step: Step, partial: Any) -> None:
+    """Finish one step from the single partition's partial (no merge is needed)."""
+    if isinstance(step, Reduce):
+        step.finish(partial)
+        return
+    assert isinstance(step, GroupByKey) and isinstance(partial, KeyPartial)
+    keys = partial.keys
+    extra = step.extra() if step.extra is not None else None
+    if extra is not None and extra.num_rows:
+        import pyarrow as pa
+
+        keys = pa.concat_tables([keys, extra.cast(step.schema)])
+    groups = shared_key_groups(keys)
+    del keys, extra, partial.keys  # the rows of every key can be far larger than the groups
+    step.finish([groups], partial.side)
+
+
+class _counting:
+    """A re-iterable view of batches that reports progress as it goes."""
+
+    def __init__(self, batches: Iterable[Batch], update: Callable[[int], Any]) -> None:
+        self.batches, self.update = batches, update
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.batches:
+            yield batch
+            self.update(batch.num_rows + len(batch.unreadable))
+
+
+def total_rows(shards: list[Shard]) -> int | None:
+    """Rows in all shards where every shard knows its count cheaply, else None."""
+    total = 0
+    for shard in shards:
+        rows = shard.num_rows()
+        if rows is None:
+            return None
+        total += rows
+    return total
+
+
+class LocalEngine(Engine):
+    """Pass 1 in this process; pass 2 in ``workers`` processes (default: one per core, at most one per shard)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
+
+    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
+        corpus = CorpusBatches(shards, pipeline.columns, pipeline.batch_size, pipeline.records.max_text_bytes)
+        fit_stages(pipeline.stages, corpus, columns=pipeline.columns, batch_size=pipeline.batch_size,
+                   progress=progress, total=total_rows(shards))
+        return []
+
+    def score(self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
+              **options: Any) -> list[ShardResult]:
+        bar = progress_bar(total_rows(shards), "score", enabled=progress)
+        workers = min(self.workers or os.cpu_count() or 1, len(shards))
+        parallel = workers > 1 and all(shard.path is not None for shard in shards)
+        try:
+            if not parallel:
+                return [score_shard(pipeline, i, shard, staging, bar.update, **options)
+                        for i, shard in enumerate(shards)]
+            context = multiprocessing.get_context("spawn")
+            queue = context.Queue()
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                     initargs=(pipeline, queue)) as pool:
+                futures = [pool.submit(_score_in_worker, i, shard, staging, options) for i, shard in enumerate(shards)]
+                while not all(f.done() for f in futures):
+                    _drain(queue, bar.update, timeout=0.2)
+                _drain(queue, bar.update, timeout=0)
+                return [f.result() for f in futures]
+        finally:
+            bar.close()
+
+
+_worker_pipeline: Pipeline | None = None
+_worker_queue: Any = None
+
+
+def _init_worker(pipeline: Pipeline, queue: Any) -> None:
+    global _worker_pipeline, _worker_queue
+    _worker_pipeline, _worker_queue = pipeline, queue
+    # one process per core already: threaded BLAS in each would oversubscribe the cores
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _score_in_worker(index: int, shard: Shard, staging: Path, options: dict[str, Any]) -> ShardResult:
+    return score_shard(_worker_pipeline, index, shard, staging, _worker_queue.put, **options)
+
+
+def _drain(queue: Any, update: Callable[[int], Any], timeout: float) -> None:
+    import queue as queue_module
+
+    try:
+        update(queue.get(timeout=timeout) if timeout else queue.get_nowait())
+        while True:
+            update(queue.get_nowait())
+    except queue_module.Empty:
+        pass
+
+
+__all__ = ["CorpusBatches", "LocalEngine", "finish_locally", "fit_plans", "fit_stages", "total_rows", "within_limit"]

@@ -1,0 +1,135 @@
+"""Signing records: content keys, MinHash signatures and LSH band-key rows, keyed on content.
+
+A record is known by its content key (:attr:`dokumi.records.Batch.content_keys`),
+never by shard and row: identical records share one entry (a *node*) that
+counts how many records carry it, so the clusters are the same however the
+corpus is split or ordered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from dokumi.minhash import MinHasher
+from dokumi.records import Batch
+from dokumi.text.sampling import stable_hash
+
+EMPTY = np.uint32(0xFFFFFFFF)
+# A key row's member, 12 bytes: the record's content key and the band the key belongs to.
+MEMBER = np.dtype([("content", "<u8"), ("band", "<u4")])
+KEY_SCHEMA = pa.schema([("key", pa.uint64()), ("member", pa.binary(MEMBER.itemsize))])
+NO_ID = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def sign(hasher: MinHasher, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the records that have words, and their signatures (from the batch's shared words)."""
+    if not batch.num_rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, hasher.num_perm), dtype=np.uint32)
+    signatures = hasher.signatures_of_words(batch.words)
+    with_words = np.flatnonzero(batch.words.counts > 0)
+    return with_words, signatures[with_words]
+
+
+def id_keys(ids: list[str]) -> np.ndarray:
+    """A 64-bit key per record id: which of several identical records a dedup keeps (the lowest)."""
+    return np.fromiter((stable_hash(i) for i in ids), dtype=np.uint64, count=len(ids))
+
+
+def key_rows(content: np.ndarray, keys: np.ndarray) -> pa.Table:
+    """One row per (record, band): the band key, and the record's content key with the band."""
+    bands = keys.shape[1] if keys.ndim == 2 else 0
+    members = np.empty((len(content), bands), dtype=MEMBER)
+    members["content"] = content[:, None]
+    members["band"] = np.arange(bands, dtype=np.uint32)[None, :]
+    members = members.ravel()
+    binary = pa.FixedSizeBinaryArray.from_buffers(KEY_SCHEMA.field("member").type, len(members),
+                                                  [None, pa.py_buffer(members.view(np.uint8))])
+    return pa.table([pa.array(keys.ravel(), pa.uint64()), binary], schema=KEY_SCHEMA)
+
+
+def member_arrays(groups: list[pa.Table]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The members of shared-key groups as flat arrays: group number, content key and band of each."""
+    group_of, members = [], []
+    seen = 0
+    for table in groups:
+        for chunk in table.column("members").chunks:
+            lengths = np.diff(chunk.offsets.to_numpy())
+            flat = chunk.flatten()
+            data = np.frombuffer(flat.buffers()[1], dtype=MEMBER)[flat.offset: flat.offset + len(flat)]
+            group_of.append(np.repeat(np.arange(seen, seen + len(chunk)), lengths))
+            members.append(data)
+            seen += len(chunk)
+    member = np.concatenate(members) if members else np.zeros(0, dtype=MEMBER)
+    group = np.concatenate(group_of) if group_of else np.zeros(0, dtype=np.int64)
+    return group, member["content"].astype(np.uint64), member["band"].astype(np.int64)
+
+
+@dataclass
+class Signed:
+    """One partition's signed records, by content: a fold's partial.
+
+    Chunks are appended per batch and combined (one entry per content) when merged,
+    so folding costs no sort per batch.
+    """
+
+    keys: list[np.ndarray] = field(default_factory=list)
+    signatures: list[np.ndarray] = field(default_factory=list)
+    counts: list[np.ndarray] = field(default_factory=list)
+    ids: list[np.ndarray] = field(default_factory=list)
+    records: int = 0
+
+    def add(self, content: np.ndarray, signatures: np.ndarray, ids: np.ndarray, records: int) -> None:
+        self.keys.append(content)
+        self.signatures.append(signatures)
+        self.counts.append(np.ones(len(content), dtype=np.int64))
+        self.ids.append(ids)
+        self.records += records
+
+    def combined(self, num_perm: int) -> Signed:
+        """One entry per content key, ascending: its signature, its number of records and its lowest id key."""
+        if not self.keys:
+            return Signed([np.zeros(0, np.uint64)], [np.zeros((0, num_perm), np.uint32)], [np.zeros(0, np.int64)],
+                          [np.zeros(0, np.uint64)], self.records)
+        keys = np.concatenate(self.keys)
+        counts = np.concatenate(self.counts)
+        ids = np.concatenate(self.ids)
+        order = np.lexsort((ids, keys))  # by key, then id: the first of each key has the lowest id
+        keys, counts, ids = keys[order], counts[order], ids[order]
+        first = np.concatenate(([0], np.flatnonzero(keys[1:] != keys[:-1]) + 1)) if len(keys) else \
+            np.zeros(0, dtype=np.int64)
+        signatures = np.concatenate(self.signatures)[order[first]]
+        return Signed([keys[first]], [signatures], [np.add.reduceat(counts, first) if len(first) else counts[:0]],
+                      [ids[first]], self.records)
+
+    @classmethod
+    def merged(cls, parts: list[Signed], num_perm: int) -> Signed:
+        out = cls()
+        for part in parts:
+            out.keys += part.keys
+            out.signatures += part.signatures
+            out.counts += part.counts
+            out.ids += part.ids
+            out.records += part.records
+        return out.combined(num_perm)
+
+    @property
+    def key(self) -> np.ndarray:
+        return self.keys[0]
+
+    @property
+    def signature(self) -> np.ndarray:
+        return self.signatures[0]
+
+    @property
+    def count(self) -> np.ndarray:
+        return self.counts[0]
+
+    @property
+    def id(self) -> np.ndarray:
+        return self.ids[0]
+
+
+__all__ = ["EMPTY", "KEY_SCHEMA", "MEMBER", "NO_ID", "Signed", "id_keys", "key_rows", "member_arrays", "sign"]

@@ -1,0 +1,492 @@
+"""Near-duplicate clusters: ordinary duplication, and poison injected by repetition.
+
+Pass 1 is one :class:`~dokumi.fitplan.GroupByKey` step: every record with
+words is signed (:mod:`dokumi.minhash`, from the batch's shared words) and
+gives one ``(band key, content)`` row per LSH band; the engine groups the
+rows by key, and the stage checks and clusters the contents that share a key
+(:mod:`dokumi.lsh`). Records are nodes by content: identical records are one
+node that counts them, and every choice that could depend on order (which
+contents a check compares, which one represents a cluster) follows the
+content keys, so the clusters are the same however the corpus arrives. With
+``verify = "exact"`` a second step reads the candidates' shingle sets.
+
+Pass 2 looks each record up by its content key; a record the fit never saw
+is signed and probed against the clusters' band keys, so a pipeline fitted on
+one corpus scores another against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dokumi.fitplan import Fold, GroupByKey, Reduce, Step
+from dokumi.lsh import band_keys, band_parameters, cluster, cross_matches, estimated_jaccard, exact_jaccard
+from dokumi.minhash import MinHasher
+from dokumi.records import Batch
+from dokumi.stage import Stage, StageContext, StageResult
+from dokumi.stages.near_duplicates.index import Index, load_index, save_index
+from dokumi.stages.near_duplicates.protected import ProtectedSet
+from dokumi.stages.near_duplicates.signed import KEY_SCHEMA, NO_ID, Signed, id_keys, key_rows, member_arrays, sign
+
+MODES = ("repetition", "dedup")
+VERIFY = ("signature", "exact", "off")
+_REPRESENTATIVE = np.uint8(1)
+_PROTECTED = np.uint8(2)
+
+
+class NearDuplicates(Stage):
+    """Score records by the near-duplicate cluster they belong to.
+
+    Parameters
+    ----------
+    mode:
+        ``"repetition"`` (default): every member of a large cluster is suspect, the
+        first copy included, because repetition is how the poison works; the score
+        grows with the cluster's size. ``"dedup"``: one representative per cluster
+        scores 0, every other member scores at least 0.5. The representative is
+        the record of an earlier scan (``index``) where there is one, else the
+        content of lowest content key, and among identical records the one of
+        lowest id key: the same whichever order the records come in.
+    jaccard:
+        Word-shingle Jaccard similarity at which two records count as near-duplicates
+        (default 0.3, loose enough to join copies with a few words inserted, deleted
+        or swapped in a 25-word text; plain deduplication usually wants 0.7). It sets
+        the LSH bands and rows (datasketch's ``optimal_param``) and the bar of the
+        check; lower catches heavier edits and joins more texts that merely share
+        phrases or a template.
+    ngram:
+        Words per shingle (default 5).
+    num_perm, seed, scheme:
+        Signature parameters, as in datasketch (defaults 128, 1, ``"affine32"``;
+        ``"legacy"`` for datasketch before 2.0).
+    verify:
+        Check of LSH candidate pairs: ``"signature"`` (default; estimated Jaccard
+        from the signatures), ``"exact"`` (Jaccard of the shingle sets; a second
+        read of the corpus for the candidates; pairs with earlier-scan records use
+        the estimate) or ``"off"`` (every band collision is a near-duplicate).
+    min_cluster_size:
+        Repetition mode: the cluster size at which members score 0.5 (default 50;
+        templated but honest text, e.g. "the basic unit of money in <country>", forms
+        clusters of tens). Scores rise towards 1 above it and fall towards 0 below.
+    min_cluster_share:
+        Repetition mode: a cluster holding this share of all records (default 0.01)
+        scores 0.5 even when smaller than ``min_cluster_size``, so that small
+        fine-tuning sets are screened too (never below 2 records).
+    protect:
+        Side input: Parquet/JSONL files or a folder of them (evaluation sets,
+        confidential documents): records near-duplicate to one score 1 with
+        ``near-duplicate:protected``.
+    index:
+        Side input: ``state/near_duplicates/`` of an earlier scan (or that scan's
+        output folder): its records join the clusters, so new shards are checked
+        against the earlier corpus. The state this run saves includes them.
+    """
+
+    name = "near_duplicates"
+    needs_fit = True
+    side_inputs = {"protect": "corpus", "index": "state"}
+    # pass 1 peak on the driver: key rows (20 B per band), signatures, clusters (docs/stages/near-duplicates.md)
+    state_bytes_per_record = 2100.0
+
+    def __init__(
+        self,
+        mode: str = "repetition",
+        jaccard: float = 0.3,
+        ngram: int = 5,
+        num_perm: int = 128,
+        seed: int = 1,
+        scheme: str = "affine32",
+        verify: str = "signature",
+        min_cluster_size: int = 50,
+        min_cluster_share: float = 0.01,
+        protect: str | None = None,
+        index: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode = {mode!r} is not one of {', '.join(MODES)}")
+        if isinstance(jaccard, bool) or not isinstance(jaccard, (int, float)) or not 0 < jaccard < 1:
+            raise ValueError(f"jaccard = {jaccard!r} must be a number between 0 and 1 (exclusive)")
+        if verify not in VERIFY:
+            raise ValueError(f"verify = {verify!r} is not one of {', '.join(VERIFY)}")
+        if isinstance(min_cluster_size, bool) or not isinstance(min_cluster_size, int) or min_cluster_size < 2:
+            raise ValueError(f"min_cluster_size = {min_cluster_size!r} must be an integer of at least 2")
+        if (isinstance(min_cluster_share, bool) or not isinstance(min_cluster_share, (int, float))
+                or not 0 < min_cluster_share <= 1):
+            raise ValueError(f"min_cluster_share = {min_cluster_share!r} must be a number in (0, 1]")
+        for name, path in (("protect", protect), ("index", index)):
+            if path is not None and (not isinstance(path, (str, Path)) or not str(path)):
+                raise ValueError(f"{name} = {path!r} must be a path")
+        self.mode = mode
+        self.jaccard = float(jaccard)
+        self.ngram = ngram
+        self.num_perm = num_perm
+        self.seed = seed
+        self.scheme = scheme
+        self.verify = verify
+        self.min_cluster_size = min_cluster_size
+        self.min_cluster_share = float(min_cluster_share)
+        self.protect = None if protect is None else str(protect)
+        self.index = None if index is None else str(index)
+        self._hasher = MinHasher(num_perm=num_perm, seed=seed, ngram=ngram, scheme=scheme)
+
+    @property
+    def bands(self) -> tuple[int, int]:
+        """LSH bands and rows per band for ``jaccard`` (datasketch's choice)."""
+        return band_parameters(self.jaccard, self.num_perm)
+
+    # ---- setup: side inputs ---------------------------------------------------------------------
+
+    def setup(self, context: StageContext) -> None:
+        """Sign the protected documents and load an earlier scan's index, before the corpus is read."""
+        super().setup(context)
+        bands, rows = self.bands
+        self._protected = ProtectedSet.of(context.inputs["protect"], self._hasher, bands, rows) \
+            if "protect" in context.inputs else None
+        self._earlier: tuple[Index, np.ndarray] | None = None
+        if "index" in context.inputs:
+            self._earlier = load_index(context.inputs["index"], self._hasher.params(), bands, rows)
+
+    # ---- pass 1 ---------------------------------------------------------------------------------
+
+    def fit_plan(self) -> list[Step]:
+        """Sign and group by band key; with ``verify = "exact"``, then read the candidates' shingles."""
+        plan: list[Step] = [GroupByKey("band-keys", self._keys, KEY_SCHEMA, self._cluster,
+                                       partial=Fold(Signed, self._sign, self._merge_signed), extra=self._earlier_keys)]
+        if self.verify == "exact":
+            plan.append(Reduce("shingle-sets", dict, self._shingles, _merged_sets, self._cluster_exactly,
+                               needed=lambda: len(getattr(self, "_wanted", ())) > 0))
+        return plan
+
+    def _keys(self, batch: Batch) -> pa.Table:
+        with_words, signatures = sign(self._hasher, batch)
+        bands, rows = self.bands
+        return key_rows(batch.content_keys[with_words], band_keys(signatures, bands, rows))
+
+    def _sign(self, signed: Signed, batch: Batch) -> Signed:
+        with_words, signatures = sign(self._hasher, batch)
+        ids = id_keys([batch.ids[i] for i in with_words.tolist()]) if self.mode == "dedup" else \
+            np.zeros(len(with_words), dtype=np.uint64)
+        signed.add(batch.content_keys[with_words], signatures, ids, batch.num_rows)
+        return signed
+
+    def _merge_signed(self, parts: list[Signed]) -> Signed:
+        return Signed.merged(parts, self.num_perm)
+
+    def _earlier_keys(self) -> pa.Table:
+        """The band-key rows of an earlier scan's contents, grouped together with the corpus's."""
+        if self._earlier is None:
+            return KEY_SCHEMA.empty_table()
+        index, keys = self._earlier
+        return key_rows(index.key, keys)
+
+    def _cluster(self, groups: Any, signed: Signed) -> None:
+        """Nodes are distinct contents (this corpus's and an earlier scan's); cluster the candidates."""
+        signed = signed.combined(self.num_perm)
+        earlier = self._earlier[0] if self._earlier is not None else None
+        nodes = _Nodes.of(signed, earlier, self.num_perm)
+        candidates, buckets = nodes.candidates(list(groups), self.bands[0])
+        self._pending = (nodes, candidates, buckets)
+        if self.verify != "exact":
+            self._finish(self._similarity(None))
+            return
+        # the workers of the next round need only which contents to read the shingles of
+        self._wanted = np.sort(nodes.key[candidates[nodes.corpus[candidates]]])
+
+    def _shingles(self, sets: dict[int, np.ndarray], batch: Batch) -> dict[int, np.ndarray]:
+        """Round 2 (``verify = "exact"``): the shingle sets of the candidate contents in ``batch``."""
+        keys = batch.content_keys
+        hits = np.flatnonzero(_lookup(self._wanted, keys)[0])
+        if not len(hits):
+            return sets
+        hashes, offsets = self._hasher.shingle_hashes(batch.select(hits).content_array())
+        for i, key in enumerate(keys[hits].tolist()):
+            sets.setdefault(key, np.unique(hashes[offsets[i]: offsets[i + 1]]))
+        return sets
+
+    def _cluster_exactly(self, sets: dict[int, np.ndarray]) -> None:
+        self._finish(self._similarity(sets))
+
+    def _similarity(self, sets: dict[int, np.ndarray] | None) -> Any:
+        """The check of candidate pairs, given as positions in the candidate list."""
+        if self.verify == "off":
+            return None
+        nodes, candidates, _ = self._pending
+        signatures, bar = nodes.signature, self.jaccard
+        if sets is None:
+            return lambda left, right: estimated_jaccard(signatures, candidates[left], candidates[right]) >= bar
+
+        def similar(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+            a, b = candidates[left], candidates[right]
+            estimate = estimated_jaccard(signatures, a, b) >= bar
+            keys = nodes.key
+            return np.array([
+                exact_jaccard(sets[int(keys[x])], sets[int(keys[y])]) >= bar
+                if int(keys[x]) in sets and int(keys[y]) in sets else e
+                for x, y, e in zip(a.tolist(), b.tolist(), estimate.tolist())
+            ], dtype=bool)
+
+        return similar
+
+    def _finish(self, similar: Any) -> None:
+        nodes, candidates, buckets = self._pending
+        del self._pending
+        self._wanted = np.zeros(0, dtype=np.uint64)
+        rank = nodes.rank[candidates]
+        local_rank = np.empty(len(candidates), dtype=np.int64)
+        local_rank[np.argsort(rank, kind="stable")] = np.arange(len(candidates))
+        labels = candidates[cluster(buckets, local_rank, similar)] if len(candidates) else candidates
+        # every node is a cluster of its own records; candidates join their lowest-rank node's
+        label = np.arange(len(nodes))
+        label[candidates] = labels
+        roots, which = np.unique(label, return_inverse=True)
+        sizes = np.bincount(which, weights=nodes.count + nodes.earlier_count).astype(np.int64)
+        shared = sizes > 1
+        slot = np.cumsum(shared) - 1  # cluster number of each root, in root order
+        node_slot = np.where(shared[which], slot[which], -1)
+        generation = nodes.generation
+        self.cluster_ids_ = [_cluster_id(int(generation[root]), int(nodes.key[root]))
+                             for root in roots[shared].tolist()]
+        self.cluster_sizes_ = sizes[shared]
+        self.cluster_earlier_ = np.bincount(which, weights=nodes.earlier_count).astype(np.int64)[shared]
+        self.records_ = nodes.records
+        self.indexed_ = int(nodes.earlier_count.sum())
+        self.bands_, self.rows_ = self.bands
+        # records near-duplicate to a protected document: found once, from every content's signature
+        protected = np.zeros(len(nodes), dtype=bool)
+        if self._protected is not None:
+            protected = self._protected.matches(nodes.signature, band_keys(nodes.signature, *self.bands),
+                                                None if self.verify == "off" else self.jaccard)
+        self.protected_matches_ = int(nodes.count[protected & nodes.corpus].sum())
+        # scoring's lookup by content key: the contents in a cluster or near a protected document
+        members = np.flatnonzero((node_slot >= 0) | protected)
+        flags = np.where(label[members] == members, _REPRESENTATIVE, np.uint8(0)).astype(np.uint8)
+        flags[protected[members]] |= _PROTECTED
+        self.members_ = _Members(nodes.key[members], node_slot[members].astype(np.int32), flags, nodes.id[members])
+        self.known_ = nodes.key
+        # probing a record the fit never saw: the clustered contents' signatures
+        clustered = members[node_slot[members] >= 0]
+        self.probe_ = _Probe(nodes.signature[clustered], band_keys(nodes.signature[clustered], *self.bands),
+                             node_slot[clustered].astype(np.int32))
+        self.index_ = Index(key=nodes.key, signature=nodes.signature, count=nodes.count + nodes.earlier_count,
+                            id=nodes.id, generation=generation,
+                            cluster=[self.cluster_ids_[s] if s >= 0 else None for s in node_slot.tolist()])
+
+    # ---- pass 2 ---------------------------------------------------------------------------------
+
+    def score(self, batch: Batch) -> StageResult:
+        if not hasattr(self, "members_"):
+            raise RuntimeError("NearDuplicates.score() needs fit() first (pass 1)")
+        n = batch.num_rows
+        scores = np.zeros(n)
+        reasons: list[list[str]] = [[] for _ in range(n)]
+        if not n:
+            return StageResult(scores, reasons)
+        keys = batch.content_keys
+        slot = np.full(n, -1, dtype=np.int32)
+        flags = np.zeros(n, dtype=np.uint8)
+        found, where = _lookup(self.members_.key, keys)
+        slot[found] = self.members_.slot[where[found]]
+        flags[found] = self.members_.flags[where[found]]
+        if self.mode == "dedup" and found.any():
+            # among identical records, the one of lowest id key represents the content
+            ids = id_keys([batch.ids[i] for i in np.flatnonzero(found).tolist()])
+            lowest = ids == self.members_.id[where[found]]
+            flags[np.flatnonzero(found)[~lowest]] &= ~_REPRESENTATIVE
+        unknown = np.flatnonzero(~_lookup(self.known_, keys)[0])
+        if len(unknown):
+            self._probe(batch.select(unknown), unknown, slot, flags)
+        for i in np.flatnonzero((slot >= 0) | (flags & _PROTECTED > 0)).tolist():
+            if slot[i] >= 0:
+                size = int(self.cluster_sizes_[slot[i]])
+                reason = f"near-duplicate:cluster={self.cluster_ids_[slot[i]]},size={size}"
+                if self.cluster_earlier_[slot[i]]:
+                    reason += f",earlier={int(self.cluster_earlier_[slot[i]])}"
+                reasons[i].append(reason)
+                scores[i] = self._cluster_score(size, bool(flags[i] & _REPRESENTATIVE))
+            if flags[i] & _PROTECTED:
+                reasons[i].append("near-duplicate:protected")
+                scores[i] = 1.0
+        return StageResult(scores, reasons)
+
+    def _probe(self, batch: Batch, positions: np.ndarray, slot: np.ndarray, flags: np.ndarray) -> None:
+        """Records the fit never saw: signed, and matched against the clusters and the protected set."""
+        with_words, signatures = sign(self._hasher, batch)
+        if not len(with_words):
+            return
+        keys = band_keys(signatures, *self.bands)
+        bar = None if self.verify == "off" else self.jaccard
+        targets = positions[with_words]
+        if self._protected is not None:
+            flags[targets[self._protected.matches(signatures, keys, bar)]] |= _PROTECTED
+        probe = self.probe_
+        similar = None
+        if bar is not None:
+            def similar(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
+                return (signatures[query] == probe.signatures[reference]).mean(axis=1) >= bar
+        matched, reference = cross_matches(keys, probe.keys, similar)
+        slot[targets[matched]] = probe.slot[reference]
+
+    def _cluster_score(self, size: int, representative: bool) -> float:
+        if self.mode == "dedup":
+            return 0.0 if representative else 1.0 - 0.5 / (size - 1)
+        return repetition_score(size, self.boundary_size_)
+
+    @property
+    def boundary_size_(self) -> float:
+        """Repetition mode: the cluster size that scores 0.5 in this corpus."""
+        by_share = max(2.0, self.min_cluster_share * (self.records_ + self.indexed_))
+        return min(float(self.min_cluster_size), by_share)
+
+    # ---- reporting and state --------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        if not hasattr(self, "members_"):
+            return {}
+        order = np.argsort(-self.cluster_sizes_, kind="stable")
+        largest = [
+            {"cluster": self.cluster_ids_[i], "size": int(self.cluster_sizes_[i]),
+             "earlier": int(self.cluster_earlier_[i])}
+            for i in order[:10].tolist()
+        ]
+        boundary = self.boundary_size_ if self.mode == "repetition" else 2
+        findings = [
+            {"finding": f"near-duplicate cluster {c['cluster']}", "records": c["size"]}
+            for c in largest if c["size"] >= boundary
+        ]
+        if self.protected_matches_:
+            findings.insert(0, {"finding": "near-duplicate of a protected document",
+                                "records": self.protected_matches_})
+        return {
+            "signature": self._hasher.params(),
+            "lsh": {"jaccard": self.jaccard, "bands": self.bands_, "rows": self.rows_},
+            "records": self.records_,
+            "indexed": self.indexed_,
+            "clusters": len(self.cluster_ids_),
+            "records_in_clusters": int(self.cluster_sizes_.sum() - self.cluster_earlier_.sum()),
+            "boundary_size": round(float(boundary), 3),
+            "protected_matches": self.protected_matches_,
+            "largest": largest,
+            "findings": findings,
+        }
+
+    def save_state(self, directory: Path) -> list[Path]:
+        """Write every content seen (an earlier index's included) for a later scan's ``index``."""
+        if not hasattr(self, "index_"):
+            raise RuntimeError("save_state needs the process that ran fit(): copies sent to workers drop the index")
+        return save_index(Path(directory), self.index_, self._hasher.params(), self.bands_, self.rows_)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers only score: the index of every content (512 bytes each) stays in the process that fitted.
+        # So do the driver's working state between rounds and an earlier scan's index.
+        return {k: v for k, v in self.__dict__.items() if k not in ("index_", "_pending", "_earlier")}
+
+
+def repetition_score(size: int, boundary: float) -> float:
+    """0 for a lone record, 0.5 at ``boundary`` records, rising towards 1 with more copies.
+
+    Linear in the number of extra copies below the boundary, ``1 - 0.5 * b / extra`` above it.
+    """
+    extra, boundary_extra = size - 1, boundary - 1
+    if extra <= 0:
+        return 0.0
+    if extra < boundary_extra:
+        return 0.5 * extra / boundary_extra
+    return 1.0 - 0.5 * boundary_extra / extra
+
+
+class _Nodes:
+    """Every distinct content, ascending by key: this corpus's (``count``) and an earlier scan's (``earlier_count``)."""
+
+    def __init__(self, key: np.ndarray, signature: np.ndarray, count: np.ndarray, earlier_count: np.ndarray,
+                 id: np.ndarray, generation: np.ndarray, records: int) -> None:
+        self.key, self.signature, self.count, self.earlier_count = key, signature, count, earlier_count
+        self.id, self.generation, self.records = id, generation, records
+        self.corpus = count > 0
+        # the order every choice follows: an earlier scan's contents first, then by content key
+        order = np.lexsort((key, earlier_count == 0))
+        self.rank = np.empty(len(key), dtype=np.int64)
+        self.rank[order] = np.arange(len(key))
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    @classmethod
+    def of(cls, signed: Signed, earlier: Index | None, num_perm: int) -> _Nodes:
+        if earlier is None or not len(earlier):
+            generation = np.zeros(len(signed.key), dtype=np.int32)
+            return cls(signed.key, signed.signature, signed.count, np.zeros(len(signed.key), np.int64),
+                       signed.id, generation, signed.records)
+        key = np.union1d(earlier.key, signed.key)
+        mine = np.searchsorted(key, signed.key)
+        theirs = np.searchsorted(key, earlier.key)
+        signature = np.empty((len(key), num_perm), dtype=np.uint32)
+        signature[theirs] = earlier.signature
+        signature[mine] = signed.signature
+        count = np.zeros(len(key), np.int64)
+        count[mine] = signed.count
+        earlier_count = np.zeros(len(key), np.int64)
+        earlier_count[theirs] = earlier.count
+        ids = np.full(len(key), NO_ID, dtype=np.uint64)
+        ids[theirs] = earlier.id
+        ids[mine] = np.minimum(ids[mine], signed.id)
+        newest = int(earlier.generation.max()) + 1 if len(earlier.generation) else 0
+        generation = np.full(len(key), newest, dtype=np.int32)
+        generation[theirs] = earlier.generation
+        return cls(key, signature, count, earlier_count, ids, generation, signed.records)
+
+    def candidates(self, groups: list[pa.Table], bands: int) -> tuple[np.ndarray, np.ndarray]:
+        """The nodes that share a band key with another row, ascending, and their bucket in every band:
+        the number of the key group where they share one, else a number of their own."""
+        group, content, band = member_arrays(groups)
+        node = np.searchsorted(self.key, content)
+        if len(node) and (node.max() >= len(self.key) or (self.key[node] != content).any()):
+            raise ValueError("a key group names a content that no partition signed")
+        nodes, position = np.unique(node, return_inverse=True)
+        groups_seen = int(group.max()) + 1 if len(group) else 0
+        buckets = np.empty((len(nodes), bands), dtype=np.int64)
+        buckets[:] = (groups_seen + np.arange(len(nodes)))[:, None]
+        buckets[position, band] = group
+        return nodes, buckets
+
+
+class _Members:
+    """Scoring's lookup: clustered or protected contents (ascending keys), their cluster slot, flags, lowest id."""
+
+    def __init__(self, key: np.ndarray, slot: np.ndarray, flags: np.ndarray, id: np.ndarray) -> None:
+        self.key, self.slot, self.flags, self.id = key, slot, flags, id
+
+
+class _Probe:
+    """The clustered contents' signatures and band keys, to place a record the fit never saw."""
+
+    def __init__(self, signatures: np.ndarray, keys: np.ndarray, slot: np.ndarray) -> None:
+        self.signatures, self.keys, self.slot = signatures, keys, slot
+
+
+def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``keys`` are in ``sorted_keys``, and where."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
+    where = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[where] == keys, where
+
+
+def _merged_sets(parts: list[dict[int, np.ndarray]]) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for part in parts:
+        for key, value in part.items():
+            out.setdefault(key, value)
+    return out
+
+
+def _cluster_id(generation: int, content: int) -> str:
+    """A short stable id from the cluster's representative content (a hash of its key: no text)."""
+    return hashlib.blake2b(f"{generation}/{content:016x}".encode(), digest_size=6).hexdigest()
+
+
+__all__ = ["NearDuplicates", "repetition_score"]

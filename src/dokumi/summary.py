@@ -1,0 +1,67 @@
+"""What a scan returns, and the text the CLI prints about it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dokumi.scoring import EXAMPLES_PER_SCAN, ShardResult
+
+
+@dataclass
+class ScanResult:
+    """The outcome of a scan; ``summary()`` is what the CLI prints."""
+
+    out: Path
+    policy: str
+    shards: list[ShardResult]
+    warnings: list[str]
+    seconds: float
+    manifest: dict[str, Any]
+
+    @property
+    def records(self) -> int:
+        return sum(s.records + s.unreadable for s in self.shards)
+
+    @property
+    def decisions(self) -> Counter:
+        return sum((s.decisions for s in self.shards), Counter())
+
+    @property
+    def reasons(self) -> Counter:
+        return sum((s.reasons for s in self.shards), Counter())
+
+    def summary(self) -> str:
+        total = self.records
+        rate = total / self.seconds if self.seconds > 0 else float("nan")
+        lines = [
+            f"dokumi scan: {total:,} records in {len(self.shards)} shard(s), policy '{self.policy}', "
+            f"{self.seconds:.1f} s ({rate:,.0f} records/s)",
+            "",
+            f"  {'decision':<10}{'records':>10}{'share':>9}",
+        ]
+        for decision in ("keep", "flag", "drop"):
+            count = self.decisions.get(decision, 0)
+            share = 100 * count / total if total else 0.0
+            lines.append(f"  {decision:<10}{count:>10,}{share:>8.2f}%")
+        if self.reasons:
+            lines += ["", f"  {'reason':<40}{'records':>10}"]
+            lines += [f"  {reason:<40}{count:>10,}" for reason, count in self.reasons.most_common(12)]
+        for stage in self.manifest.get("stages", []):
+            findings = stage.get("summary", {}).get("findings", [])
+            if findings:
+                lines += ["", f"  {stage['name']} found ({len(findings)}):"]
+                lines += [f"    {f['finding']:<46}{f['records']:>8,}" for f in findings[:10]]
+        examples = [e for s in self.shards for e in s.examples][:EXAMPLES_PER_SCAN]
+        if examples:
+            lines += ["", f"  flagged and dropped records (first {len(examples)}):"]
+            lines += [f"  {e['decision']:<5} {e['id']:<32} {', '.join(e['reasons'])}" for e in examples]
+        for warning in self.warnings:
+            lines.append(f"warning: {warning}")
+        lines += ["", f"outputs in {self.out}/: clean/ quarantine/ scores/ manifest.json report.html"]
+        return "\n".join(lines)
+
+
+__all__ = ["ScanResult"]
