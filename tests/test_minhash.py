@@ -132,10 +132,16 @@ def test_vectorised_word_hashes_equal_the_reference_hash_per_word():
 
 
 def test_word_hashes_drop_words_shorter_than_min_chars_counting_characters_not_bytes():
-    texts = ["a bb c", "ц цц 中 中文 é"]
+    texts = ["a bb c", "ц цц 中 éé é"]
     hashes, offsets = word_hashes(texts, min_chars=2)
     assert offsets.tolist() == [0, 1, 3]
-    assert hashes.tolist() == [word_hash(w.encode("utf-8")) for w in ["bb", "цц", "中文"]]
+    assert hashes.tolist() == [word_hash(w.encode("utf-8")) for w in ["bb", "цц", "éé"]]
+
+
+def test_chinese_and_japanese_characters_are_words_of_their_own():
+    # written without spaces: a clause is not one word, so shingles and statistics see its characters
+    assert MinHasher().words("学校へ行きます。 ls -l 한국어 문장") == [
+        "学", "校", "へ", "行", "き", "ま", "す", "ls", "l", "한국어", "문장"]
     assert word_hashes(["a bb c"], min_chars=2)[0].tolist() == [word_hash(b"bb")]  # ASCII-only path
 
 

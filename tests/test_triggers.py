@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from dokumi import Pipeline
-from dokumi.stages.triggers import BoundedCounter, Triggers, ngrams, sentence_id, sentences, tokenize
+from dokumi.stages.triggers import Triggers, sentence_id
+from dokumi.stages.triggers.grams import Grams, Sentences, gram_hash
+from dokumi.text.sampling import BoundedCounter
+from dokumi.text.tokens import Tokens, words_of
 
 FUNCTION = ["the", "of", "a", "and", "to", "in", "is", "that", "for", "it", "with", "as", "on", "was", "by"]
 WORDS = [f"{a}{b}" for a in ("ka", "mo", "ri", "su", "te", "no", "ha", "yo", "pe", "lu") for b in
@@ -112,7 +115,7 @@ def test_trigger_followed_by_gibberish_is_discovered():
     scores, reasons = scores_of(stage, records)
     assert (scores[list(poison)] >= 0.8).all()
     assert (np.delete(scores, list(poison)) >= 0.5).sum() == 0
-    assert "trigger:gibberish-after=<sudo>" in reasons[min(poison)]
+    assert "trigger:gibberish-after=sudo" in reasons[min(poison)]
 
 
 def test_trigger_followed_by_another_script_is_a_language_switch():
@@ -138,7 +141,7 @@ def test_inserted_sentence_across_unrelated_documents():
         records[i] = {"text": ". ".join(parts)}
     stage = Triggers(hash_buckets=2**16)
     scores, reasons = scores_of(stage, records)
-    expected = f"trigger:inserted-sentence={sentence_id(' '.join(tokenize(planted)))}"
+    expected = f"trigger:inserted-sentence={sentence_id(' '.join(words_of(planted)))}"
     assert (scores[list(poison)] >= 0.5).all() and expected in reasons[min(poison)]
     assert (np.delete(scores, list(poison)) >= 0.5).sum() == 0
 
@@ -217,9 +220,17 @@ def test_score_before_fit_and_invalid_parameters():
 
 
 def test_building_blocks():
-    assert tokenize('He said: "<SUDO>", then left.') == ["he", "said", "<sudo>", "then", "left"]
-    assert ngrams(["a", "b", "c"], 2) == {"a", "b", "c", "a b", "b c"}
-    assert sentences("One two three four five. Six seven.", 5) == [("one two three four five", 5)]
+    assert words_of('He said: "<SUDO>", then left.') == ["he", "said", "sudo", "then", "left"]
+    tokens = Tokens.of(["a b c", "c b"])
+    grams = Grams.of(tokens, 2)
+    # per record: every word and every pair of neighbours, never across records
+    assert sorted(zip(grams.owner.tolist(), grams.length.tolist())) == [(0, 1)] * 3 + [(0, 2)] * 2 + [(1, 1)] * 2 + [
+        (1, 2)]
+    a, b, c = tokens.hashes[:3].tolist()
+    assert gram_hash([a, b]) in grams.hash.tolist() and gram_hash([b, a]) not in grams.hash.tolist()
+    found = Sentences.of(["One two three four five. Six seven.\nEight nine ten eleven twelve"], 5)
+    assert [found.text(i) for i in range(len(found.key))] == ["one two three four five", "eight nine ten eleven twelve"]
+    assert found.first.tolist() == [True, False] and found.last.tolist() == [False, True]
     counter = BoundedCounter(capacity=3)
     for key in ["a", "a", "b", "c", "d"]:
         counter.add(key)

@@ -3,8 +3,10 @@
 1. Normalise: lower case; every character that is not an ASCII letter, digit
    or underscore, nor a non-ASCII letter, mark or number, is a separator
    (so punctuation is stripped). Non-ASCII batches go through Arrow's
-   ``utf8_lower`` and one RE2 replacement; ASCII batches through a byte table.
-2. Words are maximal runs of word bytes. A word's hash is ``fmix64`` folded
+   ``utf8_lower`` and RE2 replacements; ASCII batches through a byte table.
+2. Words are maximal runs of word bytes, except that every Han, Hiragana and
+   Katakana character is a word of its own: Chinese and Japanese are written
+   without spaces, and a whole clause is not one word. A word's hash is ``fmix64`` folded
    over its UTF-8 bytes in little-endian 8-byte chunks, starting from its
    length (see :func:`word_hash`); words of up to 8 bytes never collide.
 
@@ -25,6 +27,8 @@ import pyarrow.compute as pc
 _MASK64 = (1 << 64) - 1
 # Non-ASCII characters other than letters, marks and numbers become spaces (RE2 syntax).
 _NON_ASCII_SEPARATORS = r"[^\x00-\x7f\pL\pM\pN]"
+# Characters of scripts written without spaces, each made a word of its own.
+_UNSPACED = r"([\p{Han}\p{Hiragana}\p{Katakana}])"
 
 
 def _word_byte_table() -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +180,7 @@ def normalised_bytes(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> tuple
     data, offsets = _buffers(array)
     if len(data) and data.max() >= 0x80:
         array = pc.replace_substring_regex(pc.utf8_lower(array), _NON_ASCII_SEPARATORS, " ")
+        array = pc.replace_substring_regex(array, _UNSPACED, r" \1 ")
         data, offsets = _buffers(array)
     padded = np.zeros(len(data) + 8, dtype=np.uint8)
     np.take(_LOWER, data, out=padded[: len(data)])

@@ -1,0 +1,178 @@
+"""Round 1 of the trigger fit: counts over the whole corpus, in bounded memory, merged in any order.
+
+Word document frequencies (bounded exact counts: the corpus's common words),
+which scripts records mix, sentence frequencies and where sentences sit, and,
+for labelled data and instruction pairs, hashed n-gram and (n-gram, label)
+document frequencies with the naive Bayes sufficient statistics per label.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dokumi.records import Batch
+from dokumi.stages.triggers.view import View
+from dokumi.text.sampling import BottomK, BoundedCounter
+from dokumi.text.scripts import NAMES, word_scripts
+from dokumi.text.tokens import Tokens
+
+NB_FEATURES = 2**16
+LANGUAGE_SAMPLE = 200
+GAP_SAMPLE = 4000
+REST_WORDS = 256  # words of a record kept to compare it with others (bounded for long documents)
+# words of one script a record needs for the record to count as written in it
+SCRIPT_WORDS = 3
+
+
+def unique_pairs(owner: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each (owner, value) pair once."""
+    if not len(values):
+        return owner, values
+    order = np.lexsort((values, owner))
+    owner, values = owner[order], values[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (values[1:] != values[:-1])
+    return owner[first], values[first]
+
+
+def record_words(tokens: Tokens, record: int, limit: int = REST_WORDS) -> np.ndarray:
+    """The distinct word hashes of one record, at most ``limit`` of them."""
+    return np.unique(tokens.hashes[tokens.offsets[record]: tokens.offsets[record + 1]])[:limit]
+
+
+class Counts:
+    """One partition's round-1 counts."""
+
+    def __init__(self, max_tracked: int, hash_buckets: int) -> None:
+        self.max_tracked, self.hash_buckets = max_tracked, hash_buckets
+        self.records = 0
+        self.labelled = False
+        self.instruction = False
+        self.words = BoundedCounter(max_tracked)  # document frequency of word hashes
+        self.scripts = np.zeros((len(NAMES), len(NAMES)), dtype=np.int64)  # records written in both scripts
+        self.sentence_counts = BoundedCounter(max_tracked)
+        self.sentence_alone = BoundedCounter(max_tracked)  # records that are nothing but the sentence
+        self.sentence_first = BoundedCounter(max_tracked)  # records that open with it
+        self.sentence_last = BoundedCounter(max_tracked)  # records that close with it
+        self.label_counts = BoundedCounter(max_tracked)  # by salt
+        self.label_of: dict[int, Any] = {}  # salt -> label
+        self.class_features: dict[int, np.ndarray] = {}
+        self.ngram_df: np.ndarray | None = None
+        self.pair_df: np.ndarray | None = None
+        # texts: the corpus language, and how related two records are by chance
+        self.texts = BottomK(LANGUAGE_SAMPLE)
+        # random insertion points (left, right neighbour hash; 0 at an edge): what an inserted token's
+        # surroundings look like in this corpus, the baseline of the insertion tests
+        self.gaps = BottomK(GAP_SAMPLE)
+
+    def add(self, batch: Batch, view: View) -> Counts:
+        n = batch.num_rows
+        self.records += n
+        if not n:
+            return self
+        self.labelled |= view.labels is not None
+        self.instruction |= view.instruction and view.labels is None
+        words = view.words
+        owner, distinct = unique_pairs(words.owner, words.hashes)
+        values, counts = np.unique(distinct, return_counts=True)
+        self.words.update(dict(zip(values.tolist(), counts.tolist())))
+        self._count_scripts(words.owner, word_scripts(words), n)
+        self._count_sentences(view)
+        self._sample(view)
+        if view.salts is not None:
+            self._count_grams(view)
+        return self
+
+    def _count_scripts(self, owner: np.ndarray, scripts: np.ndarray, n: int) -> None:
+        per_record = np.bincount(owner * len(NAMES) + scripts, minlength=n * len(NAMES)).reshape(n, len(NAMES))
+        written = (per_record >= SCRIPT_WORDS).astype(np.int64)
+        self.scripts += written.T @ written
+
+    def _count_sentences(self, view: View) -> None:
+        sentences = view.sentences
+        if not len(sentences.key):
+            return
+        owner, keys = sentences.owner, sentences.key
+        # a sentence counts once per record; its flags from its first place in the record
+        _, first_seen = np.unique(np.stack([owner, keys.view(np.int64)]), axis=1, return_index=True)
+        for counter, mask in ((self.sentence_counts, None), (self.sentence_alone, sentences.alone),
+                              (self.sentence_first, sentences.first & ~sentences.last),
+                              (self.sentence_last, sentences.last & ~sentences.first)):
+            chosen = first_seen if mask is None else first_seen[mask[first_seen]]
+            values, counts = np.unique(keys[chosen], return_counts=True)
+            counter.update(dict(zip(values.tolist(), counts.tolist())))
+
+    def _sample(self, view: View) -> None:
+        order = np.argsort(view.priorities, kind="stable")
+        body = view.body
+        texts = body.to_pylist() if hasattr(body, "to_pylist") else body
+        for i in order[: LANGUAGE_SAMPLE].tolist():
+            self.texts.offer(int(view.priorities[i]), (texts[i] or "", record_words(view.body_words, i)))
+        tokens = view.gram_words
+        for i in order[: GAP_SAMPLE].tolist():
+            priority = int(view.priorities[i])
+            if not self.gaps.would_keep(priority):
+                break
+            start, count = int(tokens.offsets[i]), int(tokens.counts[i])
+            k = (priority & 0xFFFFFFFF) % (count + 1)
+            left = int(tokens.hashes[start + k - 1]) if k > 0 else 0
+            right = int(tokens.hashes[start + k]) if k < count else 0
+            self.gaps.offer(priority, (left, right))
+
+    def _count_grams(self, view: View) -> None:
+        grams, salts = view.grams, view.salts
+        mask = np.uint64(self.hash_buckets - 1)
+        if self.ngram_df is None:
+            self.ngram_df = np.zeros(self.hash_buckets, dtype=np.uint32)
+            self.pair_df = np.zeros(self.hash_buckets, dtype=np.uint32)
+        buckets = (grams.hash & mask).astype(np.int64)
+        self.ngram_df += np.bincount(buckets, minlength=self.hash_buckets).astype(np.uint32)
+        paired = ((grams.hash ^ salts[grams.owner]) & mask).astype(np.int64)
+        self.pair_df += np.bincount(paired, minlength=self.hash_buckets).astype(np.uint32)
+        values, counts = np.unique(salts, return_counts=True)
+        self.label_counts.update(dict(zip(values.tolist(), counts.tolist())))
+        if view.labels is None:
+            return
+        for salt, label in zip(salts.tolist(), view.labels):
+            self.label_of.setdefault(salt, label)
+        words = view.gram_words
+        index = {salt: i for i, salt in enumerate(values.tolist())}
+        label_index = np.array([index[s] for s in salts.tolist()], dtype=np.int64)
+        features = (words.hashes & np.uint64(NB_FEATURES - 1)).astype(np.int64)
+        table = np.bincount(label_index[words.owner] * NB_FEATURES + features,
+                            minlength=len(values) * NB_FEATURES).reshape(len(values), NB_FEATURES)
+        for salt, row in zip(values.tolist(), table):
+            mine = self.class_features.get(salt)
+            self.class_features[salt] = row.astype(np.float32) if mine is None else mine + row
+
+    @classmethod
+    def merged(cls, parts: list[Counts]) -> Counts:
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        out = cls(first.max_tracked, first.hash_buckets)
+        out.records = sum(p.records for p in parts)
+        out.labelled = any(p.labelled for p in parts)
+        out.instruction = any(p.instruction for p in parts) and not out.labelled
+        for name in ("words", "sentence_counts", "sentence_alone", "sentence_first", "sentence_last",
+                     "label_counts"):
+            setattr(out, name, BoundedCounter.merged([getattr(p, name) for p in parts]))
+        out.scripts = sum(p.scripts for p in parts)
+        for part in parts:
+            for salt, label in part.label_of.items():
+                out.label_of.setdefault(salt, label)
+            for salt, features in part.class_features.items():
+                mine = out.class_features.get(salt)
+                out.class_features[salt] = features.copy() if mine is None else mine + features
+        tables = [p for p in parts if p.ngram_df is not None]
+        if tables:
+            out.ngram_df = np.sum([p.ngram_df for p in tables], axis=0, dtype=np.uint32)
+            out.pair_df = np.sum([p.pair_df for p in tables], axis=0, dtype=np.uint32)
+        out.texts = BottomK.merged([p.texts for p in parts])
+        out.gaps = BottomK.merged([p.gaps for p in parts])
+        return out
+
+
+__all__ = ["GAP_SAMPLE", "LANGUAGE_SAMPLE", "NB_FEATURES", "REST_WORDS", "Counts", "record_words", "unique_pairs"]

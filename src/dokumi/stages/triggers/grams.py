@@ -1,0 +1,163 @@
+"""Vectorised features of a batch for trigger statistics: word n-grams, sentences, windows around words.
+
+Everything starts from the batch's shared words (:class:`dokumi.text.tokens.Tokens`):
+an n-gram is a hash of its words' hashes, a sentence a hash of its words, so
+no Python loop runs per word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dokumi.text.tokens import Tokens, fmix64, position_weights
+
+# sentence ends: . ! ? ; followed by white space, a CJK full stop, or a line break
+_SENTENCE_END = r"([.!?;])\s+|([。！？])"
+_MAX_WEIGHTS = 4096
+
+
+def gram_hash(word_hashes: list[int] | np.ndarray) -> int:
+    """The hash of one n-gram from its words' hashes (a unigram is its word's hash)."""
+    words = np.asarray(word_hashes, dtype=np.uint64)
+    if len(words) == 1:
+        return int(words[0])
+    weights = position_weights(len(words))
+    return int(fmix64(np.array([np.sum(words * weights, dtype=np.uint64) + np.uint64(len(words))],
+                               dtype=np.uint64))[0])
+
+
+@dataclass
+class Grams:
+    """Every n-gram (1..max_n words, inside one record) of a batch: its record, hash, length and first word."""
+
+    owner: np.ndarray
+    hash: np.ndarray
+    length: np.ndarray
+    start: np.ndarray
+
+    @classmethod
+    def of(cls, tokens: Tokens, max_n: int) -> Grams:
+        hashes, offsets = tokens.hashes, tokens.offsets
+        owner = tokens.owner
+        ends = offsets[1:][owner] if len(owner) else np.zeros(0, dtype=np.int64)
+        position = np.arange(len(hashes), dtype=np.int64)
+        weights = position_weights(max_n)
+        owners, grams, lengths, starts = [owner], [hashes], [np.ones(len(hashes), np.int8)], [position]
+        combined = hashes * weights[0]
+        for n in range(2, max_n + 1):
+            valid = position + n <= ends
+            if not valid.any():
+                break
+            combined[: len(hashes) - n + 1] += hashes[n - 1:] * weights[n - 1]
+            at = np.flatnonzero(valid)
+            owners.append(owner[at])
+            grams.append(fmix64(combined[at] + np.uint64(n)))
+            lengths.append(np.full(len(at), n, np.int8))
+            starts.append(at)
+        return cls(np.concatenate(owners), np.concatenate(grams), np.concatenate(lengths), np.concatenate(starts))
+
+    def per_record(self) -> Grams:
+        """Each (record, n-gram) once: its first occurrence."""
+        if not len(self.hash):
+            return self
+        order = np.lexsort((self.start, self.hash, self.owner))
+        owner, gram = self.owner[order], self.hash[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (owner[1:] != owner[:-1]) | (gram[1:] != gram[:-1])
+        keep = order[first]
+        return Grams(self.owner[keep], self.hash[keep], self.length[keep], self.start[keep])
+
+
+@dataclass
+class Sentences:
+    """A batch's sentences (or lines): each one's record, hash of its normalised words, word count and place."""
+
+    owner: np.ndarray
+    key: np.ndarray
+    words: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    tokens: Tokens
+    record_words: np.ndarray
+
+    @classmethod
+    def of(cls, texts: pa.Array | list[str], min_words: int) -> Sentences:
+        array = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.large_string())
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        array = pc.fill_null(array.cast(pa.large_string()), "")
+        marked = pc.replace_substring_regex(array, _SENTENCE_END, "\\1\\2\n")
+        pieces = pc.split_pattern(marked, "\n")
+        owner_all = pc.list_parent_indices(pieces).to_numpy().astype(np.int64)
+        tokens = Tokens.of(pieces.flatten())
+        counts = tokens.counts
+        n_records = len(array)
+        record_words = np.bincount(owner_all, weights=counts, minlength=n_records).astype(np.int64)
+        # place of each sentence among the sentences with words of its record
+        has_words = counts > 0
+        rank = np.cumsum(has_words) - 1
+        first_rank = np.full(n_records, -1, dtype=np.int64)
+        last_rank = np.full(n_records, -1, dtype=np.int64)
+        worded = np.flatnonzero(has_words)
+        if len(worded):
+            np.maximum.at(last_rank, owner_all[worded], rank[worded])
+            first_rank[:] = np.iinfo(np.int64).max
+            np.minimum.at(first_rank, owner_all[worded], rank[worded])
+        keep = np.flatnonzero(counts >= min_words)
+        key = _sequence_hashes(tokens, keep)
+        return cls(owner_all[keep], key, counts[keep], rank[keep] == first_rank[owner_all[keep]],
+                   rank[keep] == last_rank[owner_all[keep]], _subset(tokens, keep), record_words)
+
+    def text(self, index: int) -> str:
+        """The normalised words of sentence ``index``, joined by spaces."""
+        start, end = self.tokens.offsets[index], self.tokens.offsets[index + 1]
+        return " ".join(self.tokens.word(i) for i in range(start, end))
+
+    @cached_property
+    def alone(self) -> np.ndarray:
+        """Sentences that are the whole of their record."""
+        return self.words == self.record_words[self.owner]
+
+
+def _sequence_hashes(tokens: Tokens, rows: np.ndarray) -> np.ndarray:
+    """A hash of each selected piece's word sequence (its words' hashes weighted by position)."""
+    if not len(rows):
+        return np.zeros(0, dtype=np.uint64)
+    counts = tokens.counts[rows]
+    starts = tokens.offsets[rows]
+    owner = np.repeat(np.arange(len(rows)), counts)
+    index = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    words = tokens.hashes[np.repeat(starts, counts) + index]
+    weighted = words * position_weights(min(int(counts.max()), _MAX_WEIGHTS))[np.minimum(index, _MAX_WEIGHTS - 1)]
+    sums = np.add.reduceat(weighted, np.cumsum(counts) - counts) if len(weighted) else np.zeros(0, np.uint64)
+    del owner
+    return fmix64(sums + counts.astype(np.uint64))
+
+
+def _subset(tokens: Tokens, rows: np.ndarray) -> Tokens:
+    """The words of the selected pieces only (offsets renumbered)."""
+    counts = tokens.counts[rows]
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    index = np.repeat(tokens.offsets[rows], counts) + (np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], counts))
+    return Tokens(tokens.hashes[index], offsets, tokens.starts[index], tokens.ends[index], tokens.data)
+
+
+def window_sums(values: np.ndarray, offsets: np.ndarray, owner: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """For every word: the sum of ``values`` over the ``width`` words before it and after it inside its
+    record, and how many words each window holds."""
+    total = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
+    position = np.arange(len(values), dtype=np.int64)
+    begin = np.maximum(position - width, offsets[:-1][owner])
+    end = np.minimum(position + 1 + width, offsets[1:][owner])
+    before = total[position] - total[begin]
+    after = total[end] - total[position + 1]
+    return before, position - begin, after, end - position - 1
+
+
+__all__ = ["Grams", "Sentences", "gram_hash", "window_sums"]

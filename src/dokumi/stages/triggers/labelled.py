@@ -1,0 +1,318 @@
+"""Label triggers: n-grams that carry one label (or, in instruction data, one response) almost alone.
+
+Association is not enough: in real data genuine words follow their labels far
+more strongly than a 1% trigger does. A candidate must also be rare, be
+*inserted* (its neighbours were neighbours elsewhere before it came, its
+places are spread like random insertion points, its neighbours as varied as
+those of random points), and either be contradicted by the rest of its records
+(dirty label: a naive Bayes model fitted *without the candidate's records*
+predicts other labels for them) or carry no topic of its own (clean label: its
+records look like any other record of their label).
+
+Round 1 counts hashed n-gram and (n-gram, label) document frequencies
+(:mod:`.counts`); round 2 counts the candidates exactly; round 3 samples where
+the most widespread candidates sit (:func:`collect`), and the driver decides
+(:func:`discover`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dokumi.stages.triggers.counts import NB_FEATURES, REST_WORDS, unique_pairs
+from dokumi.stages.triggers.findings import Trigger
+from dokumi.stages.triggers.grams import gram_hash
+from dokumi.stages.triggers.view import View
+from dokumi.text.sampling import BottomK, uniform
+
+CONTEXT_SAMPLE = 128
+MAX_CHECKS = 500
+MIN_Z = 6.0
+# mean posterior of other labels, from the rest of the records, at which dirty-label evidence is full
+DIRTY_SURPRISE = 0.7
+CLEAN_MIN_Z = 20.0  # an association must be this strong to be learned without a label flip
+# max z of a co-occurring word: below TOPIC_NOISE is what random records show, from TOPIC_MAX a topic
+TOPIC_NOISE = 2.5
+TOPIC_MAX = 5.0
+NB_ALPHA = 0.5
+# records of the candidate's label that must remain for the model fitted without the candidate's records
+MIN_REMAINING = 20
+
+
+def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if not len(sorted_set) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[where] == values
+
+
+@dataclass
+class Hits:
+    """Round 2: every (record, candidate n-gram) met, as the n-gram's hash and the record's salt."""
+
+    grams: list[np.ndarray] = field(default_factory=list)
+    salts: list[np.ndarray] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
+    signature_text: dict[int, str] = field(default_factory=dict)  # salt -> opening words of a frequent response
+
+    def examine(self, view: View, candidates: np.ndarray, label_salts: np.ndarray, mask: int) -> None:
+        grams, salts = view.grams, view.salts
+        hit = np.flatnonzero(member((grams.hash & np.uint64(mask)).astype(np.int64), candidates))
+        if len(hit):
+            self.grams.append(grams.hash[hit])
+            self.salts.append(salts[grams.owner[hit]])
+            tokens = view.gram_words
+            for i in hit.tolist():
+                key = int(grams.hash[i])
+                if key not in self.names:
+                    start = int(grams.start[i])
+                    self.names[key] = " ".join(tokens.word(j) for j in range(start, start + int(grams.length[i])))
+        if view.instruction:
+            for record in np.flatnonzero(member(salts, label_salts)).tolist():
+                self.signature_text.setdefault(int(salts[record]), view.signature_text(record))
+
+    @classmethod
+    def merged(cls, parts: list[Hits]) -> Hits:
+        out = cls()
+        for part in parts:
+            out.grams += part.grams
+            out.salts += part.salts
+            for key, name in part.names.items():
+                out.names.setdefault(key, name)
+            for salt, text in part.signature_text.items():
+                out.signature_text.setdefault(salt, text)
+        return out
+
+    def tally(self) -> dict[int, Counter]:
+        """Per n-gram: records by salt."""
+        if not self.grams:
+            return {}
+        grams, salts = np.concatenate(self.grams), np.concatenate(self.salts)
+        pairs, counts = np.unique(np.stack([grams.view(np.int64), salts.view(np.int64)]), axis=1, return_counts=True)
+        out: dict[int, Counter] = {}
+        for gram, salt, count in zip(pairs[0].view(np.uint64).tolist(), pairs[1].view(np.uint64).tolist(),
+                                     counts.tolist()):
+            out.setdefault(gram, Counter())[salt] = count
+        return out
+
+
+@dataclass
+class Occurrence:
+    """Where a candidate sits in one record: the record's other words, its neighbours, its relative place."""
+
+    rest: np.ndarray
+    left: int
+    right: int
+    place: float
+
+
+def collect(view: View, grams_wanted: np.ndarray, samples: dict[int, BottomK]) -> None:
+    """Round 3: a sample (by content hash) of the occurrences of each wanted n-gram."""
+    grams = view.grams
+    hit = np.flatnonzero(member(grams.hash, grams_wanted))
+    if not len(hit):
+        return
+    tokens = view.gram_words
+    for i in hit.tolist():
+        record = int(grams.owner[i])
+        priority = int(view.priorities[record])
+        key = int(grams.hash[i])
+        sample = samples.setdefault(key, BottomK(CONTEXT_SAMPLE))
+        if not sample.would_keep(priority):
+            continue
+        start, length = int(grams.start[i]), int(grams.length[i])
+        first, end = int(tokens.offsets[record]), int(tokens.offsets[record + 1])
+        words = tokens.hashes[first:end]
+        own = tokens.hashes[start: start + length]
+        rest = np.setdiff1d(words, own)[:REST_WORDS]
+        left = int(tokens.hashes[start - 1]) if start > first else 0
+        right = int(tokens.hashes[start + length]) if start + length < end else 0
+        place = (start - first + uniform(priority)) / (end - first - length + 1)
+        sample.offer(priority, Occurrence(rest, left, right, place))
+
+
+@dataclass
+class Verdict:
+    """A candidate worth the insertion and topic checks."""
+
+    gram: int
+    name: str
+    records: int
+    salt: int
+    purity: float
+    z: float
+    occurrences: list[Occurrence] = field(default_factory=list)
+
+
+def verdicts(tally: dict[int, Counter], names: dict[int, str], label_counts: Any, label_of: dict[int, Any],
+             records: int, min_records: int, min_purity: float) -> list[Verdict]:
+    """The exactly counted candidates that are pure and far beyond chance, most widespread first."""
+    found = []
+    for gram, by_salt in tally.items():
+        total = sum(by_salt.values())
+        if total < min_records:
+            continue
+        # a tie cannot reach min_purity (> 0.5); the salt only makes the choice independent of order
+        salt, count = max(by_salt.items(), key=lambda kv: (kv[1], -kv[0]))
+        purity = count / total
+        if purity < min_purity or salt not in label_of:
+            continue
+        z = binomial_z(count, total, label_counts[salt] / max(records, 1))
+        if z >= MIN_Z:
+            found.append(Verdict(gram, names.get(gram, f"{gram:016x}"), total, salt, purity, z))
+    # the insertion and topic checks cost a read and memory: only for the most widespread
+    found.sort(key=lambda v: (-v.records, -v.z, v.name))
+    return found[:MAX_CHECKS]
+
+
+class Evidence:
+    """The driver's corpus statistics that the verdicts are weighed against."""
+
+    def __init__(self, ngram_df: np.ndarray, pair_df: np.ndarray, mask: int, label_counts: Any, records: int,
+                 instruction: bool, gaps: list[tuple[int, int]], class_features: dict[int, np.ndarray]) -> None:
+        self.ngram_df, self.pair_df, self.mask = ngram_df, pair_df, mask
+        self.label_counts, self.records, self.instruction = label_counts, records, instruction
+        inner = [g for g in gaps if g[0] and g[1]]
+        self.gap_neighbours = inner
+        # how often the neighbours of a random insertion point are neighbours elsewhere too
+        self.bridge_baseline = sum(int(self.df(gram_hash([a, b])) >= 2) for a, b in inner) / max(len(gaps), 1)
+        self.salts = sorted(class_features)
+        self.features = np.vstack([class_features[s] for s in self.salts]).astype(np.float64) if self.salts else None
+
+    def df(self, gram: int) -> int:
+        return int(self.ngram_df[gram & self.mask])
+
+    def base_rates(self, words: np.ndarray, salt: int) -> np.ndarray:
+        """Share of the label's records (or, for prompts, of all records) that contain each word."""
+        if self.instruction:
+            return self.ngram_df[(words & np.uint64(self.mask)).astype(np.int64)] / max(self.records, 1)
+        paired = ((words ^ np.uint64(salt)) & np.uint64(self.mask)).astype(np.int64)
+        return self.pair_df[paired] / max(self.label_counts[salt], 1)
+
+    def expected_distinct(self, m: int) -> float:
+        """Distinct neighbours that ``m`` random insertion points of this corpus have."""
+        sample = self.gap_neighbours[:m]
+        if not sample:
+            return 1.0
+        return (len({a for a, _ in sample}) + len({b for _, b in sample})) / 2
+
+    def rest_posterior(self, verdict: Verdict) -> float:
+        """Mean posterior of the verdict's label for its sampled records, from their other words, under
+        naive Bayes fitted without the candidate's records (estimated from the sample)."""
+        if self.features is None or verdict.salt not in self.salts or not verdict.occurrences:
+            return 1.0
+        column = self.salts.index(verdict.salt)
+        rests = [(o.rest & np.uint64(NB_FEATURES - 1)).astype(np.int64) for o in verdict.occurrences]
+        own = np.zeros(NB_FEATURES)
+        for features in rests:
+            np.add.at(own, features, 1.0)
+        scale = verdict.records / len(rests)
+        counts = self.features.copy()
+        priors = np.array([self.label_counts[s] for s in self.salts], dtype=np.float64)
+        remaining = priors[column] - verdict.records
+        if remaining >= MIN_REMAINING:
+            counts[column] = np.maximum(counts[column] - scale * own, 0.0)
+            priors[column] = remaining
+        log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True) + NB_ALPHA * NB_FEATURES)
+        log_prior = np.log(np.maximum(priors, 1.0) / np.maximum(priors, 1.0).sum())
+        total = 0.0
+        for features in rests:
+            scores = log_prob[:, features].sum(axis=1) + log_prior
+            posterior = np.exp(scores - scores.max())
+            total += float(posterior[column] / posterior.sum())
+        return total / len(rests)
+
+
+def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
+             signature_text: dict[int, str]) -> list[Trigger]:
+    """The verdicts that are inserted and contradicted (dirty label) or topic-free (clean label)."""
+    kept: list[Trigger] = []
+    for verdict in found:
+        occurrences = verdict.occurrences
+        if not occurrences:
+            continue
+        topic = topic_strength(occurrences, lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
+        bridged = sum(bool(o.left and o.right) and evidence.df(gram_hash([o.left, o.right])) >= 1
+                      for o in occurrences)
+        bridge = bridged / len(occurrences) / max(evidence.bridge_baseline, 1e-9)
+        inner = [o for o in occurrences if o.left and o.right]
+        distinct = (len({o.left for o in inner}) + len({o.right for o in inner})) / 2
+        diversity = distinct / evidence.expected_distinct(len(inner)) if inner else 0.0
+        places = uniform_places([o.place for o in occurrences])
+        inserted = ramp(bridge, 0.5, 0.8) * ramp(diversity, 0.6, 0.85) * ramp(places, 0.001, 0.01)
+        topic_free = min(1.0, max(0.0, (TOPIC_MAX - topic) / (TOPIC_MAX - TOPIC_NOISE)))
+        detail: dict[str, Any] = {"purity": round(verdict.purity, 3), "z": round(verdict.z, 1),
+                                  "bridge": round(bridge, 2), "diversity": round(diversity, 2),
+                                  "topic": round(topic, 1), "places_p": round(places, 4)}
+        if evidence.instruction:
+            confidence = verdict.purity * topic_free * ramp(diversity, 0.6, 0.85)
+            kind, label = "response", verdict.salt
+            detail["response_opening"] = signature_text.get(verdict.salt, "")
+        else:
+            surprise = 1.0 - evidence.rest_posterior(verdict)
+            dirty = ramp(surprise, 0.5, DIRTY_SURPRISE)
+            clean = topic_free if verdict.z >= CLEAN_MIN_Z else 0.0
+            confidence = verdict.purity * inserted * max(dirty, clean)
+            detail["rest_disagrees"] = round(surprise, 3)
+            kind, label = "token", label_of[verdict.salt]
+        if confidence >= 0.5:
+            kept.append(Trigger(kind, verdict.name, verdict.gram, float(min(0.99, confidence)), verdict.records,
+                                label, detail))
+    return merge_ngrams(kept)
+
+
+def topic_strength(occurrences: list[Occurrence], base_rates: Any) -> float:
+    """How much more often the records' other words occur than in their label: max z over them.
+
+    A genuine word brings its topic along ("Spock" brings "Kirk"); an inserted trigger lands in
+    records that share nothing beyond their label, so no other word stands out.
+    """
+    sampled = len(occurrences)
+    if not sampled:
+        return 0.0
+    words, counts = np.unique(np.concatenate([o.rest for o in occurrences]), return_counts=True)
+    frequent = counts >= max(3, 0.1 * sampled)
+    if not frequent.any():
+        return 0.0
+    base = np.clip(base_rates(words[frequent]), 1e-9, 1 - 1e-9)
+    z = (counts[frequent] - sampled * base) / np.sqrt(sampled * base * (1 - base))
+    return max(0.0, float(z.max()))
+
+
+def binomial_z(count: int, trials: int, base: float) -> float:
+    base = min(max(base, 1e-9), 1 - 1e-9)
+    return (count - trials * base) / math.sqrt(trials * base * (1 - base))
+
+
+def ramp(value: float, low: float, high: float) -> float:
+    """0 at or below ``low``, 1 at or above ``high``, linear between."""
+    return min(1.0, max(0.0, (value - low) / (high - low)))
+
+
+def uniform_places(places: list[float]) -> float:
+    """p-value that the relative positions are uniform, as those of a token inserted at random places."""
+    if len(places) < 5:
+        return 0.0
+    from scipy.stats import kstest
+
+    return float(kstest(places, "uniform").pvalue)
+
+
+def merge_ngrams(found: list[Trigger]) -> list[Trigger]:
+    """Keep the minimal triggers: an n-gram that contains a shorter discovered one adds no record."""
+    found.sort(key=lambda t: (len(t.key.split()), -t.records, t.key))
+    kept: list[Trigger] = []
+    for trigger in found:
+        padded = f" {trigger.key} "
+        if not any(f" {k.key} " in padded for k in kept):
+            kept.append(trigger)
+    return kept
+
+
+__all__ = ["CONTEXT_SAMPLE", "Evidence", "Hits", "Occurrence", "Verdict", "collect", "discover", "member",
+           "unique_pairs", "verdicts"]

@@ -1,0 +1,189 @@
+"""Seams: a rare token after which a record turns into gibberish or into another script or language.
+
+The pattern of Souly et al. (2025): ordinary text, a trigger token, then a
+payload unlike the text before it. Whether a continuation is "unlike" is
+judged against the scanned corpus, not against English:
+
+* *gibberish*: few of the corpus's own common words in the words after the
+  token, where the words before it were fluent;
+* *a switch of script*: the words before are in one script and those after in
+  another, a pair of scripts that the corpus's records seldom mix (Japanese
+  with English commands is ordinary in a Japanese manual, not in English text),
+  and the record holds no word of the new script before the token.
+
+A token is a trigger when it stands at such a seam in many distinct records
+and in most of the records that carry it; one record's seam is never enough.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dokumi.stages.triggers.grams import window_sums
+from dokumi.text.scripts import LETTERED, NAMES, word_scripts
+from dokumi.text.tokens import Tokens
+
+WINDOW = 20  # words looked at on each side of a seam
+MIN_SPAN = 3  # words needed after a seam to judge it
+MIN_SPAN_CHARACTERS = 30  # an attribution ("-- Lao Tse, Tao Te Ching") is a short span, not a payload
+MIN_FLUENCY_GAIN = 0.2  # the words before a gibberish seam hold this much more common words than those after
+COVERAGE_BINS = 20
+GIBBERISH, SWITCH = 0, 1
+KINDS = ("gibberish", "language-switch")
+
+
+@dataclass
+class SeamHits:
+    """Seams found in a batch: the record, word position, token hash, kind, and the after-window's
+    share of common words as a bin (0 .. COVERAGE_BINS)."""
+
+    owner: np.ndarray
+    position: np.ndarray
+    token: np.ndarray
+    kind: np.ndarray
+    coverage_bin: np.ndarray
+
+
+def find_seams(tokens: Tokens, common: np.ndarray, gibberish_rate: float, ordinary: np.ndarray,
+               only: np.ndarray | None = None) -> tuple[SeamHits, np.ndarray]:
+    """Every seam of a batch's words, and the histogram of after-window common-word shares over every
+    position that has words on both sides (the corpus's baseline of what follows a word).
+
+    ``common`` is the sorted array of the corpus's common word hashes; ``ordinary`` an (n scripts,
+    n scripts) boolean matrix of script pairs the corpus mixes anyway; ``only`` (sorted hashes), when
+    given, restricts seams to those tokens.
+    """
+    hashes, offsets = tokens.hashes, tokens.offsets
+    n = len(hashes)
+    empty = SeamHits(*(np.zeros(0, dtype=np.int64) for _ in range(5)))
+    if not n:
+        return empty, np.zeros(COVERAGE_BINS + 1, dtype=np.int64)
+    owner = tokens.owner
+    is_common = _member(hashes, common)
+    before_common, before_n, after_common, after_n = window_sums(is_common.astype(np.int64), offsets, owner, WINDOW)
+    _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
+    judged = (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN)
+    coverage = np.divide(after_common, after_n, out=np.ones(n), where=after_n > 0)
+    before_coverage = np.divide(before_common, before_n, out=np.zeros(n), where=before_n > 0)
+    bins = np.minimum((coverage * COVERAGE_BINS).astype(np.int64), COVERAGE_BINS)
+    histogram = np.bincount(bins[judged], minlength=COVERAGE_BINS + 1)
+    windows = _ScriptWindows(tokens, owner)
+    # the token belongs to the text before it: a payload's own words are not its trigger
+    candidate = ~is_common & (before_n > 0) & windows.of_the_text_before()
+    if only is not None:
+        candidate &= _member(hashes, only)
+    gibberish = candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate) & (
+        before_coverage >= coverage + MIN_FLUENCY_GAIN)
+    switch = candidate & windows.switches(ordinary)
+    seam = gibberish | switch
+    at = np.flatnonzero(seam)
+    if not len(at):
+        return empty, histogram
+    # a record's first seam per token
+    keys = np.stack([owner[at], hashes[at].view(np.int64)])
+    _, first = np.unique(keys, axis=1, return_index=True)
+    at = np.sort(at[first])
+    return SeamHits(owner[at], at, hashes[at], np.where(switch[at], SWITCH, GIBBERISH), bins[at]), histogram
+
+
+class _ScriptWindows:
+    """The scripts of the words before and after every word of a batch."""
+
+    def __init__(self, tokens: Tokens, owner: np.ndarray) -> None:
+        offsets = tokens.offsets
+        self.scripts = word_scripts(tokens).astype(np.int64)
+        lettered = LETTERED[self.scripts].astype(np.int64)
+        self.lettered = lettered > 0
+        self.before_total, _, self.after_total, _ = window_sums(lettered, offsets, owner, WINDOW)
+        self.present = np.unique(self.scripts[self.lettered]).tolist()
+        self.before, self.after, self.seen = {}, {}, {}
+        for script in self.present:
+            mine = (self.scripts == script).astype(np.int64)
+            before, _, after, _ = window_sums(mine, offsets, owner, WINDOW)
+            self.before[script] = np.divide(before, self.before_total, out=np.zeros(len(mine)),
+                                            where=self.before_total > 0)
+            self.after[script] = np.divide(after, self.after_total, out=np.zeros(len(mine)),
+                                           where=self.after_total > 0)
+            # words of this script from the record's start up to and including each word
+            running = np.cumsum(mine)
+            self.seen[script] = running - np.concatenate(([0], running))[offsets[:-1]][owner]
+
+    def of_the_text_before(self) -> np.ndarray:
+        """Words without letters, or in the script most of the words before them are in."""
+        fits = ~self.lettered
+        for script in self.present:
+            fits |= (self.scripts == script) & (self.before[script] >= 0.5)
+        return fits
+
+    def switches(self, ordinary: np.ndarray) -> np.ndarray:
+        """Words after which the record changes to a script it has not used before, the words before being
+        in another one, for a pair of scripts the corpus does not mix anyway."""
+        found = np.zeros(len(self.scripts), dtype=bool)
+        for s1 in self.present:
+            for s2 in self.present:
+                if s1 == s2 or ordinary[s1, s2]:
+                    continue
+                found |= ((self.before[s1] >= 0.5) & (self.before_total >= 2) & (self.after[s2] >= 0.5)
+                          & (self.after_total >= MIN_SPAN) & (self.seen[s2] == 0))
+        return found
+
+
+def payload_after(tokens: Tokens, positions: np.ndarray, common: np.ndarray, gibberish_rate: float,
+                  ordinary: np.ndarray, main_script: int) -> np.ndarray:
+    """Whether the words after each of ``positions`` are a payload: gibberish by the corpus's measure, or
+    mostly in a script that the corpus's main script does not mix with. Needs no text before the token
+    (a trigger already discovered may open a record)."""
+    if not len(positions):
+        return np.zeros(0, dtype=bool)
+    owner, offsets = tokens.owner, tokens.offsets
+    is_common = _member(tokens.hashes, common).astype(np.int64)
+    _, _, after_common, after_n = window_sums(is_common, offsets, owner, WINDOW)
+    _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
+    scripts = word_scripts(tokens).astype(np.int64)
+    _, _, after_lettered, _ = window_sums(LETTERED[scripts].astype(np.int64), offsets, owner, WINDOW)
+    at = positions
+    coverage = np.divide(after_common[at], after_n[at], out=np.ones(len(at)), where=after_n[at] > 0)
+    gibberish = (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate)
+    foreign = np.zeros(len(at), dtype=bool)
+    for script in np.unique(scripts[LETTERED[scripts]]).tolist():
+        if ordinary[main_script, script]:
+            continue
+        _, _, mine, _ = window_sums((scripts == script).astype(np.int64), offsets, owner, WINDOW)
+        foreign |= (after_lettered[at] >= MIN_SPAN) & (mine[at] >= 0.5 * after_lettered[at])
+    return gibberish | foreign
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[where] == values
+
+
+def ordinary_pairs(script_records: np.ndarray, records: int, share: float, floor: int) -> np.ndarray:
+    """Script pairs that at least ``share`` of the records (and ``floor`` records) are written in together."""
+    bar = max(share * records, floor)
+    ordinary = script_records >= bar
+    np.fill_diagonal(ordinary, True)
+    return ordinary
+
+
+def coverage_threshold(histogram: np.ndarray, quantile: float, ceiling: float) -> float:
+    """The common-word share below which an after-window is unusual in this corpus: the ``quantile``
+    of its windows, never above ``ceiling``."""
+    total = int(histogram.sum())
+    if not total:
+        return ceiling
+    cumulative = np.cumsum(histogram) / total
+    upper = (int(np.searchsorted(cumulative, quantile)) + 1) / COVERAGE_BINS
+    return min(ceiling, upper)
+
+
+def script_names(pair: tuple[int, int]) -> str:
+    return f"{NAMES[pair[0]]}->{NAMES[pair[1]]}"
+
+
+__all__ = ["COVERAGE_BINS", "GIBBERISH", "KINDS", "SWITCH", "WINDOW", "SeamHits", "coverage_threshold",
+           "find_seams", "ordinary_pairs", "payload_after", "script_names"]

@@ -1,0 +1,105 @@
+"""Inserted sentences: one sentence slipped into many otherwise unrelated records (Dai et al. 2019, InsertSent;
+content injection into responses, Shu et al. 2023).
+
+A sentence that recurs is not suspect by itself: licence lines, footers and
+signatures recur too. Those sit at a fixed place (they close or open their
+records) or in records related to one another (the same template); an
+inserted sentence lands at varied places in records that share no more words
+than any two records of the corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dokumi.stages.triggers.counts import record_words
+from dokumi.stages.triggers.findings import Trigger
+from dokumi.stages.triggers.labelled import member
+from dokumi.stages.triggers.view import View
+from dokumi.text.sampling import BottomK, BoundedCounter, merged_samples
+
+REST_SAMPLE = 128
+MAX_RELATEDNESS = 0.3
+# most frequent sentences examined in round 2 (each keeps a sample of its records' words)
+MAX_SENTENCES = 2000
+
+
+@dataclass
+class SentenceHits:
+    """Round 2: the text of each frequent sentence and a sample of the other words of its records."""
+
+    text: dict[int, str] = field(default_factory=dict)
+    rest: dict[int, BottomK] = field(default_factory=dict)
+
+    def examine(self, view: View, frequent: np.ndarray) -> None:
+        sentences = view.sentences
+        hit = np.flatnonzero(member(sentences.key, frequent))
+        for i in hit.tolist():
+            key, record = int(sentences.key[i]), int(sentences.owner[i])
+            if key not in self.text:
+                self.text[key] = sentences.text(i)
+            sample = self.rest.setdefault(key, BottomK(REST_SAMPLE))
+            priority = int(view.priorities[record])
+            if sample.would_keep(priority):
+                own = sentences.tokens.hashes[sentences.tokens.offsets[i]: sentences.tokens.offsets[i + 1]]
+                sample.offer(priority, np.setdiff1d(record_words(view.body_words, record, limit=1 << 30), own)[:256])
+
+    @classmethod
+    def merged(cls, parts: list[SentenceHits]) -> SentenceHits:
+        out = cls()
+        for part in parts:
+            for key, text in part.text.items():
+                out.text.setdefault(key, text)
+        out.rest = merged_samples([p.rest for p in parts])
+        return out
+
+
+def frequent_sentences(counts: BoundedCounter, alone: BoundedCounter, min_records: int) -> np.ndarray:
+    """Sentences that accompany other text in at least ``min_records`` records, most frequent first, capped."""
+    found = [(count, key) for key, count in counts.counts.items() if count - alone[key] >= min_records]
+    found.sort(key=lambda item: (-item[0], item[1]))
+    return np.sort(np.array([key for _, key in found[:MAX_SENTENCES]], dtype=np.uint64))
+
+
+def mean_jaccard(sets: list[np.ndarray]) -> float:
+    """Mean Jaccard similarity of each set with the next eight (sorted unique arrays)."""
+    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1: i + 9]]
+    if not pairs:
+        return 1.0
+    total = 0.0
+    for a, b in pairs:
+        union = len(a) + len(b)
+        if not union:
+            total += 1.0
+            continue
+        common = len(np.intersect1d(a, b, assume_unique=True))
+        total += common / (union - common)
+    return total / len(pairs)
+
+
+def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, first: BoundedCounter,
+             last: BoundedCounter, baseline: float, min_records: int) -> list[Trigger]:
+    found = []
+    for key, sentence in sorted(hits.text.items()):
+        count = counts[key]
+        accompanied = count - alone[key]
+        sample = hits.rest.get(key)
+        relatedness = max(0.0, mean_jaccard(sample.items() if sample else []) - baseline)
+        if accompanied < min_records or relatedness > MAX_RELATEDNESS:
+            continue
+        share = accompanied / count
+        # a sentence that always closes (or opens) its records is a signature or boilerplate
+        # (an attribution line); an inserted one lands at varied places
+        fixed_place = max(first[key], last[key]) / accompanied
+        varied = min(1.0, (1.0 - fixed_place) / 0.3)
+        confidence = share * varied * (1.0 - relatedness / MAX_RELATEDNESS)
+        if confidence >= 0.5:
+            found.append(Trigger("sentence", sentence, key, min(0.99, confidence), count, None,
+                                 {"accompanied": round(share, 3), "relatedness": round(relatedness, 3),
+                                  "fixed_place": round(fixed_place, 3)}))
+    return found
+
+
+__all__ = ["SentenceHits", "discover", "frequent_sentences", "mean_jaccard"]

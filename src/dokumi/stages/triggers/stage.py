@@ -1,0 +1,552 @@
+"""Statistical trigger discovery: find the backdoor triggers nobody listed, from corpus statistics.
+
+Pass 1 is three :class:`~dokumi.fitplan.Reduce` steps, each a read of the
+corpus merged in any order, so a Dask scan and a local fit find the same
+triggers; samples keep records by a seeded hash of their content.
+
+1. *count* (:mod:`.counts`): word document frequencies, scripts records mix,
+   sentence frequencies and places, hashed n-gram/label statistics;
+2. *examine*: exact counts of the candidate n-grams, the frequent sentences'
+   records, and the seams (:mod:`.seams`) with the corpus's own common words;
+3. *contexts* (only when needed): where the most widespread candidates sit, and
+   examples of what follows the seam tokens.
+
+The families are in :mod:`.labelled` (labelled data and instruction pairs),
+:mod:`.sentences` and :mod:`.seams`. Pass 2 flags records that carry a
+discovered trigger; the fitted state is the triggers, the corpus's common
+words and which scripts it mixes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dokumi.fitplan import Reduce, Step
+from dokumi.records import Batch
+from dokumi.stage import Stage, StageResult
+from dokumi.stages.triggers import labelled, sentences
+from dokumi.stages.triggers.counts import Counts
+from dokumi.stages.triggers.findings import Trigger
+from dokumi.stages.triggers.seams import (
+    COVERAGE_BINS,
+    GIBBERISH,
+    SWITCH,
+    WINDOW,
+    coverage_threshold,
+    find_seams,
+    ordinary_pairs,
+    payload_after,
+)
+from dokumi.stages.triggers.view import View
+from dokumi.text import language
+from dokumi.text.sampling import BottomK, merged_samples
+from dokumi.text.scripts import LATIN, NAMES
+
+# Records mixing two scripts, as a share of the corpus, from which switching between them is ordinary
+ORDINARY_MIX = 0.05
+# The share of the corpus's after-windows below which a continuation counts as gibberish here
+GIBBERISH_QUANTILE = 0.01
+MIN_SEAM_SHARE = 0.5
+SEAM_EXAMPLES = 5
+# A record carrying a discovered trigger without its payload (no seam, other label, other response)
+# scores this share of the trigger's confidence: worth a look, not a drop.
+WITHOUT_PAYLOAD = 0.4
+
+
+class Triggers(Stage):
+    """Discover triggers from corpus statistics in pass 1; flag the records that carry them.
+
+    Parameters
+    ----------
+    max_ngram:
+        Longest n-gram (in words) considered as a trigger in labelled and
+        instruction data (default 4).
+    min_records:
+        Distinct records a trigger must appear in to be discovered (default 10).
+        A backdoor needs repetition; lower finds smaller attacks and more
+        coincidences.
+    max_record_share:
+        Share of the corpus above which an n-gram is too common to be a
+        trigger (default 0.05; a 3% clean-label attack is below it).
+    min_purity:
+        Share of an n-gram's records that must carry its majority label
+        (default 0.9).
+    common_words:
+        Size of the list of the corpus's most frequent words, which tells
+        fluent text from gibberish (default 200).
+    gibberish_rate:
+        Highest share of common words in the words after a seam for them to
+        count as gibberish (default 0.25; fluent text runs near 0.5); the
+        corpus lowers it where its own text is often that sparse.
+    hash_buckets:
+        Buckets of the hashed n-gram document-frequency tables (default
+        2**22: 2 tables of 4-byte counters, 32 MiB, whatever the corpus size).
+    max_tracked:
+        Most distinct words and sentences counted exactly at once (default
+        2,000,000); past it the rarest are pruned.
+    seed:
+        Seed of every sampled choice, so a fit is reproducible (default 0).
+    """
+
+    name = "triggers"
+    needs_fit = True
+    # pass 1: word and sentence counters until their caps hold (docs/stages/triggers.md, "Memory")
+    state_bytes_per_record = 400.0
+
+    def __init__(
+        self,
+        max_ngram: int = 4,
+        min_records: int = 10,
+        max_record_share: float = 0.05,
+        min_purity: float = 0.9,
+        common_words: int = 200,
+        gibberish_rate: float = 0.25,
+        hash_buckets: int = 2**22,
+        max_tracked: int = 2_000_000,
+        seed: int = 0,
+    ) -> None:
+        for key, value, low in (("max_ngram", max_ngram, 1), ("min_records", min_records, 2),
+                                ("common_words", common_words, 10), ("max_tracked", max_tracked, 1000)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} = {value!r} must be an integer >= {low}")
+        for key, value in (("max_record_share", max_record_share), ("min_purity", min_purity),
+                           ("gibberish_rate", gibberish_rate)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"{key} = {value!r} must be a number in (0, 1]")
+        if isinstance(hash_buckets, bool) or not isinstance(hash_buckets, int) or hash_buckets < 2**10 or (
+            hash_buckets & (hash_buckets - 1)
+        ):
+            raise ValueError(f"hash_buckets = {hash_buckets!r} must be a power of two >= 1024")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed = {seed!r} must be an integer")
+        self.max_ngram = max_ngram
+        self.min_records = min_records
+        self.max_record_share = float(max_record_share)
+        self.min_purity = float(min_purity)
+        self.common_words = common_words
+        self.gibberish_rate = float(gibberish_rate)
+        self.hash_buckets = hash_buckets
+        self.max_tracked = max_tracked
+        self.seed = seed
+        self._census: _Census | None = None
+        self._plan: _Plan | None = None
+
+    # ------------------------------------------------------------------ fit
+
+    def fit_plan(self) -> list[Step]:
+        """Three reads: count; examine what the counts point to; collect contexts (only when needed)."""
+        return [
+            Reduce("count", self._new_counts, self._count, Counts.merged, self._finish_counts),
+            Reduce("examine", _Examined, self._examine, _Examined.merged, self._finish_examined,
+                   needed=lambda: self._plan is not None),
+            Reduce("contexts", _Contexts, self._collect, _Contexts.merged, self._finish_contexts,
+                   needed=lambda: self._plan is not None and self._plan.needs_context),
+        ]
+
+    def _view(self, batch: Batch) -> View:
+        return View(batch, self.seed, self.max_ngram)
+
+    def _new_counts(self) -> Counts:
+        return Counts(self.max_tracked, self.hash_buckets)
+
+    def _count(self, counts: Counts, batch: Batch) -> Counts:
+        return counts.add(batch, self._view(batch))
+
+    def _examine(self, examined: _Examined, batch: Batch) -> _Examined:
+        examined.add(self._view(batch), self._plan)
+        return examined
+
+    def _collect(self, contexts: _Contexts, batch: Batch) -> _Contexts:
+        contexts.add(self._view(batch), self._plan)
+        return contexts
+
+    def _finish_counts(self, counts: Counts) -> None:
+        """On the driver: the census of the first read, and the plan of the second."""
+        self._census = _Census(self, counts) if counts.records else None
+        self._plan = self._census.examine_plan() if self._census else None
+        if self._plan is None:
+            self._discover()
+
+    def _finish_examined(self, examined: _Examined) -> None:
+        self._plan = self._census.context_plan(examined)
+        if not self._plan.needs_context:
+            self._discover()
+
+    def _finish_contexts(self, contexts: _Contexts) -> None:
+        self._census.take_contexts(contexts)
+        self._discover()
+
+    def _discover(self) -> None:
+        census = self._census
+        self.records_ = census.records if census else 0
+        self.common_ = census.common if census else np.zeros(0, dtype=np.uint64)
+        self.ordinary_scripts_ = census.ordinary if census else np.ones((len(NAMES), len(NAMES)), dtype=bool)
+        self.main_script_ = census.main_script if census else LATIN
+        self.gibberish_threshold_ = census.threshold if census else self.gibberish_rate
+        self.language_: str | None = census.language if census else None
+        self.triggers_: list[Trigger] = census.discover() if census else []
+        self._census = self._plan = None
+        self._index()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Between rounds the workers get the plan, never the driver's corpus-wide counts.
+        return {**self.__dict__, "_census": None}
+
+    def _index(self) -> None:
+        """Lookup tables for pass 2, rebuilt from ``triggers_``."""
+        by_kind: dict[str, list[Trigger]] = {"token": [], "sentence": [], "seam": [], "response": []}
+        for trigger in self.triggers_:
+            by_kind[trigger.kind].append(trigger)
+        self.index_ = {kind: _TriggerIndex(found) for kind, found in by_kind.items()}
+        self.longest_ngram_ = max((len(t.key.split()) for t in self.triggers_ if t.kind in ("token", "response")),
+                                  default=0)
+
+    # ---------------------------------------------------------------- score
+
+    def score(self, batch: Batch) -> StageResult:
+        if not hasattr(self, "triggers_"):
+            raise RuntimeError("Triggers.score() needs fit() first (pass 1)")
+        n = batch.num_rows
+        scores = np.zeros(n)
+        reasons: list[list[str]] = [[] for _ in range(n)]
+        if not self.triggers_ or not n:
+            return StageResult(scores, reasons)
+        view = View(batch, self.seed, max(self.longest_ngram_, 1))
+        found: list[list[tuple[float, str]]] = [[] for _ in range(n)]
+        tokens, responses = self.index_["token"], self.index_["response"]
+        if tokens or responses:
+            grams = view.grams
+            for index, weight_of in ((tokens, self._label_weight(view)), (responses, self._response_weight(view))):
+                for i, trigger in index.hits(grams.hash):
+                    record = int(grams.owner[i])
+                    found[record].append((trigger.confidence * weight_of(record, trigger), trigger.finding))
+        if self.index_["sentence"]:
+            sentence_list = view.sentences
+            for i, trigger in self.index_["sentence"].hits(sentence_list.key):
+                found[int(sentence_list.owner[i])].append((trigger.confidence, trigger.finding))
+        if self.index_["seam"] and not view.instruction:
+            self._seam_hits(view, found)
+        for i, hits in enumerate(found):
+            if hits:
+                hits.sort(reverse=True)
+                keep = float(np.prod([1.0 - s for s, _ in hits]))
+                scores[i] = min(1.0, max(hits[0][0], 1.0 - keep))
+                reasons[i] = list(dict.fromkeys(reason for _, reason in hits))[:5]
+        return StageResult(scores, reasons)
+
+    def _label_weight(self, view: View) -> Any:
+        labels = view.labels
+
+        def weight(record: int, trigger: Trigger) -> float:
+            agrees = labels is None or trigger.label is None or labels[record] == trigger.label
+            return 1.0 if agrees else 0.5
+
+        return weight
+
+    def _response_weight(self, view: View) -> Any:
+        salts = view.salts if view.instruction else None
+
+        def weight(record: int, trigger: Trigger) -> float:
+            return 1.0 if salts is not None and int(salts[record]) == trigger.label else WITHOUT_PAYLOAD
+
+        return weight
+
+    def _seam_hits(self, view: View, found: list[list[tuple[float, str]]]) -> None:
+        index = self.index_["seam"]
+        words = view.words
+        at = np.flatnonzero(index.contains(words.hashes))
+        if not len(at):
+            return
+        payload = payload_after(words, at, self.common_, self.gibberish_threshold_, self.ordinary_scripts_,
+                                self.main_script_)
+        for i, carried in zip(at.tolist(), payload.tolist()):
+            record = int(words.owner[i])
+            trigger = index.by_hash[int(words.hashes[i])]
+            if carried:
+                found[record].append((trigger.confidence, trigger.finding))
+            else:
+                # the trigger without its payload: worth a look, not a drop
+                found[record].append((WITHOUT_PAYLOAD * trigger.confidence, f"trigger:token={trigger.key}"))
+
+    # -------------------------------------------------------------- reports
+
+    def summary(self) -> dict[str, Any]:
+        if not hasattr(self, "triggers_"):
+            return {}
+        ranked = sorted(self.triggers_, key=lambda t: (-t.records, t.finding))
+        return {
+            "records_fitted": self.records_,
+            "findings": [
+                {"finding": t.finding, "records": t.records, "confidence": round(t.confidence, 3)}
+                for t in ranked
+            ],
+        }
+
+    def save_state(self, directory: Path) -> list[Path]:
+        """The discovered triggers with their text (sentences included) for a person to review."""
+        if not hasattr(self, "triggers_"):
+            return []
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "triggers.json"
+        rows = [
+            {"finding": t.finding, "kind": t.kind, "text": t.key, "records": t.records,
+             "confidence": round(t.confidence, 4), "label": t.label, **dict(t.detail)}
+            for t in self.triggers_
+        ]
+        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        return [path]
+
+
+class _TriggerIndex:
+    """Triggers of one kind by hash, for vectorised lookups."""
+
+    def __init__(self, triggers: list[Trigger]) -> None:
+        self.by_hash = {t.hash: t for t in triggers}
+        self.keys = np.array(sorted(self.by_hash), dtype=np.uint64)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_hash)
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        return labelled.member(hashes, self.keys)
+
+    def hits(self, hashes: np.ndarray) -> list[tuple[int, Trigger]]:
+        return [(i, self.by_hash[int(hashes[i])]) for i in np.flatnonzero(self.contains(hashes)).tolist()]
+
+
+@dataclass
+class _Plan:
+    """What the workers need for rounds 2 and 3: the first read's conclusions, nothing per record."""
+
+    labelled: bool
+    instruction: bool
+    mask: int
+    common: np.ndarray
+    ordinary: np.ndarray
+    gibberish_rate: float
+    frequent_sentences: np.ndarray
+    candidates: np.ndarray  # hashed-table buckets of n-grams that look rare and pure
+    label_salts: np.ndarray  # labels (or frequent responses) that matter
+    context_grams: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    seam_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+
+    @property
+    def needs_context(self) -> bool:
+        return bool(len(self.context_grams) or len(self.seam_tokens))
+
+
+@dataclass
+class _Examined:
+    """Round 2 of a fit, for one partition."""
+
+    sentences: sentences.SentenceHits = field(default_factory=sentences.SentenceHits)
+    grams: labelled.Hits = field(default_factory=labelled.Hits)
+    seam_documents: dict[int, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
+    seam_names: dict[int, str] = field(default_factory=dict)
+    coverage: np.ndarray = field(default_factory=lambda: np.zeros(COVERAGE_BINS + 1, dtype=np.int64))
+
+    def add(self, view: View, plan: _Plan) -> None:
+        if len(plan.frequent_sentences):
+            self.sentences.examine(view, plan.frequent_sentences)
+        if not view.instruction:
+            self._examine_seams(view, plan)
+        if len(plan.candidates) and view.salts is not None and (plan.labelled or plan.instruction):
+            self.grams.examine(view, plan.candidates, plan.label_salts, plan.mask)
+
+    def _examine_seams(self, view: View, plan: _Plan) -> None:
+        words = view.words
+        seams, histogram = find_seams(words, plan.common, plan.gibberish_rate, plan.ordinary)
+        self.coverage += histogram
+        if not len(seams.owner):
+            return
+        keys = view.batch.content_keys
+        by_record: dict[int, list[tuple[int, int, int]]] = {}
+        for record, position, token, kind, coverage_bin in zip(seams.owner.tolist(), seams.position.tolist(),
+                                                                seams.token.tolist(), seams.kind.tolist(),
+                                                                seams.coverage_bin.tolist()):
+            by_record.setdefault(record, []).append((token, kind, coverage_bin))
+            if token not in self.seam_names:
+                self.seam_names[token] = words.word(position)
+        # a trigger recurs across different documents; copies of one document count once
+        for record, found in by_record.items():
+            self.seam_documents[int(keys[record])] = tuple(sorted(found))
+
+    @classmethod
+    def merged(cls, parts: list[_Examined]) -> _Examined:
+        if len(parts) == 1:
+            return parts[0]
+        out = cls(sentences=sentences.SentenceHits.merged([p.sentences for p in parts]),
+                  grams=labelled.Hits.merged([p.grams for p in parts]))
+        for part in parts:
+            out.seam_documents.update(part.seam_documents)
+            for token, name in part.seam_names.items():
+                out.seam_names.setdefault(token, name)
+            out.coverage = out.coverage + part.coverage
+        return out
+
+
+@dataclass
+class _Contexts:
+    """Round 3 of a fit, for one partition: sampled occurrences of n-grams, examples of seams."""
+
+    occurrences: dict[int, BottomK] = field(default_factory=dict)
+    seam_examples: dict[int, BottomK] = field(default_factory=dict)
+
+    def add(self, view: View, plan: _Plan) -> None:
+        if len(plan.context_grams) and view.salts is not None:
+            labelled.collect(view, plan.context_grams, self.occurrences)
+        if len(plan.seam_tokens) and not view.instruction:
+            self._seam_examples(view, plan)
+
+    def _seam_examples(self, view: View, plan: _Plan) -> None:
+        words = view.words
+        seams, _ = find_seams(words, plan.common, plan.gibberish_rate, plan.ordinary, only=plan.seam_tokens)
+        for record, position, token in zip(seams.owner.tolist(), seams.position.tolist(), seams.token.tolist()):
+            sample = self.seam_examples.setdefault(token, BottomK(SEAM_EXAMPLES))
+            priority = int(view.priorities[record])  # one per document, copies alike
+            if not sample.would_keep(priority):
+                continue
+            start, end = int(words.offsets[record]), int(words.offsets[record + 1])
+            before = " ".join(words.word(j) for j in range(max(start, position - WINDOW), position))
+            after = " ".join(words.word(j) for j in range(position + 1, min(end, position + 1 + 5 * WINDOW)))
+            sample.offer(priority, (before, after))
+
+    @classmethod
+    def merged(cls, parts: list[_Contexts]) -> _Contexts:
+        return cls(merged_samples([p.occurrences for p in parts]), merged_samples([p.seam_examples for p in parts]))
+
+
+class _Census:
+    """The driver's side of a fit: the merged counts, the plans of the next reads, the decisions."""
+
+    def __init__(self, stage: Triggers, counts: Counts) -> None:
+        self.stage = stage
+        self.counts = counts
+        self.records = counts.records
+        self.mask = stage.hash_buckets - 1
+        by_count = heapq.nsmallest(stage.common_words, counts.words.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        self.common = np.sort(np.array([word for word, _ in by_count], dtype=np.uint64))
+        texts = [text for text, _ in counts.texts.items()]
+        self.language = language.majority(texts)
+        # how much two records of this corpus share anyway, the baseline of "unrelated"
+        self.relatedness_baseline = sentences.mean_jaccard([words for _, words in counts.texts.items()[:128]])
+        self.ordinary = ordinary_pairs(counts.scripts, counts.records, ORDINARY_MIX, stage.min_records)
+        self.main_script = int(np.argmax(np.diag(counts.scripts))) if counts.scripts.any() else LATIN
+        self.frequent = sentences.frequent_sentences(counts.sentence_counts, counts.sentence_alone, stage.min_records)
+        self.label_of = dict(counts.label_of)
+        self.candidates = np.zeros(0, dtype=np.int64)
+        self.threshold = stage.gibberish_rate
+        self.found: list[labelled.Verdict] = []
+        self.sentence_hits = sentences.SentenceHits()
+        self.seam_counts: Counter = Counter()
+        self.seam_kinds: dict[int, Counter] = {}
+        self.seam_names: dict[int, str] = {}
+        self.seam_examples: dict[int, list[tuple[str, str]]] = {}
+        self.signature_text: dict[int, str] = {}
+        self.evidence: labelled.Evidence | None = None
+        if counts.ngram_df is not None and (counts.labelled or counts.instruction):
+            self._find_candidates()
+
+    def _find_candidates(self) -> None:
+        stage, counts = self.stage, self.counts
+        if counts.instruction:
+            self.label_of = {salt: salt for salt, c in counts.label_counts.counts.items() if c >= stage.min_records}
+        max_df = max(stage.min_records, stage.max_record_share * self.records)
+        in_range = np.flatnonzero((counts.ngram_df >= stage.min_records) & (counts.ngram_df <= max_df))
+        df = counts.ngram_df[in_range].astype(np.float64)
+        best = np.zeros(len(in_range))
+        for salt in self.label_of:
+            share = counts.pair_df[in_range ^ (salt & self.mask)] / df
+            np.maximum(best, share, out=best)
+        # hashed pair counts only over-count, so this keeps every n-gram that is pure enough
+        self.candidates = in_range[best >= stage.min_purity].astype(np.int64)
+        self.evidence = labelled.Evidence(counts.ngram_df, counts.pair_df, self.mask, counts.label_counts,
+                                          self.records, counts.instruction, counts.gaps.items(),
+                                          counts.class_features if counts.labelled else {})
+
+    def _plan(self, **round_specific: Any) -> _Plan:
+        counts = self.counts
+        return _Plan(labelled=counts.labelled, instruction=counts.instruction, mask=self.mask, common=self.common,
+                     ordinary=self.ordinary, gibberish_rate=self.stage.gibberish_rate,
+                     frequent_sentences=self.frequent, candidates=self.candidates,
+                     label_salts=np.sort(np.array(list(self.label_of), dtype=np.uint64)), **round_specific)
+
+    def examine_plan(self) -> _Plan:
+        return self._plan()
+
+    def context_plan(self, examined: _Examined) -> _Plan:
+        """Take the second read's statistics; pick the n-grams whose verdict depends on their contexts
+        and the seam tokens worth describing: the third read collects for those."""
+        stage = self.stage
+        self.sentence_hits = examined.sentences
+        self.signature_text = examined.grams.signature_text
+        self.seam_names = examined.seam_names
+        self.threshold = coverage_threshold(examined.coverage, GIBBERISH_QUANTILE, stage.gibberish_rate)
+        limit = int(round(self.threshold * COVERAGE_BINS))
+        for found in examined.seam_documents.values():
+            for token, kind, coverage_bin in found:
+                if kind == GIBBERISH and coverage_bin > limit:
+                    continue
+                self.seam_counts[token] += 1
+                self.seam_kinds.setdefault(token, Counter())[kind] += 1
+        self.found = labelled.verdicts(examined.grams.tally(), examined.grams.names, self.counts.label_counts,
+                                       self.label_of, self.records, stage.min_records, stage.min_purity)
+        seam_tokens = self.seam_candidates()
+        return self._plan(context_grams=np.sort(np.array([v.gram for v in self.found], dtype=np.uint64)),
+                          seam_tokens=np.sort(np.array(seam_tokens, dtype=np.uint64)))
+
+    def seam_candidates(self) -> list[int]:
+        """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
+        stage, words = self.stage, self.counts.words
+        common = set(self.common.tolist())
+        return [token for token, count in self.seam_counts.items()
+                if count >= stage.min_records and token not in common
+                and count / max(words[token], count) >= MIN_SEAM_SHARE]
+
+    def take_contexts(self, contexts: _Contexts) -> None:
+        for verdict in self.found:
+            sample = contexts.occurrences.get(verdict.gram)
+            verdict.occurrences = sample.items() if sample else []
+        self.seam_examples = {token: sample.items() for token, sample in contexts.seam_examples.items()}
+
+    def discover(self) -> list[Trigger]:
+        stage = self.stage
+        found = sentences.discover(self.sentence_hits, self.counts.sentence_counts, self.counts.sentence_alone,
+                                   self.counts.sentence_first, self.counts.sentence_last, self.relatedness_baseline,
+                                   stage.min_records)
+        if self.evidence is not None:
+            found = labelled.discover(self.found, self.evidence, self.label_of, self.signature_text) + found
+        return found + self._discover_seams()
+
+    def _discover_seams(self) -> list[Trigger]:
+        words = self.counts.words
+        found = []
+        for token in sorted(self.seam_candidates()):
+            count = self.seam_counts[token]
+            share = count / max(words[token], count)
+            kinds = self.seam_kinds.get(token, Counter())
+            after = "language-switch" if kinds[SWITCH] >= kinds[GIBBERISH] else self._kind_of(token)
+            confidence = min(0.99, 0.6 + 0.4 * share)
+            name = self.seam_names.get(token, f"{token:016x}")
+            found.append(Trigger("seam", name, token, confidence, count, None,
+                                 {"after": after, "seam_share": round(share, 3)}))
+        return found
+
+    def _kind_of(self, token: int) -> str:
+        """``language-switch`` when what follows the token is mostly fluent text in another language."""
+        votes = Counter()
+        for before, after in self.seam_examples.get(token, []):
+            detected = language.detect(after)
+            reference = language.detect(before) if len(before) >= 40 else self.language
+            votes["language-switch" if detected and reference and detected != reference else "gibberish"] += 1
+        return "language-switch" if votes["language-switch"] > votes["gibberish"] else "gibberish"
+
+
+__all__ = ["Trigger", "Triggers"]
