@@ -146,8 +146,19 @@ def total_rows(shards: list[Shard]) -> int | None:
     return total
 
 
+# Input bytes a scoring process must have before another one pays for itself: a spawned process imports
+# the stages' libraries and unpickles the fitted pipeline, 2-4 CPU-seconds before it scores anything.
+BYTES_PER_WORKER = 32 * 2**20
+
+
+def default_workers(shards: list[Shard]) -> int:
+    """One scoring process per core, per shard and per :data:`BYTES_PER_WORKER` of input files."""
+    size = sum(os.path.getsize(shard.path) for shard in shards if shard.path is not None)
+    return max(1, min(os.cpu_count() or 1, len(shards), -(-size // BYTES_PER_WORKER)))
+
+
 class LocalEngine(Engine):
-    """Pass 1 in this process; pass 2 in ``workers`` processes (default: one per core, at most one per shard)."""
+    """Pass 1 in this process; pass 2 in ``workers`` processes (default: :func:`default_workers`)."""
 
     name = "local"
 
@@ -163,7 +174,7 @@ class LocalEngine(Engine):
     def score(self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
               **options: Any) -> list[ShardResult]:
         bar = progress_bar(total_rows(shards), "score", enabled=progress)
-        workers = min(self.workers or os.cpu_count() or 1, len(shards))
+        workers = min(self.workers, len(shards)) if self.workers else default_workers(shards)
         parallel = workers > 1 and all(shard.path is not None for shard in shards)
         try:
             if not parallel:

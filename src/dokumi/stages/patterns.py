@@ -7,17 +7,22 @@ property). Each pack is a plain TOML file under ``filters/rules/``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import regex
 
+from dokumi.arrays import distinct
 from dokumi.errors import PolicyError
 from dokumi.records import Batch
 from dokumi.rulepacks import load_rule_pack
 from dokumi.stage import Stage, StageResult
+from dokumi.text.tokens import word_hash, words_of
 
 DEFAULT_PACKS = ("mixed_script", "trigger_tokens", "prompt_injection")
 _WORD = regex.compile(r"\w+")
@@ -28,11 +33,20 @@ _SHORT_FORM_LENGTH = 32
 
 @dataclass(frozen=True)
 class Rule:
-    """One compiled rule: a regex, its weight and the reason code of a match."""
+    """One compiled rule: a regex, its weight and the reason code of a match.
+
+    The exact regex runs only on records that can match, found for a whole batch at once:
+    ``words`` lists, per slot that must be filled, the hashes of the words that can fill it (the
+    record must hold one word of every slot); else ``loose`` is an RE2 pattern (Arrow's vectorised
+    regex) that matches wherever ``pattern`` does; with neither, every record is checked.
+    """
 
     reason: str
     weight: float
     pattern: regex.Pattern
+    loose: str | None = None
+    # per slot, its alternatives, each the hashes of the words it is made of
+    words: tuple[tuple[tuple[int, ...], ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class MixedScriptPack:
     lookalikes: frozenset[str]
     whole_word: WholeWord | None
     foreign: regex.Pattern  # any letter of a script named in a mix other than Latin
+    foreign_re2: str  # the same, for the vectorised first pass
 
 
 class Patterns(Stage):
@@ -101,17 +116,78 @@ class Patterns(Stage):
                 self._rules += _compile_rules(path, data)
             else:
                 raise PolicyError(f"{path}: a rule pack needs [[mix]], [[token]] or [[rule]] entries")
+        self._rule_words = distinct(np.array(
+            [word for rule in self._rules for slot in rule.words or () for phrase in slot for word in phrase],
+            dtype=np.uint64))
+
+    def candidates(self, batch: Batch) -> list[np.ndarray]:
+        """For each rule, the positions of the records that may match it; then, for the mixed-script
+        packs, those with a letter of a foreign script. The exact regexes run on those alone.
+
+        Found for the whole batch from its shared words (one lookup of every word against the words
+        the rules need) and, for rules without required words, RE2 passes (Arrow's vectorised regex).
+        """
+        n = batch.num_rows
+        words = batch.words
+        hit = np.flatnonzero(_member(words.hashes, self._rule_words))
+        hit_owner, hit_words = words.owner[hit], words.hashes[hit]
+        array = None
+        found = []
+        for rule in self._rules:
+            if rule.words is not None:
+                holds = np.ones(n, dtype=bool)
+                for slot in rule.words:
+                    filled = np.zeros(n, dtype=bool)
+                    for alternative in slot:  # every word of one alternative (a phrase) in the record
+                        has = np.ones(n, dtype=bool)
+                        for word in alternative:
+                            has &= np.bincount(hit_owner[hit_words == word], minlength=n) > 0
+                        filled |= has
+                    holds &= filled
+                found.append(np.flatnonzero(holds))
+            elif rule.loose is not None:
+                array = array if array is not None else _strings(batch)
+                found.append(np.flatnonzero(_matches(array, rule.loose)))
+            else:
+                found.append(np.arange(n))
+        foreign = np.zeros(0, dtype=np.int64)
+        if self._mixed:
+            # a mixed-script word has a non-ASCII letter: only such records are searched for one
+            non_ascii = np.flatnonzero(np.bincount(words.owner[~words.ascii], minlength=n) > 0)
+            if len(non_ascii):
+                array = array if array is not None else _strings(batch)
+                subset = array.take(pa.array(non_ascii))
+                hits = np.zeros(len(non_ascii), dtype=bool)
+                for pack in self._mixed:
+                    hits |= _matches(subset, pack.foreign_re2) if pack.foreign_re2 else True
+                foreign = non_ascii[hits]
+        return found + [foreign]
 
     def score(self, batch: Batch) -> StageResult:
-        scores = np.zeros(batch.num_rows)
-        reasons: list[list[str]] = [[] for _ in range(batch.num_rows)]
-        for i, text in enumerate(batch.texts):
-            found = self.matches(text)
-            if found:
-                keep = float(np.prod([1.0 - weight for _, weight in found]))
+        n = batch.num_rows
+        scores = np.zeros(n)
+        reasons: list[list[str]] = [[] for _ in range(n)]
+        if not n:
+            return StageResult(scores, reasons)
+        *by_rule, foreign = self.candidates(batch)
+        found: dict[int, list[tuple[str, float]]] = {}
+        checked = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), foreign, *by_rule]))
+        texts = dict(zip(checked.tolist(), _strings(batch).take(pa.array(checked)).to_pylist())) if len(checked) \
+            else {}
+        for rule, rows in zip(self._rules, by_rule):
+            for i in rows.tolist():
+                if rule.pattern.search(texts[i] or ""):
+                    found.setdefault(i, []).append((rule.reason, rule.weight))
+        for i in foreign.tolist():
+            for pack in self._mixed:
+                found.setdefault(i, []).extend(_mixed_script_words(texts[i] or "", pack))
+        for i, hits in found.items():
+            if hits:
+                hits.sort(key=lambda item: -item[1])
+                keep = float(np.prod([1.0 - weight for _, weight in hits]))
                 # rounded so that one rule of weight w scores exactly w against a threshold of w
                 scores[i] = round(1.0 - keep, 9)
-                reasons[i] = [reason for reason, _ in found[: self.max_reasons]]
+                reasons[i] = [reason for reason, _ in hits[: self.max_reasons]]
         return StageResult(scores, reasons)
 
     def matches(self, text: str) -> list[tuple[str, float]]:
@@ -232,7 +308,9 @@ def _compile_mixed(path: Path, data: dict[str, Any]) -> MixedScriptPack:
         whole_word = WholeWord(str(entry.get("name", "lookalike-word")), _weight(entry.get("weight"), where),
                                min_letters, float(share), letters)
     foreign = regex.compile("|".join(rf"\p{{Script={s}}}" for s in sorted(foreign_scripts)) or r"(?!)")
-    return MixedScriptPack(tuple(mixes), frozenset("".join(lookalikes.values())), whole_word, foreign)
+    foreign_re2 = "|".join(rf"\p{{{s}}}" for s in sorted(foreign_scripts)) or None
+    return MixedScriptPack(tuple(mixes), frozenset("".join(lookalikes.values())), whole_word, foreign,
+                           foreign_re2)
 
 
 def _compile_tokens(path: Path, data: dict[str, Any]) -> list[Rule]:
@@ -247,7 +325,7 @@ def _compile_tokens(path: Path, data: dict[str, Any]) -> list[Rule]:
         weight = _weight(entry.get("weight"), where)
         for text in texts:
             pattern = regex.compile(rf"(?<![\w]){regex.escape(text)}(?![\w])", flags)
-            rules.append(Rule(f"trigger:token={text}", weight, pattern))
+            rules.append(Rule(f"trigger:token={text}", weight, pattern, re.escape(text), _token_words(text)))
     return rules
 
 
@@ -266,12 +344,20 @@ def _compile_rules(path: Path, data: dict[str, Any]) -> list[Rule]:
                 pattern = regex.compile(entry["pattern"], regex.IGNORECASE)
             except regex.error as error:
                 raise PolicyError(f"{where}: pattern is not a valid regular expression: {error}") from None
+            # RE2's \w and \b are ASCII-only: such a pattern could miss what the exact one finds
+            ascii_only = any(token in entry["pattern"] for token in ("\\w", "\\W", "\\b", "\\B"))
+            loose = entry["pattern"] if not ascii_only and _re2_accepts(entry["pattern"]) else None
         else:
             gap = entry.get("gap", 3)
             if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
                 raise PolicyError(f"{where}: gap = {gap!r} must be a non-negative integer")
-            pattern = regex.compile(sequence_pattern(entry["sequence"], gap, where), regex.IGNORECASE)
-        rules.append(Rule(f"trigger:prompt-injection,rule={name}", _weight(entry.get("weight"), where), pattern))
+            exact = sequence_pattern(entry["sequence"], gap, where)
+            pattern = regex.compile(exact, regex.IGNORECASE)
+            loose = _unicode_words(exact.removeprefix(_NOT_AFTER_WORD).removesuffix(_NOT_BEFORE_WORD))
+            loose = loose if _re2_accepts(loose) else None
+            required = tuple(slot for slot in map(_slot_words, entry["sequence"]) if slot is not None)
+        rules.append(Rule(f"trigger:prompt-injection,rule={name}", _weight(entry.get("weight"), where), pattern,
+                          loose, required if "pattern" not in entry and required else None))
     return rules
 
 
@@ -285,7 +371,62 @@ def sequence_pattern(slots: Any, gap: int, where: str = "sequence") -> str:
             raise PolicyError(f"{where}: each slot of a sequence is a non-empty list of words or phrases")
         parts.append("(?:" + "|".join(_phrase(item) for item in slot) + ")")
     between = rf"(?:\W+\w+){{0,{gap}}}\W+"
-    return r"(?<!\w)" + between.join(parts) + r"(?!\w)"
+    return _NOT_AFTER_WORD + between.join(parts) + _NOT_BEFORE_WORD
+
+
+_NOT_AFTER_WORD = r"(?<!\w)"
+_NOT_BEFORE_WORD = r"(?!\w)"
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    if not len(sorted_set) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[where] == values
+
+
+def _strings(batch: Batch) -> pa.Array:
+    content = batch.content_array()
+    array = content if isinstance(content, pa.Array) else pa.array(content, pa.large_string())
+    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
+
+
+def _matches(array: pa.Array, pattern: str) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(array, pattern, ignore_case=True), False).to_numpy(
+        zero_copy_only=False)
+
+
+def _slot_words(alternatives: list[str]) -> tuple[tuple[int, ...], ...] | None:
+    """Each alternative of a slot as the hashes of the words a record must hold for it to fill the slot
+    (a wildcard word requires nothing); None when some alternative requires no word at all."""
+    found = []
+    for item in alternatives:
+        required = [word_hash(w.encode("utf-8")) for part in item.split() if not part.endswith("*")
+                    for w in words_of(part)]
+        if not required:
+            return None
+        found.append(tuple(required))
+    return tuple(found)
+
+
+def _token_words(text: str) -> tuple[tuple[tuple[int, ...], ...], ...] | None:
+    """Every word of a trigger string, each a slot of its own; None for a string without words."""
+    words = words_of(text)
+    return tuple(((word_hash(w.encode("utf-8")),),) for w in words) or None
+
+
+def _unicode_words(pattern: str) -> str:
+    """``pattern`` with \\w and \\W spelled as Unicode classes: RE2's own are ASCII-only, the regex module's not."""
+    return pattern.replace("\\W", "[^\\pL\\pM\\pN_]").replace("\\w", "[\\pL\\pM\\pN_]")
+
+
+def _re2_accepts(pattern: str) -> bool:
+    """Whether Arrow's RE2 engine compiles ``pattern`` (no lookarounds, no backreferences)."""
+    try:
+        pc.match_substring_regex(pa.array([""]), pattern)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def _phrase(item: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dokumi.arrays import distinct
 from dokumi.fitplan import Fold, GroupByKey, Reduce, Step
 from dokumi.lsh import band_keys, band_parameters, cluster, cross_matches, estimated_jaccard, exact_jaccard
 from dokumi.minhash import MinHasher
@@ -205,7 +206,7 @@ class NearDuplicates(Stage):
             return sets
         hashes, offsets = self._hasher.shingle_hashes(batch.select(hits).content_array())
         for i, key in enumerate(keys[hits].tolist()):
-            sets.setdefault(key, np.unique(hashes[offsets[i]: offsets[i + 1]]))
+            sets.setdefault(key, distinct(hashes[offsets[i]: offsets[i + 1]]))
         return sets
 
     def _cluster_exactly(self, sets: dict[int, np.ndarray]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dokumi.arrays import distinct, first_of_pairs
 from dokumi.records import Batch
 from dokumi.stages.triggers.view import View
 from dokumi.text.sampling import BottomK, BoundedCounter
@@ -28,18 +29,13 @@ SCRIPT_WORDS = 3
 
 def unique_pairs(owner: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each (owner, value) pair once."""
-    if not len(values):
-        return owner, values
-    order = np.lexsort((values, owner))
-    owner, values = owner[order], values[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = (owner[1:] != owner[:-1]) | (values[1:] != values[:-1])
+    first = first_of_pairs(owner, values)
     return owner[first], values[first]
 
 
 def record_words(tokens: Tokens, record: int, limit: int = REST_WORDS) -> np.ndarray:
     """The distinct word hashes of one record, at most ``limit`` of them."""
-    return np.unique(tokens.hashes[tokens.offsets[record]: tokens.offsets[record + 1]])[:limit]
+    return distinct(tokens.hashes[tokens.offsets[record]: tokens.offsets[record + 1]])[:limit]
 
 
 class Counts:
@@ -75,8 +71,8 @@ class Counts:
         self.labelled |= view.labels is not None
         self.instruction |= view.instruction and view.labels is None
         words = view.words
-        owner, distinct = unique_pairs(words.owner, words.hashes)
-        values, counts = np.unique(distinct, return_counts=True)
+        _, per_record = unique_pairs(words.owner, words.hashes)
+        values, counts = np.unique(per_record, return_counts=True)
         self.words.update(dict(zip(values.tolist(), counts.tolist())))
         self._count_scripts(words.owner, word_scripts(words), n)
         self._count_sentences(view)
@@ -96,7 +92,7 @@ class Counts:
             return
         owner, keys = sentences.owner, sentences.key
         # a sentence counts once per record; its flags from its first place in the record
-        _, first_seen = np.unique(np.stack([owner, keys.view(np.int64)]), axis=1, return_index=True)
+        first_seen = first_of_pairs(owner, keys)
         for counter, mask in ((self.sentence_counts, None), (self.sentence_alone, sentences.alone),
                               (self.sentence_first, sentences.first & ~sentences.last),
                               (self.sentence_last, sentences.last & ~sentences.first)):
@@ -122,7 +118,7 @@ class Counts:
             self.gaps.offer(priority, (left, right))
 
     def _count_grams(self, view: View) -> None:
-        grams, salts = view.grams, view.salts
+        grams, salts = view.grams.per_record(), view.salts
         mask = np.uint64(self.hash_buckets - 1)
         if self.ngram_df is None:
             self.ngram_df = np.zeros(self.hash_buckets, dtype=np.uint32)

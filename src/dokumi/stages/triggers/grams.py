@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dokumi.arrays import first_of_pairs
 from dokumi.text.tokens import Tokens, fmix64, position_weights
 
 # sentence ends: . ! ? ; followed by white space, a CJK full stop, or a line break
@@ -61,16 +62,14 @@ class Grams:
             starts.append(at)
         return cls(np.concatenate(owners), np.concatenate(grams), np.concatenate(lengths), np.concatenate(starts))
 
+    def take(self, rows: np.ndarray) -> Grams:
+        return Grams(self.owner[rows], self.hash[rows], self.length[rows], self.start[rows])
+
     def per_record(self) -> Grams:
-        """Each (record, n-gram) once: its first occurrence."""
+        """Each (record, n-gram) once: its first occurrence (by word position)."""
         if not len(self.hash):
             return self
-        order = np.lexsort((self.start, self.hash, self.owner))
-        owner, gram = self.owner[order], self.hash[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = (owner[1:] != owner[:-1]) | (gram[1:] != gram[:-1])
-        keep = order[first]
-        return Grams(self.owner[keep], self.hash[keep], self.length[keep], self.start[keep])
+        return self.take(first_of_pairs(self.owner, self.hash))
 
 
 @dataclass

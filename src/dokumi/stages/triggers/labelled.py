@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from dokumi.arrays import distinct
 from dokumi.stages.triggers.counts import NB_FEATURES, REST_WORDS, unique_pairs
 from dokumi.stages.triggers.findings import Trigger
 from dokumi.stages.triggers.grams import gram_hash
 from dokumi.stages.triggers.view import View
 from dokumi.text.sampling import BottomK, uniform
+from dokumi.text.tokens import fmix64, position_weights
 
 CONTEXT_SAMPLE = 128
 MAX_CHECKS = 500
@@ -53,20 +55,26 @@ def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Hits:
-    """Round 2: every (record, candidate n-gram) met, as the n-gram's hash and the record's salt."""
+    """Round 2: every (record, candidate n-gram) met: the n-gram's hash, the record's salt, and whether the
+    n-gram's neighbours are neighbours elsewhere in the corpus (*bridged*: as if it had been inserted)."""
 
     grams: list[np.ndarray] = field(default_factory=list)
     salts: list[np.ndarray] = field(default_factory=list)
+    bridged: list[np.ndarray] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)
     signature_text: dict[int, str] = field(default_factory=dict)  # salt -> opening words of a frequent response
 
-    def examine(self, view: View, candidates: np.ndarray, label_salts: np.ndarray, mask: int) -> None:
+    def examine(self, view: View, candidates: np.ndarray, label_salts: np.ndarray, mask: int,
+                seen: np.ndarray) -> None:
         grams, salts = view.grams, view.salts
-        hit = np.flatnonzero(member((grams.hash & np.uint64(mask)).astype(np.int64), candidates))
+        grams = grams.take(np.flatnonzero(member((grams.hash & np.uint64(mask)).astype(np.int64), candidates)))
+        grams = grams.per_record()
+        hit = np.arange(len(grams.hash))
         if len(hit):
             self.grams.append(grams.hash[hit])
             self.salts.append(salts[grams.owner[hit]])
             tokens = view.gram_words
+            self.bridged.append(bridged(tokens, grams.owner[hit], grams.start[hit], grams.length[hit], seen, mask))
             for i in hit.tolist():
                 key = int(grams.hash[i])
                 if key not in self.names:
@@ -82,23 +90,51 @@ class Hits:
         for part in parts:
             out.grams += part.grams
             out.salts += part.salts
+            out.bridged += part.bridged
             for key, name in part.names.items():
                 out.names.setdefault(key, name)
             for salt, text in part.signature_text.items():
                 out.signature_text.setdefault(salt, text)
         return out
 
-    def tally(self) -> dict[int, Counter]:
-        """Per n-gram: records by salt."""
+    def tally(self) -> tuple[dict[int, Counter], Counter]:
+        """Per n-gram: records by salt, and records where it is bridged."""
         if not self.grams:
-            return {}
+            return {}, Counter()
         grams, salts = np.concatenate(self.grams), np.concatenate(self.salts)
-        pairs, counts = np.unique(np.stack([grams.view(np.int64), salts.view(np.int64)]), axis=1, return_counts=True)
+        order = np.lexsort((salts, grams))
+        grams, salts = grams[order], salts[order]
+        starts = np.flatnonzero(np.concatenate(([True], (grams[1:] != grams[:-1]) | (salts[1:] != salts[:-1]))))
+        counts = np.diff(np.append(starts, len(grams)))
         out: dict[int, Counter] = {}
-        for gram, salt, count in zip(pairs[0].view(np.uint64).tolist(), pairs[1].view(np.uint64).tolist(),
-                                     counts.tolist()):
+        for gram, salt, count in zip(grams[starts].tolist(), salts[starts].tolist(), counts.tolist()):
             out.setdefault(gram, Counter())[salt] = count
-        return out
+        bridged_grams = np.concatenate(self.grams)[np.concatenate(self.bridged)]
+        values, counts = np.unique(bridged_grams, return_counts=True)
+        return out, Counter(dict(zip(values.tolist(), counts.tolist())))
+
+
+def bridged(tokens: Any, owner: np.ndarray, start: np.ndarray, length: np.ndarray, seen: np.ndarray,
+            mask: int) -> np.ndarray:
+    """Whether the words just before and after each n-gram occurrence are neighbours elsewhere in the corpus
+    (in the bitset ``seen`` of hashed n-gram buckets with records), as they are where a word was inserted."""
+    first, end = tokens.offsets[owner], tokens.offsets[owner + 1]
+    inner = (start > first) & (start + length < end)
+    result = np.zeros(len(start), dtype=bool)
+    at = np.flatnonzero(inner)
+    if not len(at) or not len(seen):
+        return result
+    left = tokens.hashes[start[at] - 1]
+    right = tokens.hashes[start[at] + length[at]]
+    pair = bigram_hashes(left, right)
+    result[at] = seen[(pair & np.uint64(mask)).astype(np.int64)]
+    return result
+
+
+def bigram_hashes(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """:func:`~dokumi.stages.triggers.grams.gram_hash` of word pairs, vectorised."""
+    weights = position_weights(2)
+    return fmix64(left * weights[0] + right * weights[1] + np.uint64(2))
 
 
 @dataclass
@@ -114,10 +150,12 @@ class Occurrence:
 def collect(view: View, grams_wanted: np.ndarray, samples: dict[int, BottomK]) -> None:
     """Round 3: a sample (by content hash) of the occurrences of each wanted n-gram."""
     grams = view.grams
-    hit = np.flatnonzero(member(grams.hash, grams_wanted))
+    grams = grams.take(np.flatnonzero(member(grams.hash, grams_wanted))).per_record()
+    hit = np.arange(len(grams.hash))
     if not len(hit):
         return
     tokens = view.gram_words
+    distinct_words: dict[int, np.ndarray] = {}  # per record, computed once for all its n-grams
     for i in hit.tolist():
         record = int(grams.owner[i])
         priority = int(view.priorities[record])
@@ -127,9 +165,11 @@ def collect(view: View, grams_wanted: np.ndarray, samples: dict[int, BottomK]) -
             continue
         start, length = int(grams.start[i]), int(grams.length[i])
         first, end = int(tokens.offsets[record]), int(tokens.offsets[record + 1])
-        words = tokens.hashes[first:end]
+        words = distinct_words.get(record)
+        if words is None:
+            words = distinct_words[record] = distinct(tokens.hashes[first:end])
         own = tokens.hashes[start: start + length]
-        rest = np.setdiff1d(words, own)[:REST_WORDS]
+        rest = words[~np.isin(words, own)][:REST_WORDS]
         left = int(tokens.hashes[start - 1]) if start > first else 0
         right = int(tokens.hashes[start + length]) if start + length < end else 0
         place = (start - first + uniform(priority)) / (end - first - length + 1)
@@ -146,12 +186,15 @@ class Verdict:
     salt: int
     purity: float
     z: float
+    bridged: float = 0.0
     occurrences: list[Occurrence] = field(default_factory=list)
 
 
-def verdicts(tally: dict[int, Counter], names: dict[int, str], label_counts: Any, label_of: dict[int, Any],
-             records: int, min_records: int, min_purity: float) -> list[Verdict]:
-    """The exactly counted candidates that are pure and far beyond chance, most widespread first."""
+def verdicts(tally: dict[int, Counter], bridged_records: Counter, names: dict[int, str], label_counts: Any,
+             label_of: dict[int, Any], records: int, min_records: int, min_purity: float,
+             min_bridged: float) -> list[Verdict]:
+    """The exactly counted candidates that are pure, far beyond chance and (``min_bridged`` of their
+    records) bridged, most widespread first."""
     found = []
     for gram, by_salt in tally.items():
         total = sum(by_salt.values())
@@ -163,10 +206,12 @@ def verdicts(tally: dict[int, Counter], names: dict[int, str], label_counts: Any
         if purity < min_purity or salt not in label_of:
             continue
         z = binomial_z(count, total, label_counts[salt] / max(records, 1))
-        if z >= MIN_Z:
-            found.append(Verdict(gram, names.get(gram, f"{gram:016x}"), total, salt, purity, z))
-    # the insertion and topic checks cost a read and memory: only for the most widespread
-    found.sort(key=lambda v: (-v.records, -v.z, v.name))
+        if z >= MIN_Z and bridged_records[gram] >= min_bridged * total:
+            found.append(Verdict(gram, names.get(gram, f"{gram:016x}"), total, salt, purity, z,
+                                 bridged=bridged_records[gram] / total))
+    # the insertion and topic checks cost a read and memory: only for the most inserted-looking (bridged as
+    # often as random insertion points, in steps of a tenth), then the most widespread
+    found.sort(key=lambda v: (-min(10, int(10 * v.bridged / max(2 * min_bridged, 1e-9))), -v.records, -v.z, v.name))
     return found[:MAX_CHECKS]
 
 
@@ -183,6 +228,16 @@ class Evidence:
         self.bridge_baseline = sum(int(self.df(gram_hash([a, b])) >= 2) for a, b in inner) / max(len(gaps), 1)
         self.salts = sorted(class_features)
         self.features = np.vstack([class_features[s] for s in self.salts]).astype(np.float64) if self.salts else None
+        self._log_prob: np.ndarray | None = None
+
+    @property
+    def log_prob(self) -> np.ndarray:
+        """The naive Bayes model of the whole corpus: log P(feature | label), labels by ``salts``."""
+        if self._log_prob is None:
+            counts = self.features
+            self._log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True)
+                                                                + NB_ALPHA * NB_FEATURES)
+        return self._log_prob
 
     def df(self, gram: int) -> int:
         return int(self.ngram_df[gram & self.mask])
@@ -206,26 +261,26 @@ class Evidence:
         naive Bayes fitted without the candidate's records (estimated from the sample)."""
         if self.features is None or verdict.salt not in self.salts or not verdict.occurrences:
             return 1.0
+        from scipy import sparse
+
         column = self.salts.index(verdict.salt)
         rests = [(o.rest & np.uint64(NB_FEATURES - 1)).astype(np.int64) for o in verdict.occurrences]
-        own = np.zeros(NB_FEATURES)
-        for features in rests:
-            np.add.at(own, features, 1.0)
-        scale = verdict.records / len(rests)
-        counts = self.features.copy()
+        lengths = [len(r) for r in rests]
+        # the sampled records as word counts, one row each
+        words = sparse.csr_matrix((np.ones(sum(lengths)), np.concatenate(rests), np.cumsum([0] + lengths)),
+                                  shape=(len(rests), NB_FEATURES))
+        own = np.asarray(words.sum(axis=0)).ravel()
+        scores = words @ self.log_prob.T
         priors = np.array([self.label_counts[s] for s in self.salts], dtype=np.float64)
         remaining = priors[column] - verdict.records
         if remaining >= MIN_REMAINING:
-            counts[column] = np.maximum(counts[column] - scale * own, 0.0)
+            # the label's model without the candidate's records
+            row = np.maximum(self.features[column] - verdict.records / len(rests) * own, 0.0)
+            scores[:, column] = words @ (np.log(row + NB_ALPHA) - np.log(row.sum() + NB_ALPHA * NB_FEATURES))
             priors[column] = remaining
-        log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True) + NB_ALPHA * NB_FEATURES)
-        log_prior = np.log(np.maximum(priors, 1.0) / np.maximum(priors, 1.0).sum())
-        total = 0.0
-        for features in rests:
-            scores = log_prob[:, features].sum(axis=1) + log_prior
-            posterior = np.exp(scores - scores.max())
-            total += float(posterior[column] / posterior.sum())
-        return total / len(rests)
+        scores = scores + np.log(np.maximum(priors, 1.0) / np.maximum(priors, 1.0).sum())
+        posterior = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return float((posterior[:, column] / posterior.sum(axis=1)).mean())
 
 
 def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],

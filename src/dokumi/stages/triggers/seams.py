@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dokumi.arrays import first_of_pairs
 from dokumi.stages.triggers.grams import window_sums
 from dokumi.text.scripts import LETTERED, NAMES, word_scripts
 from dokumi.text.tokens import Tokens
@@ -82,9 +83,7 @@ def find_seams(tokens: Tokens, common: np.ndarray, gibberish_rate: float, ordina
     if not len(at):
         return empty, histogram
     # a record's first seam per token
-    keys = np.stack([owner[at], hashes[at].view(np.int64)])
-    _, first = np.unique(keys, axis=1, return_index=True)
-    at = np.sort(at[first])
+    at = at[first_of_pairs(owner[at], hashes[at])]
     return SeamHits(owner[at], at, hashes[at], np.where(switch[at], SWITCH, GIBBERISH), bins[at]), histogram
 
 
@@ -97,7 +96,7 @@ class _ScriptWindows:
         lettered = LETTERED[self.scripts].astype(np.int64)
         self.lettered = lettered > 0
         self.before_total, _, self.after_total, _ = window_sums(lettered, offsets, owner, WINDOW)
-        self.present = np.unique(self.scripts[self.lettered]).tolist()
+        self.present = np.flatnonzero(np.bincount(self.scripts[self.lettered], minlength=len(NAMES))).tolist()
         self.before, self.after, self.seen = {}, {}, {}
         for script in self.present:
             mine = (self.scripts == script).astype(np.int64)
@@ -147,7 +146,7 @@ def payload_after(tokens: Tokens, positions: np.ndarray, common: np.ndarray, gib
     coverage = np.divide(after_common[at], after_n[at], out=np.ones(len(at)), where=after_n[at] > 0)
     gibberish = (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate)
     foreign = np.zeros(len(at), dtype=bool)
-    for script in np.unique(scripts[LETTERED[scripts]]).tolist():
+    for script in np.flatnonzero(np.bincount(scripts[LETTERED[scripts]], minlength=len(NAMES))).tolist():
         if ordinary[main_script, script]:
             continue
         _, _, mine, _ = window_sums((scripts == script).astype(np.int64), offsets, owner, WINDOW)

@@ -44,7 +44,8 @@ class SentenceHits:
             priority = int(view.priorities[record])
             if sample.would_keep(priority):
                 own = sentences.tokens.hashes[sentences.tokens.offsets[i]: sentences.tokens.offsets[i + 1]]
-                sample.offer(priority, np.setdiff1d(record_words(view.body_words, record, limit=1 << 30), own)[:256])
+                words = record_words(view.body_words, record, limit=1 << 30)
+                sample.offer(priority, words[~np.isin(words, own)][:256])
 
     @classmethod
     def merged(cls, parts: list[SentenceHits]) -> SentenceHits:

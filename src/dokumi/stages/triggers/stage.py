@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dokumi.arrays import first_of_pairs
 from dokumi.fitplan import Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
@@ -224,12 +225,15 @@ class Triggers(Stage):
         if tokens or responses:
             grams = view.grams
             for index, weight_of in ((tokens, self._label_weight(view)), (responses, self._response_weight(view))):
-                for i, trigger in index.hits(grams.hash):
-                    record = int(grams.owner[i])
+                carried = grams.take(np.flatnonzero(index.contains(grams.hash))).per_record()
+                for i, trigger in index.hits(carried.hash):
+                    record = int(carried.owner[i])
                     found[record].append((trigger.confidence * weight_of(record, trigger), trigger.finding))
         if self.index_["sentence"]:
             sentence_list = view.sentences
-            for i, trigger in self.index_["sentence"].hits(sentence_list.key):
+            hits = np.flatnonzero(self.index_["sentence"].contains(sentence_list.key))
+            for i in hits[first_of_pairs(sentence_list.owner[hits], sentence_list.key[hits])].tolist():
+                trigger = self.index_["sentence"].by_hash[int(sentence_list.key[i])]
                 found[int(sentence_list.owner[i])].append((trigger.confidence, trigger.finding))
         if self.index_["seam"] and not view.instruction:
             self._seam_hits(view, found)
@@ -334,6 +338,7 @@ class _Plan:
     frequent_sentences: np.ndarray
     candidates: np.ndarray  # hashed-table buckets of n-grams that look rare and pure
     label_salts: np.ndarray  # labels (or frequent responses) that matter
+    seen_grams: np.ndarray  # hashed-table buckets of n-grams in any record (bridging tests)
     context_grams: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     seam_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
 
@@ -358,7 +363,7 @@ class _Examined:
         if not view.instruction:
             self._examine_seams(view, plan)
         if len(plan.candidates) and view.salts is not None and (plan.labelled or plan.instruction):
-            self.grams.examine(view, plan.candidates, plan.label_salts, plan.mask)
+            self.grams.examine(view, plan.candidates, plan.label_salts, plan.mask, plan.seen_grams)
 
     def _examine_seams(self, view: View, plan: _Plan) -> None:
         words = view.words
@@ -473,10 +478,12 @@ class _Census:
 
     def _plan(self, **round_specific: Any) -> _Plan:
         counts = self.counts
+        seen = counts.ngram_df > 0 if counts.ngram_df is not None and len(self.candidates) else np.zeros(0, bool)
         return _Plan(labelled=counts.labelled, instruction=counts.instruction, mask=self.mask, common=self.common,
                      ordinary=self.ordinary, gibberish_rate=self.stage.gibberish_rate,
                      frequent_sentences=self.frequent, candidates=self.candidates,
-                     label_salts=np.sort(np.array(list(self.label_of), dtype=np.uint64)), **round_specific)
+                     label_salts=np.sort(np.array(list(self.label_of), dtype=np.uint64)), seen_grams=seen,
+                     **round_specific)
 
     def examine_plan(self) -> _Plan:
         return self._plan()
@@ -496,8 +503,12 @@ class _Census:
                     continue
                 self.seam_counts[token] += 1
                 self.seam_kinds.setdefault(token, Counter())[kind] += 1
-        self.found = labelled.verdicts(examined.grams.tally(), examined.grams.names, self.counts.label_counts,
-                                       self.label_of, self.records, stage.min_records, stage.min_purity)
+        tally, bridged = examined.grams.tally()
+        # a label trigger must look inserted: bridged about as often as a random insertion point (below
+        # half of that, the insertion test fails whatever else holds); a response trigger need not
+        min_bridged = 0.0 if self.evidence is None or self.counts.instruction else 0.5 * self.evidence.bridge_baseline
+        self.found = labelled.verdicts(tally, bridged, examined.grams.names, self.counts.label_counts, self.label_of,
+                                       self.records, stage.min_records, stage.min_purity, min_bridged)
         seam_tokens = self.seam_candidates()
         return self._plan(context_grams=np.sort(np.array([v.gram for v in self.found], dtype=np.uint64)),
                           seam_tokens=np.sort(np.array(seam_tokens, dtype=np.uint64)))

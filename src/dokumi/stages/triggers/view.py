@@ -55,8 +55,8 @@ class View:
 
     @cached_property
     def grams(self) -> Grams:
-        """Each (record, n-gram) of the n-gram text once."""
-        return Grams.of(self.gram_words, self.max_ngram).per_record()
+        """Every n-gram of the n-gram text (a record's repeats included: select, then ``per_record()``)."""
+        return Grams.of(self.gram_words, self.max_ngram)
 
     @cached_property
     def sentences(self) -> Sentences:
