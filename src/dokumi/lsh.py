@@ -9,6 +9,7 @@ give the same clusters however shards are ordered or split across workers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -24,13 +25,15 @@ FALLBACK_CANDIDATES = 32
 Similar = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+@functools.lru_cache(maxsize=64)
 def band_parameters(
     jaccard: float, num_perm: int, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5
 ) -> tuple[int, int]:
     """``(bands, rows)`` for a target Jaccard similarity: datasketch's own choice (``MinHashLSH.b``, ``.r``).
 
     It minimises the weighted probabilities of a pair below ``jaccard`` becoming a
-    candidate and of a pair above it not becoming one.
+    candidate and of a pair above it not becoming one. Cached: datasketch integrates
+    numerically for every choice of bands (about a second).
     """
     from datasketch import MinHashLSH
 

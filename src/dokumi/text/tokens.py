@@ -179,12 +179,28 @@ def normalised_bytes(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> tuple
     array = _as_large_strings(texts)
     data, offsets = _buffers(array)
     if len(data) and data.max() >= 0x80:
-        array = pc.replace_substring_regex(pc.utf8_lower(array), _NON_ASCII_SEPARATORS, " ")
-        array = pc.replace_substring_regex(array, _UNSPACED, r" \1 ")
+        array = _normalise_non_ascii(array)
         data, offsets = _buffers(array)
     padded = np.zeros(len(data) + 8, dtype=np.uint8)
     np.take(_LOWER, data, out=padded[: len(data)])
     return padded, offsets
+
+
+def _normalise_non_ascii(array: pa.LargeStringArray) -> pa.LargeStringArray:
+    """Unicode lower case and separators, and spaces around unspaced scripts' characters, for the records
+    that are not ASCII (the others are left to the byte table, which is much cheaper)."""
+    non_ascii = ~pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(non_ascii)
+    part = array if len(rows) == len(array) else array.take(pa.array(rows))
+    part = pc.replace_substring_regex(pc.utf8_lower(part), _NON_ASCII_SEPARATORS, " ")
+    part = pc.replace_substring_regex(part, _UNSPACED, r" \1 ")
+    if len(rows) == len(array):
+        return part
+    others = np.flatnonzero(~non_ascii)
+    place = np.empty(len(array), dtype=np.int64)
+    place[others] = np.arange(len(others))
+    place[rows] = len(others) + np.arange(len(rows))
+    return pa.concat_arrays([array.take(pa.array(others)), part]).take(pa.array(place))
 
 
 def _buffers(array: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:

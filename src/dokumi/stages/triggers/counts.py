@@ -38,6 +38,12 @@ def record_words(tokens: Tokens, record: int, limit: int = REST_WORDS) -> np.nda
     return distinct(tokens.hashes[tokens.offsets[record]: tokens.offsets[record + 1]])[:limit]
 
 
+def _add_counts(table: np.ndarray, buckets: np.ndarray) -> None:
+    """``table[b] += 1`` for every bucket in ``buckets`` (repeats counted), without a table-sized temporary."""
+    values, counts = np.unique(buckets, return_counts=True)
+    table[values] += counts.astype(table.dtype)
+
+
 class Counts:
     """One partition's round-1 counts."""
 
@@ -123,10 +129,8 @@ class Counts:
         if self.ngram_df is None:
             self.ngram_df = np.zeros(self.hash_buckets, dtype=np.uint32)
             self.pair_df = np.zeros(self.hash_buckets, dtype=np.uint32)
-        buckets = (grams.hash & mask).astype(np.int64)
-        self.ngram_df += np.bincount(buckets, minlength=self.hash_buckets).astype(np.uint32)
-        paired = ((grams.hash ^ salts[grams.owner]) & mask).astype(np.int64)
-        self.pair_df += np.bincount(paired, minlength=self.hash_buckets).astype(np.uint32)
+        _add_counts(self.ngram_df, (grams.hash & mask).astype(np.int64))
+        _add_counts(self.pair_df, ((grams.hash ^ salts[grams.owner]) & mask).astype(np.int64))
         values, counts = np.unique(salts, return_counts=True)
         self.label_counts.update(dict(zip(values.tolist(), counts.tolist())))
         if view.labels is None:

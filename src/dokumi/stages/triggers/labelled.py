@@ -232,11 +232,12 @@ class Evidence:
 
     @property
     def log_prob(self) -> np.ndarray:
-        """The naive Bayes model of the whole corpus: log P(feature | label), labels by ``salts``."""
+        """The naive Bayes model of the whole corpus: log P(feature | label), features by labels (``salts``)."""
         if self._log_prob is None:
             counts = self.features
-            self._log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True)
-                                                                + NB_ALPHA * NB_FEATURES)
+            log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True) + NB_ALPHA * NB_FEATURES)
+            # features x labels, contiguous: what the sparse product with the sampled records reads
+            self._log_prob = np.ascontiguousarray(log_prob.T)
         return self._log_prob
 
     def df(self, gram: int) -> int:
@@ -270,7 +271,7 @@ class Evidence:
         words = sparse.csr_matrix((np.ones(sum(lengths)), np.concatenate(rests), np.cumsum([0] + lengths)),
                                   shape=(len(rests), NB_FEATURES))
         own = np.asarray(words.sum(axis=0)).ravel()
-        scores = words @ self.log_prob.T
+        scores = words @ self.log_prob
         priors = np.array([self.label_counts[s] for s in self.salts], dtype=np.float64)
         remaining = priors[column] - verdict.records
         if remaining >= MIN_REMAINING:
@@ -285,35 +286,53 @@ class Evidence:
 
 def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
              signature_text: dict[int, str]) -> list[Trigger]:
-    """The verdicts that are inserted and contradicted (dirty label) or topic-free (clean label)."""
+    """The verdicts that are inserted and contradicted (dirty label) or topic-free (clean label).
+
+    The cheap tests come first: a verdict that fails one is not given the costly ones.
+    """
     kept: list[Trigger] = []
     for verdict in found:
         occurrences = verdict.occurrences
         if not occurrences:
             continue
-        topic = topic_strength(occurrences, lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
-        bridged = sum(bool(o.left and o.right) and evidence.df(gram_hash([o.left, o.right])) >= 1
-                      for o in occurrences)
-        bridge = bridged / len(occurrences) / max(evidence.bridge_baseline, 1e-9)
         inner = [o for o in occurrences if o.left and o.right]
         distinct = (len({o.left for o in inner}) + len({o.right for o in inner})) / 2
         diversity = distinct / evidence.expected_distinct(len(inner)) if inner else 0.0
-        places = uniform_places([o.place for o in occurrences])
-        inserted = ramp(bridge, 0.5, 0.8) * ramp(diversity, 0.6, 0.85) * ramp(places, 0.001, 0.01)
-        topic_free = min(1.0, max(0.0, (TOPIC_MAX - topic) / (TOPIC_MAX - TOPIC_NOISE)))
+        if not inner:
+            bridged = 0
+        else:
+            pairs = bigram_hashes(np.array([o.left for o in inner], np.uint64),
+                                  np.array([o.right for o in inner], np.uint64))
+            bridged = int((evidence.ngram_df[(pairs & np.uint64(evidence.mask)).astype(np.int64)] >= 1).sum())
+        bridge = bridged / len(occurrences) / max(evidence.bridge_baseline, 1e-9)
         detail: dict[str, Any] = {"purity": round(verdict.purity, 3), "z": round(verdict.z, 1),
-                                  "bridge": round(bridge, 2), "diversity": round(diversity, 2),
-                                  "topic": round(topic, 1), "places_p": round(places, 4)}
+                                  "bridge": round(bridge, 2), "diversity": round(diversity, 2)}
         if evidence.instruction:
+            if ramp(diversity, 0.6, 0.85) == 0:
+                continue
+            topic = topic_strength(occurrences, lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
+            topic_free = min(1.0, max(0.0, (TOPIC_MAX - topic) / (TOPIC_MAX - TOPIC_NOISE)))
             confidence = verdict.purity * topic_free * ramp(diversity, 0.6, 0.85)
             kind, label = "response", verdict.salt
-            detail["response_opening"] = signature_text.get(verdict.salt, "")
+            detail.update(topic=round(topic, 1), response_opening=signature_text.get(verdict.salt, ""))
         else:
-            surprise = 1.0 - evidence.rest_posterior(verdict)
-            dirty = ramp(surprise, 0.5, DIRTY_SURPRISE)
+            inserted = ramp(bridge, 0.5, 0.8) * ramp(diversity, 0.6, 0.85)
+            if inserted == 0:
+                continue
+            places = uniform_places([o.place for o in occurrences])
+            inserted *= ramp(places, 0.001, 0.01)
+            if inserted == 0:
+                continue
+            topic = topic_strength(occurrences, lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
+            topic_free = min(1.0, max(0.0, (TOPIC_MAX - topic) / (TOPIC_MAX - TOPIC_NOISE)))
             clean = topic_free if verdict.z >= CLEAN_MIN_Z else 0.0
+            detail.update(topic=round(topic, 1), places_p=round(places, 4))
+            dirty = 0.0
+            if clean < 1.0:  # the label flip is the evidence left to weigh
+                surprise = 1.0 - evidence.rest_posterior(verdict)
+                dirty = ramp(surprise, 0.5, DIRTY_SURPRISE)
+                detail["rest_disagrees"] = round(surprise, 3)
             confidence = verdict.purity * inserted * max(dirty, clean)
-            detail["rest_disagrees"] = round(surprise, 3)
             kind, label = "token", label_of[verdict.salt]
         if confidence >= 0.5:
             kept.append(Trigger(kind, verdict.name, verdict.gram, float(min(0.99, confidence)), verdict.records,
