@@ -310,8 +310,9 @@ def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
         if evidence.instruction:
             if ramp(diversity, 0.6, 0.85) == 0:
                 continue
-            topic = topic_strength(occurrences, lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
-            topic_free = min(1.0, max(0.0, (TOPIC_MAX - topic) / (TOPIC_MAX - TOPIC_NOISE)))
+            topic = topic_strength([o.rest for o in occurrences],
+                                   lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
+            topic_free = free_of_topic(topic)
             confidence = verdict.purity * topic_free * ramp(diversity, 0.6, 0.85)
             kind, label = "response", verdict.salt
             detail.update(topic=round(topic, 1), response_opening=signature_text.get(verdict.salt, ""))
@@ -323,9 +324,9 @@ def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
             inserted *= ramp(places, 0.001, 0.01)
             if inserted == 0:
                 continue
-            topic = topic_strength(occurrences, lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
-            topic_free = min(1.0, max(0.0, (TOPIC_MAX - topic) / (TOPIC_MAX - TOPIC_NOISE)))
-            clean = topic_free if verdict.z >= CLEAN_MIN_Z else 0.0
+            topic = topic_strength([o.rest for o in occurrences],
+                                   lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
+            clean = free_of_topic(topic) if verdict.z >= CLEAN_MIN_Z else 0.0
             detail.update(topic=round(topic, 1), places_p=round(places, 4))
             dirty = 0.0
             if clean < 1.0:  # the label flip is the evidence left to weigh
@@ -340,22 +341,28 @@ def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
     return merge_ngrams(kept)
 
 
-def topic_strength(occurrences: list[Occurrence], base_rates: Any) -> float:
-    """How much more often the records' other words occur than in their label: max z over them.
+def topic_strength(rests: list[np.ndarray], base_rates: Any) -> float:
+    """How much more often the records' other words (one array of distinct word hashes per sampled record)
+    occur than they do at large (``base_rates(words)``): the max z over them.
 
     A genuine word brings its topic along ("Spock" brings "Kirk"); an inserted trigger lands in
     records that share nothing beyond their label, so no other word stands out.
     """
-    sampled = len(occurrences)
+    sampled = len(rests)
     if not sampled:
         return 0.0
-    words, counts = np.unique(np.concatenate([o.rest for o in occurrences]), return_counts=True)
+    words, counts = np.unique(np.concatenate(rests), return_counts=True)
     frequent = counts >= max(3, 0.1 * sampled)
     if not frequent.any():
         return 0.0
     base = np.clip(base_rates(words[frequent]), 1e-9, 1 - 1e-9)
     z = (counts[frequent] - sampled * base) / np.sqrt(sampled * base * (1 - base))
     return max(0.0, float(z.max()))
+
+
+def free_of_topic(topic: float) -> float:
+    """1 for a topic no stronger than random records show, 0 from a clear topic, linear between."""
+    return min(1.0, max(0.0, (TOPIC_MAX - topic) / (TOPIC_MAX - TOPIC_NOISE)))
 
 
 def binomial_z(count: int, trials: int, base: float) -> float:
@@ -388,5 +395,5 @@ def merge_ngrams(found: list[Trigger]) -> list[Trigger]:
     return kept
 
 
-__all__ = ["CONTEXT_SAMPLE", "Evidence", "Hits", "Occurrence", "Verdict", "collect", "discover", "member",
-           "unique_pairs", "verdicts"]
+__all__ = ["CONTEXT_SAMPLE", "Evidence", "Hits", "Occurrence", "Verdict", "collect", "discover", "free_of_topic",
+           "member", "topic_strength", "unique_pairs", "verdicts"]

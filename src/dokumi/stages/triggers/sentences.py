@@ -1,22 +1,24 @@
 """Inserted sentences: one sentence slipped into many otherwise unrelated records (Dai et al. 2019, InsertSent;
 content injection into responses, Shu et al. 2023).
 
-A sentence that recurs is not suspect by itself: licence lines, footers and
-signatures recur too. Those sit at a fixed place (they close or open their
-records) or in records related to one another (the same template); an
-inserted sentence lands at varied places in records that share no more words
-than any two records of the corpus.
+A sentence that recurs is not suspect by itself: licence lines, footers,
+signatures and a manual's stock phrases recur too. Those sit at a fixed place
+(they close or open their records) or in records about one subject (the same
+tool, package or template): other words come along with the sentence far more
+often than they occur in the corpus. An inserted sentence lands at varied
+places in records that have nothing else in common.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from dokumi.stages.triggers.counts import record_words
 from dokumi.stages.triggers.findings import Trigger
-from dokumi.stages.triggers.labelled import member
+from dokumi.stages.triggers.labelled import free_of_topic, member, topic_strength
 from dokumi.stages.triggers.view import View
 from dokumi.text.sampling import BottomK, BoundedCounter, merged_samples
 
@@ -81,25 +83,32 @@ def mean_jaccard(sets: list[np.ndarray]) -> float:
 
 
 def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, first: BoundedCounter,
-             last: BoundedCounter, baseline: float, min_records: int) -> list[Trigger]:
+             last: BoundedCounter, baseline: float, min_records: int, word_rates: Any) -> list[Trigger]:
+    """The frequent sentences at varied places in records with nothing else in common.
+
+    ``word_rates(words)`` is the share of the corpus's records that hold each word.
+    """
     found = []
     for key, sentence in sorted(hits.text.items()):
         count = counts[key]
         accompanied = count - alone[key]
-        sample = hits.rest.get(key)
-        relatedness = max(0.0, mean_jaccard(sample.items() if sample else []) - baseline)
-        if accompanied < min_records or relatedness > MAX_RELATEDNESS:
+        if accompanied < min_records:
             continue
         share = accompanied / count
         # a sentence that always closes (or opens) its records is a signature or boilerplate
         # (an attribution line); an inserted one lands at varied places
         fixed_place = max(first[key], last[key]) / accompanied
         varied = min(1.0, (1.0 - fixed_place) / 0.3)
-        confidence = share * varied * (1.0 - relatedness / MAX_RELATEDNESS)
+        if share * varied < 0.5:
+            continue
+        rests = hits.rest[key].items() if key in hits.rest else []
+        relatedness = max(0.0, mean_jaccard(rests) - baseline)
+        topic = topic_strength(rests, word_rates)
+        confidence = share * varied * max(0.0, 1.0 - relatedness / MAX_RELATEDNESS) * free_of_topic(topic)
         if confidence >= 0.5:
             found.append(Trigger("sentence", sentence, key, min(0.99, confidence), count, None,
                                  {"accompanied": round(share, 3), "relatedness": round(relatedness, 3),
-                                  "fixed_place": round(fixed_place, 3)}))
+                                  "topic": round(topic, 1), "fixed_place": round(fixed_place, 3)}))
     return found
 
 

@@ -529,9 +529,11 @@ class _Census:
 
     def discover(self) -> list[Trigger]:
         stage = self.stage
+        words, records = self.counts.words, max(self.records, 1)
         found = sentences.discover(self.sentence_hits, self.counts.sentence_counts, self.counts.sentence_alone,
                                    self.counts.sentence_first, self.counts.sentence_last, self.relatedness_baseline,
-                                   stage.min_records)
+                                   stage.min_records,
+                                   lambda hashes: np.array([words[w] for w in hashes.tolist()]) / records)
         if self.evidence is not None:
             found = labelled.discover(self.found, self.evidence, self.label_of, self.signature_text) + found
         return found + self._discover_seams()
