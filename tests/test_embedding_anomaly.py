@@ -226,8 +226,12 @@ def test_bad_parameters_are_named(params, name):
 
 
 def test_recipes_run_the_stage_and_reference_overrides_it(tmp_path):
-    for recipe in ("pretraining", "finetuning", "audit"):
+    for recipe in ("finetuning", "audit"):
         assert "embedding_anomaly" in [stage.name for stage in load_policy(recipe).stages]
+    # pretraining leaves it out, and --set brings it back with the recipe's defaults
+    assert "embedding_anomaly" not in [stage.name for stage in load_policy("pretraining").stages]
+    added = load_policy("pretraining", overrides={"embedding_anomaly.action": "flag"})
+    assert added.rules["embedding_anomaly"].action == "flag"
     policy = load_policy("finetuning", overrides={"embedding_anomaly.reference": "trusted/"})
     [stage] = [s for s in policy.stages if s.name == "embedding_anomaly"]
     assert stage.reference == "trusted/"
