@@ -167,3 +167,10 @@ def test_estimated_similarity_tracks_jaccard():
 def test_invalid_parameters_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         MinHasher(**kwargs)
+
+
+def test_empty_texts_between_words_add_no_empty_word():
+    # "x" ends one text and "é" opens the one after an empty text, with no separator between
+    hashes, offsets = word_hashes(["a x", "", "é", "", "", "zz"])
+    assert offsets.tolist() == [0, 2, 2, 3, 3, 3, 4]
+    assert hashes.tolist() == [word_hash(w.encode("utf-8")) for w in ["a", "x", "é", "zz"]]

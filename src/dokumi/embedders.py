@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
 from sklearn.preprocessing import normalize
 
-from dokumi.minhash import word_hashes
+from dokumi.text.tokens import Tokens
 
 HASHED_FEATURES = 2**20
 # Single letters are dropped, as by scikit-learn's default token pattern: they carry no topic, and
@@ -46,18 +46,20 @@ class LexicalVectors:
     def __init__(self, n_features: int = HASHED_FEATURES) -> None:
         self.n_features = n_features
 
-    def _counts(self, texts: list[str]) -> sp.csr_matrix:
-        """Word counts, one row per text, with the words and word hashes of :func:`dokumi.minhash.word_hashes`."""
-        hashes, offsets = word_hashes(texts, min_chars=MIN_WORD_CHARS)
-        rows = np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(offsets))
+    def _counts(self, texts: list[str] | Tokens) -> sp.csr_matrix:
+        """Word counts, one row per text, from the texts' words (:class:`dokumi.text.tokens.Tokens`, given
+        or computed here), words of fewer than :data:`MIN_WORD_CHARS` characters left out."""
+        tokens = texts if isinstance(texts, Tokens) else Tokens.of(texts)
+        hashes, offsets = tokens.at_least(MIN_WORD_CHARS)
+        rows = np.repeat(np.arange(len(tokens), dtype=np.int64), np.diff(offsets))
         features = (hashes % np.uint64(self.n_features)).astype(np.int64)
         # one sort of (row, feature) keys counts every word of the batch and orders each row's features
         keys, counts = np.unique(rows * self.n_features + features, return_counts=True)
-        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(keys // self.n_features, minlength=len(texts)), out=indptr[1:])
-        return sp.csr_matrix((counts, keys % self.n_features, indptr), shape=(len(texts), self.n_features))
+        indptr = np.zeros(len(tokens) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys // self.n_features, minlength=len(tokens)), out=indptr[1:])
+        return sp.csr_matrix((counts, keys % self.n_features, indptr), shape=(len(tokens), self.n_features))
 
-    def fit(self, texts: list[str]) -> LexicalVectors:
+    def fit(self, texts: list[str] | Tokens) -> LexicalVectors:
         counts = self._counts(texts)
         self.features_, document_frequency = np.unique(counts.indices, return_counts=True)
         n = len(texts)
@@ -80,10 +82,10 @@ class LexicalVectors:
         if hasattr(self, "features_"):
             self._index_features()
 
-    def transform(self, texts: list[str]) -> sp.csr_matrix:
+    def transform(self, texts: list[str] | Tokens) -> sp.csr_matrix:
         return normalize(self._tfidf(texts)[0])
 
-    def _tfidf(self, texts: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+    def _tfidf(self, texts: list[str] | Tokens) -> tuple[sp.csr_matrix, np.ndarray]:
         """Sublinear TF-IDF before normalisation, and each stored entry's position in ``features_`` (-1: unseen)."""
         counts = self._counts(texts)
         position = self._position[counts.indices]
@@ -141,7 +143,8 @@ class HashingSvdEmbedder(Embedder):
         self.fit_transform(items)
         return self
 
-    def fit_transform(self, items: list[str]) -> np.ndarray:
+    def fit_transform(self, items: list[str] | Tokens) -> np.ndarray:
+        items = items if isinstance(items, Tokens) else Tokens.of(items)  # the words once, for fit and transform
         self.lexical_ = LexicalVectors().fit(items)
         frequent = np.flatnonzero(self.lexical_.document_frequency_ >= 2)
         if len(frequent) > self.max_features:
@@ -161,7 +164,7 @@ class HashingSvdEmbedder(Embedder):
             self.components_ = svd.components_.astype(np.float32)
         return np.asarray(vectors @ self.components_.T, dtype=np.float32)
 
-    def _restricted(self, items: list[str]) -> sp.csr_matrix:
+    def _restricted(self, items: list[str] | Tokens) -> sp.csr_matrix:
         """Unit-norm TF-IDF vectors of ``items`` (norm over all their words), on the columns the SVD keeps."""
         tfidf, position = self.lexical_._tfidf(items)
         rows = np.repeat(np.arange(tfidf.shape[0]), np.diff(tfidf.indptr))
@@ -175,7 +178,8 @@ class HashingSvdEmbedder(Embedder):
         shape = (tfidf.shape[0], int(np.count_nonzero(self.column_of_ >= 0)))
         return sp.csr_matrix((data, column[keep], kept_before[tfidf.indptr]), shape=shape)
 
-    def transform(self, items: list[str]) -> np.ndarray:
+    def transform(self, items: list[str] | Tokens) -> np.ndarray:
+        """Embeddings of texts, or of their words already split (``Batch.words``)."""
         return np.asarray(self._restricted(items) @ self.components_.T, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:

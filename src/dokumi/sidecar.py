@@ -73,6 +73,8 @@ _hasher: MinHasher | None = None
 
 def normalize(text: str) -> str:
     """The text as the sketch sees it: drift in case, quotes and white space disappears."""
+    if text.isascii():  # NFKC, case folding and the quote table change nothing but the case of ASCII
+        return " ".join(text.lower().split())
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)).strip()
 
 

@@ -241,6 +241,8 @@ class EmbeddingAnomaly(Stage):
     def _embed(self, batch: Batch) -> np.ndarray:
         if self.embedder_.source == "embedding":
             return self.embedder_.transform(_column_vectors(batch))
+        if self.embedder_.name == "hashing" and (batch.content_bytes <= MAX_EMBEDDED_CHARS).all():
+            return self.embedder_.transform(batch.words)  # the batch's shared words: no second tokenisation
         return self.embedder_.transform([text[:MAX_EMBEDDED_CHARS] for text in batch.texts])
 
     def _embedded(self, embedded, token_counts, labels, prompts, responses) -> Embedded:

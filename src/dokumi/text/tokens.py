@@ -130,23 +130,29 @@ class Tokens:
         return np.repeat(np.arange(len(self), dtype=np.int64), self.counts)
 
     @cached_property
+    def _non_ascii_bytes(self) -> np.ndarray | None:
+        """Per word: its bytes that are not ASCII, and of those the ones that continue a character
+        (None when the data is all ASCII). Bytes between words are ASCII (separators became spaces),
+        so a sum from each word's start to the next word's start counts only the word's own bytes."""
+        if not len(self.hashes) or not len(self.data) or self.data.max() < 0x80:
+            return None
+        high = (self.data >= 0x80).view(np.uint8)
+        continuing = ((self.data & 0xC0) == 0x80).view(np.uint8)
+        return np.stack([np.add.reduceat(high, self.starts, dtype=np.int64),
+                         np.add.reduceat(continuing, self.starts, dtype=np.int64)])
+
+    @cached_property
     def characters(self) -> np.ndarray:
         """Characters per word (UTF-8 bytes that do not continue a sequence)."""
         lengths = self.ends - self.starts
-        if not len(self.data) or self.data.max() < 0x80:
-            return lengths
-        leading = np.zeros(len(self.data) + 1, dtype=np.int64)
-        np.cumsum((self.data & 0xC0) != 0x80, out=leading[1:])
-        return leading[self.ends] - leading[self.starts]
+        counted = self._non_ascii_bytes
+        return lengths if counted is None else lengths - counted[1]
 
     @cached_property
     def ascii(self) -> np.ndarray:
         """True for words made of ASCII bytes only."""
-        if not len(self.data) or self.data.max() < 0x80:
-            return np.ones(len(self.hashes), dtype=bool)
-        high = np.zeros(len(self.data) + 1, dtype=np.int64)
-        np.cumsum(self.data >= 0x80, out=high[1:])
-        return high[self.ends] == high[self.starts]
+        counted = self._non_ascii_bytes
+        return np.ones(len(self.hashes), dtype=bool) if counted is None else counted[0] == 0
 
     def word(self, index: int) -> str:
         """The text of word ``index`` (normalised)."""
@@ -237,6 +243,8 @@ def _word_spans(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     ends = np.flatnonzero(change == -1)
     inner = offsets[1:-1]
     inner = inner[(inner > 0) & (is_word[inner] == 1) & (is_word[inner - 1] == 1)]
+    if len(inner) > 1:  # empty texts repeat an offset: split there once
+        inner = inner[np.concatenate(([True], inner[1:] != inner[:-1]))]
     if len(inner):  # neither a start nor an end yet: insert, keeping both sorted
         starts = np.insert(starts, np.searchsorted(starts, inner), inner)
         ends = np.insert(ends, np.searchsorted(ends, inner), inner)

@@ -168,8 +168,10 @@ def collect(view: View, grams_wanted: np.ndarray, samples: dict[int, BottomK]) -
         words = distinct_words.get(record)
         if words is None:
             words = distinct_words[record] = distinct(tokens.hashes[first:end])
-        own = tokens.hashes[start: start + length]
-        rest = words[~np.isin(words, own)][:REST_WORDS]
+        keep = np.ones(len(words), dtype=bool)
+        for word in tokens.hashes[start: start + length]:  # at most max_ngram words: cheaper than np.isin
+            keep &= words != word
+        rest = words[keep][:REST_WORDS]
         left = int(tokens.hashes[start - 1]) if start > first else 0
         right = int(tokens.hashes[start + length]) if start + length < end else 0
         place = (start - first + uniform(priority)) / (end - first - length + 1)
