@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 _MASK64 = (1 << 64) - 1
 # Non-ASCII characters other than letters, marks and numbers become spaces (RE2 syntax).
 _NON_ASCII_SEPARATORS = r"[^\x00-\x7f\pL\pM\pN]"
+_CJK_STOPS = "[。！？]"
 # Characters of scripts written without spaces, each made a word of its own.
 _UNSPACED = r"([\p{Han}\p{Hiragana}\p{Katakana}])"
 
@@ -198,7 +199,9 @@ def _normalise_non_ascii(array: pa.LargeStringArray) -> pa.LargeStringArray:
     non_ascii = ~pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(non_ascii)
     part = array if len(rows) == len(array) else array.take(pa.array(rows))
-    part = pc.replace_substring_regex(pc.utf8_lower(part), _NON_ASCII_SEPARATORS, " ")
+    # a full stop of Chinese and Japanese ends a sentence as ". " does (sentences are found in these bytes)
+    part = pc.replace_substring_regex(pc.utf8_lower(part), _CJK_STOPS, ". ")
+    part = pc.replace_substring_regex(part, _NON_ASCII_SEPARATORS, " ")
     part = pc.replace_substring_regex(part, _UNSPACED, r" \1 ")
     if len(rows) == len(array):
         return part

@@ -12,13 +12,14 @@ from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dokumi.arrays import first_of_pairs
 from dokumi.text.tokens import Tokens, fmix64, position_weights
 
-# sentence ends: . ! ? ; followed by white space, a CJK full stop, or a line break
-_SENTENCE_END = r"([.!?;])\s+|([。！？])"
+# sentence ends in normalised bytes: . ! ? ; followed by white space, or a line break
+_STOPS = np.frombuffer(b".!?;", dtype=np.uint8)
+_SPACES = np.frombuffer(b" \t\n\r\x0b\x0c\x00", dtype=np.uint8)
+_NEWLINE = np.uint8(ord("\n"))
 _MAX_WEIGHTS = 4096
 
 
@@ -85,32 +86,42 @@ class Sentences:
     record_words: np.ndarray
 
     @classmethod
-    def of(cls, texts: pa.Array | list[str], min_words: int) -> Sentences:
-        array = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.large_string())
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()
-        array = pc.fill_null(array.cast(pa.large_string()), "")
-        marked = pc.replace_substring_regex(array, _SENTENCE_END, "\\1\\2\n")
-        pieces = pc.split_pattern(marked, "\n")
-        owner_all = pc.list_parent_indices(pieces).to_numpy().astype(np.int64)
-        tokens = Tokens.of(pieces.flatten())
-        counts = tokens.counts
-        n_records = len(array)
-        record_words = np.bincount(owner_all, weights=counts, minlength=n_records).astype(np.int64)
-        # place of each sentence among the sentences with words of its record
-        has_words = counts > 0
-        rank = np.cumsum(has_words) - 1
-        first_rank = np.full(n_records, -1, dtype=np.int64)
-        last_rank = np.full(n_records, -1, dtype=np.int64)
-        worded = np.flatnonzero(has_words)
-        if len(worded):
-            np.maximum.at(last_rank, owner_all[worded], rank[worded])
-            first_rank[:] = np.iinfo(np.int64).max
-            np.minimum.at(first_rank, owner_all[worded], rank[worded])
+    def of(cls, texts: pa.Array | list[str] | Tokens, min_words: int) -> Sentences:
+        """The sentences of at least ``min_words`` words, from the texts' words (given, or split here).
+
+        A sentence ends at a line break, or at ``.``, ``!``, ``?`` or ``;`` followed by white space (a CJK
+        full stop counts as one, see :mod:`dokumi.text.tokens`): found in the normalised bytes the words
+        were cut from, so no text is split or tokenised again.
+        """
+        tokens = texts if isinstance(texts, Tokens) else Tokens.of(texts)
+        n_records = len(tokens)
+        if not len(tokens.hashes):
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, empty.astype(np.uint64), empty, empty.astype(bool), empty.astype(bool),
+                       _subset(tokens, empty), np.zeros(n_records, dtype=np.int64))
+        data = tokens.data
+        ending = np.zeros(len(data), dtype=bool)
+        ending[:-1] = np.isin(data[:-1], _STOPS) & np.isin(data[1:], _SPACES)
+        ending |= data == _NEWLINE
+        ends = np.flatnonzero(ending)
+        # sentence number of every word: the sentence ends before it (a record's first word opens one)
+        number = np.searchsorted(ends, tokens.starts)
+        owner = tokens.owner
+        opens = np.ones(len(number), dtype=bool)
+        opens[1:] = (number[1:] != number[:-1]) | (owner[1:] != owner[:-1])
+        starts = np.flatnonzero(opens)
+        counts = np.diff(np.append(starts, len(number)))
+        sentence_owner = owner[starts]
+        pieces = Tokens(tokens.hashes, np.append(starts, len(number)), tokens.starts, tokens.ends, data)
+        record_words = tokens.counts
+        first = np.ones(len(starts), dtype=bool)
+        first[1:] = sentence_owner[1:] != sentence_owner[:-1]
+        last = np.ones(len(starts), dtype=bool)
+        last[:-1] = sentence_owner[1:] != sentence_owner[:-1]
         keep = np.flatnonzero(counts >= min_words)
-        key = _sequence_hashes(tokens, keep)
-        return cls(owner_all[keep], key, counts[keep], rank[keep] == first_rank[owner_all[keep]],
-                   rank[keep] == last_rank[owner_all[keep]], _subset(tokens, keep), record_words)
+        key = _sequence_hashes(pieces, keep)
+        return cls(sentence_owner[keep], key, counts[keep], first[keep], last[keep], _subset(pieces, keep),
+                   record_words)
 
     def text(self, index: int) -> str:
         """The normalised words of sentence ``index``, joined by spaces."""

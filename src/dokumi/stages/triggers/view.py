@@ -60,7 +60,7 @@ class View:
 
     @cached_property
     def sentences(self) -> Sentences:
-        return Sentences.of(self.body, MIN_SENTENCE_WORDS)
+        return Sentences.of(self.body_words, MIN_SENTENCE_WORDS)
 
     @cached_property
     def priorities(self) -> np.ndarray:
