@@ -38,6 +38,10 @@ def record_words(tokens: Tokens, record: int, limit: int = REST_WORDS) -> np.nda
     return distinct(tokens.hashes[tokens.offsets[record]: tokens.offsets[record + 1]])[:limit]
 
 
+def _bucket_of(packed: np.ndarray, mask: np.uint64) -> np.ndarray:
+    return (packed & mask).astype(np.int64)
+
+
 def _add_counts(table: np.ndarray, buckets: np.ndarray) -> None:
     """``table[b] += 1`` for every bucket in ``buckets`` (repeats counted), without a table-sized temporary."""
     values, counts = np.unique(buckets, return_counts=True)
@@ -124,13 +128,17 @@ class Counts:
             self.gaps.offer(priority, (left, right))
 
     def _count_grams(self, view: View) -> None:
-        grams, salts = view.grams.per_record(), view.salts
+        grams, salts = view.grams, view.salts
         mask = np.uint64(self.hash_buckets - 1)
         if self.ngram_df is None:
             self.ngram_df = np.zeros(self.hash_buckets, dtype=np.uint32)
             self.pair_df = np.zeros(self.hash_buckets, dtype=np.uint32)
-        _add_counts(self.ngram_df, (grams.hash & mask).astype(np.int64))
-        _add_counts(self.pair_df, ((grams.hash ^ salts[grams.owner]) & mask).astype(np.int64))
+        # document frequencies: each (record, bucket) once, the pair packed into one integer (a plain sort,
+        # no argsort); two n-grams of one record in one bucket count once, as they share the counter anyway
+        shift = np.uint64(int(self.hash_buckets).bit_length() - 1)
+        owner = grams.owner.astype(np.uint64) << shift
+        _add_counts(self.ngram_df, _bucket_of(distinct(owner | (grams.hash & mask)), mask))
+        _add_counts(self.pair_df, _bucket_of(distinct(owner | ((grams.hash ^ salts[grams.owner]) & mask)), mask))
         values, counts = np.unique(salts, return_counts=True)
         self.label_counts.update(dict(zip(values.tolist(), counts.tolist())))
         if view.labels is None:

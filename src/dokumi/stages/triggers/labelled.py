@@ -66,8 +66,9 @@ class Hits:
 
     def examine(self, view: View, candidates: np.ndarray, label_salts: np.ndarray, mask: int,
                 seen: np.ndarray) -> None:
+        """``candidates`` is a boolean table over the hashed buckets (a lookup, not a search)."""
         grams, salts = view.grams, view.salts
-        grams = grams.take(np.flatnonzero(member((grams.hash & np.uint64(mask)).astype(np.int64), candidates)))
+        grams = grams.take(np.flatnonzero(candidates[(grams.hash & np.uint64(mask)).astype(np.int64)]))
         grams = grams.per_record()
         hit = np.arange(len(grams.hash))
         if len(hit):

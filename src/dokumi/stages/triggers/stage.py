@@ -346,6 +346,19 @@ class _Plan:
     def needs_context(self) -> bool:
         return bool(len(self.context_grams) or len(self.seam_tokens))
 
+    @property
+    def candidate_table(self) -> np.ndarray:
+        """The candidates as a boolean table over the hashed buckets, built once per process (not pickled)."""
+        table = self.__dict__.get("_candidate_table")
+        if table is None:
+            table = np.zeros(self.mask + 1, dtype=bool)
+            table[self.candidates] = True
+            self.__dict__["_candidate_table"] = table
+        return table
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_candidate_table"}
+
 
 @dataclass
 class _Examined:
@@ -363,7 +376,7 @@ class _Examined:
         if not view.instruction:
             self._examine_seams(view, plan)
         if len(plan.candidates) and view.salts is not None and (plan.labelled or plan.instruction):
-            self.grams.examine(view, plan.candidates, plan.label_salts, plan.mask, plan.seen_grams)
+            self.grams.examine(view, plan.candidate_table, plan.label_salts, plan.mask, plan.seen_grams)
 
     def _examine_seams(self, view: View, plan: _Plan) -> None:
         words = view.words
