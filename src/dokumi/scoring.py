@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,11 +52,12 @@ class ShardResult:
 
 def score_shard(
     pipeline: Pipeline, index: int, shard: Shard, staging: Path, on_records: Callable[[int], Any],
-    no_text: bool = False,
+    no_text: bool = False, batches: Iterable[Batch] | None = None,
 ) -> ShardResult:
     """Score every batch of ``shard`` and route every record to exactly one output under ``staging``.
 
-    Also writes the shard's record-hash sidecar and computes its Merkle root.
+    Also writes the shard's record-hash sidecar and computes its Merkle root. ``batches``: the
+    shard's batches already read (all its records, in order), else the shard is read here.
     """
     stem = output_stem(index, shard.name)
     writers = {name: PartWriter(staging / name, stem) for name in ("clean", "quarantine", "scores", SIDECAR_DIR)}
@@ -66,7 +67,7 @@ def score_shard(
     hashes = []
     has_id_column = None
     limit = pipeline.records.max_text_bytes
-    for batch in shard.batches(pipeline.columns, pipeline.batch_size):
+    for batch in batches if batches is not None else shard.batches(pipeline.columns, pipeline.batch_size):
         scores = pipeline.score_batch(batch)
         digests = batch.digests
         # a record above max_text_bytes gets no similarity sketch: the recipe routes it unread

@@ -30,24 +30,55 @@ if TYPE_CHECKING:
     from dokumi.pipeline import Pipeline
 
 
+# Decoded batches the local engine keeps between reads, estimated as this many times their Arrow bytes
+# (the words, hashes and digests computed on them): a corpus that fits is read from disk and tokenised once.
+CACHE_BYTES = 512 * 2**20
+_DECODED_PER_ARROW_BYTE = 6
+
+
 class CorpusBatches:
-    """Every batch of every shard, re-read from the start on each iteration.
+    """Every batch of every shard, read again from the start on each iteration (``reads`` counts them).
 
     Records above ``max_text_bytes`` are left out: the recipe routes them unread,
-    so no stage or sketch spends time on them.
+    so no stage or sketch spends time on them. With ``cache_bytes``, the batches of
+    whole shards are kept after the first read while they fit in that budget, with
+    what stages computed on them (words, hashes), and later reads reuse them.
     """
 
     def __init__(self, shards: list[Shard], columns: Columns, batch_size: int,
-                 max_text_bytes: int | None = None) -> None:
+                 max_text_bytes: int | None = None, cache_bytes: int = 0) -> None:
         self.shards = shards
         self.columns = columns
         self.batch_size = batch_size
         self.max_text_bytes = max_text_bytes
+        self.cache_bytes = cache_bytes
+        self.reads = 0
+        self._cached: dict[int, list[Batch]] = {}
+        self._used = 0
 
     def __iter__(self) -> Iterator[Batch]:
-        for shard in self.shards:
+        self.reads += 1
+        for index, shard in enumerate(self.shards):
+            cached = self._cached.get(index)
+            if cached is not None:
+                for batch in cached:
+                    yield within_limit(batch, self.max_text_bytes)
+                continue
+            kept: list[Batch] | None = [] if self._used < self.cache_bytes else None
             for batch in shard.batches(self.columns, self.batch_size):
+                if kept is not None:
+                    kept.append(batch)
+                    self._used += _DECODED_PER_ARROW_BYTE * batch.records.nbytes
+                    if self._used > self.cache_bytes:
+                        self._used -= sum(_DECODED_PER_ARROW_BYTE * b.records.nbytes for b in kept)
+                        kept = None
                 yield within_limit(batch, self.max_text_bytes)
+            if kept is not None:
+                self._cached[index] = kept
+
+    def cached(self, index: int) -> list[Batch] | None:
+        """Every batch of shard ``index`` (all its records) when the cache holds the whole shard."""
+        return self._cached.get(index)
 
 
 def within_limit(batch: Batch, max_text_bytes: int | None) -> Batch:
@@ -162,12 +193,15 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, cache_bytes: int = CACHE_BYTES) -> None:
         self.workers = workers
+        self.cache_bytes = cache_bytes
+        self.corpus_: CorpusBatches | None = None
 
     def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
-        corpus = CorpusBatches(shards, pipeline.columns, pipeline.batch_size, pipeline.records.max_text_bytes)
-        fit_stages(pipeline.stages, corpus, columns=pipeline.columns, batch_size=pipeline.batch_size,
+        self.corpus_ = CorpusBatches(shards, pipeline.columns, pipeline.batch_size, pipeline.records.max_text_bytes,
+                                     cache_bytes=self.cache_bytes)
+        fit_stages(pipeline.stages, self.corpus_, columns=pipeline.columns, batch_size=pipeline.batch_size,
                    progress=progress, total=total_rows(shards))
         return []
 
@@ -178,7 +212,10 @@ class LocalEngine(Engine):
         parallel = workers > 1 and all(shard.path is not None for shard in shards)
         try:
             if not parallel:
-                return [score_shard(pipeline, i, shard, staging, bar.update, **options)
+                # in this process, the batches the fit kept (with their words and hashes) are scored as they are
+                corpus = self.corpus_ if self.corpus_ is not None and self.corpus_.shards is shards else None
+                return [score_shard(pipeline, i, shard, staging, bar.update,
+                                    batches=corpus.cached(i) if corpus else None, **options)
                         for i, shard in enumerate(shards)]
             context = multiprocessing.get_context("spawn")
             queue = context.Queue()
@@ -221,4 +258,5 @@ def _drain(queue: Any, update: Callable[[int], Any], timeout: float) -> None:
         pass
 
 
-__all__ = ["CorpusBatches", "LocalEngine", "finish_locally", "fit_plans", "fit_stages", "total_rows", "within_limit"]
+__all__ = ["CACHE_BYTES", "CorpusBatches", "LocalEngine", "finish_locally", "fit_plans", "fit_stages", "total_rows",
+           "within_limit"]
