@@ -140,10 +140,13 @@ class Pipeline:
         for batch in CorpusBatches(shards, self.columns, self.batch_size):
             yield self.score_batch(batch)
 
-    def map_function(self, prefix: str = "dokumi_") -> Callable[[dict[str, list]], dict[str, list]]:
+    def map_function(self, prefix: str = "dokumi_") -> Callable[[Any], Any]:
         """A function for ``datasets.Dataset.map(..., batched=True)`` adding decision, risk and reasons.
 
-        Fit first (``pipeline.fit(dataset)``) when a stage needs corpus statistics.
+        Fit first (``pipeline.fit(dataset)``) when a stage needs corpus statistics. Fitted state is
+        looked up by each record's content, so any batch size and any number of processes give the
+        same decisions as ``dokumi scan``. With ``num_proc`` > 1, map over
+        ``dataset.with_format("arrow")`` (the function then returns typed Arrow columns).
         """
         if not self.fitted_:
             raise InputError("fit the pipeline on the dataset first: pipeline.fit(dataset)")
@@ -207,17 +210,29 @@ def is_fitted(stage: Stage) -> bool:
 
 
 class _ColumnScorer:
-    """Picklable, so ``Dataset.map(num_proc=N)`` can ship it to worker processes."""
+    """Picklable, so ``Dataset.map(num_proc=N)`` can ship it to worker processes.
+
+    Takes a batch as a dict of lists (the default format) and returns lists, or an Arrow table
+    (``dataset.with_format("arrow")``) and returns an Arrow table whose columns keep their types. With
+    ``num_proc`` > 1 use the Arrow format: from lists, ``datasets`` infers ``list<null>`` for a batch
+    whose records have no reasons, and then cannot join it to another process's ``list<string>``.
+    """
 
     def __init__(self, pipeline: Pipeline, prefix: str) -> None:
         self.pipeline, self.prefix = pipeline, prefix
 
-    def __call__(self, columns: dict[str, list]) -> dict[str, list]:
-        records = pa.RecordBatch.from_pydict(columns)
+    def __call__(self, columns: dict[str, list] | pa.Table) -> dict[str, Any] | pa.Table:
+        arrow = isinstance(columns, pa.Table)
+        records = columns.combine_chunks().to_batches()[0] if arrow and columns.num_rows else (
+            pa.RecordBatch.from_pydict(columns.to_pydict() if arrow else columns))
         rows = pa.array(range(records.num_rows), type=pa.int64())
         batch = Batch(records=records, shard="dataset", rows=rows, columns=self.pipeline.columns)
         scores = self.pipeline.score_batch(batch)
         names = ["decision", "risk", "reasons"] + [f"{stage.name}_score" for stage in self.pipeline.stages]
+        if arrow:  # the batch's own columns, then dokumi's (datasets takes a returned table as the whole batch)
+            for name in names:
+                columns = columns.append_column(f"{self.prefix}{name}", scores.column(name))
+            return columns
         return {f"{self.prefix}{name}": scores.column(name).to_pylist() for name in names}
 
 
