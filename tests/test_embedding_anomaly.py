@@ -13,6 +13,7 @@ from conftest import write_jsonl
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from dokumi import scan
 from dokumi.cli import main
 from dokumi.detectors import KnnDetector
 from dokumi.engines.local import CorpusBatches
@@ -211,7 +212,7 @@ def test_too_small_a_reference_scores_nothing_and_says_why():
     stage = EmbeddingAnomaly(sample_size=1000).fit(batches(records))
     scores, reasons = scored(stage, records)
     assert not scores.any() and not any(reasons)
-    assert "at least 200" in stage.summary()["skipped"]
+    assert "at least 200" in " ".join(stage.summary()["skipped"])
 
 
 @pytest.mark.parametrize("params, name", [
@@ -291,3 +292,16 @@ def test_sample_is_the_same_for_any_partitioning_and_merge_order():
         assert (np.diff(merged["priority"].astype(np.float64)) >= 0).all()
     [other] = EmbeddingAnomaly(sample_size=250, seed=1).fit_plan()
     assert other.fold.run(batches("s", 0, 900, 100))["texts"] != whole["texts"]
+
+
+@pytest.mark.parametrize("texts", [
+    ["the basic unit of money in this country"] * 400,  # identical records: a singular covariance
+    [f"unit {i % 3}" for i in range(400)],  # too few words to embed
+], ids=["identical", "two-words"])
+def test_a_degenerate_corpus_makes_detectors_step_aside_with_a_reason(tmp_path, texts):
+    data = write_jsonl(tmp_path / "data.jsonl", [{"text": t} for t in texts])
+    result = scan(data, out=tmp_path / "scan", policy="audit", workers=1, progress=False)
+    assert result.records == 400
+    assert any(w.startswith("stage embedding_anomaly: ") for w in result.warnings)
+    stage = next(s for s in result.manifest["stages"] if s["name"] == "embedding_anomaly")
+    assert stage["summary"]["skipped"]

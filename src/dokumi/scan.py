@@ -101,6 +101,9 @@ def scan(
                 pipeline.fitted_ = True
             results = runner.score(pipeline, shards, staging, progress, no_text=policy.no_text)
         warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
+        # a stage (or one of its detectors) that stood aside on this corpus says so in the summary
+        warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
+                     for reason in stage.summary().get("skipped", [])]
         warnings += duplicate_id_warnings(results, shards, pipeline)
         for stage in pipeline.stages:
             stage.save_state(staging / "state" / stage.name)

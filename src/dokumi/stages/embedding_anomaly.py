@@ -192,10 +192,18 @@ class EmbeddingAnomaly(Stage):
         self.reference_records_ = len(sample["texts"])
         self.embedder_: Embedder = make_embedder(self.embedder, self.dimensions, self.seed)
         self.detectors_: list[Detector] = []
+        # why the stage, or one of its detectors, stands aside on this corpus (reported, never a crash)
+        self.skipped_: list[str] = []
         if self.reference_records_ < MIN_REFERENCE_RECORDS:
+            self.skipped_.append(f"the reference holds {self.reference_records_} records; "
+                                 f"at least {MIN_REFERENCE_RECORDS} are needed")
             return
         vectors = self.embedder_.fit_transform(
             sample["vectors"] if self.embedder_.source == "embedding" else sample["texts"])
+        if vectors.shape[1] == 0:
+            self.skipped_.append("the reference's words are too few to embed (a vocabulary of fewer than two "
+                                 "words seen twice)")
+            return
         self.labelled_ = any(label != UNLABELLED for label in sample["labels"])
         self.instruction_ = sample["prompts"] is not None
         self.lexical_ = None
@@ -208,13 +216,20 @@ class EmbeddingAnomaly(Stage):
             detector = self._detector(name)
             if not detector.applies(reference):
                 continue
-            if isinstance(detector, ResponseClusterDetector):
-                detector.fit(reference, prompt_keys=sample["prompts"])
-            else:
-                detector.fit(reference)
+            try:
+                if isinstance(detector, ResponseClusterDetector):
+                    detector.fit(reference, prompt_keys=sample["prompts"])
+                else:
+                    detector.fit(reference)
+                calibrator = TailCalibrator().fit(detector.reference_scores_)
+            except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+                # a degenerate reference (identical records, a singular covariance): this detector steps aside
+                self.skipped_.append(f"detector {name} could not be fitted on this reference: {error}")
+                continue
             self.detectors_.append(detector)
-            self.calibrators_.append(TailCalibrator().fit(detector.reference_scores_))
-        self.combined_ = TailCalibrator().fit(self._surprises(reference, reference_scores=True).max(axis=1))
+            self.calibrators_.append(calibrator)
+        if self.detectors_:
+            self.combined_ = TailCalibrator().fit(self._surprises(reference, reference_scores=True).max(axis=1))
 
     def _detector(self, name: str) -> Detector:
         cls = DETECTORS[name]
@@ -286,9 +301,9 @@ class EmbeddingAnomaly(Stage):
             "reference": {"source": "reference" if self.reference is not None else "scanned data",
                           "records_seen": self.records_seen_, "sample_records": self.reference_records_},
         }
+        if self.skipped_:
+            described["skipped"] = list(self.skipped_)
         if not self.detectors_:
-            described["skipped"] = (f"the reference holds {self.reference_records_} records; "
-                                    f"at least {MIN_REFERENCE_RECORDS} are needed")
             return described
         described["detectors"] = {detector.name: detector.summary() for detector in self.detectors_}
         findings = []
