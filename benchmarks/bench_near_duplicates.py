@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from attacks import repetition  # noqa: E402
 from corpora import load_corpus  # noqa: E402
 
-from dokumi.pipeline import CorpusBatches, Pipeline  # noqa: E402
+from dokumi.engines.local import CorpusBatches  # noqa: E402
+from dokumi.pipeline import Pipeline  # noqa: E402
 from dokumi.policy import StageRule, load_policy  # noqa: E402
 from dokumi.records import Columns  # noqa: E402
 from dokumi.sources import open_inputs  # noqa: E402
@@ -142,9 +143,8 @@ def memory_of(size: int, data: str | None) -> None:
     stage.fit(batches)
     seconds = time.perf_counter() - start
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # KiB on Linux
-    index = stage.lsh_index_
-    kept = sum(array.nbytes for array in (index.signatures, index.row, index.generation, index.shard_index,
-                                          index.cluster))
+    index = stage.index_
+    kept = sum(array.nbytes for array in (index.key, index.signature, index.count, index.id, index.generation))
     print(json.dumps({"peak": peak, "kept": kept, "shipped": len(pickle.dumps(stage)), "seconds": seconds}))
 
 
