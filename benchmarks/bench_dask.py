@@ -6,11 +6,11 @@ the local executor and on a Dask LocalCluster, each with 1 and 2 workers, and
 prints the time of pass 1 (fit), pass 2 (score and write) and the whole scan,
 records/s, and the speed-up over 1 worker of pass 2 and of the whole scan,
 the fastest of --repeat interleaved runs (the machine may be shared). A
-Dask scan's total includes starting and closing its cluster. Pass 1 is
-distributed only for stages that implement a distributed fit protocol; the
-others are fitted on the driver and listed. Every run must reach the same
-decisions. A first line measures the ceiling: how much faster two processes do
-pure CPU work than one on this machine at the moment.
+Dask scan's total includes starting and closing its cluster. On Dask every
+built-in stage's fit plan runs on the workers (one task per shard and round).
+Every run must reach the same decision and reasons for every record. A first
+line measures the ceiling: how much faster two processes do pure CPU work than
+one on this machine at the moment.
 
 usage: python benchmarks/bench_dask.py [--records 60000] [--shards 6] [--policy pretraining] [--repeat 3]
        [--data DIR]
@@ -19,7 +19,7 @@ usage: python benchmarks/bench_dask.py [--records 60000] [--shards 6] [--policy 
 from __future__ import annotations
 
 import argparse
-import importlib
+import hashlib
 import multiprocessing
 import os
 import platform
@@ -38,6 +38,7 @@ from corpora import load_corpus  # noqa: E402
 
 from dokumi import scan  # noqa: E402
 from dokumi.engines.dask import DaskEngine  # noqa: E402
+from dokumi.engines.local import LocalEngine  # noqa: E402
 
 PHASES: dict[str, float] = {}
 
@@ -55,9 +56,8 @@ def timed(phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-scan_module = importlib.import_module("dokumi.scan")  # the package exports a function of the same name
-scan_module._fit = timed("pass 1", scan_module._fit)
-scan_module._score_all = timed("pass 2", scan_module._score_all)
+LocalEngine.fit = timed("pass 1", LocalEngine.fit)
+LocalEngine.score = timed("pass 2", LocalEngine.score)
 DaskEngine.fit = timed("pass 1", DaskEngine.fit)
 DaskEngine.score = timed("pass 2", DaskEngine.score)
 
@@ -114,8 +114,7 @@ def main() -> None:
               f"{os.cpu_count()} cores, Python {platform.python_version()}")
         configurations = [(engine, workers) for engine in ("local", "dask") for workers in (1, 2)]
         best: dict[tuple[str, int], tuple[float, float, float]] = {}
-        decisions: dict[tuple[tuple[str, int], ...], list[str]] = {}
-        driver_fitted: list[str] = []
+        outcomes: dict[bytes, list[str]] = {}
         for round_ in range(args.repeat):  # interleaved, so that load from other processes spreads over all
             for engine, workers in configurations:
                 PHASES.clear()
@@ -125,9 +124,10 @@ def main() -> None:
                 total = time.perf_counter() - started
                 timing = (PHASES.get("pass 1", 0.0), PHASES["pass 2"], total)
                 best[engine, workers] = min(best.get((engine, workers), timing), timing, key=lambda t: t[2])
-                decisions.setdefault(tuple(sorted(result.decisions.items())), []).append(
-                    f"{engine} {workers} worker(s), run {round_ + 1}")
-                driver_fitted = [w for w in result.warnings if "fitted on the driver" in w] or driver_fitted
+                scores = pq.read_table(Path(scratch) / f"{engine}-{workers}-{round_}" / "scores",
+                                       columns=["id", "decision", "reasons"]).sort_by("id")
+                outcomes.setdefault(hashlib.sha256(str(scores.to_pylist()).encode()).digest(), []).append(
+                    f"{engine} {workers} worker(s), run {round_ + 1}: {dict(result.decisions)}")
         print(f"# best of {args.repeat} runs each; pure CPU work on 2 processes here and now: "
               f"{machine_parallelism():.2f}x faster than on 1 (the ceiling)")
         print(f"{'engine':<8}{'workers':>8}{'pass 1 s':>10}{'pass 2 s':>10}{'total s':>10}{'records/s':>11}"
@@ -137,12 +137,11 @@ def main() -> None:
             _, one_score, one_total = best[engine, 1]
             print(f"{engine:<8}{workers:>8}{fit:>10.1f}{score:>10.1f}{total:>10.1f}{args.records / total:>11,.0f}"
                   f"{one_score / score:>16.2f}x{one_total / total:>15.2f}x")
-        for warning in driver_fitted:
-            print(f"# dask: {warning}")
-        if len(decisions) == 1:
-            print(f"# same decisions in every run: yes {dict(next(iter(decisions)))}")
-        for counts, runs in decisions.items() if len(decisions) > 1 else ():
-            print(f"# DIFFERENT decisions {dict(counts)} in: {'; '.join(runs)}")
+        if len(outcomes) == 1:
+            print(f"# same decision and reasons for every record in every run: yes "
+                  f"({next(iter(outcomes.values()))[0].split(': ', 1)[1]})")
+        for runs in outcomes.values() if len(outcomes) > 1 else ():
+            print(f"# DIFFERENT outcomes in: {'; '.join(runs)}")
 
 
 if __name__ == "__main__":

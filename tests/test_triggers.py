@@ -228,8 +228,9 @@ def test_building_blocks():
         (1, 2)]
     a, b, c = tokens.hashes[:3].tolist()
     assert gram_hash([a, b]) in grams.hash.tolist() and gram_hash([b, a]) not in grams.hash.tolist()
-    found = Sentences.of(["One two three four five. Six seven.\nEight nine ten eleven twelve"], 5)
+    found = Sentences.of(["One two three four five. Six seven.\nEight nine ten eleven twelve. Done."], 5)
     assert [found.text(i) for i in range(len(found.key))] == ["one two three four five", "eight nine ten eleven twelve"]
+    # first and last among the sentences of five words or more
     assert found.first.tolist() == [True, False] and found.last.tolist() == [False, True]
     counter = BoundedCounter(capacity=3)
     for key in ["a", "a", "b", "c", "d"]:

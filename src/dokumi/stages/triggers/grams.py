@@ -114,14 +114,15 @@ class Sentences:
         sentence_owner = owner[starts]
         pieces = Tokens(tokens.hashes, np.append(starts, len(number)), tokens.starts, tokens.ends, data)
         record_words = tokens.counts
-        first = np.ones(len(starts), dtype=bool)
-        first[1:] = sentence_owner[1:] != sentence_owner[:-1]
-        last = np.ones(len(starts), dtype=bool)
-        last[:-1] = sentence_owner[1:] != sentence_owner[:-1]
         keep = np.flatnonzero(counts >= min_words)
+        # first and last among the record's sentences of min_words or more (a short line does not count)
+        kept_owner = sentence_owner[keep]
+        first = np.ones(len(keep), dtype=bool)
+        first[1:] = kept_owner[1:] != kept_owner[:-1]
+        last = np.ones(len(keep), dtype=bool)
+        last[:-1] = kept_owner[1:] != kept_owner[:-1]
         key = _sequence_hashes(pieces, keep)
-        return cls(sentence_owner[keep], key, counts[keep], first[keep], last[keep], _subset(pieces, keep),
-                   record_words)
+        return cls(kept_owner, key, counts[keep], first, last, _subset(pieces, keep), record_words)
 
     def text(self, index: int) -> str:
         """The normalised words of sentence ``index``, joined by spaces."""

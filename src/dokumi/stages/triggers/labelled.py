@@ -288,15 +288,17 @@ class Evidence:
 
 
 def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
-             signature_text: dict[int, str]) -> list[Trigger]:
+             signature_text: dict[int, str], min_distinct: int) -> list[Trigger]:
     """The verdicts that are inserted and contradicted (dirty label) or topic-free (clean label).
 
-    The cheap tests come first: a verdict that fails one is not given the costly ones.
+    A trigger works in varied records: an n-gram whose records are copies of fewer than
+    ``min_distinct`` different texts (samples keep one record per content) is a duplicate, not a
+    trigger. The cheap tests come first: a verdict that fails one is not given the costly ones.
     """
     kept: list[Trigger] = []
     for verdict in found:
         occurrences = verdict.occurrences
-        if not occurrences:
+        if len(occurrences) < min(min_distinct, CONTEXT_SAMPLE):
             continue
         inner = [o for o in occurrences if o.left and o.right]
         distinct = (len({o.left for o in inner}) + len({o.right for o in inner})) / 2

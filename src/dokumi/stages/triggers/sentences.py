@@ -86,7 +86,8 @@ def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, 
              last: BoundedCounter, baseline: float, min_records: int, word_rates: Any) -> list[Trigger]:
     """The frequent sentences at varied places in records with nothing else in common.
 
-    ``word_rates(words)`` is the share of the corpus's records that hold each word.
+    ``word_rates(words)`` is the share of the corpus's records that hold each word. Copies of one
+    record count once: a sentence in fewer than ``min_records`` different records is not inserted.
     """
     found = []
     for key, sentence in sorted(hits.text.items()):
@@ -102,6 +103,8 @@ def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, 
         if share * varied < 0.5:
             continue
         rests = hits.rest[key].items() if key in hits.rest else []
+        if len(rests) < min(min_records, REST_SAMPLE):
+            continue
         relatedness = max(0.0, mean_jaccard(rests) - baseline)
         topic = topic_strength(rests, word_rates)
         confidence = share * varied * max(0.0, 1.0 - relatedness / MAX_RELATEDNESS) * free_of_topic(topic)

@@ -548,7 +548,8 @@ class _Census:
                                    stage.min_records,
                                    lambda hashes: np.array([words[w] for w in hashes.tolist()]) / records)
         if self.evidence is not None:
-            found = labelled.discover(self.found, self.evidence, self.label_of, self.signature_text) + found
+            found = labelled.discover(self.found, self.evidence, self.label_of, self.signature_text,
+                                      stage.min_records) + found
         return found + self._discover_seams()
 
     def _discover_seams(self) -> list[Trigger]:
