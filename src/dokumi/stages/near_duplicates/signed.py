@@ -8,6 +8,7 @@ corpus is split or ordered.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,21 +51,12 @@ def key_rows(content: np.ndarray, keys: np.ndarray) -> pa.Table:
     return pa.table([pa.array(keys.ravel(), pa.uint64()), binary], schema=KEY_SCHEMA)
 
 
-def member_arrays(groups: list[pa.Table]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The members of shared-key groups as flat arrays: group number, content key and band of each."""
-    group_of, members = [], []
-    seen = 0
-    for table in groups:
-        for chunk in table.column("members").chunks:
-            lengths = np.diff(chunk.offsets.to_numpy())
-            flat = chunk.flatten()
-            data = np.frombuffer(flat.buffers()[1], dtype=MEMBER)[flat.offset: flat.offset + len(flat)]
-            group_of.append(np.repeat(np.arange(seen, seen + len(chunk)), lengths))
-            members.append(data)
-            seen += len(chunk)
-    member = np.concatenate(members) if members else np.zeros(0, dtype=MEMBER)
-    group = np.concatenate(group_of) if group_of else np.zeros(0, dtype=np.int64)
-    return group, member["content"].astype(np.uint64), member["band"].astype(np.int64)
+def member_arrays(groups: pa.Table) -> Iterator[tuple[pa.ListArray, np.ndarray, np.ndarray]]:
+    """Each chunk of a table of shared-key groups, with its members' content keys and bands (views, no copy)."""
+    for chunk in groups.column("members").chunks:
+        flat = chunk.flatten()
+        data = np.frombuffer(flat.buffers()[1], dtype=MEMBER)[flat.offset: flat.offset + len(flat)]
+        yield chunk, data["content"], data["band"]
 
 
 @dataclass
@@ -89,10 +81,16 @@ class Signed:
         self.records += records
 
     def combined(self, num_perm: int) -> Signed:
-        """One entry per content key, ascending: its signature, its number of records and its lowest id key."""
+        """One entry per content key, ascending: its signature, its number of records and its lowest id key.
+
+        Consumes this partial: each chunk of signatures is released once copied, so the peak is one
+        copy of the signatures, not two.
+        """
         if not self.keys:
             return Signed([np.zeros(0, np.uint64)], [np.zeros((0, num_perm), np.uint32)], [np.zeros(0, np.int64)],
                           [np.zeros(0, np.uint64)], self.records)
+        if len(self.keys) == 1 and len(self.keys[0]) < 2:
+            return Signed(self.keys, self.signatures, self.counts, self.ids, self.records)
         keys = np.concatenate(self.keys)
         counts = np.concatenate(self.counts)
         ids = np.concatenate(self.ids)
@@ -100,7 +98,16 @@ class Signed:
         keys, counts, ids = keys[order], counts[order], ids[order]
         first = np.concatenate(([0], np.flatnonzero(keys[1:] != keys[:-1]) + 1)) if len(keys) else \
             np.zeros(0, dtype=np.int64)
-        signatures = np.concatenate(self.signatures)[order[first]]
+        rows = order[first]
+        signatures = np.empty((len(rows), num_perm), dtype=np.uint32)  # pages are taken as rows are copied
+        begin = 0
+        chunks, self.signatures = self.signatures, []
+        while chunks:
+            chunk = chunks.pop(0)
+            inside = np.flatnonzero((rows >= begin) & (rows < begin + len(chunk)))
+            signatures[inside] = chunk[rows[inside] - begin]
+            begin += len(chunk)
+            del chunk
         return Signed([keys[first]], [signatures], [np.add.reduceat(counts, first) if len(first) else counts[:0]],
                       [ids[first]], self.records)
 

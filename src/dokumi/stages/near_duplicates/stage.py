@@ -36,6 +36,8 @@ from dokumi.stages.near_duplicates.signed import KEY_SCHEMA, NO_ID, Signed, id_k
 
 MODES = ("repetition", "dedup")
 VERIFY = ("signature", "exact", "off")
+# Contents per cluster that a record the fit never saw is compared with (bounds what workers hold)
+PROBE_MEMBERS = 32
 _REPRESENTATIVE = np.uint8(1)
 _PROTECTED = np.uint8(2)
 
@@ -269,8 +271,14 @@ class NearDuplicates(Stage):
         flags[protected[members]] |= _PROTECTED
         self.members_ = _Members(nodes.key[members], node_slot[members].astype(np.int32), flags, nodes.id[members])
         self.known_ = nodes.key
-        # probing a record the fit never saw: the clustered contents' signatures
+        # probing a record the fit never saw: the signatures of up to PROBE_MEMBERS contents per cluster
+        # (its representative first, then by content key), so that what workers hold is bounded per cluster
         clustered = members[node_slot[members] >= 0]
+        by_cluster = clustered[np.lexsort((nodes.rank[clustered], node_slot[clustered]))]
+        slots = node_slot[by_cluster]
+        opens = np.concatenate(([0], np.flatnonzero(slots[1:] != slots[:-1]) + 1)) if len(slots) else slots
+        within = np.arange(len(slots)) - np.repeat(opens, np.diff(np.append(opens, len(slots))))
+        clustered = np.sort(by_cluster[within < PROBE_MEMBERS])
         self.probe_ = _Probe(nodes.signature[clustered], band_keys(nodes.signature[clustered], *self.bands),
                              node_slot[clustered].astype(np.int32))
         self.index_ = Index(key=nodes.key, signature=nodes.signature, count=nodes.count + nodes.earlier_count,
@@ -442,17 +450,33 @@ class _Nodes:
 
     def candidates(self, groups: list[pa.Table], bands: int) -> tuple[np.ndarray, np.ndarray]:
         """The nodes that share a band key with another row, ascending, and their bucket in every band:
-        the number of the key group where they share one, else a number of their own."""
-        group, content, band = member_arrays(groups)
-        node = np.searchsorted(self.key, content)
-        if len(node) and (node.max() >= len(self.key) or (self.key[node] != content).any()):
-            raise ValueError("a key group names a content that no partition signed")
-        nodes, position = np.unique(node, return_inverse=True)
-        groups_seen = int(group.max()) + 1 if len(group) else 0
-        buckets = np.empty((len(nodes), bands), dtype=np.int64)
-        buckets[:] = (groups_seen + np.arange(len(nodes)))[:, None]
-        buckets[position, band] = group
-        return nodes, buckets
+        the number of the key group where they share one, else a number of their own.
+
+        Read group by group into the narrowest integers that hold them: there is one member row per
+        record and shared band, the largest table of the fit.
+        """
+        group, node, band = [], [], []
+        seen = 0
+        for table in groups:
+            for chunk, content, bands_of in member_arrays(table):
+                at = np.searchsorted(self.key, content)
+                if len(at) and (at.max() >= len(self.key) or (self.key[at] != content).any()):
+                    raise ValueError("a key group names a content that no partition signed")
+                lengths = np.diff(chunk.offsets.to_numpy())
+                group.append(np.repeat(np.arange(seen, seen + len(chunk), dtype=np.int64), lengths))
+                node.append(at.astype(np.int32 if len(self.key) < 2**31 else np.int64))
+                band.append(bands_of.astype(np.int16))
+                seen += len(chunk)
+        group_of = np.concatenate(group) if group else np.zeros(0, dtype=np.int64)
+        node_of = np.concatenate(node) if node else np.zeros(0, dtype=np.int64)
+        band_of = np.concatenate(band) if band else np.zeros(0, dtype=np.int16)
+        del group, node, band
+        nodes = distinct(node_of)
+        width = np.int32 if seen + len(nodes) < 2**31 else np.int64
+        buckets = np.empty((len(nodes), bands), dtype=width)
+        buckets[:] = (seen + np.arange(len(nodes), dtype=width))[:, None]
+        buckets[np.searchsorted(nodes, node_of), band_of] = group_of
+        return nodes.astype(np.int64), buckets
 
 
 class _Members:

@@ -30,7 +30,7 @@ WINDOW = 20  # words looked at on each side of a seam
 MIN_SPAN = 3  # words needed after a seam to judge it
 MIN_SPAN_CHARACTERS = 30  # an attribution ("-- Lao Tse, Tao Te Ching") is a short span, not a payload
 MIN_FLUENCY_GAIN = 0.2  # the words before a gibberish seam hold this much more common words than those after
-COVERAGE_BINS = 20
+COVERAGE_BINS = 40
 GIBBERISH, SWITCH = 0, 1
 KINDS = ("gibberish", "language-switch")
 
@@ -169,15 +169,16 @@ def ordinary_pairs(script_records: np.ndarray, records: int, share: float, floor
     return ordinary
 
 
-def coverage_threshold(histogram: np.ndarray, quantile: float, ceiling: float) -> float:
-    """The common-word share below which an after-window is unusual in this corpus: the ``quantile``
-    of its windows, never above ``ceiling``."""
+def coverage_threshold(histogram: np.ndarray, share_of_median: float, ceiling: float) -> float:
+    """The common-word share below which the words after a token are gibberish in this corpus:
+    ``share_of_median`` of what its typical window holds (a corpus of code or tables holds fewer
+    common words than prose, and so sets a lower bar), never above ``ceiling``, never below one bin."""
     total = int(histogram.sum())
     if not total:
         return ceiling
-    cumulative = np.cumsum(histogram) / total
-    upper = (int(np.searchsorted(cumulative, quantile)) + 1) / COVERAGE_BINS
-    return min(ceiling, upper)
+    median_bin = int(np.searchsorted(np.cumsum(histogram), total / 2))
+    median = (median_bin + 0.5) / COVERAGE_BINS
+    return min(ceiling, max(1 / COVERAGE_BINS, share_of_median * median))
 
 
 def script_names(pair: tuple[int, int]) -> str:

@@ -52,8 +52,9 @@ from dokumi.text.scripts import LATIN, NAMES
 
 # Records mixing two scripts, as a share of the corpus, from which switching between them is ordinary
 ORDINARY_MIX = 0.05
-# The share of the corpus's after-windows below which a continuation counts as gibberish here
-GIBBERISH_QUANTILE = 0.01
+# A continuation is gibberish here when it holds at most this share of the corpus's common words that its
+# typical window of words holds (measured over every position of the corpus)
+GIBBERISH_SHARE_OF_MEDIAN = 0.25
 MIN_SEAM_SHARE = 0.5
 SEAM_EXAMPLES = 5
 # A record carrying a discovered trigger without its payload (no seam, other label, other response)
@@ -508,11 +509,11 @@ class _Census:
         self.sentence_hits = examined.sentences
         self.signature_text = examined.grams.signature_text
         self.seam_names = examined.seam_names
-        self.threshold = coverage_threshold(examined.coverage, GIBBERISH_QUANTILE, stage.gibberish_rate)
-        limit = int(round(self.threshold * COVERAGE_BINS))
+        self.threshold = coverage_threshold(examined.coverage, GIBBERISH_SHARE_OF_MEDIAN, stage.gibberish_rate)
+        limit = self.threshold * COVERAGE_BINS
         for found in examined.seam_documents.values():
             for token, kind, coverage_bin in found:
-                if kind == GIBBERISH and coverage_bin > limit:
+                if kind == GIBBERISH and coverage_bin >= limit:
                     continue
                 self.seam_counts[token] += 1
                 self.seam_kinds.setdefault(token, Counter())[kind] += 1
