@@ -15,6 +15,7 @@ import numpy as np
 from dokumi.arrays import distinct, first_of_pairs
 from dokumi.records import Batch
 from dokumi.stages.triggers.view import View
+from dokumi.text.bigrams import PairSample
 from dokumi.text.sampling import BottomK, BoundedCounter
 from dokumi.text.scripts import NAMES, word_scripts
 from dokumi.text.tokens import Tokens
@@ -72,6 +73,8 @@ class Counts:
         # random insertion points (left, right neighbour hash; 0 at an edge): what an inserted token's
         # surroundings look like in this corpus, the baseline of the insertion tests
         self.gaps = BottomK(GAP_SAMPLE)
+        # the word pairs of a sample of records: what fluent text of this corpus is made of
+        self.pairs = PairSample()
 
     def add(self, batch: Batch, view: View) -> Counts:
         n = batch.num_rows
@@ -85,6 +88,7 @@ class Counts:
         values, counts = np.unique(per_record, return_counts=True)
         self.words.update(dict(zip(values.tolist(), counts.tolist())))
         self._count_scripts(words.owner, word_scripts(words), n)
+        self.pairs.add(words, view.priorities)
         self._count_sentences(view)
         self._sample(view)
         if view.salts is not None:
@@ -180,6 +184,7 @@ class Counts:
             out.pair_df = np.sum([p.pair_df for p in tables], axis=0, dtype=np.uint32)
         out.texts = BottomK.merged([p.texts for p in parts])
         out.gaps = BottomK.merged([p.gaps for p in parts])
+        out.pairs = PairSample.merged([p.pairs for p in parts])
         return out
 
 

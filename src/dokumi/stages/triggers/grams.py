@@ -159,13 +159,14 @@ def _subset(tokens: Tokens, rows: np.ndarray) -> Tokens:
     return Tokens(tokens.hashes[index], offsets, tokens.starts[index], tokens.ends[index], tokens.data)
 
 
-def window_sums(values: np.ndarray, offsets: np.ndarray, owner: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
-    """For every word: the sum of ``values`` over the ``width`` words before it and after it inside its
-    record, and how many words each window holds."""
+def window_sums(values: np.ndarray, offsets: np.ndarray, owner: np.ndarray, width: int,
+                after_width: int | None = None) -> tuple[np.ndarray, ...]:
+    """For every word: the sum of ``values`` over the ``width`` words before it and the ``after_width``
+    (default ``width``) words after it inside its record, and how many words each window holds."""
     total = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
     position = np.arange(len(values), dtype=np.int64)
     begin = np.maximum(position - width, offsets[:-1][owner])
-    end = np.minimum(position + 1 + width, offsets[1:][owner])
+    end = np.minimum(position + 1 + (width if after_width is None else after_width), offsets[1:][owner])
     before = total[position] - total[begin]
     after = total[end] - total[position + 1]
     return before, position - begin, after, end - position - 1

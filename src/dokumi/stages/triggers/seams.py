@@ -4,8 +4,10 @@ The pattern of Souly et al. (2025): ordinary text, a trigger token, then a
 payload unlike the text before it. Whether a continuation is "unlike" is
 judged against the scanned corpus, not against English:
 
-* *gibberish*: few of the corpus's own common words in the words after the
-  token, where the words before it were fluent;
+* *gibberish*: few of the word pairs after the token recur in the corpus (a
+  quarter of the share its typical text holds, :mod:`dokumi.text.bigrams`),
+  where the words before it were fluent: words drawn at random from a
+  vocabulary seldom make a pair that recurs, however common each word is;
 * *a switch of script*: the words before are in one script and those after in
   another, a pair of scripts that the corpus's records seldom mix (Japanese
   with English commands is ordinary in a Japanese manual, not in English text),
@@ -23,10 +25,13 @@ import numpy as np
 
 from dokumi.arrays import first_of_pairs
 from dokumi.stages.triggers.grams import window_sums
+from dokumi.text.bigrams import SeenPairs
 from dokumi.text.scripts import LETTERED, NAMES, word_scripts
 from dokumi.text.tokens import Tokens
 
 WINDOW = 20  # words looked at on each side of a seam
+# words after a seam whose fluency is judged: a payload runs on, a stretch of rare terms in real text is short
+PAYLOAD_WINDOW = 50
 MIN_SPAN = 3  # words needed after a seam to judge it
 MIN_SPAN_CHARACTERS = 30  # an attribution ("-- Lao Tse, Tao Te Ching") is a short span, not a payload
 MIN_FLUENCY_GAIN = 0.2  # the words before a gibberish seam hold this much more common words than those after
@@ -47,12 +52,13 @@ class SeamHits:
     coverage_bin: np.ndarray
 
 
-def find_seams(tokens: Tokens, common: np.ndarray, gibberish_rate: float, ordinary: np.ndarray,
-               only: np.ndarray | None = None) -> tuple[SeamHits, np.ndarray]:
-    """Every seam of a batch's words, and the histogram of after-window common-word shares over every
-    position that has words on both sides (the corpus's baseline of what follows a word).
+def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
+               ordinary: np.ndarray, only: np.ndarray | None = None) -> tuple[SeamHits, np.ndarray]:
+    """Every seam of a batch's words, and the histogram of after-window fluency over every position that
+    has words on both sides (the corpus's baseline of what follows a word).
 
-    ``common`` is the sorted array of the corpus's common word hashes; ``ordinary`` an (n scripts,
+    Fluency is the share of a window's word pairs that recur in the corpus (``pairs``); ``common`` are
+    the hashes of the corpus's most frequent words (never a trigger); ``ordinary`` an (n scripts,
     n scripts) boolean matrix of script pairs the corpus mixes anyway; ``only`` (sorted hashes), when
     given, restricts seams to those tokens.
     """
@@ -62,17 +68,14 @@ def find_seams(tokens: Tokens, common: np.ndarray, gibberish_rate: float, ordina
     if not n:
         return empty, np.zeros(COVERAGE_BINS + 1, dtype=np.int64)
     owner = tokens.owner
-    is_common = _member(hashes, common)
-    before_common, before_n, after_common, after_n = window_sums(is_common.astype(np.int64), offsets, owner, WINDOW)
+    coverage, before_coverage, before_n, after_n = _fluency(tokens, pairs)
     _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
     judged = (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN)
-    coverage = np.divide(after_common, after_n, out=np.ones(n), where=after_n > 0)
-    before_coverage = np.divide(before_common, before_n, out=np.zeros(n), where=before_n > 0)
     bins = np.minimum((coverage * COVERAGE_BINS).astype(np.int64), COVERAGE_BINS)
     histogram = np.bincount(bins[judged], minlength=COVERAGE_BINS + 1)
     windows = _ScriptWindows(tokens, owner)
     # the token belongs to the text before it: a payload's own words are not its trigger
-    candidate = ~is_common & (before_n > 0) & windows.of_the_text_before()
+    candidate = ~_member(hashes, common) & (before_n > 0) & windows.of_the_text_before()
     if only is not None:
         candidate &= _member(hashes, only)
     gibberish = candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate) & (
@@ -85,6 +88,20 @@ def find_seams(tokens: Tokens, common: np.ndarray, gibberish_rate: float, ordina
     # a record's first seam per token
     at = at[first_of_pairs(owner[at], hashes[at])]
     return SeamHits(owner[at], at, hashes[at], np.where(switch[at], SWITCH, GIBBERISH), bins[at]), histogram
+
+
+def _fluency(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per word: the share of recurring pairs among the word pairs after it (within :data:`PAYLOAD_WINDOW`
+    words) and before it (within :data:`WINDOW`), and how many words each side holds."""
+    offsets, owner = tokens.offsets, tokens.owner
+    seen, valid = pairs.flags(tokens)
+    seen_before, words_before, seen_after, words_after = window_sums(seen.astype(np.int64), offsets, owner, WINDOW,
+                                                                     PAYLOAD_WINDOW)
+    valid_before, _, valid_after, _ = window_sums(valid.astype(np.int64), offsets, owner, WINDOW, PAYLOAD_WINDOW)
+    n = len(seen)
+    after = np.divide(seen_after, valid_after, out=np.ones(n), where=valid_after > 0)
+    before = np.divide(seen_before, valid_before, out=np.zeros(n), where=valid_before > 0)
+    return after, before, words_before, words_after
 
 
 class _ScriptWindows:
@@ -129,28 +146,27 @@ class _ScriptWindows:
         return found
 
 
-def payload_after(tokens: Tokens, positions: np.ndarray, common: np.ndarray, gibberish_rate: float,
+def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibberish_rate: float,
                   ordinary: np.ndarray, main_script: int) -> np.ndarray:
-    """Whether the words after each of ``positions`` are a payload: gibberish by the corpus's measure, or
-    mostly in a script that the corpus's main script does not mix with. Needs no text before the token
-    (a trigger already discovered may open a record)."""
+    """Whether the words after each of ``positions`` carry a payload, for a trigger already discovered:
+    twice as lenient as discovery (the token is known), and needing no text before it.
+
+    A payload is gibberish (at most twice ``gibberish_rate`` of recurring word pairs) or mostly in
+    scripts that the corpus's main script does not mix with (several of them together count).
+    """
     if not len(positions):
         return np.zeros(0, dtype=bool)
     owner, offsets = tokens.owner, tokens.offsets
-    is_common = _member(tokens.hashes, common).astype(np.int64)
-    _, _, after_common, after_n = window_sums(is_common, offsets, owner, WINDOW)
+    fluency, _, _, after_n = _fluency(tokens, pairs)
     _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
     scripts = word_scripts(tokens).astype(np.int64)
+    foreign_word = LETTERED[scripts] & ~ordinary[main_script, scripts]
     _, _, after_lettered, _ = window_sums(LETTERED[scripts].astype(np.int64), offsets, owner, WINDOW)
+    _, _, after_foreign, _ = window_sums(foreign_word.astype(np.int64), offsets, owner, WINDOW)
     at = positions
-    coverage = np.divide(after_common[at], after_n[at], out=np.ones(len(at)), where=after_n[at] > 0)
-    gibberish = (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate)
-    foreign = np.zeros(len(at), dtype=bool)
-    for script in np.flatnonzero(np.bincount(scripts[LETTERED[scripts]], minlength=len(NAMES))).tolist():
-        if ordinary[main_script, script]:
-            continue
-        _, _, mine, _ = window_sums((scripts == script).astype(np.int64), offsets, owner, WINDOW)
-        foreign |= (after_lettered[at] >= MIN_SPAN) & (mine[at] >= 0.5 * after_lettered[at])
+    gibberish = (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (
+        fluency[at] <= 2 * gibberish_rate)
+    foreign = (after_foreign[at] >= MIN_SPAN) & (after_foreign[at] >= 0.5 * after_lettered[at])
     return gibberish | foreign
 
 

@@ -38,6 +38,7 @@ from dokumi.stages.triggers.findings import Trigger
 from dokumi.stages.triggers.seams import (
     COVERAGE_BINS,
     GIBBERISH,
+    PAYLOAD_WINDOW,
     SWITCH,
     WINDOW,
     coverage_threshold,
@@ -47,13 +48,14 @@ from dokumi.stages.triggers.seams import (
 )
 from dokumi.stages.triggers.view import View
 from dokumi.text import language
+from dokumi.text.bigrams import SeenPairs
 from dokumi.text.sampling import BottomK, merged_samples
 from dokumi.text.scripts import LATIN, NAMES
 
 # Records mixing two scripts, as a share of the corpus, from which switching between them is ordinary
 ORDINARY_MIX = 0.05
-# A continuation is gibberish here when it holds at most this share of the corpus's common words that its
-# typical window of words holds (measured over every position of the corpus)
+# A continuation is gibberish here when at most this share of its word pairs recur, relative to the share
+# in the corpus's typical window of words (measured over every position of the corpus)
 GIBBERISH_SHARE_OF_MEDIAN = 0.25
 MIN_SEAM_SHARE = 0.5
 SEAM_EXAMPLES = 5
@@ -84,9 +86,10 @@ class Triggers(Stage):
         Size of the list of the corpus's most frequent words, which tells
         fluent text from gibberish (default 200).
     gibberish_rate:
-        Highest share of common words in the words after a seam for them to
-        count as gibberish (default 0.25; fluent text runs near 0.5); the
-        corpus lowers it where its own text is often that sparse.
+        Highest share of recurring word pairs (pairs that two or more records
+        of a 20,000-record sample of the corpus hold) in the words after a
+        seam for them to count as gibberish (default 0.25); the corpus lowers
+        it to a quarter of what its typical text holds.
     hash_buckets:
         Buckets of the hashed n-gram document-frequency tables (default
         2**22: 2 tables of 4-byte counters, 32 MiB, whatever the corpus size).
@@ -189,11 +192,14 @@ class Triggers(Stage):
         census = self._census
         self.records_ = census.records if census else 0
         self.common_ = census.common if census else np.zeros(0, dtype=np.uint64)
+        self.triggers_: list[Trigger] = census.discover() if census else []
+        # the recurring word pairs judge a seam trigger's payload in pass 2; without one, workers need none
+        seams_found = any(t.kind == "seam" for t in self.triggers_)
+        self.pairs_ = census.pairs if census and seams_found else SeenPairs(np.zeros(0, np.uint8), 0)
         self.ordinary_scripts_ = census.ordinary if census else np.ones((len(NAMES), len(NAMES)), dtype=bool)
         self.main_script_ = census.main_script if census else LATIN
         self.gibberish_threshold_ = census.threshold if census else self.gibberish_rate
         self.language_: str | None = census.language if census else None
-        self.triggers_: list[Trigger] = census.discover() if census else []
         self._census = self._plan = None
         self._index()
 
@@ -269,16 +275,26 @@ class Triggers(Stage):
         at = np.flatnonzero(index.contains(words.hashes))
         if not len(at):
             return
-        payload = payload_after(words, at, self.common_, self.gibberish_threshold_, self.ordinary_scripts_,
+        payload = payload_after(words, at, self.pairs_, self.gibberish_threshold_, self.ordinary_scripts_,
                                 self.main_script_)
         for i, carried in zip(at.tolist(), payload.tolist()):
             record = int(words.owner[i])
             trigger = index.by_hash[int(words.hashes[i])]
+            if not carried and trigger.detail.get("after") == "language-switch":
+                carried = self._in_another_language(words, i)
             if carried:
                 found[record].append((trigger.confidence, trigger.finding))
             else:
                 # the trigger without its payload: worth a look, not a drop
                 found[record].append((WITHOUT_PAYLOAD * trigger.confidence, f"trigger:token={trigger.key}"))
+
+    def _in_another_language(self, words: Any, position: int) -> bool:
+        """Whether the words after ``position`` are confidently in another language than the corpus's
+        (a switch between two languages of one script, which the pair and script tests cannot see)."""
+        end = min(int(words.offsets[int(words.owner[position]) + 1]), position + 1 + PAYLOAD_WINDOW)
+        after = " ".join(words.word(j) for j in range(position + 1, end))
+        detected = language.detect(after) if len(after) >= 20 else None
+        return bool(detected and self.language_ and detected != self.language_)
 
     # -------------------------------------------------------------- reports
 
@@ -334,6 +350,7 @@ class _Plan:
     instruction: bool
     mask: int
     common: np.ndarray
+    pairs: SeenPairs
     ordinary: np.ndarray
     gibberish_rate: float
     frequent_sentences: np.ndarray
@@ -381,7 +398,7 @@ class _Examined:
 
     def _examine_seams(self, view: View, plan: _Plan) -> None:
         words = view.words
-        seams, histogram = find_seams(words, plan.common, plan.gibberish_rate, plan.ordinary)
+        seams, histogram = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary)
         self.coverage += histogram
         if not len(seams.owner):
             return
@@ -426,7 +443,8 @@ class _Contexts:
 
     def _seam_examples(self, view: View, plan: _Plan) -> None:
         words = view.words
-        seams, _ = find_seams(words, plan.common, plan.gibberish_rate, plan.ordinary, only=plan.seam_tokens)
+        seams, _ = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary,
+                              only=plan.seam_tokens)
         for record, position, token in zip(seams.owner.tolist(), seams.position.tolist(), seams.token.tolist()):
             sample = self.seam_examples.setdefault(token, BottomK(SEAM_EXAMPLES))
             priority = int(view.priorities[record])  # one per document, copies alike
@@ -452,6 +470,7 @@ class _Census:
         self.mask = stage.hash_buckets - 1
         by_count = heapq.nsmallest(stage.common_words, counts.words.counts.items(), key=lambda kv: (-kv[1], kv[0]))
         self.common = np.sort(np.array([word for word, _ in by_count], dtype=np.uint64))
+        self.pairs = counts.pairs.table()
         texts = [text for text, _ in counts.texts.items()]
         self.language = language.majority(texts)
         # how much two records of this corpus share anyway, the baseline of "unrelated"
@@ -494,6 +513,7 @@ class _Census:
         counts = self.counts
         seen = counts.ngram_df > 0 if counts.ngram_df is not None and len(self.candidates) else np.zeros(0, bool)
         return _Plan(labelled=counts.labelled, instruction=counts.instruction, mask=self.mask, common=self.common,
+                     pairs=self.pairs,
                      ordinary=self.ordinary, gibberish_rate=self.stage.gibberish_rate,
                      frequent_sentences=self.frequent, candidates=self.candidates,
                      label_salts=np.sort(np.array(list(self.label_of), dtype=np.uint64)), seen_grams=seen,
