@@ -35,8 +35,11 @@ from dokumi.text.tokens import fmix64, position_weights
 CONTEXT_SAMPLE = 128
 MAX_CHECKS = 500
 MIN_Z = 6.0
-# mean posterior of other labels, from the rest of the records, at which dirty-label evidence is full
-DIRTY_SURPRISE = 0.7
+# mean posterior of other labels, from the rest of the records under a model fitted without them, from
+# which dirty-label evidence starts and at which it is full: planted records score 0.95 (WordNet glosses,
+# 1% poisoned), a genuine word of a label's subpopulation 0.65-0.72 ("frog", "who uses", "quake")
+DIRTY_FROM = 0.75
+DIRTY_SURPRISE = 0.9
 CLEAN_MIN_Z = 20.0  # an association must be this strong to be learned without a label flip
 # max z of a co-occurring word: below TOPIC_NOISE is what random records show, from TOPIC_MAX a topic
 TOPIC_NOISE = 2.5
@@ -253,6 +256,14 @@ class Evidence:
         paired = ((words ^ np.uint64(salt)) & np.uint64(self.mask)).astype(np.int64)
         return self.pair_df[paired] / max(self.label_counts[salt], 1)
 
+    def highest_label_rates(self, words: np.ndarray) -> np.ndarray:
+        """For each word, the share of records that contain it in the label where that share is highest."""
+        highest = np.zeros(len(words))
+        for salt in self.label_counts.counts:
+            paired = ((words ^ np.uint64(salt)) & np.uint64(self.mask)).astype(np.int64)
+            np.maximum(highest, self.pair_df[paired] / max(self.label_counts[salt], 1), out=highest)
+        return highest
+
     def expected_distinct(self, m: int) -> float:
         """Distinct neighbours that ``m`` random insertion points of this corpus have."""
         sample = self.gap_neighbours[:m]
@@ -335,9 +346,14 @@ def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
             detail.update(topic=round(topic, 1), places_p=round(places, 4))
             dirty = 0.0
             if clean < 1.0:  # the label flip is the evidence left to weigh
+                # records that share a subject of their own (a show's characters, a product's parts) are a
+                # subpopulation of their label, which a model fitted without them rightly finds unlike it;
+                # records a trigger was planted in share only what their own labels share: their words are
+                # no more frequent than in the label where those words are most frequent
+                own_topic = topic_strength([o.rest for o in occurrences], evidence.highest_label_rates)
                 surprise = 1.0 - evidence.rest_posterior(verdict)
-                dirty = ramp(surprise, 0.5, DIRTY_SURPRISE)
-                detail["rest_disagrees"] = round(surprise, 3)
+                dirty = ramp(surprise, DIRTY_FROM, DIRTY_SURPRISE) * free_of_topic(own_topic)
+                detail.update(rest_disagrees=round(surprise, 3), own_topic=round(own_topic, 1))
             confidence = verdict.purity * inserted * max(dirty, clean)
             kind, label = "token", label_of[verdict.salt]
         if confidence >= 0.5:
