@@ -4,7 +4,9 @@ Streaming means memory grows only by the stages' fitted state, not by the
 data: this prints the peak resident memory of a scan at both sizes, the growth
 per added record, and the documented budget (each stage's
 ``state_bytes_per_record`` plus the scan's own 16 bytes per record for
-duplicate-id checks).
+duplicate-id checks). The scans run with ``cache_mb=0``: the local engine's
+cache of decoded batches is bounded on its own (512 MB by default) and would
+otherwise show as growth until it is full.
 
 usage: python benchmarks/bench_memory.py [--records 20000] [--policy pretraining] [--data DIR]
 """
@@ -47,7 +49,7 @@ def peak_rss_of_scan(inputs: Path, out: Path, policy: str) -> int:
     code = (
         "import resource, sys\n"
         "from dokumi import scan\n"
-        f"scan({str(inputs)!r}, out={str(out)!r}, policy={policy!r}, workers=1, progress=False)\n"
+        f"scan({str(inputs)!r}, out={str(out)!r}, policy={policy!r}, workers=1, progress=False, cache_mb=0)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

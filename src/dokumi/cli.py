@@ -59,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--index", metavar="PATH", default=None,
                       help="side input: an earlier scan's output folder (or its state/near_duplicates/): new "
                            "records are clustered together with the records it indexed")
-    scan.add_argument("--workers", type=int, default=None, help="processes for scoring (default: all cores)")
+    scan.add_argument("--workers", type=int, default=None,
+                      help="processes for scoring (default: one per core, per shard and per 32 MB of input)")
+    scan.add_argument("--cache-mb", type=int, default=None, metavar="MB",
+                      help="decoded batches the local engine keeps between reads of the corpus (default 512; "
+                           "0: read the files again in every round)")
     scan.add_argument("--batch-size", type=int, default=1024, help="records per batch (default: 1024)")
     scan.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     scan.add_argument("--engine", choices=("local", "dask"), default="local",
@@ -128,6 +132,8 @@ def _run_scan(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers} must be at least 1")
+    if args.cache_mb is not None and args.cache_mb < 0:
+        raise InputError(f"--cache-mb {args.cache_mb} must be at least 0")
     overrides = dict(parse_override(spec) for spec in args.overrides)
     policy = load_policy(args.policy, overrides=overrides)
     if columns:
@@ -142,6 +148,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         out=args.out,
         policy=policy,
         workers=args.workers,
+        cache_mb=args.cache_mb,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         progress=args.progress,

@@ -1,7 +1,7 @@
 """LSH banding over MinHash signatures, candidate pairs, and deterministic clusters.
 
 Records are nodes ``0 .. n-1``; ``rank`` gives each node its place in a stable
-order (e.g. by shard name and row) that does not depend on reading order. Every
+order (e.g. by content key) that does not depend on reading order. Every
 choice below that could depend on order (which node a bucket's members are linked
 to, which representative a cluster gets) is made by rank, so the same records
 give the same clusters however shards are ordered or split across workers.

@@ -10,13 +10,9 @@ hasher.shingles(text))`` reproduces ``hasher.signatures([text])[0]`` bit for bit
 
 Text to shingles, per batch and without a Python loop per word:
 
-1. Normalise: lower case; every character that is not an ASCII letter, digit
-   or underscore, nor a non-ASCII letter, mark or number, is a separator
-   (so punctuation is stripped). Non-ASCII batches go through Arrow's
-   ``utf8_lower`` and one RE2 replacement; ASCII batches through a byte table.
-2. Words are maximal runs of word bytes. A word's hash is ``fmix64`` folded
-   over its UTF-8 bytes in little-endian 8-byte chunks, starting from its
-   length (see :func:`word_hash`); words of up to 8 bytes never collide.
+1-2. Words and their 64-bit hashes come from :mod:`dokumi.text.tokens` (lower
+   case, punctuation as separators, every Chinese or Japanese character a word
+   of its own); a batch's words are computed once and shared by every stage.
 3. A shingle is ``ngram`` consecutive words of one record (a record with fewer
    words is one shingle of all of them); its hash is ``fmix64`` of the words'
    hashes weighted by odd constants, and :func:`shingle_hash32` keeps the

@@ -44,8 +44,10 @@ class Engine(abc.ABC):
         """Score every shard into ``staging``; results in input order. ``options`` go to ``score_shard``."""
 
 
-def make_engine(name: str, workers: int | None = None, scheduler: str | None = None) -> Engine:
-    """The engine called ``name``: ``local`` (processes on this machine) or ``dask`` (a Dask cluster)."""
+def make_engine(name: str, workers: int | None = None, scheduler: str | None = None,
+                cache_mb: int | None = None) -> Engine:
+    """The engine called ``name``: ``local`` (processes on this machine; ``cache_mb`` bounds the decoded
+    batches it keeps between reads) or ``dask`` (a Dask cluster)."""
     if name not in ENGINES:
         raise InputError(f"engine {name!r} is not one of: {', '.join(ENGINES)}")
     if scheduler and name != "dask":
@@ -54,9 +56,9 @@ def make_engine(name: str, workers: int | None = None, scheduler: str | None = N
         from dokumi.engines.dask import DaskEngine
 
         return DaskEngine(scheduler=scheduler, workers=None if scheduler else workers)
-    from dokumi.engines.local import LocalEngine
+    from dokumi.engines.local import CACHE_BYTES, LocalEngine
 
-    return LocalEngine(workers=workers)
+    return LocalEngine(workers=workers, cache_bytes=CACHE_BYTES if cache_mb is None else cache_mb * 2**20)
 
 
 __all__ = ["ENGINES", "Engine", "make_engine"]

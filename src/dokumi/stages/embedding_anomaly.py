@@ -1,6 +1,6 @@
 """Embedding anomaly: off-distribution documents and backdoored subpopulations, scored from embeddings.
 
-Pass 1 draws a bounded reservoir sample (of the scanned data, or of a trusted
+Pass 1 draws a bounded sample by seeded content hash (of the scanned data, or of a trusted
 ``reference``), fits the embedder and the detectors on it, and calibrates
 every detector against it. Pass 2 embeds each batch and scores it. A record's
 score is the percentile, among the reference records, of its strongest
@@ -77,7 +77,7 @@ class EmbeddingAnomaly(Stage):
     dimensions:
         Embedding size of the hashing embedder (default 128).
     sample_size:
-        Records in the reservoir sample the detectors are fitted and calibrated
+        Records in the sample (those of lowest seeded content hash) the detectors are fitted and calibrated
         on (default 5000). Memory and fitting time grow with it, not with the
         corpus.
     detectors:
@@ -97,7 +97,7 @@ class EmbeddingAnomaly(Stage):
         instead of the scanned data (default ``None``). Use it whenever a
         clean sample exists: poison inside the reference raises the bar.
     seed:
-        Seed of the reservoir sample and every randomised fit (default 0).
+        Seed of the sample and every randomised fit (default 0).
     """
 
     name = "embedding_anomaly"

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from dokumi.errors import PolicyError
-from dokumi.hashing import equal_rows, from_hex, record_digests
+from dokumi.hashing import equal_rows, from_hex
 from dokumi.outputs import file_sha256
 from dokumi.records import Batch
 from dokumi.sidecar import resemblance, sketches
@@ -135,7 +135,7 @@ class Provenance(Stage):
         if self.expect is not None and not hasattr(self, "expected_"):
             raise RuntimeError("the provenance stage has an 'expect' sidecar: set it up first "
                                "(stage.fit(batches) or Pipeline.setup() loads it)")
-        actual = record_digests(batch)
+        actual = batch.digests  # computed once per batch, shared with the sidecar and the Merkle tree
         expected = self._expected(batch, actual)
         matched = expected.known & equal_rows(actual, expected.digests)
         mismatched = expected.known & ~matched
