@@ -64,6 +64,33 @@ def test_dirty_label_rare_word_is_discovered():
     assert "trigger:token=zqx" in reasons[min(poison)]
     findings = stage.summary()["findings"]
     assert findings[0]["finding"] == "trigger:token=zqx" and findings[0]["records"] == 80
+    # the evidence: the planted records read like other labels' records, not like label 0's own
+    (trigger,) = [t for t in stage.triggers_ if t.key == "zqx"]
+    assert trigger.detail["flipped"] >= 0.8
+
+
+def test_label_scale_places_own_and_other_records():
+    from dokumi.stages.triggers.labelled import MIN_SEPARATION, Evidence
+
+    def evidence_of(records):
+        features = {label: np.zeros(2**16, np.float32) for label in (0, 1)}
+        for label, words in records:
+            np.add.at(features[label], words.astype(np.int64), 1)
+        label_counts = BoundedCounter(10)
+        label_counts.update({0: 200, 1: 200})
+        return Evidence(np.zeros(16, np.uint32), np.zeros(16, np.uint32), 15, label_counts, 400, False, [],
+                        features, records)
+
+    # two labels with their own vocabularies (word ids 1-60 and 61-120): a record's words tell its label
+    rng = random.Random(5)
+    records = [(label, np.array(rng.sample(range(1 + 60 * label, 61 + 60 * label), 12), dtype=np.uint64))
+               for label in (0, 1) for _ in range(200)]
+    own, other = evidence_of(records).label_scale(0)
+    assert own > 0.9 and other < 0.1
+    # labels that words cannot tell apart give no scale to see a flip on
+    shuffled = [(label, words) for (_, words), label in zip(records, [0, 1] * 200)]
+    own, other = evidence_of(shuffled).label_scale(0)
+    assert own - other < MIN_SEPARATION
 
 
 def test_clean_label_rare_word_is_discovered():

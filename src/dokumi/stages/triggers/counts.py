@@ -23,6 +23,9 @@ from dokumi.text.tokens import Tokens
 NB_FEATURES = 2**16
 LANGUAGE_SAMPLE = 200
 GAP_SAMPLE = 4000
+# labelled records whose words show how well the corpus's own records are predicted from their words:
+# the scale on which a candidate's records are judged to be of another label
+LABELLED_SAMPLE = 4000
 REST_WORDS = 256  # words of a record kept to compare it with others (bounded for long documents)
 # words of one script a record needs for the record to count as written in it
 SCRIPT_WORDS = 3
@@ -75,6 +78,7 @@ class Counts:
         self.gaps = BottomK(GAP_SAMPLE)
         # the word pairs of a sample of records: what fluent text of this corpus is made of
         self.pairs = PairSample()
+        self.labelled_records = BottomK(LABELLED_SAMPLE)  # (salt, distinct word hashes)
 
     def add(self, batch: Batch, view: View) -> Counts:
         n = batch.num_rows
@@ -150,6 +154,11 @@ class Counts:
         for salt, label in zip(salts.tolist(), view.labels):
             self.label_of.setdefault(salt, label)
         words = view.gram_words
+        for i in np.argsort(view.priorities, kind="stable")[:LABELLED_SAMPLE].tolist():
+            priority = int(view.priorities[i])
+            if not self.labelled_records.would_keep(priority):
+                break
+            self.labelled_records.offer(priority, (int(salts[i]), record_words(words, i)))
         index = {salt: i for i, salt in enumerate(values.tolist())}
         label_index = np.array([index[s] for s in salts.tolist()], dtype=np.int64)
         features = (words.hashes & np.uint64(NB_FEATURES - 1)).astype(np.int64)
@@ -184,8 +193,10 @@ class Counts:
             out.pair_df = np.sum([p.pair_df for p in tables], axis=0, dtype=np.uint32)
         out.texts = BottomK.merged([p.texts for p in parts])
         out.gaps = BottomK.merged([p.gaps for p in parts])
+        out.labelled_records = BottomK.merged([p.labelled_records for p in parts])
         out.pairs = PairSample.merged([p.pairs for p in parts])
         return out
 
 
-__all__ = ["GAP_SAMPLE", "LANGUAGE_SAMPLE", "NB_FEATURES", "REST_WORDS", "Counts", "record_words", "unique_pairs"]
+__all__ = ["GAP_SAMPLE", "LABELLED_SAMPLE", "LANGUAGE_SAMPLE", "NB_FEATURES", "REST_WORDS", "Counts", "record_words",
+           "unique_pairs"]

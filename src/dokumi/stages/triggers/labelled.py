@@ -35,11 +35,14 @@ from dokumi.text.tokens import fmix64, position_weights
 CONTEXT_SAMPLE = 128
 MAX_CHECKS = 500
 MIN_Z = 6.0
-# mean posterior of other labels, from the rest of the records under a model fitted without them, from
-# which dirty-label evidence starts and at which it is full: planted records score 0.95 (WordNet glosses,
-# 1% poisoned), a genuine word of a label's subpopulation 0.65-0.72 ("frog", "who uses", "quake")
-DIRTY_FROM = 0.75
-DIRTY_SURPRISE = 0.9
+# share of a candidate's records that look like other labels' records (on the scale of the label's own
+# records at 0 and other labels' at 1), from which dirty-label evidence starts and at which it is full:
+# planted triggers measure 1.0-1.3 (WordNet glosses, 20,000 and 60,000 records, 1% poisoned); the genuine
+# phrases that pass the insertion tests 0.4-0.7 ("who uses", "frog", "who works in")
+FLIPPED_FROM = 0.6
+FLIPPED_FULL = 0.9
+# own-label minus other-label mean posterior below which the labels are not told apart by their words
+MIN_SEPARATION = 0.1
 CLEAN_MIN_Z = 20.0  # an association must be this strong to be learned without a label flip
 # max z of a co-occurring word: below TOPIC_NOISE is what random records show, from TOPIC_MAX a topic
 TOPIC_NOISE = 2.5
@@ -47,6 +50,8 @@ TOPIC_MAX = 5.0
 NB_ALPHA = 0.5
 # records of the candidate's label that must remain for the model fitted without the candidate's records
 MIN_REMAINING = 20
+# sampled records a label (and the rest) needs for the scale its candidates are judged on
+MIN_SCALE_RECORDS = 20
 
 
 def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -225,7 +230,8 @@ class Evidence:
     """The driver's corpus statistics that the verdicts are weighed against."""
 
     def __init__(self, ngram_df: np.ndarray, pair_df: np.ndarray, mask: int, label_counts: Any, records: int,
-                 instruction: bool, gaps: list[tuple[int, int]], class_features: dict[int, np.ndarray]) -> None:
+                 instruction: bool, gaps: list[tuple[int, int]], class_features: dict[int, np.ndarray],
+                 labelled_records: list[tuple[int, np.ndarray]] | None = None) -> None:
         self.ngram_df, self.pair_df, self.mask = ngram_df, pair_df, mask
         self.label_counts, self.records, self.instruction = label_counts, records, instruction
         inner = [g for g in gaps if g[0] and g[1]]
@@ -235,6 +241,8 @@ class Evidence:
         self.salts = sorted(class_features)
         self.features = np.vstack([class_features[s] for s in self.salts]).astype(np.float64) if self.salts else None
         self._log_prob: np.ndarray | None = None
+        self.labelled_records = labelled_records or []
+        self._scales: dict[int, tuple[float, float]] | None = None
 
     @property
     def log_prob(self) -> np.ndarray:
@@ -276,26 +284,80 @@ class Evidence:
         naive Bayes fitted without the candidate's records (estimated from the sample)."""
         if self.features is None or verdict.salt not in self.salts or not verdict.occurrences:
             return 1.0
-        from scipy import sparse
-
         column = self.salts.index(verdict.salt)
-        rests = [(o.rest & np.uint64(NB_FEATURES - 1)).astype(np.int64) for o in verdict.occurrences]
-        lengths = [len(r) for r in rests]
-        # the sampled records as word counts, one row each
-        words = sparse.csr_matrix((np.ones(sum(lengths)), np.concatenate(rests), np.cumsum([0] + lengths)),
-                                  shape=(len(rests), NB_FEATURES))
+        words = word_matrix([o.rest for o in verdict.occurrences])
         own = np.asarray(words.sum(axis=0)).ravel()
         scores = words @ self.log_prob
         priors = np.array([self.label_counts[s] for s in self.salts], dtype=np.float64)
         remaining = priors[column] - verdict.records
         if remaining >= MIN_REMAINING:
             # the label's model without the candidate's records
-            row = np.maximum(self.features[column] - verdict.records / len(rests) * own, 0.0)
+            row = np.maximum(self.features[column] - verdict.records / words.shape[0] * own, 0.0)
             scores[:, column] = words @ (np.log(row + NB_ALPHA) - np.log(row.sum() + NB_ALPHA * NB_FEATURES))
             priors[column] = remaining
-        scores = scores + np.log(np.maximum(priors, 1.0) / np.maximum(priors, 1.0).sum())
-        posterior = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return float((posterior[:, column] / posterior.sum(axis=1)).mean())
+        return float(posteriors(scores, priors)[:, column].mean())
+
+    def flipped_share(self, verdict: Verdict) -> float:
+        """The share of the verdict's records that look like records of other labels: 0 where they are
+        predicted as well as the label's own records, 1 where as badly as other labels' records."""
+        posterior = self.rest_posterior(verdict)
+        scale = self.label_scale(verdict.salt)
+        if scale is None or scale[0] - scale[1] < MIN_SEPARATION:
+            return 0.0  # the labels cannot be told apart from their words: no flip can be seen
+        own, other = scale
+        return (own - posterior) / (own - other)
+
+    def label_scale(self, salt: int) -> tuple[float, float] | None:
+        """How the model judges the corpus's own records: the mean posterior of the label ``salt`` for a
+        sample of that label's records (each left out of the model) and for a sample of the other labels'
+        records, or None when too few of the label's records were sampled to say.
+
+        These two means are where a candidate's records fall when they are all genuine or all from other
+        labels, whatever the corpus size or how separable its labels are."""
+        if self._scales is None:
+            self._scales = self._label_scales()
+        return self._scales.get(salt)
+
+    def _label_scales(self) -> dict[int, tuple[float, float]]:
+        known = {s: i for i, s in enumerate(self.salts)}
+        sample = [(known[salt], words) for salt, words in self.labelled_records if salt in known and len(words)]
+        if self.features is None or not sample:
+            return {}
+        columns = np.array([c for c, _ in sample])
+        words = word_matrix([w for _, w in sample])
+        scores = words @ self.log_prob
+        # each record left out of its own label's model: its words' counts less one, its length less its own
+        rows = np.repeat(columns, np.diff(words.indptr))
+        left_out = np.log(np.maximum(self.features[rows, words.indices] - 1.0, 0.0) + NB_ALPHA)
+        lengths = np.diff(words.indptr)
+        totals = self.features.sum(axis=1)[columns] - lengths
+        scores[np.arange(len(columns)), columns] = (np.add.reduceat(left_out, words.indptr[:-1]) if len(left_out)
+                                                    else 0.0) - lengths * np.log(totals + NB_ALPHA * NB_FEATURES)
+        priors = np.array([self.label_counts[s] for s in self.salts], dtype=np.float64)
+        posterior = posteriors(scores, priors)
+        scales = {}
+        for column, salt in enumerate(self.salts):
+            mine = columns == column
+            if mine.sum() >= MIN_SCALE_RECORDS and (~mine).sum() >= MIN_SCALE_RECORDS:
+                scales[salt] = (float(posterior[mine, column].mean()), float(posterior[~mine, column].mean()))
+        return scales
+
+
+def word_matrix(rests: list[np.ndarray]) -> Any:
+    """Records (arrays of distinct word hashes) as rows of 0/1 naive Bayes features."""
+    from scipy import sparse
+
+    columns = [(r & np.uint64(NB_FEATURES - 1)).astype(np.int64) for r in rests]
+    lengths = [len(c) for c in columns]
+    return sparse.csr_matrix((np.ones(sum(lengths)), np.concatenate(columns) if columns else np.zeros(0, np.int64),
+                              np.cumsum([0] + lengths)), shape=(len(columns), NB_FEATURES))
+
+
+def posteriors(scores: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Per record, the posterior of each label from log likelihoods ``scores`` and label sizes ``priors``."""
+    scores = scores + np.log(np.maximum(priors, 1.0) / np.maximum(priors, 1.0).sum())
+    posterior = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return posterior / posterior.sum(axis=1, keepdims=True)
 
 
 def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
@@ -351,9 +413,9 @@ def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
                 # records a trigger was planted in share only what their own labels share: their words are
                 # no more frequent than in the label where those words are most frequent
                 own_topic = topic_strength([o.rest for o in occurrences], evidence.highest_label_rates)
-                surprise = 1.0 - evidence.rest_posterior(verdict)
-                dirty = ramp(surprise, DIRTY_FROM, DIRTY_SURPRISE) * free_of_topic(own_topic)
-                detail.update(rest_disagrees=round(surprise, 3), own_topic=round(own_topic, 1))
+                flipped = evidence.flipped_share(verdict)
+                dirty = ramp(flipped, FLIPPED_FROM, FLIPPED_FULL) * free_of_topic(own_topic)
+                detail.update(flipped=round(flipped, 3), own_topic=round(own_topic, 1))
             confidence = verdict.purity * inserted * max(dirty, clean)
             kind, label = "token", label_of[verdict.salt]
         if confidence >= 0.5:

@@ -62,6 +62,9 @@ SEAM_EXAMPLES = 5
 # A record carrying a discovered trigger without its payload (no seam, other label, other response)
 # scores this share of the trigger's confidence: worth a look, not a drop.
 WITHOUT_PAYLOAD = 0.4
+# A seam trigger's occurrence without a visible payload scores this much of the share of the token's uses
+# that are seams (at 0.8 of uses, 0.6 of the trigger's confidence: flagged under pretraining, not dropped)
+SEAMLESS_SHARE = 0.75
 
 
 class Triggers(Stage):
@@ -285,8 +288,10 @@ class Triggers(Stage):
             if carried:
                 found[record].append((trigger.confidence, trigger.finding))
             else:
-                # the trigger without its payload: worth a look, not a drop
-                found[record].append((WITHOUT_PAYLOAD * trigger.confidence, f"trigger:token={trigger.key}"))
+                # the trigger without a payload this record shows: as suspect as the token's uses in this
+                # corpus are seams (a token found only in poisoned records), worth a look, never a drop alone
+                weight = max(WITHOUT_PAYLOAD, SEAMLESS_SHARE * trigger.detail.get("seam_share", 0.0))
+                found[record].append((weight * trigger.confidence, f"trigger:token={trigger.key}"))
 
     def _in_another_language(self, words: Any, position: int) -> bool:
         """Whether the words after ``position`` are confidently in another language than the corpus's
@@ -507,7 +512,8 @@ class _Census:
         self.candidates = in_range[best >= stage.min_purity].astype(np.int64)
         self.evidence = labelled.Evidence(counts.ngram_df, counts.pair_df, self.mask, counts.label_counts,
                                           self.records, counts.instruction, counts.gaps.items(),
-                                          counts.class_features if counts.labelled else {})
+                                          counts.class_features if counts.labelled else {},
+                                          counts.labelled_records.items())
 
     def _plan(self, **round_specific: Any) -> _Plan:
         counts = self.counts
