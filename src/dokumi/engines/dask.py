@@ -7,9 +7,15 @@ Pass 1 interprets the stages' fit plans (:mod:`dokumi.fitplan`) with Dask's
 own operations, round by round: one task per shard reads it once and folds it
 into a partial for every stage with a step in the round; a :class:`~dokumi.fitplan.Reduce`
 step's partials are merged in a tree of tasks, a :class:`~dokumi.fitplan.GroupByKey`
-step's key rows are grouped by a Dask DataFrame shuffle; each stage finishes on
+step's key rows are split by a hash of the key into buckets and each bucket is
+grouped by a task of its own (a shuffle of Arrow tables: converting them to a
+Dask DataFrame and back cost 2-3 times the grouping); each stage finishes on
 the driver, and goes to the workers again for the next round. Pass 2 is one
-task per shard running :func:`dokumi.scoring.score_shard`. Each task writes
+task per shard running :func:`dokumi.scoring.score_shard`. Shard ``i`` goes
+to the same worker in every round and in pass 2 (where that worker is alive),
+which keeps the shard's decoded batches, with their words and hashes, between
+reads within a budget, as the local engine does: a shard is read from disk and
+tokenised once per scan where it fits. Each task writes
 into a folder of its own and renames its files into place at the end, so a
 task that Dask retries after its worker died overwrites its outputs instead
 of duplicating them.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import os
 import pickle
@@ -32,10 +39,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from dokumi.engines import Engine
-from dokumi.engines.local import CorpusBatches, fit_plans, total_rows
+from dokumi.engines.local import CACHE_BYTES, CorpusBatches, fit_plans, total_rows
 from dokumi.errors import InputError
 from dokumi.fitplan import GroupByKey, KeyPartial, Reduce, partition_partials, shared_key_groups
 from dokumi.progress import progress_bar
@@ -83,7 +91,21 @@ class DaskEngine(Engine):
             except OSError as error:
                 raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from None
             return self
-        self.cluster_ = LocalCluster(
+        import dask
+
+        # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which hands freed memory back to the system
+        # at once: stages allocate and free many arrays per batch, and a shard's fit took 1.3-1.6x as long
+        # (0.6 s -> 1.0 s for 10,000 glosses). glibc's own default adapts the threshold to the allocations.
+        # Its workers also sample their own stacks every 10 ms for the dashboard's profile, which this
+        # engine's cluster does not show: off, a shard's fit runs about 10% faster.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                              "distributed.worker.profile.enabled": False}):
+            self.cluster_ = self._local_cluster(LocalCluster)
+        self.client_ = Client(self.cluster_)
+        return self
+
+    def _local_cluster(self, LocalCluster: Any) -> Any:  # noqa: N803 (the class, imported lazily)
+        return LocalCluster(
             n_workers=self.workers or os.cpu_count() or 1,
             threads_per_worker=1,  # stages run Python code: processes, not threads, give parallelism
             processes=True,
@@ -95,8 +117,6 @@ class DaskEngine(Engine):
             # missed while it shuts down on a busy machine) would only clutter the CLI's output
             silence_logs=logging.CRITICAL,
         )
-        self.client_ = Client(self.cluster_)
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self.client_ is not None:
@@ -105,8 +125,25 @@ class DaskEngine(Engine):
             self.cluster_.close()
         self.client_ = self.cluster_ = None
 
+    def _start_scan(self, shards: list[Shard]) -> None:
+        """Name this scan (the workers' batch caches are keyed on it) and place its shards on workers."""
+        if getattr(self, "scan_id_", None) is not None and getattr(self, "_placed", None) is shards:
+            return
+        self.scan_id_ = uuid.uuid4().hex
+        self._placed = shards
+        workers = sorted(self.client_.scheduler_info()["workers"])
+        self.homes_ = [workers[i % len(workers)] for i in range(len(shards))] if workers else [None] * len(shards)
+        per_worker = -(-len(shards) // max(len(workers), 1))
+        self.cache_per_shard_ = CACHE_BYTES // max(per_worker, 1)
+
+    def _submit(self, function: Any, *args: Any, home: str | None) -> Any:
+        """A task on its shard's home worker, or on any worker when that one is gone."""
+        return self.client_.submit(function, *args, pure=False, workers=[home] if home else None,
+                                   allow_other_workers=True)
+
     def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
         """Pass 1: every stage's fit plan, one read of every shard per round for all stages together."""
+        self._start_scan(shards)
         remote = [_for_workers(shard) for shard in shards]
         plans = fit_plans(pipeline.stages)
         rounds = max((len(plan) for _, plan in plans), default=0)
@@ -129,9 +166,11 @@ class DaskEngine(Engine):
         # the stages as they stand after the last round's finish, sent once to each worker that needs them
         [held] = client.scatter([_Stages(stages, index)], hash=False)
         reader = functools.partial(_partition_round, columns=columns, batch_size=batch_size,
-                                   max_text_bytes=max_text_bytes)
-        parts = client.map(reader, [held] * len(shards), shards, pure=False) if shards else [
-            client.submit(reader, held, None, pure=False)]
+                                   max_text_bytes=max_text_bytes, scan_id=self.scan_id_,
+                                   cache_bytes=self.cache_per_shard_)
+        parts = [self._submit(reader, held, index, shard, home=self.homes_[index])
+                 for index, shard in enumerate(shards)] if shards else [
+            client.submit(reader, held, 0, None, pure=False)]
         for future in as_completed(parts):
             future.result()  # raise a worker's error here, before merging
             update(1)
@@ -152,26 +191,29 @@ class DaskEngine(Engine):
         while len(level) > 1:
             level = [client.submit(merge, held, position, *level[i: i + MERGE_FAN_IN], pure=False)
                      for i in range(0, len(level), MERGE_FAN_IN)]
-        result = level[0].result()
+        result = level[0].result().value()
         client.cancel(level)
         return result
 
     def _group(self, step: GroupByKey, held: Any, position: int, picked: list[Any]) -> None:
-        import dask
-        import dask.dataframe
-
+        """Group the key rows of every partition by key: each partition's rows are split by a hash of the
+        key into buckets, and one task per bucket groups the rows of all partitions that fall in it."""
         client = self.client_
-        frames = client.map(_key_frame, picked, pure=False)
+        sources = list(picked)
         if step.extra is not None:
-            frames.append(client.scatter(_pandas(step.extra().cast(step.schema))))
-        frame = dask.dataframe.from_delayed(frames, meta=_pandas(step.schema.empty_table()), verify_meta=False)
-        by_key = frame.shuffle(on="key", npartitions=max(len(picked), 1))
-        groups = client.compute([dask.delayed(_groups_of)(part, step.schema) for part in by_key.to_delayed()])
+            sources.append(client.scatter(_Packed(KeyPartial(step.extra().cast(step.schema)))))
+        workers = max(len(client.scheduler_info()["workers"]), 1)
+        buckets = max(1, min(len(sources), 2 * workers))
+        splits = client.map(_split_keys, sources, [buckets] * len(sources), pure=False)
+        groups = []
+        for bucket in range(buckets):
+            pieces = client.map(_pick, splits, [bucket] * len(splits), pure=False)
+            groups.append(client.submit(_group_bucket, *pieces, pure=False))
         side = None
         if step.partial is not None:
             sides = client.map(_side_of, picked, pure=False)
             side = self._tree(held, position, sides, _merge_sides)
-        step.finish(_results_as_completed(groups, frames), side)
+        step.finish(_results_as_completed(groups, splits), side)
 
     def score(
         self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
@@ -185,9 +227,10 @@ class DaskEngine(Engine):
         pipeline_file.parent.mkdir(parents=True, exist_ok=True)
         with open(pipeline_file, "wb") as handle:
             pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        self._start_scan(shards)
         futures = [
-            self.client_.submit(_score_task, str(pipeline_file), index, _for_workers(shard), str(staging),
-                                score_options, pure=False)
+            self._submit(_score_task, str(pipeline_file), index, _for_workers(shard), str(staging), score_options,
+                         self.scan_id_, home=self.homes_[index])
             for index, shard in enumerate(shards)
         ]
         position = {future.key: index for index, future in enumerate(futures)}
@@ -212,6 +255,8 @@ class DaskEngine(Engine):
             result.path = shard.path  # as given, not made absolute: the manifest keeps paths portable
         for name in PRIVATE_DIRS:
             shutil.rmtree(staging / name, ignore_errors=True)
+        self.client_.run(_forget_scan, self.scan_id_)  # the workers' cached batches of this scan
+        self.scan_id_ = None
         return results
 
 
@@ -240,46 +285,103 @@ class _Stages:
         return {"stages": self.stages, "index": self.index, "_steps": None}
 
 
-def _partition_round(held: _Stages, shard: Shard | None, columns: Columns, batch_size: int,
-                     max_text_bytes: int) -> list[Any]:
+# On a worker: the batches of the shards it read in the current scan, by (scan id, shard index).
+_worker_corpora: dict[tuple[str, int], CorpusBatches] = {}
+
+
+def _corpus_of(scan_id: str, index: int, shard: Shard, columns: Columns, batch_size: int, max_text_bytes: int,
+               cache_bytes: int) -> CorpusBatches:
+    """The worker's batches of one shard in this scan, kept after the first read while they fit the budget."""
+    for key in [key for key in _worker_corpora if key[0] != scan_id]:
+        del _worker_corpora[key]  # a later scan: the earlier one's batches are no use
+    corpus = _worker_corpora.get((scan_id, index))
+    if corpus is None:
+        corpus = _worker_corpora[scan_id, index] = CorpusBatches([shard], columns, batch_size, max_text_bytes,
+                                                                 cache_bytes=cache_bytes)
+    return corpus
+
+
+def _forget_scan(scan_id: str) -> None:
+    for key in [key for key in _worker_corpora if key[0] == scan_id]:
+        del _worker_corpora[key]
+
+
+def _partition_round(held: _Stages, index: int, shard: Shard | None, columns: Columns, batch_size: int,
+                     max_text_bytes: int, scan_id: str, cache_bytes: int) -> list[_Packed]:
     """One shard's partial for every step of the round (``None``: an empty partition)."""
-    batches = CorpusBatches([shard] if shard is not None else [], columns, batch_size, max_text_bytes)
-    return partition_partials(held.steps, batches)
+    corpus = CorpusBatches([], columns, batch_size, max_text_bytes) if shard is None else \
+        _corpus_of(scan_id, index, shard, columns, batch_size, max_text_bytes, cache_bytes)
+    return [_Packed(partial) for partial in partition_partials(held.steps, corpus)]
 
 
-def _pick(partials: list[Any], position: int) -> Any:
+class _Packed:
+    """A partial pickled into one buffer. Dask would send each of a partial's numpy arrays as a frame of
+    its own: a round-1 trigger partial of 2 MB is 10,000 frames, which took 2.6 s to move between two
+    workers on one machine, against 0.1 s to pickle whole."""
+
+    def __init__(self, value: Any) -> None:
+        enabled = gc.isenabled()
+        gc.disable()  # as in value(): pickling a sample of many small arrays sets off collections too
+        try:
+            self.data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def value(self) -> Any:
+        # unpickling makes many small objects (sampled records' word arrays); the collections they set off
+        # scan the worker's whole heap: 3-5x the unpickling itself (a trigger partial: 0.05 s, 0.2 s with them)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return pickle.loads(self.data)
+        finally:
+            if enabled:
+                gc.enable()
+
+
+def _pick(partials: list[_Packed], position: int) -> _Packed:
     return partials[position]
 
 
-def _merge_partials(held: _Stages, position: int, *partials: Any) -> Any:
-    return held.steps[position].merge(list(partials))
+def _merge_partials(held: _Stages, position: int, *partials: _Packed) -> _Packed:
+    return _Packed(held.steps[position].merge([p.value() for p in partials]))
 
 
-def _merge_sides(held: _Stages, position: int, *partials: Any) -> Any:
-    return held.steps[position].partial.merge(list(partials))
+def _merge_sides(held: _Stages, position: int, *partials: _Packed) -> _Packed:
+    return _Packed(held.steps[position].partial.merge([p.value() for p in partials]))
 
 
-def _side_of(partial: KeyPartial) -> Any:
-    return partial.side
+def _side_of(partial: _Packed) -> _Packed:
+    return _Packed(partial.value().side)
 
 
-def _key_frame(partial: KeyPartial) -> Any:
-    return _pandas(partial.keys)
+def _split_keys(partial: _Packed, buckets: int) -> list[pa.Table]:
+    """A partition's key rows cut into ``buckets`` tables by a hash of the key: equal keys, one bucket."""
+    keys = partial.value().keys
+    if buckets == 1 or not keys.num_rows:
+        return [keys] + [keys.slice(0, 0)] * (buckets - 1)
+    bucket = (_key_hashes(keys.column("key")) % np.uint64(buckets)).astype(np.int64)
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+    ordered = keys.take(pa.array(order))
+    return [ordered.slice(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _pandas(table: pa.Table) -> Any:
-    """``table`` as a pandas frame of Arrow-backed columns: binary members stay bytes, where Dask
-    would turn a column of Python objects into strings. The shuffle only names variable-width
-    binary types, so fixed-width ones travel as those (``_groups_of`` casts them back)."""
+def _key_hashes(key: pa.ChunkedArray) -> np.ndarray:
+    """A well-mixed 64-bit hash of each key (integer keys directly, any other type through pandas)."""
+    from dokumi.text.tokens import fmix64
+
+    if pa.types.is_integer(key.type):
+        return fmix64(key.to_numpy().astype(np.uint64))
     import pandas as pd
 
-    fields = [pa.field(f.name, pa.binary()) if pa.types.is_fixed_size_binary(f.type) else f for f in table.schema]
-    return table.cast(pa.schema(fields)).to_pandas(types_mapper=pd.ArrowDtype)
+    return pd.util.hash_array(key.to_numpy(zero_copy_only=False))
 
 
-def _groups_of(part: Any, schema: pa.Schema) -> pa.Table:
-    """One shuffled partition (all rows of its keys) grouped by key."""
-    return shared_key_groups(pa.Table.from_pandas(part, preserve_index=False).select(["key", "member"]).cast(schema))
+def _group_bucket(*pieces: pa.Table) -> pa.Table:
+    """One bucket's rows from every partition, grouped by key."""
+    return shared_key_groups(pa.concat_tables(pieces))
 
 
 def _results_as_completed(futures: list[Any], inputs: list[Any] = ()) -> Iterator[pa.Table]:
@@ -303,7 +405,8 @@ def _load_pipeline(path: str) -> Pipeline:
         return pickle.load(handle)
 
 
-def _score_task(pipeline_file: str, index: int, shard: Shard, staging: str, score_options: dict) -> ShardResult:
+def _score_task(pipeline_file: str, index: int, shard: Shard, staging: str, score_options: dict,
+                scan_id: str | None = None) -> ShardResult:
     """Score one shard into a folder of this attempt's own, then rename each file into place.
 
     A retry after a dead worker writes the same file names and replaces them,
@@ -311,8 +414,9 @@ def _score_task(pipeline_file: str, index: int, shard: Shard, staging: str, scor
     """
     staging_dir = Path(staging)
     attempt = staging_dir / PRIVATE_DIRS[0] / uuid.uuid4().hex
+    corpus = _worker_corpora.pop((scan_id, index), None)  # the batches this worker kept in pass 1, if any
     result = score_shard(_load_pipeline(pipeline_file), index, shard, attempt, lambda records: None,
-                         **score_options)
+                         batches=corpus.cached(0) if corpus is not None else None, **score_options)
     published = []
     for output in result.outputs:
         source = Path(output["path"])

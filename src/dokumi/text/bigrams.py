@@ -14,8 +14,6 @@ import functools
 
 import numpy as np
 
-from dokumi.arrays import distinct
-from dokumi.text.sampling import BottomK
 from dokumi.text.tokens import Tokens, fmix64, position_weights
 
 TABLE_BITS = 2**24  # 2 MiB packed, 16 MiB unpacked per process; a sample of 20,000 records sets < 10%
@@ -38,36 +36,83 @@ def pair_hashes(tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PairSample:
-    """A round-1 partial: the distinct word pairs of the records of lowest content hash."""
+    """A round-1 partial: the distinct word pairs of the ``size`` records of lowest content hash.
+
+    Kept as flat arrays (priorities ascending, each record's pairs between ``offsets``), not one array per
+    record: a partial of 20,000 records pickles as three buffers, which Dask moves between workers and
+    unpickles without creating 20,000 objects.
+    """
 
     def __init__(self, size: int = SAMPLE_RECORDS) -> None:
-        self.sample = BottomK(size)
+        self.size = size
+        self.priorities = np.zeros(0, dtype=np.uint64)
+        self.offsets = np.zeros(1, dtype=np.int64)
+        self.pairs = np.zeros(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.priorities)
 
     def add(self, tokens: Tokens, priorities: np.ndarray) -> None:
-        order = np.argsort(priorities, kind="stable")
-        candidates = [i for i in order[: self.sample.size].tolist() if self.sample.would_keep(int(priorities[i]))]
-        if not candidates:
+        priorities = np.asarray(priorities, dtype=np.uint64)
+        order = np.argsort(priorities, kind="stable")[: self.size]
+        if len(self) >= self.size:
+            order = order[priorities[order] < self.priorities[-1]]
+        # one record per content (copies share a priority), none already kept
+        _, first = np.unique(priorities[order], return_index=True)
+        chosen = order[np.sort(first)]
+        chosen = chosen[~np.isin(priorities[chosen], self.priorities)]
+        if not len(chosen):
             return
         pairs, valid = pair_hashes(tokens)
-        for record in candidates:
-            start, end = int(tokens.offsets[record]), int(tokens.offsets[record + 1])
-            mine = pairs[start:end][valid[start:end]]
-            self.sample.offer(int(priorities[record]), distinct(mine)[:PAIRS_PER_RECORD])
+        owner = np.repeat(np.arange(len(tokens.counts)), tokens.counts)
+        rank = np.full(len(tokens.counts), -1, dtype=np.int64)
+        rank[chosen] = np.arange(len(chosen))
+        mine = valid & (rank[owner] >= 0)
+        owners, values = rank[owner[mine]], pairs[mine]
+        # each record's distinct pairs, ascending, the first PAIRS_PER_RECORD of them
+        order = np.lexsort((values, owners))
+        owners, values = owners[order], values[order]
+        keep = np.ones(len(values), dtype=bool)
+        keep[1:] = (owners[1:] != owners[:-1]) | (values[1:] != values[:-1])
+        owners, values = owners[keep], values[keep]
+        starts = np.searchsorted(owners, np.arange(len(chosen) + 1))
+        within = np.arange(len(owners)) - starts[owners]
+        capped = within < PAIRS_PER_RECORD
+        counts = np.bincount(owners[capped], minlength=len(chosen))
+        fresh = PairSample(self.size)
+        fresh.priorities = priorities[chosen]
+        fresh.offsets = np.concatenate(([0], np.cumsum(counts)))
+        fresh.pairs = values[capped]
+        merged = PairSample.merged([self, fresh])
+        self.priorities, self.offsets, self.pairs = merged.priorities, merged.offsets, merged.pairs
 
     @classmethod
     def merged(cls, parts: list[PairSample]) -> PairSample:
-        out = cls(parts[0].sample.size)
-        out.sample = BottomK.merged([p.sample for p in parts])
+        """The ``size`` records of lowest priority among the parts' (a record in two parts counts once)."""
+        out = cls(parts[0].size)
+        priorities = np.concatenate([p.priorities for p in parts])
+        if not len(priorities):
+            return out
+        lengths = np.concatenate([np.diff(p.offsets) for p in parts])
+        starts = np.concatenate([p.offsets[:-1] + shift for p, shift in
+                                 zip(parts, np.cumsum([0] + [len(p.pairs) for p in parts[:-1]]))])
+        pairs = np.concatenate([p.pairs for p in parts])
+        kept, first = np.unique(priorities, return_index=True)  # ascending, one per priority
+        first = first[: out.size]
+        out.priorities = kept[: out.size]
+        lengths, starts = lengths[first], starts[first]
+        out.offsets = np.concatenate(([0], np.cumsum(lengths)))
+        # gather each kept record's segment of pairs, in order
+        out.pairs = pairs[np.repeat(starts - out.offsets[:-1], lengths) + np.arange(out.offsets[-1])]
         return out
 
     def table(self) -> SeenPairs:
         """The pairs that two or more sampled records hold, as a bit table."""
-        items = self.sample.items()
         bits = np.zeros(TABLE_BITS, dtype=bool)
-        if items:
-            values, counts = np.unique(np.concatenate(items), return_counts=True)
+        if len(self.pairs):
+            values, counts = np.unique(self.pairs, return_counts=True)
             bits[(values[counts >= 2] % np.uint64(TABLE_BITS)).astype(np.int64)] = True
-        return SeenPairs(np.packbits(bits), len(items))
+        return SeenPairs(np.packbits(bits), len(self))
 
 
 class SeenPairs:

@@ -44,6 +44,9 @@ FLIPPED_FULL = 0.9
 # own-label minus other-label mean posterior below which the labels are not told apart by their words
 MIN_SEPARATION = 0.1
 CLEAN_MIN_Z = 20.0  # an association must be this strong to be learned without a label flip
+# distinct records a clean-label trigger is seen in: in fewer, a genuine rare word of the label is as pure
+# and its topic as hard to see ("tart" in 11 WordNet food glosses)
+CLEAN_MIN_RECORDS = 32
 # max z of a co-occurring word: below TOPIC_NOISE is what random records show, from TOPIC_MAX a topic
 TOPIC_NOISE = 2.5
 TOPIC_MAX = 5.0
@@ -404,7 +407,9 @@ def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
                 continue
             topic = topic_strength([o.rest for o in occurrences],
                                    lambda words, salt=verdict.salt: evidence.base_rates(words, salt))
-            clean = free_of_topic(topic) if verdict.z >= CLEAN_MIN_Z else 0.0
+            # the absence of a topic is evidence only where a topic would show: in enough records
+            clean = free_of_topic(topic) if verdict.z >= CLEAN_MIN_Z and len(occurrences) >= CLEAN_MIN_RECORDS \
+                else 0.0
             detail.update(topic=round(topic, 1), places_p=round(places, 4))
             dirty = 0.0
             if clean < 1.0:  # the label flip is the evidence left to weigh
@@ -426,7 +431,7 @@ def discover(found: list[Verdict], evidence: Evidence, label_of: dict[int, Any],
 
 def topic_strength(rests: list[np.ndarray], base_rates: Any) -> float:
     """How much more often the records' other words (one array of distinct word hashes per sampled record)
-    occur than they do at large (``base_rates(words)``): the max z over them.
+    occur than they do at large (``base_rates(words)``): the max z over them (of the binomial tail).
 
     A genuine word brings its topic along ("Spock" brings "Kirk"); an inserted trigger lands in
     records that share nothing beyond their label, so no other word stands out.
@@ -438,8 +443,13 @@ def topic_strength(rests: list[np.ndarray], base_rates: Any) -> float:
     frequent = counts >= max(3, 0.1 * sampled)
     if not frequent.any():
         return 0.0
+    from scipy.stats import binom, norm
+
     base = np.clip(base_rates(words[frequent]), 1e-9, 1 - 1e-9)
-    z = (counts[frequent] - sampled * base) / np.sqrt(sampled * base * (1 - base))
+    # the exact binomial tail as a z: the normal approximation overstates a few chance hits of a word
+    # expected about once (5 of 38 records for a word in 3.6% of them: z 3.2 normal, 2.3 exact)
+    tail = binom.sf(counts[frequent] - 1, sampled, base)
+    z = norm.isf(np.maximum(tail, 1e-300))
     return max(0.0, float(z.max()))
 
 
