@@ -133,3 +133,16 @@ def test_sketch_is_deterministic_across_calls():
     first, _ = sketches([LONG, "short one"])
     second, _ = sketches([LONG, "short one"])
     assert np.array_equal(first, second)
+
+
+def test_batch_normalisation_of_ascii_text_matches_the_per_text_one():
+    from dokumi.sidecar import _normalized_codes, normalize
+
+    texts = ["", " ", "  A  b\tC\n", "\x1cx\x1f y\x0b", "plain", "Mixed CASE  end  ", "\r\n\r\n", "a"]
+    codes, lengths = _normalized_codes(texts)
+    expected = [normalize(text) for text in texts]
+    assert lengths.tolist() == [len(text) for text in expected]
+    assert "".join(map(chr, codes.tolist())) == "".join(expected)
+    # one non-ASCII text sends the batch through the per-text path, with the same result for the rest
+    codes, lengths = _normalized_codes(texts + ["Caf\u00e9  \u201cquoted\u201d"])
+    assert "".join(map(chr, codes.tolist())) == "".join(expected) + "caf\u00e9 \"quoted\""

@@ -78,14 +78,45 @@ def normalize(text: str) -> str:
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)).strip()
 
 
+# ASCII white space as str.split() sees it, and the lower case of every byte
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[np.frombuffer(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f", dtype=np.uint8)] = True
+_ASCII_LOWER = np.arange(256, dtype=np.uint8)
+_ASCII_LOWER[65:91] += 32
+
+
+def _normalized_codes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The code points of every text's :func:`normalize` form, concatenated, and each form's length."""
+    if not all(text.isascii() for text in texts):
+        normalized = [normalize(text) for text in texts]
+        lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
+        return np.frombuffer("".join(normalized).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64), lengths
+    # all ASCII (most batches): lower case and white space collapsed for the whole batch at once, as
+    # " ".join(text.lower().split()) does text by text
+    data = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
+    sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    owner = np.repeat(np.arange(len(texts)), sizes)
+    ends = np.cumsum(sizes)
+    space = _ASCII_SPACE[data]
+    after_space = np.ones(len(data), dtype=bool)  # the character before is white space or the text's start
+    after_space[1:] = space[:-1]
+    after_space[(ends - sizes)[sizes > 0]] = True
+    # a white-space run is kept (as one space) when a word precedes it and one follows it in its text
+    words_before = np.concatenate(([0], np.cumsum(~space)))  # word characters before each position
+    words_after = words_before[ends[owner]] - words_before[1:]
+    keep = ~space | (~after_space & (words_after > 0))
+    codes = _ASCII_LOWER[data]
+    codes[space] = 32
+    lengths = np.bincount(owner[keep], minlength=len(texts)).astype(np.int64)
+    return codes[keep].astype(np.uint64), lengths
+
+
 def shingle_hashes(texts: list[str]) -> list[np.ndarray]:
     """The distinct 32-bit hashes of each text's normalised character 5-grams, for a whole batch at once.
 
     A text shorter than five characters is one shingle; an empty text has none.
     """
-    normalized = [normalize(text) for text in texts]
-    lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
-    codes = np.frombuffer("".join(normalized).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    codes, lengths = _normalized_codes(texts)
     ends = np.cumsum(lengths)
     # a text shorter than a shingle is hashed whole: pad its window with zeros
     short = (lengths > 0) & (lengths < SHINGLE_SIZE)

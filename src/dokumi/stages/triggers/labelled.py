@@ -443,13 +443,13 @@ def topic_strength(rests: list[np.ndarray], base_rates: Any) -> float:
     frequent = counts >= max(3, 0.1 * sampled)
     if not frequent.any():
         return 0.0
-    from scipy.stats import binom, norm
+    from scipy.special import bdtrc, ndtri
 
     base = np.clip(base_rates(words[frequent]), 1e-9, 1 - 1e-9)
     # the exact binomial tail as a z: the normal approximation overstates a few chance hits of a word
     # expected about once (5 of 38 records for a word in 3.6% of them: z 3.2 normal, 2.3 exact)
-    tail = binom.sf(counts[frequent] - 1, sampled, base)
-    z = norm.isf(np.maximum(tail, 1e-300))
+    tail = bdtrc(counts[frequent] - 1, sampled, base)  # P(X >= count)
+    z = -ndtri(np.clip(np.nan_to_num(tail, nan=0.0), 1e-300, 1.0))
     return max(0.0, float(z.max()))
 
 
@@ -472,9 +472,15 @@ def uniform_places(places: list[float]) -> float:
     """p-value that the relative positions are uniform, as those of a token inserted at random places."""
     if len(places) < 5:
         return 0.0
-    from scipy.stats import kstest
+    from scipy.special import kolmogorov
 
-    return float(kstest(places, "uniform").pvalue)
+    # the Kolmogorov-Smirnov test against the uniform distribution, with Stephens' approximation of its
+    # p-value (within 0.03 of the exact one from 5 places; the exact one cost 1-5 ms a candidate)
+    n = len(places)
+    ordered = np.sort(np.asarray(places, dtype=np.float64))
+    steps = np.arange(1, n + 1) / n
+    distance = max(float((steps - ordered).max()), float((ordered - (steps - 1 / n)).max()))
+    return float(kolmogorov((math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * distance))
 
 
 def merge_ngrams(found: list[Trigger]) -> list[Trigger]:
