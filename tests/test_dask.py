@@ -436,6 +436,23 @@ def test_near_duplicates_is_fitted_on_the_workers_and_clusters_like_the_local_ex
     assert not any("fitted on the driver" in w for w in on_dask.warnings)
 
 
+def test_many_partitions_group_their_keys_by_a_dataframe_shuffle_with_the_same_clusters(tmp_path, cluster,
+                                                                                       monkeypatch):
+    from dokumi.engines import dask as engine_module
+
+    records, _ = repeated_records(seed=27)
+    inputs = shards_of(tmp_path / "in", records)
+
+    def policy():
+        return Policy(name="nd", stages=[NearDuplicates(min_cluster_size=10, min_cluster_share=1.0)],
+                      rules={"near_duplicates": StageRule("drop", 0.5, flag_threshold=0.01)})
+
+    monkeypatch.setattr(engine_module, "MAX_SPLIT_TASKS", 0)  # every grouping goes through the shuffle
+    local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, policy, cluster, "shuffled")
+    assert dask_scores.equals(local_scores) and on_dask.decisions == local.decisions
+    assert on_dask.decisions["drop"] >= 12  # the cluster of 12 copies was joined across the shards
+
+
 def test_near_duplicates_with_an_exact_check_reads_the_shingles_in_a_second_round(tmp_path, cluster):
     records, _ = repeated_records(seed=26)
     inputs = shards_of(tmp_path / "in", records)

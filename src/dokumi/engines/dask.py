@@ -9,7 +9,9 @@ into a partial for every stage with a step in the round; a :class:`~dokumi.fitpl
 step's partials are merged in a tree of tasks, a :class:`~dokumi.fitplan.GroupByKey`
 step's key rows are split by a hash of the key into buckets and each bucket is
 grouped by a task of its own (a shuffle of Arrow tables: converting them to a
-Dask DataFrame and back cost 2-3 times the grouping); each stage finishes on
+Dask DataFrame and back cost 2-3 times the grouping), or, with more than
+``MAX_SPLIT_TASKS`` partitions x buckets, by a Dask DataFrame shuffle, which
+schedules in stages and spills to disk; each stage finishes on
 the driver, and goes to the workers again for the next round. Pass 2 is one
 task per shard running :func:`dokumi.scoring.score_shard`. Shard ``i`` goes
 to the same worker in every round and in pass 2 (where that worker is alive),
@@ -57,6 +59,9 @@ if TYPE_CHECKING:
 
 # Partials merged per task of a tree reduction: few enough that a task's memory stays small.
 MERGE_FAN_IN = 8
+# Split tasks (partitions x buckets) above which key rows are grouped by Dask's DataFrame shuffle instead:
+# each split task costs the scheduler a little, and the shuffle schedules in stages and spills to disk.
+MAX_SPLIT_TASKS = 10_000
 # Engine-private folders inside the staging folder, removed before the manifest is written.
 PRIVATE_DIRS = (".dask-tasks", ".dask-pipeline")
 
@@ -204,16 +209,31 @@ class DaskEngine(Engine):
             sources.append(client.scatter(_Packed(KeyPartial(step.extra().cast(step.schema)))))
         workers = max(len(client.scheduler_info()["workers"]), 1)
         buckets = max(1, min(len(sources), 2 * workers))
-        splits = client.map(_split_keys, sources, [buckets] * len(sources), pure=False)
-        groups = []
-        for bucket in range(buckets):
-            pieces = client.map(_pick, splits, [bucket] * len(splits), pure=False)
-            groups.append(client.submit(_group_bucket, *pieces, pure=False))
+        if len(sources) * buckets > MAX_SPLIT_TASKS:
+            groups, inputs = self._shuffle_groups(step, sources)
+        else:
+            inputs = client.map(_split_keys, sources, [buckets] * len(sources), pure=False)
+            groups = []
+            for bucket in range(buckets):
+                pieces = client.map(_pick, inputs, [bucket] * len(inputs), pure=False)
+                groups.append(client.submit(_group_bucket, *pieces, pure=False))
         side = None
         if step.partial is not None:
             sides = client.map(_side_of, picked, pure=False)
             side = self._tree(held, position, sides, _merge_sides)
-        step.finish(_results_as_completed(groups, splits), side)
+        step.finish(_results_as_completed(groups, inputs), side)
+
+    def _shuffle_groups(self, step: GroupByKey, sources: list[Any]) -> tuple[list[Any], list[Any]]:
+        """The groups by a Dask DataFrame shuffle on ``key``, for partitions too many to split into
+        buckets task by task (Dask's shuffle spills to the workers' disks and schedules in stages)."""
+        import dask
+        import dask.dataframe
+
+        frames = self.client_.map(_key_frame, sources, pure=False)
+        frame = dask.dataframe.from_delayed(frames, meta=_pandas(step.schema.empty_table()), verify_meta=False)
+        by_key = frame.shuffle(on="key", npartitions=max(len(sources), 1))
+        groups = self.client_.compute([dask.delayed(_groups_of)(part, step.schema) for part in by_key.to_delayed()])
+        return groups, frames
 
     def score(
         self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
@@ -377,6 +397,25 @@ def _key_hashes(key: pa.ChunkedArray) -> np.ndarray:
     import pandas as pd
 
     return pd.util.hash_array(key.to_numpy(zero_copy_only=False))
+
+
+def _key_frame(partial: _Packed) -> Any:
+    return _pandas(partial.value().keys)
+
+
+def _pandas(table: pa.Table) -> Any:
+    """``table`` as a pandas frame of Arrow-backed columns: binary members stay bytes, where Dask
+    would turn a column of Python objects into strings. The shuffle only names variable-width
+    binary types, so fixed-width ones travel as those (``_groups_of`` casts them back)."""
+    import pandas as pd
+
+    fields = [pa.field(f.name, pa.binary()) if pa.types.is_fixed_size_binary(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields)).to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _groups_of(part: Any, schema: pa.Schema) -> pa.Table:
+    """One shuffled partition (all rows of its keys) grouped by key."""
+    return shared_key_groups(pa.Table.from_pandas(part, preserve_index=False).select(["key", "member"]).cast(schema))
 
 
 def _group_bucket(*pieces: pa.Table) -> pa.Table:
