@@ -53,21 +53,21 @@ def read_dir(path: Path) -> pa.Table | None:
 
 
 def read_outputs(out: Path) -> dict[str, pa.Table | None]:
-    return {kind: read_dir(out / kind) for kind in ("clean", "quarantine", "scores")}
+    return {kind: read_dir(out / kind) for kind in ("clean", "duplicates", "quarantine", "scores")}
 
 
 def assert_accounted(out: Path, expected_records: int) -> dict[str, pa.Table | None]:
-    """Every input record once in scores/, and once in exactly one of clean/ and quarantine/."""
+    """Every input record once in scores/, and once in exactly one of clean/, duplicates/ and quarantine/."""
     outputs = read_outputs(out)
     scores = outputs["scores"]
     assert scores is not None and scores.num_rows == expected_records
     keys = list(zip(scores.column("shard").to_pylist(), scores.column("row").to_pylist()))
     assert len(set(keys)) == expected_records, "a record appears twice in scores/"
-    clean = outputs["clean"].num_rows if outputs["clean"] is not None else 0
-    quarantine = outputs["quarantine"].num_rows if outputs["quarantine"] is not None else 0
+    clean, duplicates, quarantine = (outputs[kind].num_rows if outputs[kind] is not None else 0
+                                     for kind in ("clean", "duplicates", "quarantine"))
     decisions = scores.column("decision").to_pylist()
-    assert clean + quarantine == expected_records
-    assert quarantine == decisions.count("drop")
+    assert clean + duplicates + quarantine == expected_records
+    assert quarantine == decisions.count("drop") and duplicates == decisions.count("duplicate")
     assert (out / "manifest.json").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["records"] == expected_records

@@ -221,12 +221,14 @@ def test_side_inputs_are_checked_before_any_data_is_read(tmp_path):
 def test_recipes_configure_the_stage():
     dedup = load_policy("dedup")
     stage = next(s for s in dedup.stages if s.name == "near_duplicates")
-    assert stage.mode == "dedup" and dedup.rules["near_duplicates"].action == "drop"
+    assert stage.mode == "dedup" and dedup.rules["near_duplicates"].duplicates == "duplicate"
     for name in ("pretraining", "finetuning", "audit"):
         policy = load_policy(name)
         stage = next(s for s in policy.stages if s.name == "near_duplicates")
-        assert stage.mode == "repetition"
+        assert stage.mode == "repetition" and policy.rules["near_duplicates"].duplicates == "duplicate"
+    # redundancy is no evidence: only the audit recipe flags by cluster size
     assert load_policy("audit").rules["near_duplicates"].action == "flag"
+    assert load_policy("pretraining").rules["near_duplicates"].action == "off"
 
 
 def _write_shards(directory, texts: list[str], shards: int = 4) -> list[str]:
@@ -285,3 +287,39 @@ def test_cli_protect_and_index_map_to_the_stage(tmp_path, capsys):
     stage = next(s for s in manifest["stages"] if s["name"] == "near_duplicates")
     assert stage["summary"]["indexed"] == 31 and stage["summary"]["largest"][0]["earlier"] == 1
     capsys.readouterr()
+
+
+def test_pretraining_sets_copies_apart_as_duplicates_whatever_the_order(tmp_path, capsys):
+    rng = random.Random(11)
+    original = " ".join(rng.choices(VOCABULARY, k=40))
+    copies = _copies(rng, original, 30)
+    copies[0] = copies[0].replace(" ", " \u200b", 1)  # one copy also carries a hidden character
+    texts = _unique_docs(rng, 60) + copies
+    rng.shuffle(texts)
+    paths = _write_shards(tmp_path / "in", texts)
+    assert main(["scan", *paths, "--out", str(tmp_path / "a"), "--workers", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert main(["scan", *reversed(paths), "--out", str(tmp_path / "b"), "--workers", "1", "--no-progress",
+                 "--batch-size", "5"]) == 0
+    capsys.readouterr()
+
+    def decided(out):
+        table = pa.concat_tables([pq.read_table(p) for p in sorted((out / "scores").glob("*.parquet"))])
+        return {(s, r): d for s, r, d in zip(*[table.column(c).to_pylist() for c in ("shard", "row", "decision")])}
+
+    first, second = decided(tmp_path / "a"), decided(tmp_path / "b")
+    assert first == second  # the same representative whichever shard comes first
+    counts = {d: list(first.values()).count(d) for d in set(first.values())}
+    # 30 copies: the hidden-character copy is dropped (evidence outranks redundancy), one representative is
+    # kept, the other 28 are duplicates; nothing is flagged for repetition alone
+    assert counts == {"keep": 61, "duplicate": 28, "drop": 1}
+    duplicates = pa.concat_tables([pq.read_table(p) for p in (tmp_path / "a" / "duplicates").glob("*.parquet")])
+    assert duplicates.num_rows == 28 and set(duplicates.column("text").to_pylist()) <= set(copies)
+    clean = pa.concat_tables([pq.read_table(p) for p in (tmp_path / "a" / "clean").glob("*.parquet")])
+    assert sum(t in set(copies) for t in clean.column("text").to_pylist()) == 1
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["counts"]["decisions"] == {"keep": 61, "duplicate": 28, "flag": 0, "drop": 1}
+    assert "duplicates" in {o["kind"] for o in manifest["outputs"]}
+    # the summary lists alarms one by one, and copies only by their cluster
+    examples = printed.split("flagged and dropped records")[1]
+    assert "drop" in examples and "duplicate " not in examples and "duplicates/" in printed

@@ -69,7 +69,7 @@ def test_report_loads_without_errors_and_shows_the_counts(scanned):
     assert errors == []
     assert counts["total"] == str(manifest["counts"]["records"]) == "40"
     assert dict(counts["rows"]) == {d: str(n) for d, n in manifest["counts"]["decisions"].items()}
-    assert dict(counts["rows"]) == {"keep": "37", "flag": "1", "drop": "2"}
+    assert dict(counts["rows"]) == {"keep": "37", "duplicate": "0", "flag": "1", "drop": "2"}
     assert counts["svgs"] == len(manifest["stages"])
     assert "trigger:zero-width" in text and "doc-5" in text
     assert "secret" not in text, "the report must not show raw text unless asked"

@@ -42,7 +42,7 @@ def test_scan_writes_every_output_of_the_design(tmp_path):
     risks = scores.column("risk").to_pylist()
     assert all(0.0 <= r <= 1.0 for r in risks) and max(risks) > 0.5
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["counts"]["decisions"] == {"keep": 18, "flag": 0, "drop": 2}
+    assert manifest["counts"]["decisions"] == {"keep": 18, "duplicate": 0, "flag": 0, "drop": 2}
     assert manifest["policy"]["name"] == "plumbing" and len(manifest["policy"]["sha256"]) == 64
     assert {"clean", "quarantine", "scores"} <= {o["kind"] for o in manifest["outputs"]}
     assert "hidden" not in json.dumps(manifest), "the manifest must not hold raw text"

@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
     scan = commands.add_parser("scan", help="score and filter Parquet or JSONL shards")
     scan.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or globs (quote globs)")
-    scan.add_argument("--out", required=True, help="output folder (clean/, quarantine/, scores/, manifest.json)")
+    scan.add_argument("--out", required=True,
+                      help="output folder (clean/, duplicates/, quarantine/, scores/, manifest.json)")
     scan.add_argument("--policy", default="pretraining", help="built-in recipe name or path (default: pretraining)")
     scan.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
                       help="column name for a role, e.g. --column text=content (repeatable)")

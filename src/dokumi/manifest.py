@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dokumi.decisions import DECISIONS
 from dokumi.documents import read_json_document
 from dokumi.hashing import PAIR_ENCODING
 from dokumi.merkle import ALGORITHM as MERKLE_ALGORITHM
@@ -136,7 +137,7 @@ def build_manifest(
         "state": state,
         "counts": {
             "records": sum(decisions.values()),
-            "decisions": {d: decisions.get(d, 0) for d in ("keep", "flag", "drop")},
+            "decisions": {d: decisions.get(d, 0) for d in DECISIONS},
             "reasons": dict(sorted(reasons.items())),
         },
         "warnings": warnings,

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dokumi.decisions import DECISIONS, SEVERITY
 from dokumi.engines.local import CorpusBatches, fit_stages
 from dokumi.errors import InputError
-from dokumi.policy import DECISIONS, Policy, RecordRules, StageRule, load_policy
+from dokumi.policy import Policy, RecordRules, StageRule, load_policy
 from dokumi.records import Batch, Columns, UnreadableRow
 from dokumi.sideinputs import prepare
 from dokumi.sources import Shard, open_inputs
@@ -173,7 +174,7 @@ class Pipeline:
                 raise RuntimeError(f"stage {stage.name!r} returned {len(result.scores)} scores "
                                    f"for {len(scored)} records")
             scores = np.nan_to_num(result.scores, nan=0.0)
-            stage_severity = self.rule(stage.name).decide(scores)
+            stage_severity = self.rule(stage.name).decide(scores, result.duplicate)
             for i in np.flatnonzero(stage_severity):
                 reasons[scored[i]].extend(result.reasons[i])
             severity[scored] = np.maximum(severity[scored], stage_severity)
@@ -192,7 +193,7 @@ class Pipeline:
     def _apply_record_rules(self, batch: Batch, severity: np.ndarray, reasons: list[list[str]],
                             oversized: np.ndarray) -> None:
         rules = self.records
-        level = {"keep": 0, "flag": 1, "drop": 2}
+        level = SEVERITY
         if rules.null_content != "keep":
             for i in np.flatnonzero(batch.null_content):
                 reasons[i].append("null-content")
@@ -280,7 +281,7 @@ def unreadable_scores(rows: list[UnreadableRow], stage_names: list[str]) -> pa.R
         ids=[row.id for row in rows],
         shard=rows[0].shard,
         rows=pa.array([row.row for row in rows], type=pa.int64()),
-        severity=np.full(n, 2, dtype=np.int8),
+        severity=np.full(n, SEVERITY["drop"], dtype=np.int8),
         reasons=[[row.reason] for row in rows],
         risk=np.ones(n),
         stage_scores={name: np.full(n, np.nan) for name in stage_names},

@@ -8,9 +8,10 @@ A recipe is a TOML file in ``filters/`` (see ``docs/policies.md``)::
     null_content = "flag"        # keep | flag | drop a record with no text
 
     [stages.invisible]
-    action = "drop"              # drop | flag | off
+    action = "drop"              # drop | flag | off (the score decides nothing)
     threshold = 0.5              # score at or above which the action applies
     flag_threshold = 0.2         # optional: scores from here up to threshold are flagged
+    duplicates = "duplicate"     # optional: records the stage marks as redundant copies (near_duplicates)
 
 Every other key of a stage table is a parameter of that stage's constructor.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dokumi.decisions import SEVERITY
 from dokumi.errors import PolicyError
 from dokumi.records import Columns
 from dokumi.stage import Stage
@@ -39,8 +41,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 ACTIONS = ("drop", "flag", "off")
 RECORD_ACTIONS = ("keep", "flag", "drop")
-DECISIONS = ("keep", "flag", "drop")
-STAGE_RULE_KEYS = ("action", "threshold", "flag_threshold")
+DUPLICATE_ACTIONS = ("keep", "duplicate")
+STAGE_RULE_KEYS = ("action", "threshold", "flag_threshold", "duplicates")
 TOP_LEVEL_KEYS = ("name", "description", "records", "columns", "privacy", "stages")
 RECORD_KEYS = ("null_content", "max_text_bytes", "oversized")
 PRIVACY_KEYS = ("no_text",)
@@ -53,6 +55,8 @@ class StageRule:
     action: str = "flag"
     threshold: float = 0.5
     flag_threshold: float | None = None
+    # what becomes of the records the stage marks as redundant copies (StageResult.duplicate)
+    duplicates: str = "keep"
 
     def risk(self, scores: np.ndarray) -> np.ndarray:
         """Scores on the policy's scale, so that risk ranks records alike whichever stage found them.
@@ -77,14 +81,16 @@ class StageRule:
         xs, ys = zip(*merged)
         return np.interp(scores, xs, ys)
 
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        """Per-record severity: 0 keep, 1 flag, 2 drop."""
+    def decide(self, scores: np.ndarray, duplicate: np.ndarray | None = None) -> np.ndarray:
+        """Per-record severity (an index of :data:`DECISIONS`): keep, duplicate, flag or drop."""
         severity = np.zeros(len(scores), dtype=np.int8)
+        if duplicate is not None and self.duplicates == "duplicate":
+            severity[duplicate] = SEVERITY["duplicate"]
         if self.action == "off":
             return severity
         if self.flag_threshold is not None:
-            severity[scores >= self.flag_threshold] = 1
-        severity[scores >= self.threshold] = 2 if self.action == "drop" else 1
+            severity[scores >= self.flag_threshold] = SEVERITY["flag"]
+        severity[scores >= self.threshold] = SEVERITY["drop" if self.action == "drop" else "flag"]
         return severity
 
 
@@ -215,8 +221,8 @@ def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str 
                 f"{where}: {section}: unknown stage {stage_name!r}; known stages: {', '.join(known_stages())}"
             )
         rule = _parse_rule(table, where, section)
-        if rule.action == "off":
-            continue
+        if rule.action == "off" and rule.duplicates == "keep":
+            continue  # the stage would decide nothing: it does not run
         params = {k: v for k, v in table.items() if k not in STAGE_RULE_KEYS}
         stages.append(_build_stage(stage_name, params, where, section))
         rules[stage_name] = rule
@@ -303,7 +309,11 @@ def _parse_rule(table: dict[str, Any], where: str, section: str) -> StageRule:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise PolicyError(f"{where}: {section}: {key} = {value!r} must be a number in [0, 1]")
         values[key] = float(value)
-    rule = StageRule(action=action, **values)
+    duplicates = table.get("duplicates", "keep")
+    if duplicates not in DUPLICATE_ACTIONS:
+        raise PolicyError(f"{where}: {section}: duplicates = {duplicates!r} is not one of "
+                          f"{', '.join(DUPLICATE_ACTIONS)}")
+    rule = StageRule(action=action, duplicates=duplicates, **values)
     if rule.flag_threshold is not None and rule.flag_threshold > rule.threshold:
         raise PolicyError(
             f"{where}: {section}: flag_threshold = {rule.flag_threshold} is above threshold = {rule.threshold}"

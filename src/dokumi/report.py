@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from dokumi.decisions import ALARMS, DECISIONS
+
 BINS = 20
 TOP_RECORDS = 50
 TOP_CLUSTERS = 15
@@ -60,7 +62,7 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
                 if reason.startswith("near-duplicate:cluster="):
                     clusters[reason.split("=", 1)[1].split(",", 1)[0]] += 1
         risks = table.column("risk").to_pylist()
-        candidates = [i for i, d in enumerate(decisions) if d != "keep"]
+        candidates = [i for i, d in enumerate(decisions) if d in ALARMS]
         candidates.sort(key=lambda i: -risks[i])
         for i in candidates[:TOP_RECORDS]:
             top.append({"id": table.column("id")[i].as_py(), "shard": table.column("shard")[i].as_py(),
@@ -100,7 +102,7 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
         f" · {e(manifest.get('created', ''))}</p>",
         "<section><h2>Decisions</h2><table id='decisions'><tr><th>decision</th><th>records</th><th>share</th></tr>",
     ]
-    for decision in ("keep", "flag", "drop"):
+    for decision in DECISIONS:
         count = counts["decisions"].get(decision, 0)
         share = 100 * count / total if total else 0.0
         parts.append(f"<tr class='{decision}'><td>{decision}</td><td data-count='{count}'>{count:,}</td>"
@@ -114,7 +116,7 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
                      f"{_histogram_svg(histogram)}</figure>")
     parts.append("</div></section>")
     if digest["clusters"]:
-        parts.append(_table("Largest near-duplicate clusters", ["cluster", "records flagged or dropped"],
+        parts.append(_table("Largest near-duplicate clusters", ["cluster", "records set apart or flagged"],
                             digest["clusters"], table_id="clusters"))
     findings = [(stage["name"], f["finding"], f["records"]) for stage in manifest.get("stages", [])
                 for f in stage.get("summary", {}).get("findings", [])]

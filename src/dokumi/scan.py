@@ -56,7 +56,7 @@ def scan(
     scheduler: str | None = None,
     cache_mb: int | None = None,
 ) -> ScanResult:
-    """Scan ``inputs`` with ``policy`` and write clean/, quarantine/, scores/, hashes/ and manifest.json to ``out``.
+    """Scan ``inputs`` with ``policy``; write the routed records, scores/, hashes/ and manifest.json to ``out``.
 
     The outputs appear all at once: they are written to a hidden sibling folder
     and renamed into place only when complete. ``workers`` (scoring processes)

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dokumi.decisions import ALARMS
 from dokumi.manifest import reason_kind
 from dokumi.merkle import MerkleBuilder, record_leaves
 from dokumi.outputs import PartWriter, file_sha256, output_stem
@@ -60,7 +61,8 @@ def score_shard(
     shard's batches already read (all its records, in order), else the shard is read here.
     """
     stem = output_stem(index, shard.name)
-    writers = {name: PartWriter(staging / name, stem) for name in ("clean", "quarantine", "scores", SIDECAR_DIR)}
+    writers = {name: PartWriter(staging / name, stem)
+               for name in ("clean", "duplicates", "quarantine", "scores", SIDECAR_DIR)}
     tree = MerkleBuilder()
     unreadable_writer = PartWriter(staging / "quarantine", f"{stem}.unreadable")
     result = ShardResult(shard=shard.name, path=shard.path)
@@ -97,13 +99,17 @@ def _route(
     batch: Batch, scores: pa.RecordBatch, writers: dict[str, PartWriter], unreadable: PartWriter,
     no_text_hashes: pa.RecordBatch | None = None,
 ) -> None:
-    """Write each record to clean/ or quarantine/ and its scores to scores/. With ``no_text_hashes``
-    (the batch's sidecar rows) the quarantine keeps ids, rows, hashes and reasons, no input column."""
+    """Write each record to clean/ (kept and flagged), duplicates/ (redundant copies) or quarantine/
+    (dropped), and its scores to scores/. With ``no_text_hashes`` (the batch's sidecar rows) the
+    quarantine keeps ids, rows, hashes and reasons, no input column."""
     n = batch.num_rows
     decisions = scores.column("decision").slice(0, n)
     reasons = scores.column("reasons").slice(0, n)
     dropped = pc.equal(decisions, "drop")
-    writers["clean"].write(batch.records.filter(pc.invert(dropped)))
+    duplicate = pc.equal(decisions, "duplicate")
+    writers["clean"].write(batch.records.filter(pc.invert(pc.or_(dropped, duplicate))))
+    if pc.any(duplicate).as_py():
+        writers["duplicates"].write(batch.records.filter(duplicate))
     if no_text_hashes is not None:
         if pc.any(dropped).as_py():
             kept = no_text_hashes.select(["id", "row", "sha256"]).append_column("reasons", reasons)
@@ -144,12 +150,14 @@ def _tally(result: ShardResult, batch: Batch, scores: pa.RecordBatch) -> None:
     decisions = scores.column("decision")
     for item in pc.value_counts(decisions).to_pylist():
         result.decisions[item["values"]] += item["counts"]
-    flagged = np.flatnonzero(pc.not_equal(decisions, "keep").to_numpy(zero_copy_only=False))
+    decided = decisions.to_numpy(zero_copy_only=False)
+    flagged = np.flatnonzero(decided != "keep")
     reasons = scores.column("reasons")
     for i in flagged.tolist():
         codes = reasons[i].as_py()
         result.reasons.update({reason_kind(reason) for reason in codes})
-        if len(result.examples) < EXAMPLES_PER_SCAN:
+        # the examples are alarms: copies are listed by cluster in the findings, not one by one
+        if len(result.examples) < EXAMPLES_PER_SCAN and decided[i] in ALARMS:
             result.examples.append({"id": scores.column("id")[i].as_py(), "decision": decisions[i].as_py(),
                                     "reasons": codes})
 

@@ -51,11 +51,14 @@ class StageResult:
 
     ``scores`` are floats in [0, 1], higher = more suspicious; ``reasons`` is
     one list of short machine-readable reason codes per record (empty when the
-    stage found nothing).
+    stage found nothing). ``duplicate``, where a stage sets it, marks the records
+    that are only redundant copies of a record kept elsewhere (no evidence of an
+    attack: a recipe may give them the decision ``duplicate``).
     """
 
     scores: np.ndarray
     reasons: list[list[str]]
+    duplicate: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float64)
@@ -66,6 +69,10 @@ class StageResult:
             )
         if len(self.scores) and (np.nanmin(self.scores) < 0 or np.nanmax(self.scores) > 1):
             raise ValueError("stage scores must lie in [0, 1]")
+        if self.duplicate is not None:
+            self.duplicate = np.asarray(self.duplicate, dtype=bool)
+            if self.duplicate.shape != self.scores.shape:
+                raise ValueError(f"stage result marks {self.duplicate.shape} duplicates for {len(self.scores)} records")
 
     @classmethod
     def empty(cls, n: int) -> StageResult:

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dokumi.decisions import DECISIONS
 from dokumi.scoring import EXAMPLES_PER_SCAN, ShardResult
+
+# the folders a scan may write, in the order the summary names them
+OUTPUT_FOLDERS = ("clean", "duplicates", "quarantine", "scores", "hashes", "state")
 
 
 @dataclass
@@ -42,7 +46,7 @@ class ScanResult:
             "",
             f"  {'decision':<10}{'records':>10}{'share':>9}",
         ]
-        for decision in ("keep", "flag", "drop"):
+        for decision in DECISIONS:
             count = self.decisions.get(decision, 0)
             share = 100 * count / total if total else 0.0
             lines.append(f"  {decision:<10}{count:>10,}{share:>8.2f}%")
@@ -60,7 +64,8 @@ class ScanResult:
             lines += [f"  {e['decision']:<5} {e['id']:<32} {', '.join(e['reasons'])}" for e in examples]
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
-        lines += ["", f"outputs in {self.out}/: clean/ quarantine/ scores/ manifest.json report.html"]
+        folders = " ".join(f"{name}/" for name in OUTPUT_FOLDERS if (self.out / name).is_dir())
+        lines += ["", f"outputs in {self.out}/: {folders} manifest.json report.html"]
         return "\n".join(lines)
 
 

@@ -173,8 +173,8 @@ class NearDuplicates(Stage):
 
     def _sign(self, signed: Signed, batch: Batch) -> Signed:
         with_words, signatures = sign(self._hasher, batch)
-        ids = id_keys([batch.ids[i] for i in with_words.tolist()]) if self.mode == "dedup" else \
-            np.zeros(len(with_words), dtype=np.uint64)
+        # the lowest id key of each content: which of identical records represents it
+        ids = id_keys([batch.ids[i] for i in with_words.tolist()])
         signed.add(batch.content_keys[with_words], signatures, ids, batch.num_rows)
         return signed
 
@@ -302,7 +302,7 @@ class NearDuplicates(Stage):
         found, where = _lookup(self.members_.key, keys)
         slot[found] = self.members_.slot[where[found]]
         flags[found] = self.members_.flags[where[found]]
-        if self.mode == "dedup" and found.any():
+        if found.any():
             # among identical records, the one of lowest id key represents the content
             ids = id_keys([batch.ids[i] for i in np.flatnonzero(found).tolist()])
             lowest = ids == self.members_.id[where[found]]
@@ -321,7 +321,10 @@ class NearDuplicates(Stage):
             if flags[i] & _PROTECTED:
                 reasons[i].append("near-duplicate:protected")
                 scores[i] = 1.0
-        return StageResult(scores, reasons)
+        # every member of a cluster but its representative is a redundant copy (one copy stays: redundancy
+        # is no evidence of an attack; a repetition attack is left with its one representative)
+        duplicate = (slot >= 0) & (flags & _REPRESENTATIVE == 0) & (flags & _PROTECTED == 0)
+        return StageResult(scores, reasons, duplicate)
 
     def _probe(self, batch: Batch, positions: np.ndarray, slot: np.ndarray, flags: np.ndarray) -> None:
         """Records the fit never saw: signed, and matched against the clusters and the protected set."""
