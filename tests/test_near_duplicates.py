@@ -323,3 +323,23 @@ def test_pretraining_sets_copies_apart_as_duplicates_whatever_the_order(tmp_path
     # the summary lists alarms one by one, and copies only by their cluster
     examples = printed.split("flagged and dropped records")[1]
     assert "drop" in examples and "duplicate " not in examples and "duplicates/" in printed
+
+
+def test_records_that_share_a_passage_are_not_copies_of_each_other(tmp_path):
+    rng = random.Random(12)
+    footer = " ".join(rng.choices(VOCABULARY, k=40))
+    # 60 documents of their own that end in the same 40-word footer (a licence notice, a list footer)
+    shared = [" ".join(rng.choices(VOCABULARY, k=25)) + " " + footer for _ in range(60)]
+    copies = _copies(rng, " ".join(rng.choices(VOCABULARY, k=40)), 30)
+    texts = _unique_docs(rng, 100) + shared + copies
+    rng.shuffle(texts)
+    paths = _write_shards(tmp_path / "in", texts, shards=2)
+    result = scan(paths, tmp_path / "out", policy="pretraining", workers=1, progress=False)
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "out" / "scores").glob("*.parquet"))])
+    clean = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "out" / "clean").glob("*.parquet"))])
+    kept = set(clean.column("text").to_pylist())
+    stage = next(s for s in result.manifest["stages"] if s["name"] == "near_duplicates")
+    assert sorted(c["size"] for c in stage["summary"]["largest"][:2]) == [30, 60]  # both clusters are found
+    assert all(text in kept for text in shared)  # each has words of its own: none is a copy
+    assert sum(text in kept for text in copies) == 1  # the edited copies leave one representative
+    assert table.column("decision").to_pylist().count("duplicate") == 29

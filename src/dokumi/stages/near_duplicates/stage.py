@@ -26,7 +26,14 @@ import pyarrow as pa
 
 from dokumi.arrays import distinct
 from dokumi.fitplan import Fold, GroupByKey, Reduce, Step
-from dokumi.lsh import band_keys, band_parameters, cluster, cross_matches, estimated_jaccard, exact_jaccard
+from dokumi.lsh import (
+    band_keys,
+    band_parameters,
+    cluster,
+    cross_matches,
+    estimated_jaccard,
+    exact_jaccard,
+)
 from dokumi.minhash import MinHasher
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageContext, StageResult
@@ -40,6 +47,12 @@ VERIFY = ("signature", "exact", "off")
 PROBE_MEMBERS = 32
 _REPRESENTATIVE = np.uint8(1)
 _PROTECTED = np.uint8(2)
+# the one content kept of its group of copies (a repetition-size cluster, or a near-identical group in a
+# smaller one); every other member of the group is a redundant copy
+_KEPT = np.uint8(4)
+# word-set MinHash of clustered contents, for telling copies from records that share a passage (64 values:
+# the estimate's error is about 0.05 at the 0.8 bar)
+COPY_PERM = 64
 
 
 class NearDuplicates(Stage):
@@ -80,6 +93,15 @@ class NearDuplicates(Stage):
         Repetition mode: a cluster holding this share of all records (default 0.01)
         scores 0.5 even when smaller than ``min_cluster_size``, so that small
         fine-tuning sets are screened too (never below 2 records).
+    duplicate_jaccard:
+        Repetition mode: which members of a cluster are redundant copies (the
+        ``duplicate`` decision, where the recipe asks for it). Within a cluster,
+        contents whose word sets overlap by this Jaccard similarity or more
+        (default 0.8) are copies of each other, joined transitively; each group
+        of copies keeps one. Two package descriptions that share a paragraph
+        join a cluster at ``jaccard`` 0.3, but each has words of its own and
+        neither is a copy. 1.0 makes every member but the representative a copy
+        (as in dedup mode, where every cluster is one group).
     protect:
         Side input: Parquet/JSONL files or a folder of them (evaluation sets,
         confidential documents): records near-duplicate to one score 1 with
@@ -108,6 +130,7 @@ class NearDuplicates(Stage):
         verify: str = "signature",
         min_cluster_size: int = 50,
         min_cluster_share: float = 0.01,
+        duplicate_jaccard: float = 0.8,
         protect: str | None = None,
         index: str | None = None,
     ) -> None:
@@ -122,6 +145,9 @@ class NearDuplicates(Stage):
         if (isinstance(min_cluster_share, bool) or not isinstance(min_cluster_share, (int, float))
                 or not 0 < min_cluster_share <= 1):
             raise ValueError(f"min_cluster_share = {min_cluster_share!r} must be a number in (0, 1]")
+        if (isinstance(duplicate_jaccard, bool) or not isinstance(duplicate_jaccard, (int, float))
+                or not 0 < duplicate_jaccard <= 1):
+            raise ValueError(f"duplicate_jaccard = {duplicate_jaccard!r} must be a number in (0, 1]")
         for name, path in (("protect", protect), ("index", index)):
             if path is not None and (not isinstance(path, (str, Path)) or not str(path)):
                 raise ValueError(f"{name} = {path!r} must be a path")
@@ -134,9 +160,11 @@ class NearDuplicates(Stage):
         self.verify = verify
         self.min_cluster_size = min_cluster_size
         self.min_cluster_share = float(min_cluster_share)
+        self.duplicate_jaccard = float(duplicate_jaccard)
         self.protect = None if protect is None else str(protect)
         self.index = None if index is None else str(index)
         self._hasher = MinHasher(num_perm=num_perm, seed=seed, ngram=ngram, scheme=scheme)
+        self._word_hasher = MinHasher(num_perm=COPY_PERM, seed=seed, ngram=1, scheme=scheme)
 
     @property
     def bands(self) -> tuple[int, int]:
@@ -164,6 +192,9 @@ class NearDuplicates(Stage):
         if self.verify == "exact":
             plan.append(Reduce("shingle-sets", dict, self._shingles, _merged_sets, self._cluster_exactly,
                                needed=lambda: len(getattr(self, "_wanted", ())) > 0))
+        if self.mode == "repetition":
+            plan.append(Reduce("copy-words", dict, self._copy_words, _merged_sets, self._group_copies,
+                               needed=lambda: len(getattr(self, "_copies_wanted", ())) > 0))
         return plan
 
     def _keys(self, batch: Batch) -> pa.Table:
@@ -214,6 +245,55 @@ class NearDuplicates(Stage):
 
     def _cluster_exactly(self, sets: dict[int, np.ndarray]) -> None:
         self._finish(self._similarity(sets))
+
+    def _copy_words(self, signatures: dict[int, np.ndarray], batch: Batch) -> dict[int, np.ndarray]:
+        """Round after clustering (repetition mode): a MinHash of the word set of each clustered content."""
+        keys = batch.content_keys
+        hits = np.flatnonzero(_lookup(self._copies_wanted, keys)[0])
+        if not len(hits):
+            return signatures
+        words = self._word_hasher.signatures_of_words(batch.select(hits).words)
+        for i, key in enumerate(keys[hits].tolist()):
+            signatures.setdefault(key, words[i])
+        return signatures
+
+    def _group_copies(self, signatures: dict[int, np.ndarray]) -> None:
+        """Which clustered contents are kept: one per group of near-identical contents within a cluster.
+
+        Two contents of one cluster are copies of each other when their word sets overlap by
+        ``duplicate_jaccard`` or more (estimated from the word-set MinHash); groups are joined
+        transitively and keep their lowest-rank content (the cluster's representative where it is in
+        the group). Contents without a word-set signature (an earlier scan's) stay groups of their own.
+        """
+        members = self.members_
+        signed = np.sort(np.fromiter(signatures, dtype=np.uint64, count=len(signatures)))
+        clustered = np.flatnonzero(_lookup(signed, members.key)[0] & (members.slot >= 0))
+        kept = members.flags & _REPRESENTATIVE > 0
+        kept[members.slot < 0] = True
+        if len(clustered) > 1:
+            words = np.stack([signatures[int(k)] for k in members.key[clustered].tolist()])
+            rank = np.argsort(np.argsort(self._copy_rank[clustered], kind="stable"), kind="stable")
+            slot = members.slot[clustered]
+            bar = self.duplicate_jaccard
+
+            def near(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+                return (slot[left] == slot[right]) & (estimated_jaccard(words, left, right) >= bar)
+
+            keys = band_keys(words, *band_parameters(bar, COPY_PERM))
+            group = cluster(keys, rank, near)
+            kept[clustered] = group == np.arange(len(clustered))
+            # a cluster's representative stays kept in its own group; each other group keeps its lowest rank
+        flags = members.flags & ~_KEPT
+        flags[kept] |= _KEPT
+        self.members_ = _Members(members.key, members.slot, flags, members.id)
+        self._copies_wanted = np.zeros(0, dtype=np.uint64)
+        del self._copy_rank
+        # records the fit never saw are compared with the word sets of the contents they are probed against
+        probe = self.probe_
+        probe.words = np.zeros((len(probe.content), COPY_PERM), dtype=np.uint32)
+        probe.has_words = _lookup(signed, probe.content)[0]
+        for i in np.flatnonzero(probe.has_words).tolist():
+            probe.words[i] = signatures[int(probe.content[i])]
 
     def _similarity(self, sets: dict[int, np.ndarray] | None) -> Any:
         """The check of candidate pairs, given as positions in the candidate list."""
@@ -270,6 +350,12 @@ class NearDuplicates(Stage):
         members = np.flatnonzero((node_slot >= 0) | protected)
         flags = np.where(label[members] == members, _REPRESENTATIVE, np.uint8(0)).astype(np.uint8)
         flags[protected[members]] |= _PROTECTED
+        # until the word sets are compared (repetition mode), each cluster keeps its representative alone
+        flags[label[members] == members] |= _KEPT
+        grouped = self.mode == "repetition" and self.duplicate_jaccard < 1.0
+        self._copies_wanted = np.sort(nodes.key[members[(node_slot[members] >= 0) & nodes.corpus[members]]]) \
+            if grouped else np.zeros(0, dtype=np.uint64)
+        self._copy_rank = nodes.rank[members]
         self.members_ = _Members(nodes.key[members], node_slot[members].astype(np.int32), flags, nodes.id[members])
         self.known_ = nodes.key
         # probing a record the fit never saw: the signatures of up to PROBE_MEMBERS contents per cluster
@@ -281,7 +367,7 @@ class NearDuplicates(Stage):
         within = np.arange(len(slots)) - np.repeat(opens, np.diff(np.append(opens, len(slots))))
         clustered = np.sort(by_cluster[within < PROBE_MEMBERS])
         self.probe_ = _Probe(nodes.signature[clustered], band_keys(nodes.signature[clustered], *self.bands),
-                             node_slot[clustered].astype(np.int32))
+                             node_slot[clustered].astype(np.int32), nodes.key[clustered])
         self.index_ = Index(key=nodes.key, signature=nodes.signature, count=nodes.count + nodes.earlier_count,
                             id=nodes.id, generation=generation,
                             cluster=[self.cluster_ids_[s] if s >= 0 else None for s in node_slot.tolist()])
@@ -306,7 +392,7 @@ class NearDuplicates(Stage):
             # among identical records, the one of lowest id key represents the content
             ids = id_keys([batch.ids[i] for i in np.flatnonzero(found).tolist()])
             lowest = ids == self.members_.id[where[found]]
-            flags[np.flatnonzero(found)[~lowest]] &= ~_REPRESENTATIVE
+            flags[np.flatnonzero(found)[~lowest]] &= ~(_REPRESENTATIVE | _KEPT)
         unknown = np.flatnonzero(~_lookup(self.known_, keys)[0])
         if len(unknown):
             self._probe(batch.select(unknown), unknown, slot, flags)
@@ -321,9 +407,9 @@ class NearDuplicates(Stage):
             if flags[i] & _PROTECTED:
                 reasons[i].append("near-duplicate:protected")
                 scores[i] = 1.0
-        # every member of a cluster but its representative is a redundant copy (one copy stays: redundancy
-        # is no evidence of an attack; a repetition attack is left with its one representative)
-        duplicate = (slot >= 0) & (flags & _REPRESENTATIVE == 0) & (flags & _PROTECTED == 0)
+        # a redundant copy: a member of a group of copies other than the one kept (one copy stays, for
+        # redundancy is no evidence of an attack; a repetition attack is left with its one representative)
+        duplicate = (slot >= 0) & (flags & _KEPT == 0) & (flags & _PROTECTED == 0)
         return StageResult(scores, reasons, duplicate)
 
     def _probe(self, batch: Batch, positions: np.ndarray, slot: np.ndarray, flags: np.ndarray) -> None:
@@ -343,6 +429,13 @@ class NearDuplicates(Stage):
                 return (signatures[query] == probe.signatures[reference]).mean(axis=1) >= bar
         matched, reference = cross_matches(keys, probe.keys, similar)
         slot[targets[matched]] = probe.slot[reference]
+        if probe.words is not None and len(matched):
+            # a new record is a copy only when its word set is near a clustered member's of the same cluster
+            words = self._word_hasher.signatures_of_words(batch.select(with_words[matched]).words)
+            for i, target in enumerate(matched.tolist()):
+                same = np.flatnonzero((probe.slot == slot[targets[target]]) & probe.has_words)
+                if not ((probe.words[same] == words[i]).mean(axis=1) >= self.duplicate_jaccard).any():
+                    flags[targets[target]] |= _KEPT
 
     def _cluster_score(self, size: int, representative: bool) -> float:
         if self.mode == "dedup":
@@ -496,8 +589,11 @@ class _Members:
 class _Probe:
     """The clustered contents' signatures and band keys, to place a record the fit never saw."""
 
-    def __init__(self, signatures: np.ndarray, keys: np.ndarray, slot: np.ndarray) -> None:
-        self.signatures, self.keys, self.slot = signatures, keys, slot
+    def __init__(self, signatures: np.ndarray, keys: np.ndarray, slot: np.ndarray, content: np.ndarray) -> None:
+        self.signatures, self.keys, self.slot, self.content = signatures, keys, slot, content
+        # word-set signatures, once compared (repetition mode): whether a new record is a copy of a member
+        self.words: np.ndarray | None = None
+        self.has_words = np.zeros(len(slot), dtype=bool)
 
 
 def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
