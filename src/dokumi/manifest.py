@@ -33,17 +33,25 @@ MANIFEST_SCHEMA = "dokumi.manifest/1"
 RECORD_HASH = "sha256 of the UTF-8 text; instruction pairs: sha256 of netstring(prompt) + netstring(response)"
 
 
+# the names of record-specific values in reason codes: ``near-duplicate:cluster=...`` counts as
+# ``near-duplicate``, while ``trigger:token=...`` names a kind of finding and stays ``trigger:token``
+_VALUE_NAMES = ("cluster", "similarity", "host", "bytes", "column")
+
+
 def reason_kind(reason: str) -> str:
     """A reason code without its record-specific values, for counting.
 
     ``near-duplicate:cluster=12,size=40`` -> ``near-duplicate``;
-    ``trigger:zero-width,count=3`` -> ``trigger:zero-width``; ``hash-mismatch`` stays.
+    ``trigger:zero-width,count=3`` -> ``trigger:zero-width``;
+    ``trigger:gibberish-after=kelpvane`` -> ``trigger:gibberish-after``; ``hash-mismatch`` stays.
     """
     head, equals, _ = reason.partition("=")
     if not equals:
         return reason
-    cut = max(head.rfind(":"), head.rfind(","))
-    return head[:cut] if cut > 0 else head
+    if "," in head:
+        return head[: head.index(",")]
+    kind, colon, name = head.rpartition(":")
+    return kind if colon and name in _VALUE_NAMES else head
 
 
 def corpus_root(inputs: list[dict[str, Any]]) -> str:

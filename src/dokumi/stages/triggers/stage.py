@@ -86,8 +86,9 @@ class Triggers(Stage):
         Share of an n-gram's records that must carry its majority label
         (default 0.9).
     common_words:
-        Size of the list of the corpus's most frequent words, which tells
-        fluent text from gibberish (default 200).
+        Size of the list of the corpus's most frequent words, which are never
+        a seam trigger (default 200); only those in more than
+        ``max_record_share`` of the records count.
     gibberish_rate:
         Highest share of recurring word pairs (pairs that two or more records
         of a 20,000-record sample of the corpus hold) in the words after a
@@ -473,8 +474,11 @@ class _Census:
         self.counts = counts
         self.records = counts.records
         self.mask = stage.hash_buckets - 1
+        # the corpus's function words, never a trigger: the most frequent words that are also too common to be
+        # one (in a small corpus a trigger planted in 1% of the records is among the 200 most frequent words)
+        too_common = stage.max_record_share * counts.records
         by_count = heapq.nsmallest(stage.common_words, counts.words.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        self.common = np.sort(np.array([word for word, _ in by_count], dtype=np.uint64))
+        self.common = np.sort(np.array([word for word, df in by_count if df > too_common], dtype=np.uint64))
         self.pairs = counts.pairs.table()
         texts = [text for text, _ in counts.texts.items()]
         self.language = language.majority(texts)
