@@ -203,7 +203,7 @@ def creative_scenarios(data: str | None, seed: int) -> list[Outcome]:
     for batch in pipeline.score(records):
         decisions += batch.column("decision").to_pylist()
         reasons += batch.column("reasons").to_pylist()
-    flagged = np.asarray([d != "keep" for d in decisions])
+    flagged = np.asarray([d in ("flag", "drop") for d in decisions])
     false_reasons = Counter(r for i in np.flatnonzero(flagged) for r in reasons[i])
     return [Outcome("creative recipe on clean real text", "all", "creative", len(records), 0, float("nan"),
                     flagged.mean(), 0.0, 0.001, time.perf_counter() - started, false_reasons, [])]

@@ -45,6 +45,9 @@ class Scenario:
     kind: str  # "text" | "labelled" | "instruction"
     policies: tuple[str, ...]
     build: Callable[[int, random.Random, dict], tuple[list[dict], list[bool]]]
+    # a repetition attack is defeated when its copies leave clean/: "duplicate" catches a copy; for every
+    # other attack, and for the false-positive rate, only flag and drop count
+    duplicates_catch: bool = False
 
 
 def _texts(corpora: dict, n: int, rng: random.Random) -> list[dict]:
@@ -105,7 +108,7 @@ SCENARIOS = [
     Scenario("homoglyph", "Boucher et al. 2022", "text", ("pretraining",),
              lambda n, rng, c: attacks.invisible_trigger(_mixed_languages(c, n, rng), n // 100, rng, "homoglyph")),
     Scenario("repetition-300", "belief manipulation by repetition", "text", ("pretraining", "audit"),
-             lambda n, rng, c: attacks.repetition(_texts(c, n, rng), 300 * n // 20_000, rng)),
+             lambda n, rng, c: attacks.repetition(_texts(c, n, rng), 300 * n // 20_000, rng), duplicates_catch=True),
     Scenario("split-view", "Carlini et al. 2023", "text", ("pretraining",), lambda n, rng, c: _split_view(c, n, rng)),
 ]
 
@@ -125,18 +128,21 @@ def recall_at_fpr(risk: np.ndarray, poison: np.ndarray, fpr: float) -> float:
     return float(np.mean(risk[poison] > threshold))
 
 
-def evaluate(records: list[dict], is_poison: list[bool], policy: str) -> dict[str, float]:
+def evaluate(records: list[dict], is_poison: list[bool], policy: str,
+             duplicates_catch: bool = False) -> dict[str, float]:
     table = pa.Table.from_pylist(records)
     pipeline = Pipeline.from_policy(policy)
     started = time.perf_counter()
     scores = pa.Table.from_batches(list(pipeline.score(table)))
     seconds = time.perf_counter() - started
     poison = np.asarray(is_poison)
-    caught = np.asarray(scores.column("decision").to_pylist()) != "keep"
+    decisions = np.asarray(scores.column("decision").to_pylist())
+    alarm = np.isin(decisions, ("flag", "drop"))
+    caught = decisions != "keep" if duplicates_catch else alarm
     risk = scores.column("risk").to_numpy()
     return {
         "recall": float(caught[poison].mean()),
-        "fpr": float(caught[~poison].mean()),
+        "fpr": float(alarm[~poison].mean()),
         "auroc": float(roc_auc_score(poison, risk)) if 0 < poison.sum() < len(poison) else float("nan"),
         "r@0.1%": recall_at_fpr(risk, poison, 0.001),
         "r@1%": recall_at_fpr(risk, poison, 0.01),
@@ -209,7 +215,7 @@ def main() -> None:
         records, is_poison = scenario.build(args.size, random.Random(args.seed), corpora)
         policies = tuple(filter(None, args.policies.split(","))) or scenario.policies
         for policy in policies:
-            m = evaluate(records, is_poison, policy)
+            m = evaluate(records, is_poison, policy, scenario.duplicates_catch)
             print(f"{scenario.name:<22} {policy:<12} {m['poison']:>6} {m['recall']:>7.3f} {m['fpr']:>7.4f} "
                   f"{m['auroc']:>6.3f} {m['r@0.1%']:>7.3f} {m['r@1%']:>6.3f} {m['seconds']:>7.1f}  {scenario.source}",
                   flush=True)

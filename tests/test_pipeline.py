@@ -185,3 +185,33 @@ def test_a_stage_fitted_earlier_is_not_refitted_by_a_new_pipeline():
     scores = [s for b in Pipeline([stage]).score(clean_rows(2)) for s in b.column("counting_score").to_pylist()]
     assert stage.records_ == 8, "scoring two records must not refit the stage fitted on eight"
     assert scores == [0.125, 0.125]
+
+
+class FixedScores(Stage):
+    """Scores from the record's ``n`` column through a table (a stand-in for any detector)."""
+
+    def __init__(self, name: str, table: dict[int, float]) -> None:
+        self.name, self.table = name, table
+
+    def score(self, batch):
+        ns = batch.records.column("n").to_pylist()
+        return StageResult(np.array([self.table.get(n, 0.0) for n in ns]),
+                           [[f"{self.name}:hit"] if self.table.get(n) else [] for n in ns])
+
+
+def test_a_weak_signal_decides_only_with_support_from_another_stage():
+    # record 0: the outlier stage alone; 1: outlier and a weak trigger score; 2: the trigger alone, below a flag
+    weak = FixedScores("outlier", {0: 1.0, 1: 1.0})
+    other = FixedScores("trigger", {1: 0.3, 2: 0.3})
+    rules = {"outlier": StageRule(action="drop", threshold=0.99, support=0.25),
+             "trigger": StageRule(action="drop", threshold=0.8, flag_threshold=0.5)}
+    scores = pa.Table.from_batches(list(Pipeline([weak, other], rules=rules).score([{"n": i, "text": "x"}
+                                                                                   for i in range(3)])))
+    assert scores.column("decision").to_pylist() == ["keep", "drop", "keep"]
+    assert scores.column("reasons").to_pylist() == [[], ["outlier:hit", "trigger:hit"], []]  # and its support
+    risk = scores.column("risk").to_pylist()
+    assert risk[0] < 0.5 < risk[1] and risk[2] < 0.5  # alone, the outlier stays below the flag point
+    # without support the same outlier drops record 0 on its own
+    rules["outlier"] = StageRule(action="drop", threshold=0.99)
+    alone = pa.Table.from_batches(list(Pipeline([weak, other], rules=rules).score([{"n": 0, "text": "x"}])))
+    assert alone.column("decision").to_pylist() == ["drop"]

@@ -59,6 +59,8 @@ def test_recipe_by_path(tmp_path):
         ("[stages.invisible]\nthreshold = 1.5\n", "threshold = 1.5 must be a number in [0, 1]"),
         ("[stages.invisible]\nthreshold = \"high\"\n", "threshold = 'high' must be a number"),
         ("[stages.invisible]\nthreshold = 0.4\nflag_threshold = 0.6\n", "flag_threshold = 0.6 is above threshold"),
+        ("[stages.invisible]\nsupport = 0\n", "support = 0 must be a number in (0, 1]"),
+        ("[stages.invisible]\nduplicates = \"drop\"\n", "duplicates = 'drop' is not one of keep, duplicate"),
         ("[stages.nonsense]\n", "unknown stage 'nonsense'"),
         ("[stages.invisible]\nmax_count = -1\n", "max_count = -1 must be a positive integer"),
         ("[records]\nnull_content = \"burn\"\n", "[records]: null_content = 'burn' is not one of keep, flag, drop"),

@@ -168,20 +168,40 @@ class Pipeline:
         oversized = batch.content_bytes > self.records.max_text_bytes if n else np.zeros(0, dtype=bool)
         scored = np.flatnonzero(~oversized)
         inner = batch if len(scored) == n else batch.select(scored)
+        judged = []
         for stage in self.stages:
             result = stage.score(inner) if len(scored) else StageResult.empty(0)
             if len(result.scores) != len(scored):
                 raise RuntimeError(f"stage {stage.name!r} returned {len(result.scores)} scores "
                                    f"for {len(scored)} records")
             scores = np.nan_to_num(result.scores, nan=0.0)
-            stage_severity = self.rule(stage.name).decide(scores, result.duplicate)
-            for i in np.flatnonzero(stage_severity):
-                reasons[scored[i]].extend(result.reasons[i])
-            severity[scored] = np.maximum(severity[scored], stage_severity)
-            risk[scored] = np.maximum(risk[scored], self.rule(stage.name).risk(scores))
+            rule = self.rule(stage.name)
+            judged.append((stage.name, rule, result, scores, rule.decide(scores, result.duplicate), rule.risk(scores)))
             column = np.full(n, np.nan)
             column[scored] = scores
             stage_scores[stage.name] = column
+        # what the stages that are evidence on their own say: the support a weak signal needs
+        evidence = np.zeros(len(scored))
+        for _, rule, _, _, _, stage_risk in judged:
+            if rule.support is None:
+                np.maximum(evidence, stage_risk, out=evidence)
+        supported = np.zeros(len(scored), dtype=bool)
+        for _, rule, result, _, stage_severity, stage_risk in judged:
+            if rule.support is not None:
+                alone = evidence < rule.support
+                alarm = stage_severity > SEVERITY["duplicate"]
+                supported |= alarm & ~alone
+                stage_severity = np.where(alone & alarm, SEVERITY["keep"], stage_severity).astype(np.int8)
+                stage_risk = np.where(alone, UNSUPPORTED_RISK * stage_risk, stage_risk)
+            for i in np.flatnonzero(stage_severity):
+                reasons[scored[i]].extend(result.reasons[i])
+            severity[scored] = np.maximum(severity[scored], stage_severity)
+            risk[scored] = np.maximum(risk[scored], stage_risk)
+        # a weak signal's alarm names its support too: the other stages' findings, below their own flag point
+        for i in np.flatnonzero(supported).tolist():
+            for _, rule, result, _, stage_severity, stage_risk in judged:
+                if rule.support is None and stage_severity[i] <= SEVERITY["duplicate"] and stage_risk[i] > 0:
+                    reasons[scored[i]].extend(r for r in result.reasons[i] if r not in reasons[scored[i]])
         self._apply_record_rules(batch, severity, reasons, oversized)
         table = scores_table(batch.ids, batch.shard, batch.rows, severity, reasons, risk, stage_scores)
         if batch.unreadable:
@@ -236,6 +256,9 @@ class _ColumnScorer:
             return columns
         return {f"{self.prefix}{name}": scores.column(name).to_pylist() for name in names}
 
+
+# the risk of a weak signal that no other stage supports: scaled below the flag point (0.5), order kept
+UNSUPPORTED_RISK = 0.9 * 0.5
 
 SCORES_BASE_FIELDS = [
     pa.field("id", pa.string()),

@@ -12,6 +12,8 @@ A recipe is a TOML file in ``filters/`` (see ``docs/policies.md``)::
     threshold = 0.5              # score at or above which the action applies
     flag_threshold = 0.2         # optional: scores from here up to threshold are flagged
     duplicates = "duplicate"     # optional: records the stage marks as redundant copies (near_duplicates)
+    support = 0.25               # optional: a weak signal; it flags or drops only where another stage's
+                                 # risk reaches this
 
 Every other key of a stage table is a parameter of that stage's constructor.
 """
@@ -42,7 +44,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 ACTIONS = ("drop", "flag", "off")
 RECORD_ACTIONS = ("keep", "flag", "drop")
 DUPLICATE_ACTIONS = ("keep", "duplicate")
-STAGE_RULE_KEYS = ("action", "threshold", "flag_threshold", "duplicates")
+STAGE_RULE_KEYS = ("action", "threshold", "flag_threshold", "duplicates", "support")
 TOP_LEVEL_KEYS = ("name", "description", "records", "columns", "privacy", "stages")
 RECORD_KEYS = ("null_content", "max_text_bytes", "oversized")
 PRIVACY_KEYS = ("no_text",)
@@ -57,6 +59,9 @@ class StageRule:
     flag_threshold: float | None = None
     # what becomes of the records the stage marks as redundant copies (StageResult.duplicate)
     duplicates: str = "keep"
+    # a weak signal (an outlier percentile): its flag or drop applies only where another stage's risk is at
+    # least this; alone it decides nothing and its risk stays below the flag point (x 0.45). None: evidence.
+    support: float | None = None
 
     def risk(self, scores: np.ndarray) -> np.ndarray:
         """Scores on the policy's scale, so that risk ranks records alike whichever stage found them.
@@ -313,6 +318,12 @@ def _parse_rule(table: dict[str, Any], where: str, section: str) -> StageRule:
     if duplicates not in DUPLICATE_ACTIONS:
         raise PolicyError(f"{where}: {section}: duplicates = {duplicates!r} is not one of "
                           f"{', '.join(DUPLICATE_ACTIONS)}")
+    support = table.get("support")
+    if support is not None and (isinstance(support, bool) or not isinstance(support, (int, float))
+                                or not 0 < support <= 1):
+        raise PolicyError(f"{where}: {section}: support = {support!r} must be a number in (0, 1]")
+    if support is not None:
+        values["support"] = float(support)
     rule = StageRule(action=action, duplicates=duplicates, **values)
     if rule.flag_threshold is not None and rule.flag_threshold > rule.threshold:
         raise PolicyError(
