@@ -148,14 +148,16 @@ def test_bare_hash_column_mismatch_is_a_full_mismatch_and_matches_score_zero():
     expected = [sha(texts[0]).upper(), sha("drifted only by a space"), "not-a-hash", None]
     result = Provenance().score(batch_of({"text": texts, "sha256": expected}))
     assert result.scores.tolist() == [0.0, 1.0, 0.3, 0.0]
-    assert result.reasons == [[], ["hash-mismatch"], ["sha256-malformed"], []]
+    assert result.reasons == [[], ["hash-mismatch:ungraded"], ["sha256-malformed"], []]
+    flagged = Provenance(ungraded="flag").score(batch_of({"text": texts, "sha256": expected}))
+    assert flagged.scores.tolist() == [0.0, 0.3, 0.3, 0.0]  # the recipe grades what the hash cannot
 
 
 def test_instruction_pairs_are_checked_by_their_canonical_hash():
     prompts, responses = ["What is 2+2?", "Name a colour."], ["4", "Blue."]
     expected = [pair_sha256(prompts[0], responses[0]), pair_sha256(prompts[1], "Red.")]
     result = Provenance().score(batch_of({"prompt": prompts, "response": responses, "sha256": expected}))
-    assert result.reasons == [[], ["hash-mismatch"]]
+    assert result.reasons == [[], ["hash-mismatch:ungraded"]]
 
 
 def test_sources_are_checked_against_deny_and_allow_lists(tmp_path):
@@ -243,7 +245,8 @@ def test_no_text_quarantine_keeps_ids_hashes_and_reasons_only(tmp_path):
     scan(tmp_path / "d", out=tmp_path / "out", policy=recipe(tmp_path), workers=1, progress=False, no_text=True)
     quarantine = read_dir(tmp_path / "out" / "quarantine")
     assert quarantine.column_names == ["id", "row", "sha256", "reasons"]
-    assert quarantine.to_pylist() == [{"id": "bad", "row": 1, "sha256": sha(secret), "reasons": ["hash-mismatch"]}]
+    assert quarantine.to_pylist() == [{"id": "bad", "row": 1, "sha256": sha(secret),
+                                       "reasons": ["hash-mismatch:ungraded"]}]
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file() and "clean" not in path.parts:
             assert secret.encode() not in path.read_bytes(), path

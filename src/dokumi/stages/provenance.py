@@ -13,7 +13,8 @@ Scores fall in fixed bands, so that a recipe's ``flag_threshold = 0.2`` and
 0              hash verified, or nothing to check
 0.2 – 0.45     ``hash-drift`` (higher = moved further)
 0.3            a ``"flag"`` choice (``unlisted``, ``no_provenance``, malformed expected hash)
-0.55 – 1       ``hash-mismatch`` graded by the sketch; 1 for a bare hash
+0.55 – 1       ``hash-mismatch`` graded by the sketch
+0.3 or 1       ``hash-mismatch:ungraded``: a bare expected hash (no sketch), as ``ungraded`` says
 1              ``source-denied``, or a ``"drop"`` choice
 =============  ==================================================
 """
@@ -72,6 +73,12 @@ class Provenance(Stage):
     no_provenance:
         ``keep``, ``flag`` or ``drop`` a record with neither an expected hash
         nor a source (default keep: most corpora carry neither).
+    ungraded:
+        ``keep``, ``flag`` or ``drop`` a mismatch that cannot be graded: the
+        expected hash is bare (a ``sha256`` column, no sketch of the indexed
+        text), so a changed space and a substituted document look alike
+        (default drop; ``pretraining`` flags). An index-time scan passed as
+        ``expect`` grades every mismatch instead.
     """
 
     name = "provenance"
@@ -85,6 +92,7 @@ class Provenance(Stage):
         allow: list[str] | tuple[str, ...] = (),
         unlisted: str = "flag",
         no_provenance: str = "keep",
+        ungraded: str = "drop",
     ) -> None:
         if expect is not None and (not isinstance(expect, (str, os.PathLike)) or not str(expect)):
             raise ValueError(f"expect = {expect!r} must be a path to a manifest, scan folder or sidecar")
@@ -94,7 +102,7 @@ class Provenance(Stage):
             raise ValueError(f"min_similarity = {min_similarity!r} must be a number in [0, 1]")
         if isinstance(boilerplate, bool) or not isinstance(boilerplate, int) or boilerplate < 0:
             raise ValueError(f"boilerplate = {boilerplate!r} must be a non-negative integer")
-        for key, value in (("unlisted", unlisted), ("no_provenance", no_provenance)):
+        for key, value in (("unlisted", unlisted), ("no_provenance", no_provenance), ("ungraded", ungraded)):
             if value not in CHOICE_SCORES:
                 raise ValueError(f"{key} = {value!r} is not one of {', '.join(CHOICE_SCORES)}")
         self.expect = None if expect is None else str(expect)
@@ -104,6 +112,7 @@ class Provenance(Stage):
         self.allow = _names(allow, "allow")
         self.unlisted = unlisted
         self.no_provenance = no_provenance
+        self.ungraded = ungraded
         self._deny_patterns = _patterns(self.deny, "deny")
         self._allow_patterns = _patterns(self.allow, "allow")
 
@@ -140,8 +149,9 @@ class Provenance(Stage):
         matched = expected.known & equal_rows(actual, expected.digests)
         mismatched = expected.known & ~matched
         self._grade(batch, mismatched & expected.sketched, expected, scores, reasons)
+        # a bare hash says only "changed": drift and substitution look alike, and the recipe decides
         for i in np.flatnonzero(mismatched & ~expected.sketched):
-            _raise(scores, reasons, i, 1.0, "hash-mismatch")
+            _raise(scores, reasons, i, CHOICE_SCORES[self.ungraded], "hash-mismatch:ungraded")
         for i in np.flatnonzero(expected.malformed):
             _raise(scores, reasons, i, CHOICE_SCORES["flag"], "sha256-malformed")
         has_source = self._check_sources(batch, scores, reasons)
