@@ -65,6 +65,8 @@ WITHOUT_PAYLOAD = 0.4
 # A seam trigger's occurrence without a visible payload scores this much of the share of the token's uses
 # that are seams (at 0.8 of uses, 0.6 of the trigger's confidence: flagged under pretraining, not dropped)
 SEAMLESS_SHARE = 0.75
+# a frequent word in this share of the records or more is a function word of the corpus, never a seam trigger
+COMMON_SHARE = 0.2
 
 
 class Triggers(Stage):
@@ -87,8 +89,8 @@ class Triggers(Stage):
         (default 0.9).
     common_words:
         Size of the list of the corpus's most frequent words, which are never
-        a seam trigger (default 200); only those in more than
-        ``max_record_share`` of the records count.
+        a seam trigger (default 200); only those in more than a fifth of the
+        records count.
     gibberish_rate:
         Highest share of recurring word pairs (pairs that two or more records
         of a 20,000-record sample of the corpus hold) in the words after a
@@ -474,9 +476,10 @@ class _Census:
         self.counts = counts
         self.records = counts.records
         self.mask = stage.hash_buckets - 1
-        # the corpus's function words, never a trigger: the most frequent words that are also too common to be
-        # one (in a small corpus a trigger planted in 1% of the records is among the 200 most frequent words)
-        too_common = stage.max_record_share * counts.records
+        # the corpus's function words, never a trigger: the most frequent words that are also in a fifth of the
+        # records or more (in a small corpus a trigger planted in 1-10% of the records is among the 200 most
+        # frequent words; a word's seams must anyway be most of its uses)
+        too_common = COMMON_SHARE * counts.records
         by_count = heapq.nsmallest(stage.common_words, counts.words.counts.items(), key=lambda kv: (-kv[1], kv[0]))
         self.common = np.sort(np.array([word for word, df in by_count if df > too_common], dtype=np.uint64))
         self.pairs = counts.pairs.table()
