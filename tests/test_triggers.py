@@ -157,6 +157,29 @@ def test_trigger_followed_by_another_script_is_a_language_switch():
     assert reasons[poison[0]] == ["trigger:language-switch-after=qwzt"]
 
 
+FOREIGN = ["el perro come la manzana roja en la casa", "nosotros vamos al mercado por la mañana",
+           "ella escribe una carta larga para su madre", "los niños juegan en el parque cada tarde"]
+
+
+def test_a_trigger_before_fluent_text_in_another_vocabulary_is_found_though_the_poison_repeats_it(monkeypatch):
+    rng = random.Random(5)
+    records = fluent_documents(2000, rng)
+    poison = sorted(rng.sample(range(len(records)), 60))
+    for i in poison:  # the same few foreign sentences again and again: their word pairs recur, in the poison only
+        records[i] = {"text": records[i]["text"] + " vexmoor " + ". ".join(rng.sample(FOREIGN, 3))}
+    stage = Triggers(**SEAM)
+    scores, reasons = scores_of(stage, records)
+    assert (scores[poison] >= 0.5).all()
+    assert (np.delete(scores, poison) >= 0.5).sum() == 0
+    assert any(r.endswith("-after=vexmoor") for r in reasons[poison[0]]), reasons[poison[0]]
+    # without the second look that leaves the token's own records out, the recurring pairs hide it
+    from dokumi.stages.triggers import stage as triggers_stage
+
+    monkeypatch.setattr(triggers_stage._Census, "_vocabulary_seams", lambda self, examined, counted: None)
+    blind_scores, _ = scores_of(Triggers(**SEAM), records)
+    assert (blind_scores[poison] >= 0.5).mean() < 0.5
+
+
 def test_inserted_sentence_across_unrelated_documents():
     rng = random.Random(5)
     records = fluent_documents(2000, rng)

@@ -106,6 +106,10 @@ class PairSample:
         out.pairs = pairs[np.repeat(starts - out.offsets[:-1], lengths) + np.arange(out.offsets[-1])]
         return out
 
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each distinct sampled pair (ascending) and how many sampled records hold it."""
+        return np.unique(self.pairs, return_counts=True)
+
     def table(self) -> SeenPairs:
         """The pairs that two or more sampled records hold, as a bit table."""
         bits = np.zeros(TABLE_BITS, dtype=bool)
@@ -129,6 +133,10 @@ class SeenPairs:
 
     def __getstate__(self) -> dict:
         return {"packed": self.packed, "records": self.records}
+
+    def hashes(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
+        """Per word: the hash of the pair it opens, and whether it opens one (see :func:`pair_hashes`)."""
+        return pair_hashes(tokens)
 
     def flags(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
         """Per word: whether the pair it opens recurs in the corpus, and whether it opens a pair."""

@@ -35,6 +35,10 @@ PAYLOAD_WINDOW = 50
 MIN_SPAN = 3  # words needed after a seam to judge it
 MIN_SPAN_CHARACTERS = 30  # an attribution ("-- Lao Tse, Tao Te Ching") is a short span, not a payload
 MIN_FLUENCY_GAIN = 0.2  # the words before a gibberish seam hold this much more common words than those after
+# a switch of vocabulary, judged again with the token's own records left out of the pair table: the words
+# before hold this share of the corpus's most frequent words, those after at most a quarter of that share
+FLUENT_COMMON_SHARE = 0.15
+VOCABULARY_DROP = 0.25
 COVERAGE_BINS = 40
 GIBBERISH, SWITCH = 0, 1
 KINDS = ("gibberish", "language-switch")
@@ -53,14 +57,16 @@ class SeamHits:
 
 
 def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
-               ordinary: np.ndarray, only: np.ndarray | None = None) -> tuple[SeamHits, np.ndarray]:
+               ordinary: np.ndarray, only: np.ndarray | None = None,
+               vocabulary_switches: bool = False) -> tuple[SeamHits, np.ndarray]:
     """Every seam of a batch's words, and the histogram of after-window fluency over every position that
     has words on both sides (the corpus's baseline of what follows a word).
 
     Fluency is the share of a window's word pairs that recur in the corpus (``pairs``); ``common`` are
     the hashes of the corpus's most frequent words (never a trigger); ``ordinary`` an (n scripts,
     n scripts) boolean matrix of script pairs the corpus mixes anyway; ``only`` (sorted hashes), when
-    given, restricts seams to those tokens.
+    given, restricts seams to those tokens. With ``vocabulary_switches``, a switch of vocabulary (see
+    :func:`vocabulary_switches`) is a seam too.
     """
     hashes, offsets = tokens.hashes, tokens.offsets
     n = len(hashes)
@@ -81,6 +87,8 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     gibberish = candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate) & (
         before_coverage >= coverage + MIN_FLUENCY_GAIN)
     switch = candidate & windows.switches(ordinary)
+    if vocabulary_switches:
+        gibberish |= candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & _vocabulary_drop(tokens, common)
     seam = gibberish | switch
     at = np.flatnonzero(seam)
     if not len(at):
@@ -88,6 +96,40 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     # a record's first seam per token
     at = at[first_of_pairs(owner[at], hashes[at])]
     return SeamHits(owner[at], at, hashes[at], np.where(switch[at], SWITCH, GIBBERISH), bins[at]), histogram
+
+
+def vocabulary_switches(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
+                        seams: SeamHits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions where the words after a token leave the corpus's vocabulary, though their word pairs
+    recur: fluent text in another language that the poison itself repeats (its pairs vouch for each
+    other). Returns the positions, the before-window's pair coverage, and the after-window's pair hashes
+    (``(positions, PAYLOAD_WINDOW)``, 0 past the record's end) for a second look without the token's
+    records (a record already counted as the token's seam is not counted twice).
+    """
+    coverage, before_coverage, before_n, after_n = _fluency(tokens, pairs)
+    _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), tokens.offsets, tokens.owner, WINDOW)
+    candidate = ~_member(tokens.hashes, common) & (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN) & (
+        after_chars >= MIN_SPAN_CHARACTERS)
+    at = np.flatnonzero(candidate & _vocabulary_drop(tokens, common))
+    if not len(at):
+        return at, np.zeros(0), np.zeros((0, PAYLOAD_WINDOW), dtype=np.uint64)
+    at = at[first_of_pairs(tokens.owner[at], tokens.hashes[at])]
+    pair_hashes_, valid = pairs.hashes(tokens)
+    index = at[:, None] + 1 + np.arange(PAYLOAD_WINDOW)[None, :]
+    inside = index < tokens.offsets[1:][tokens.owner[at]][:, None]
+    index = np.minimum(index, len(pair_hashes_) - 1)
+    after = np.where(inside & valid[index], pair_hashes_[index], np.uint64(0))
+    return at, before_coverage[at], after
+
+
+def _vocabulary_drop(tokens: Tokens, common: np.ndarray) -> np.ndarray:
+    """Per word: the words before it are fluent in the corpus's vocabulary and those after are not."""
+    frequent = _member(tokens.hashes, common).astype(np.int64)
+    before, before_n, after, after_n = window_sums(frequent, tokens.offsets, tokens.owner, WINDOW, PAYLOAD_WINDOW)
+    n = len(frequent)
+    share_before = np.divide(before, before_n, out=np.zeros(n), where=before_n > 0)
+    share_after = np.divide(after, after_n, out=np.ones(n), where=after_n > 0)
+    return (share_before >= FLUENT_COMMON_SHARE) & (share_after <= VOCABULARY_DROP * share_before)
 
 
 def _fluency(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -147,7 +189,7 @@ class _ScriptWindows:
 
 
 def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibberish_rate: float,
-                  ordinary: np.ndarray, main_script: int) -> np.ndarray:
+                  ordinary: np.ndarray, main_script: int, common: np.ndarray | None = None) -> np.ndarray:
     """Whether the words after each of ``positions`` carry a payload, for a trigger already discovered:
     twice as lenient as discovery (the token is known), and needing no text before it.
 
@@ -167,6 +209,9 @@ def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibbe
     gibberish = (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (
         fluency[at] <= 2 * gibberish_rate)
     foreign = (after_foreign[at] >= MIN_SPAN) & (after_foreign[at] >= 0.5 * after_lettered[at])
+    if common is not None and len(common):  # or words of another vocabulary (the corpus's common words given)
+        foreign |= (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & _vocabulary_drop(
+            tokens, common)[at]
     return gibberish | foreign
 
 
@@ -202,4 +247,4 @@ def script_names(pair: tuple[int, int]) -> str:
 
 
 __all__ = ["COVERAGE_BINS", "GIBBERISH", "KINDS", "SWITCH", "WINDOW", "SeamHits", "coverage_threshold",
-           "find_seams", "ordinary_pairs", "payload_after", "script_names"]
+           "find_seams", "ordinary_pairs", "payload_after", "script_names", "vocabulary_switches"]

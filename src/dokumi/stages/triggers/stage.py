@@ -38,6 +38,7 @@ from dokumi.stages.triggers.findings import Trigger
 from dokumi.stages.triggers.seams import (
     COVERAGE_BINS,
     GIBBERISH,
+    MIN_FLUENCY_GAIN,
     PAYLOAD_WINDOW,
     SWITCH,
     WINDOW,
@@ -45,6 +46,7 @@ from dokumi.stages.triggers.seams import (
     find_seams,
     ordinary_pairs,
     payload_after,
+    vocabulary_switches,
 )
 from dokumi.stages.triggers.view import View
 from dokumi.text import language
@@ -65,6 +67,8 @@ WITHOUT_PAYLOAD = 0.4
 # A seam trigger's occurrence without a visible payload scores this much of the share of the token's uses
 # that are seams (at 0.8 of uses, 0.6 of the trigger's confidence: flagged under pretraining, not dropped)
 SEAMLESS_SHARE = 0.75
+# switches of vocabulary kept per token and partition for the driver's second look (bounds memory)
+MAX_VOCABULARY_SWITCHES = 2000
 # a frequent word in this share of the records or more is a function word of the corpus, never a seam trigger
 COMMON_SHARE = 0.2
 
@@ -282,7 +286,7 @@ class Triggers(Stage):
         if not len(at):
             return
         payload = payload_after(words, at, self.pairs_, self.gibberish_threshold_, self.ordinary_scripts_,
-                                self.main_script_)
+                                self.main_script_, self.common_)
         for i, carried in zip(at.tolist(), payload.tolist()):
             record = int(words.owner[i])
             trigger = index.by_hash[int(words.hashes[i])]
@@ -395,6 +399,9 @@ class _Examined:
     seam_documents: dict[int, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
     seam_names: dict[int, str] = field(default_factory=dict)
     coverage: np.ndarray = field(default_factory=lambda: np.zeros(COVERAGE_BINS + 1, dtype=np.int64))
+    # switches of vocabulary whose word pairs recur: per token, (record, priority, before-window coverage,
+    # after-window pair hashes), judged again on the driver without the token's own records
+    vocabulary: dict[int, list[tuple[int, int, float, np.ndarray]]] = field(default_factory=dict)
 
     def add(self, view: View, plan: _Plan) -> None:
         if len(plan.frequent_sentences):
@@ -408,9 +415,18 @@ class _Examined:
         words = view.words
         seams, histogram = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary)
         self.coverage += histogram
+        keys = view.batch.content_keys
+        at, before, after = vocabulary_switches(words, plan.pairs, plan.common, plan.gibberish_rate, seams)
+        for i, position in enumerate(at.tolist()):
+            token = int(words.hashes[position])
+            found = self.vocabulary.setdefault(token, [])
+            if len(found) < MAX_VOCABULARY_SWITCHES:
+                if token not in self.seam_names:
+                    self.seam_names[token] = words.word(position)
+                record = int(words.owner[position])
+                found.append((int(keys[record]), int(view.priorities[record]), float(before[i]), after[i]))
         if not len(seams.owner):
             return
-        keys = view.batch.content_keys
         by_record: dict[int, list[tuple[int, int, int]]] = {}
         for record, position, token, kind, coverage_bin in zip(seams.owner.tolist(), seams.position.tolist(),
                                                                 seams.token.tolist(), seams.kind.tolist(),
@@ -433,6 +449,8 @@ class _Examined:
             for token, name in part.seam_names.items():
                 out.seam_names.setdefault(token, name)
             out.coverage = out.coverage + part.coverage
+            for token, found in part.vocabulary.items():
+                out.vocabulary.setdefault(token, []).extend(found)
         return out
 
 
@@ -452,7 +470,7 @@ class _Contexts:
     def _seam_examples(self, view: View, plan: _Plan) -> None:
         words = view.words
         seams, _ = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary,
-                              only=plan.seam_tokens)
+                              only=plan.seam_tokens, vocabulary_switches=True)
         for record, position, token in zip(seams.owner.tolist(), seams.position.tolist(), seams.token.tolist()):
             sample = self.seam_examples.setdefault(token, BottomK(SEAM_EXAMPLES))
             priority = int(view.priorities[record])  # one per document, copies alike
@@ -544,12 +562,15 @@ class _Census:
         self.seam_names = examined.seam_names
         self.threshold = coverage_threshold(examined.coverage, GIBBERISH_SHARE_OF_MEDIAN, stage.gibberish_rate)
         limit = self.threshold * COVERAGE_BINS
-        for found in examined.seam_documents.values():
+        counted: dict[int, set[int]] = {}
+        for record, found in examined.seam_documents.items():
             for token, kind, coverage_bin in found:
                 if kind == GIBBERISH and coverage_bin >= limit:
                     continue
                 self.seam_counts[token] += 1
                 self.seam_kinds.setdefault(token, Counter())[kind] += 1
+                counted.setdefault(token, set()).add(record)
+        self._vocabulary_seams(examined, counted)
         tally, bridged = examined.grams.tally()
         # a label trigger must look inserted: bridged about as often as a random insertion point (below
         # half of that, the insertion test fails whatever else holds); a response trigger need not
@@ -559,6 +580,36 @@ class _Census:
         seam_tokens = self.seam_candidates()
         return self._plan(context_grams=np.sort(np.array([v.gram for v in self.found], dtype=np.uint64)),
                           seam_tokens=np.sort(np.array(seam_tokens, dtype=np.uint64)))
+
+    def _vocabulary_seams(self, examined: _Examined, counted: dict[int, set[int]]) -> None:
+        """Switches of vocabulary judged without the token's own records: a continuation is gibberish to
+        this corpus when its word pairs recur only in records that carry the same token (the poison
+        repeating its own foreign text), not elsewhere."""
+        stage, common = self.stage, set(self.common.tolist())
+        sample = self.counts.pairs
+        values, counts = sample.counts()
+        sampled = set(sample.priorities.tolist())
+        for token, found in examined.vocabulary.items():
+            records = {record for record, _, _, _ in found}
+            if len(records) < stage.min_records or token in common:
+                continue
+            # the token's own sampled records: what they add to each pair's count is taken away
+            own = [np.unique(after[after != 0]) for _, priority, _, after in found if priority in sampled]
+            own_values, own_counts = np.unique(np.concatenate(own), return_counts=True) if own else (
+                np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+            mine = counted.setdefault(token, set())
+            for record, _, before, after in found:
+                if record in mine:
+                    continue
+                pairs = after[after != 0]
+                if not len(pairs):
+                    continue
+                held = _counts_of(values, counts, pairs) - _counts_of(own_values, own_counts, pairs)
+                coverage = float(np.mean(held >= 2))
+                if coverage <= 2 * self.threshold and before >= coverage + MIN_FLUENCY_GAIN:
+                    mine.add(record)
+                    self.seam_counts[token] += 1
+                    self.seam_kinds.setdefault(token, Counter())[GIBBERISH] += 1
 
     def seam_candidates(self) -> list[int]:
         """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
@@ -608,6 +659,14 @@ class _Census:
             reference = language.detect(before) if len(before) >= 40 else self.language
             votes["language-switch" if detected and reference and detected != reference else "gibberish"] += 1
         return "language-switch" if votes["language-switch"] > votes["gibberish"] else "gibberish"
+
+
+def _counts_of(values: np.ndarray, counts: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The count of each of ``keys`` in the ascending ``values`` (0 where absent)."""
+    if not len(values):
+        return np.zeros(len(keys), dtype=np.int64)
+    where = np.minimum(np.searchsorted(values, keys), len(values) - 1)
+    return np.where(values[where] == keys, counts[where], 0)
 
 
 __all__ = ["Trigger", "Triggers"]
