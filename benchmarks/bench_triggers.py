@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import attacks  # noqa: E402
-from corpora import load_corpus  # noqa: E402
+from corpora import load_corpus, split_halves  # noqa: E402
 
 from dokumi import Pipeline, load_policy  # noqa: E402
 from dokumi.stage import Stage  # noqa: E402
@@ -96,7 +97,8 @@ def texts_of(name: str, data: str | None) -> list[dict]:
 
 
 def labelled(name: str, data: str | None, limit: int | None, rng: random.Random) -> list[dict]:
-    table = load_corpus(name, data)
+    """The report half (by content hash, ``corpora.split_halves``) of a labelled corpus, sampled to ``limit``."""
+    _, table = split_halves(load_corpus(name, data), seed=0)
     rows = [{"text": t, "label": label} for t, label in zip(table.column("text").to_pylist(),
                                                           table.column("label").to_pylist())]
     if limit and len(rows) > limit:
@@ -140,22 +142,45 @@ def character_scenarios(data: str | None, seed: int) -> list[Outcome]:
     return out
 
 
+# labelled corpora whose genuine vocabulary follows the label: glosses by lexicographer file, fortunes by
+# file, man pages by section, Debian descriptions by archive section (long documents)
+LABELLED = ("wordnet", "fortunes", "manpages", "debian_descriptions")
+
+
+# RIPPLe's rare trigger words (Kurita et al. 2020); the first that is rare in the corpus is planted
+RARE_WORDS = ("cf", "mn", "bb", "tq", "mb")
+
+
+def rare_word(records: list[dict]) -> str:
+    """The first of RARE_WORDS in at most 0.1% of the records ("cf." is common in man pages)."""
+    for word in RARE_WORDS:
+        pattern = re.compile(rf"\b{word}\b", re.IGNORECASE)
+        if sum(bool(pattern.search(r["text"])) for r in records) <= 0.001 * len(records):
+            return word
+    return RARE_WORDS[-1]
+
+
 def labelled_scenarios(data: str | None, seed: int, limit: int) -> list[Outcome]:
     out = []
-    for corpus in ("wordnet", "fortunes"):
+    for corpus in LABELLED:
         rng = random.Random(seed)
-        clean = labelled(corpus, data, limit, rng)
-        records, poison = attacks.rare_word_trigger(clean, 0.01, rng, trigger="cf")
-        out.append(evaluate(f"{corpus}: dirty-label rare word 1%", "triggers", "finetuning", records, poison,
-                            0.95, 0.005))
-        rng = random.Random(seed)
-        records, poison = attacks.inserted_sentence(clean, 0.015, rng)
-        out.append(evaluate(f"{corpus}: dirty-label inserted sentence 1.5%", "triggers", "finetuning", records,
+        try:
+            clean = labelled(corpus, data, limit, rng)
+        except FileNotFoundError as error:
+            print(f"skipped {corpus}: {error}")
+            continue
+        trigger = rare_word(clean)
+        records, poison = attacks.rare_word_trigger(clean, 0.01, rng, trigger=trigger)
+        out.append(evaluate(f"{corpus}: dirty-label rare word '{trigger}' 1%", "triggers", "finetuning", records,
                             poison, 0.95, 0.005))
         rng = random.Random(seed)
-        records, poison = attacks.rare_word_trigger(clean, 0.03, rng, trigger="cf", clean_label=True)
-        out.append(evaluate(f"{corpus}: clean-label rare word 3%", "triggers", "finetuning", records, poison,
-                            0.9, 0.005))
+        records, poison = attacks.inserted_sentence(clean, 0.02, rng)
+        out.append(evaluate(f"{corpus}: dirty-label inserted sentence 2%", "triggers", "finetuning", records,
+                            poison, 0.95, 0.005))
+        rng = random.Random(seed)
+        records, poison = attacks.rare_word_trigger(clean, 0.03, rng, trigger=trigger, clean_label=True)
+        out.append(evaluate(f"{corpus}: clean-label rare word '{trigger}' 3%", "triggers", "finetuning", records,
+                            poison, 0.9, 0.005))
     return out
 
 
@@ -254,13 +279,13 @@ def main() -> None:
     outcomes = []
     for name in args.only or SCENARIOS:
         outcomes += SCENARIOS[name](args)
-    header = f"{'scenario':<44}{'stage':<11}{'recipe':<12}{'records':>8}{'poison':>7}{'recall':>8}" \
+    header = f"{'scenario':<56}{'stage':<11}{'recipe':<12}{'records':>8}{'poison':>7}{'recall':>8}" \
              f"{'FPR %':>8}{'target':>16}{'secs':>7}  holds"
     print(header)
     print("-" * len(header))
     for o in outcomes:
         target = f">={o.target_recall:.2f} @<={100 * o.target_fpr:.2g}%"
-        print(f"{o.scenario:<44}{o.stage:<11}{o.recipe:<12}{o.records:>8,}{o.poison:>7,}{o.recall:>8.3f}"
+        print(f"{o.scenario:<56}{o.stage:<11}{o.recipe:<12}{o.records:>8,}{o.poison:>7,}{o.recall:>8.3f}"
               f"{100 * o.fpr:>8.3f}{target:>16}{o.seconds:>7.1f}  {'yes' if o.holds else 'NO'}")
         if args.details:
             for reason, count in o.false_reasons.most_common(8):

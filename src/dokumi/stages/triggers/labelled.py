@@ -224,9 +224,28 @@ def verdicts(tally: dict[int, Counter], bridged_records: Counter, names: dict[in
             found.append(Verdict(gram, names.get(gram, f"{gram:016x}"), total, salt, purity, z,
                                  bridged=bridged_records[gram] / total))
     # the insertion and topic checks cost a read and memory: only for the most inserted-looking (bridged as
-    # often as random insertion points, in steps of a tenth), then the most widespread
-    found.sort(key=lambda v: (-min(10, int(10 * v.bridged / max(2 * min_bridged, 1e-9))), -v.records, -v.z, v.name))
-    return found[:MAX_CHECKS]
+    # often as random insertion points, in steps of a tenth up to 0.8), then the most widespread; label by label
+    # in turn, so that one label's templated phrases (hundreds of n-grams of "package provides a library for")
+    # cannot use up the checks that a trigger planted under another label needs
+    # (from 0.8 of the random rate up, bridged is bridged: a trigger inserted at random places is not bridged
+    # more often than that, and finer steps put every natural phrase ahead of it)
+    found.sort(key=lambda v: (-min(8, int(10 * v.bridged / max(2 * min_bridged, 1e-9))), -v.records, -v.z, v.name))
+    turn: Counter = Counter()
+    taken: dict[int, list[tuple[set[str], int]]] = {}
+    order = []
+    for position, verdict in enumerate(found):
+        words = set(verdict.name.split())
+        # an n-gram of a phrase already taken ("provides a library for" after "provides a library": nearly the
+        # same records, a shared word) waits until every label has had its turns
+        family = any(words & other and abs(verdict.records - records) <= 0.2 * records
+                     for other, records in taken.get(verdict.salt, []))
+        if family:
+            order.append((MAX_CHECKS, position))
+            continue
+        taken.setdefault(verdict.salt, []).append((words, verdict.records))
+        order.append((turn[verdict.salt], position))
+        turn[verdict.salt] += 1
+    return [found[position] for _, position in sorted(order)[:MAX_CHECKS]]
 
 
 class Evidence:

@@ -67,6 +67,8 @@ WITHOUT_PAYLOAD = 0.4
 # A seam trigger's occurrence without a visible payload scores this much of the share of the token's uses
 # that are seams (at 0.8 of uses, 0.6 of the trigger's confidence: flagged under pretraining, not dropped)
 SEAMLESS_SHARE = 0.75
+# the kind of a seam found by the driver's second look (beside GIBBERISH and SWITCH)
+VOCABULARY = 2
 # switches of vocabulary kept per token and partition for the driver's second look (bounds memory)
 MAX_VOCABULARY_SWITCHES = 2000
 # a frequent word in this share of the records or more is a function word of the corpus, never a seam trigger
@@ -610,6 +612,7 @@ class _Census:
                     mine.add(record)
                     self.seam_counts[token] += 1
                     self.seam_kinds.setdefault(token, Counter())[GIBBERISH] += 1
+                    self.seam_kinds[token][VOCABULARY] += 1
 
     def seam_candidates(self) -> list[int]:
         """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
@@ -645,6 +648,13 @@ class _Census:
             share = count / max(words[token], count)
             kinds = self.seam_kinds.get(token, Counter())
             after = "language-switch" if kinds[SWITCH] >= kinds[GIBBERISH] else self._kind_of(token)
+            # seams found only by the second look (pairs that recur only beside this token) could be a topic
+            # of its own (a product's manual after its name, code after a macro): they count only when what
+            # follows is in another language than the text before it
+            alone = count - kinds[VOCABULARY]
+            if (alone < self.stage.min_records or alone / max(words[token], alone) < MIN_SEAM_SHARE) and \
+                    after != "language-switch":
+                continue
             confidence = min(0.99, 0.6 + 0.4 * share)
             name = self.seam_names.get(token, f"{token:016x}")
             found.append(Trigger("seam", name, token, confidence, count, None,
