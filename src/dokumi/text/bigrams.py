@@ -134,15 +134,14 @@ class SeenPairs:
     def __getstate__(self) -> dict:
         return {"packed": self.packed, "records": self.records}
 
-    def hashes(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
-        """Per word: the hash of the pair it opens, and whether it opens one (see :func:`pair_hashes`)."""
-        return pair_hashes(tokens)
-
     def flags(self, tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
         """Per word: whether the pair it opens recurs in the corpus, and whether it opens a pair."""
         pairs, valid = pair_hashes(tokens)
-        seen = self._bits[(pairs % np.uint64(TABLE_BITS)).astype(np.int64)] & valid
-        return seen, valid
+        return self.seen(pairs, valid), valid
+
+    def seen(self, pairs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Which of the pair hashes ``pairs`` (where ``valid``) recur in the corpus."""
+        return self._bits[(pairs % np.uint64(TABLE_BITS)).astype(np.int64)] & valid
 
 
 __all__ = ["PairSample", "SeenPairs", "pair_hashes"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from dokumi.arrays import first_of_pairs
 from dokumi.stages.triggers.grams import window_sums
-from dokumi.text.bigrams import SeenPairs
+from dokumi.text.bigrams import SeenPairs, pair_hashes
 from dokumi.text.scripts import LETTERED, NAMES, word_scripts
 from dokumi.text.tokens import Tokens
 
@@ -58,15 +58,20 @@ class SeamHits:
 
 def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
                ordinary: np.ndarray, only: np.ndarray | None = None,
-               vocabulary_switches: bool = False) -> tuple[SeamHits, np.ndarray]:
+               vocabulary_switches: bool = False, switches: list | None = None) -> tuple[SeamHits, np.ndarray]:
     """Every seam of a batch's words, and the histogram of after-window fluency over every position that
     has words on both sides (the corpus's baseline of what follows a word).
 
     Fluency is the share of a window's word pairs that recur in the corpus (``pairs``); ``common`` are
     the hashes of the corpus's most frequent words (never a trigger); ``ordinary`` an (n scripts,
     n scripts) boolean matrix of script pairs the corpus mixes anyway; ``only`` (sorted hashes), when
-    given, restricts seams to those tokens. With ``vocabulary_switches``, a switch of vocabulary (see
-    :func:`vocabulary_switches`) is a seam too.
+    given, restricts seams to those tokens. A switch of vocabulary is a position where the words after
+    a token hold at most :data:`VOCABULARY_DROP` of the share of ``common`` words that the words before
+    hold (at least :data:`FLUENT_COMMON_SHARE`): fluent text in another language, whose pairs may recur
+    when the poison repeats it. With ``vocabulary_switches`` such a position is a seam too; given a
+    ``switches`` list, one tuple is appended to it: each record's first switch per token (positions),
+    the before-window's pair coverage, and the after-window's pair hashes (``(positions,
+    PAYLOAD_WINDOW)``, 0 past the record's end), for a second look without the token's records.
     """
     hashes, offsets = tokens.hashes, tokens.offsets
     n = len(hashes)
@@ -74,21 +79,26 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     if not n:
         return empty, np.zeros(COVERAGE_BINS + 1, dtype=np.int64)
     owner = tokens.owner
-    coverage, before_coverage, before_n, after_n = _fluency(tokens, pairs)
+    coverage, before_coverage, before_n, after_n, values, valid = _fluency(tokens, pairs)
     _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
     judged = (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN)
     bins = np.minimum((coverage * COVERAGE_BINS).astype(np.int64), COVERAGE_BINS)
     histogram = np.bincount(bins[judged], minlength=COVERAGE_BINS + 1)
+    uncommon = ~_member(hashes, common)
+    drop = _vocabulary_drop(tokens, common) if vocabulary_switches or switches is not None else None
+    if switches is not None:
+        at = np.flatnonzero(uncommon & judged & (after_chars >= MIN_SPAN_CHARACTERS) & drop)
+        switches.append(_switch_windows(tokens, at, before_coverage, values, valid))
     windows = _ScriptWindows(tokens, owner)
     # the token belongs to the text before it: a payload's own words are not its trigger
-    candidate = ~_member(hashes, common) & (before_n > 0) & windows.of_the_text_before()
+    candidate = uncommon & (before_n > 0) & windows.of_the_text_before()
     if only is not None:
         candidate &= _member(hashes, only)
     gibberish = candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate) & (
         before_coverage >= coverage + MIN_FLUENCY_GAIN)
     switch = candidate & windows.switches(ordinary)
     if vocabulary_switches:
-        gibberish |= candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & _vocabulary_drop(tokens, common)
+        gibberish |= candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & drop
     seam = gibberish | switch
     at = np.flatnonzero(seam)
     if not len(at):
@@ -98,27 +108,16 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     return SeamHits(owner[at], at, hashes[at], np.where(switch[at], SWITCH, GIBBERISH), bins[at]), histogram
 
 
-def vocabulary_switches(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
-                        seams: SeamHits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions where the words after a token leave the corpus's vocabulary, though their word pairs
-    recur: fluent text in another language that the poison itself repeats (its pairs vouch for each
-    other). Returns the positions, the before-window's pair coverage, and the after-window's pair hashes
-    (``(positions, PAYLOAD_WINDOW)``, 0 past the record's end) for a second look without the token's
-    records (a record already counted as the token's seam is not counted twice).
-    """
-    coverage, before_coverage, before_n, after_n = _fluency(tokens, pairs)
-    _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), tokens.offsets, tokens.owner, WINDOW)
-    candidate = ~_member(tokens.hashes, common) & (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN) & (
-        after_chars >= MIN_SPAN_CHARACTERS)
-    at = np.flatnonzero(candidate & _vocabulary_drop(tokens, common))
+def _switch_windows(tokens: Tokens, at: np.ndarray, before_coverage: np.ndarray, values: np.ndarray,
+                    valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A record's first switch per token: its position, before-window coverage and after-window pairs."""
     if not len(at):
         return at, np.zeros(0), np.zeros((0, PAYLOAD_WINDOW), dtype=np.uint64)
     at = at[first_of_pairs(tokens.owner[at], tokens.hashes[at])]
-    pair_hashes_, valid = pairs.hashes(tokens)
     index = at[:, None] + 1 + np.arange(PAYLOAD_WINDOW)[None, :]
     inside = index < tokens.offsets[1:][tokens.owner[at]][:, None]
-    index = np.minimum(index, len(pair_hashes_) - 1)
-    after = np.where(inside & valid[index], pair_hashes_[index], np.uint64(0))
+    index = np.minimum(index, len(values) - 1)
+    after = np.where(inside & valid[index], values[index], np.uint64(0))
     return at, before_coverage[at], after
 
 
@@ -132,18 +131,20 @@ def _vocabulary_drop(tokens: Tokens, common: np.ndarray) -> np.ndarray:
     return (share_before >= FLUENT_COMMON_SHARE) & (share_after <= VOCABULARY_DROP * share_before)
 
 
-def _fluency(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _fluency(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, ...]:
     """Per word: the share of recurring pairs among the word pairs after it (within :data:`PAYLOAD_WINDOW`
-    words) and before it (within :data:`WINDOW`), and how many words each side holds."""
+    words) and before it (within :data:`WINDOW`), how many words each side holds, and the hash of the pair
+    it opens with whether it opens one."""
     offsets, owner = tokens.offsets, tokens.owner
-    seen, valid = pairs.flags(tokens)
+    values, valid = pair_hashes(tokens)
+    seen = pairs.seen(values, valid)
     seen_before, words_before, seen_after, words_after = window_sums(seen.astype(np.int64), offsets, owner, WINDOW,
                                                                      PAYLOAD_WINDOW)
     valid_before, _, valid_after, _ = window_sums(valid.astype(np.int64), offsets, owner, WINDOW, PAYLOAD_WINDOW)
     n = len(seen)
     after = np.divide(seen_after, valid_after, out=np.ones(n), where=valid_after > 0)
     before = np.divide(seen_before, valid_before, out=np.zeros(n), where=valid_before > 0)
-    return after, before, words_before, words_after
+    return after, before, words_before, words_after, values, valid
 
 
 class _ScriptWindows:
@@ -199,7 +200,7 @@ def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibbe
     if not len(positions):
         return np.zeros(0, dtype=bool)
     owner, offsets = tokens.owner, tokens.offsets
-    fluency, _, _, after_n = _fluency(tokens, pairs)
+    fluency, _, _, after_n, _, _ = _fluency(tokens, pairs)
     _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
     scripts = word_scripts(tokens).astype(np.int64)
     foreign_word = LETTERED[scripts] & ~ordinary[main_script, scripts]
@@ -247,4 +248,4 @@ def script_names(pair: tuple[int, int]) -> str:
 
 
 __all__ = ["COVERAGE_BINS", "GIBBERISH", "KINDS", "SWITCH", "WINDOW", "SeamHits", "coverage_threshold",
-           "find_seams", "ordinary_pairs", "payload_after", "script_names", "vocabulary_switches"]
+           "find_seams", "ordinary_pairs", "payload_after", "script_names"]

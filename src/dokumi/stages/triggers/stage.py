@@ -46,7 +46,6 @@ from dokumi.stages.triggers.seams import (
     find_seams,
     ordinary_pairs,
     payload_after,
-    vocabulary_switches,
 )
 from dokumi.stages.triggers.view import View
 from dokumi.text import language
@@ -415,10 +414,12 @@ class _Examined:
 
     def _examine_seams(self, view: View, plan: _Plan) -> None:
         words = view.words
-        seams, histogram = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary)
+        switches: list = []
+        seams, histogram = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary,
+                                      switches=switches)
         self.coverage += histogram
         keys = view.batch.content_keys
-        at, before, after = vocabulary_switches(words, plan.pairs, plan.common, plan.gibberish_rate, seams)
+        at, before, after = switches[0] if switches else (np.zeros(0, dtype=np.int64), np.zeros(0), None)
         for i, position in enumerate(at.tolist()):
             token = int(words.hashes[position])
             found = self.vocabulary.setdefault(token, [])
