@@ -70,7 +70,8 @@ def recipe_stage() -> tuple[dict, StageRule]:
 def detection(seeds: int, data: str | None) -> None:
     params, rule = recipe_stage()
     print(f"pretraining recipe: {params['mode']} mode, jaccard={params['jaccard']}, ngram={params['ngram']}, "
-          f"min_cluster_size={params['min_cluster_size']}; flag from {rule.flag_threshold}, drop from {rule.threshold}")
+          f"min_cluster_size={params['min_cluster_size']}, duplicate_jaccard={params['duplicate_jaccard']}; "
+          f"action {rule.action}, duplicates {rule.duplicates}")
     print(f"\n  {COPIES} edited copies among real documents\n")
     print(f"  {'corpus':<10}{'documents':>10}{'seed':>5}{'copies removed':>16}{'others removed':>16}{'share':>9}"
           f"{'largest cluster':>17}{'seconds':>9}")
