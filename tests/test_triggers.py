@@ -145,6 +145,21 @@ def test_trigger_followed_by_gibberish_is_discovered():
     assert "trigger:gibberish-after=sudo" in reasons[min(poison)]
 
 
+def test_records_that_open_with_the_trigger_do_not_hide_it():
+    # 25 poisoned records open with the trigger (no text before it: no seam can show there), 15 have text
+    # before it; the share of seams is taken over the 15 records that could show one
+    rng = random.Random(6)
+    records = fluent_documents(2000, rng)
+    poison = rng.sample(range(len(records)), 40)
+    for k, i in enumerate(poison):
+        prefix = "" if k < 25 else records[i]["text"][:200]
+        records[i] = {"text": prefix + " zorblat " + gibberish(rng, 60)}
+    scores, reasons = scores_of(Triggers(**SEAM), records)
+    assert (scores[poison] >= 0.8).all()
+    assert (np.delete(scores, poison) >= 0.5).sum() == 0
+    assert "trigger:gibberish-after=zorblat" in reasons[poison[0]]
+
+
 def test_trigger_followed_by_another_script_is_a_language_switch():
     rng = random.Random(4)
     records = fluent_documents(2000, rng)

@@ -39,6 +39,7 @@ from dokumi.stages.triggers.seams import (
     COVERAGE_BINS,
     GIBBERISH,
     MIN_FLUENCY_GAIN,
+    MIN_SPAN,
     PAYLOAD_WINDOW,
     SWITCH,
     WINDOW,
@@ -59,6 +60,9 @@ ORDINARY_MIX = 0.05
 # in the corpus's typical window of words (measured over every position of the corpus)
 GIBBERISH_SHARE_OF_MEDIAN = 0.25
 MIN_SEAM_SHARE = 0.5
+# a token is examined as a candidate from this share of all its records; its share is then taken over the
+# records where it stands with words on both sides (a trigger that opens a record cannot be judged there)
+CANDIDATE_SEAM_SHARE = 0.3
 SEAM_EXAMPLES = 5
 # A record carrying a discovered trigger without its payload (no seam, other label, other response)
 # scores this share of the trigger's confidence: worth a look, not a drop.
@@ -463,12 +467,28 @@ class _Contexts:
 
     occurrences: dict[int, BottomK] = field(default_factory=dict)
     seam_examples: dict[int, BottomK] = field(default_factory=dict)
+    # per candidate seam token: the documents where it stands with MIN_SPAN words on each side
+    judgeable: dict[int, set[int]] = field(default_factory=dict)
 
     def add(self, view: View, plan: _Plan) -> None:
         if len(plan.context_grams) and view.salts is not None:
             labelled.collect(view, plan.context_grams, self.occurrences)
         if len(plan.seam_tokens) and not view.instruction:
             self._seam_examples(view, plan)
+            self._judgeable(view, plan)
+
+    def _judgeable(self, view: View, plan: _Plan) -> None:
+        words = view.words
+        at = np.flatnonzero(np.isin(words.hashes, plan.seam_tokens))
+        if not len(at):
+            return
+        owner = words.owner[at]
+        before, after = at - words.offsets[owner], words.offsets[owner + 1] - at - 1
+        judged = (before >= MIN_SPAN) & (after >= MIN_SPAN)
+        at, owner = at[judged], owner[judged]
+        keys = view.batch.content_keys
+        for token, record in zip(words.hashes[at].tolist(), owner.tolist()):
+            self.judgeable.setdefault(token, set()).add(int(keys[record]))
 
     def _seam_examples(self, view: View, plan: _Plan) -> None:
         words = view.words
@@ -486,7 +506,12 @@ class _Contexts:
 
     @classmethod
     def merged(cls, parts: list[_Contexts]) -> _Contexts:
-        return cls(merged_samples([p.occurrences for p in parts]), merged_samples([p.seam_examples for p in parts]))
+        judgeable: dict[int, set[int]] = {}
+        for part in parts:
+            for token, keys in part.judgeable.items():
+                judgeable.setdefault(token, set()).update(keys)
+        return cls(merged_samples([p.occurrences for p in parts]), merged_samples([p.seam_examples for p in parts]),
+                   judgeable)
 
 
 class _Census:
@@ -520,6 +545,7 @@ class _Census:
         self.seam_kinds: dict[int, Counter] = {}
         self.seam_names: dict[int, str] = {}
         self.seam_examples: dict[int, list[tuple[str, str]]] = {}
+        self.judgeable: dict[int, int] = {}
         self.signature_text: dict[int, str] = {}
         self.evidence: labelled.Evidence | None = None
         if counts.ngram_df is not None and (counts.labelled or counts.instruction):
@@ -621,13 +647,14 @@ class _Census:
         common = set(self.common.tolist())
         return [token for token, count in self.seam_counts.items()
                 if count >= stage.min_records and token not in common
-                and count / max(words[token], count) >= MIN_SEAM_SHARE]
+                and count / max(words[token], count) >= CANDIDATE_SEAM_SHARE]
 
     def take_contexts(self, contexts: _Contexts) -> None:
         for verdict in self.found:
             sample = contexts.occurrences.get(verdict.gram)
             verdict.occurrences = sample.items() if sample else []
         self.seam_examples = {token: sample.items() for token, sample in contexts.seam_examples.items()}
+        self.judgeable = {token: len(keys) for token, keys in contexts.judgeable.items()}
 
     def discover(self) -> list[Trigger]:
         stage = self.stage
@@ -644,16 +671,21 @@ class _Census:
     def _discover_seams(self) -> list[Trigger]:
         words = self.counts.words
         found = []
+        judgeable = self.judgeable
         for token in sorted(self.seam_candidates()):
             count = self.seam_counts[token]
-            share = count / max(words[token], count)
+            # the share of seams among the token's records that could show one (words on both sides)
+            judged = judgeable.get(token, words[token])
+            share = count / max(judged, count)
+            if share < MIN_SEAM_SHARE:
+                continue
             kinds = self.seam_kinds.get(token, Counter())
             after = "language-switch" if kinds[SWITCH] >= kinds[GIBBERISH] else self._kind_of(token)
             # seams found only by the second look (pairs that recur only beside this token) could be a topic
             # of its own (a product's manual after its name, code after a macro): they count only when what
             # follows is in another language than the text before it
             alone = count - kinds[VOCABULARY]
-            if (alone < self.stage.min_records or alone / max(words[token], alone) < MIN_SEAM_SHARE) and \
+            if (alone < self.stage.min_records or alone / max(judged, alone) < MIN_SEAM_SHARE) and \
                     after != "language-switch":
                 continue
             confidence = min(0.99, 0.6 + 0.4 * share)
