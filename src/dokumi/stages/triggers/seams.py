@@ -194,8 +194,10 @@ def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibbe
     """Whether the words after each of ``positions`` carry a payload, for a trigger already discovered:
     twice as lenient as discovery (the token is known), and needing no text before it.
 
-    A payload is gibberish (at most twice ``gibberish_rate`` of recurring word pairs) or mostly in
-    scripts that the corpus's main script does not mix with (several of them together count).
+    A payload is gibberish (at most twice ``gibberish_rate`` of recurring word pairs), mostly in
+    scripts that the corpus's main script does not mix with (several of them together count), or, given
+    the corpus's ``common`` words, words of another vocabulary (at most half the before-window's share
+    of them, or a tenth).
     """
     if not len(positions):
         return np.zeros(0, dtype=bool)
@@ -210,9 +212,15 @@ def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibbe
     gibberish = (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (
         fluency[at] <= 2 * gibberish_rate)
     foreign = (after_foreign[at] >= MIN_SPAN) & (after_foreign[at] >= 0.5 * after_lettered[at])
-    if common is not None and len(common):  # or words of another vocabulary (the corpus's common words given)
-        foreign |= (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & _vocabulary_drop(
-            tokens, common)[at]
+    if common is not None and len(common):
+        # or words of another vocabulary: at most half the common-word share of the words before, and at most a
+        # tenth whatever comes before (code, a table, nothing); the token is already known to be a trigger
+        frequent = _member(tokens.hashes, common).astype(np.int64)
+        before, before_n, after, after_words = window_sums(frequent, offsets, owner, WINDOW, PAYLOAD_WINDOW)
+        share_before = np.divide(before[at], before_n[at], out=np.zeros(len(at)), where=before_n[at] > 0)
+        share_after = np.divide(after[at], after_words[at], out=np.ones(len(at)), where=after_words[at] > 0)
+        foreign |= (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (
+            share_after <= np.maximum(0.5 * share_before, 0.1))
     return gibberish | foreign
 
 
