@@ -23,6 +23,19 @@ def distinct(values: np.ndarray) -> np.ndarray:
     return ordered[keep]
 
 
+def lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``keys`` are in the ascending ``sorted_keys``, and where (a binary search, no hashing)."""
+    if not len(sorted_keys) or not len(keys):
+        return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
+    where = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[where] == keys, where
+
+
+def members(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Which ``keys`` are in the ascending ``sorted_keys``."""
+    return lookup(sorted_keys, keys)[0]
+
+
 def first_of_pairs(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Positions of the first occurrence of each distinct (owner, value) pair, ascending.
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import regex
 
-from dokumi.arrays import distinct
+from dokumi.arrays import distinct, members
 from dokumi.errors import PolicyError
 from dokumi.records import Batch
 from dokumi.rulepacks import load_rule_pack
@@ -129,7 +129,7 @@ class Patterns(Stage):
         """
         n = batch.num_rows
         words = batch.words
-        hit = np.flatnonzero(_member(words.hashes, self._rule_words))
+        hit = np.flatnonzero(members(words.hashes, self._rule_words))
         hit_owner, hit_words = words.owner[hit], words.hashes[hit]
         array = None
         found = []
@@ -376,13 +376,6 @@ def sequence_pattern(slots: Any, gap: int, where: str = "sequence") -> str:
 
 _NOT_AFTER_WORD = r"(?<!\w)"
 _NOT_BEFORE_WORD = r"(?!\w)"
-
-
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    if not len(sorted_set) or not len(values):
-        return np.zeros(len(values), dtype=bool)
-    where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
-    return sorted_set[where] == values
 
 
 def _strings(batch: Batch) -> pa.Array:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dokumi.arrays import distinct
+from dokumi.arrays import distinct, lookup
 from dokumi.fitplan import Fold, GroupByKey, Reduce, Step
 from dokumi.lsh import (
     band_keys,
@@ -47,8 +47,8 @@ VERIFY = ("signature", "exact", "off")
 PROBE_MEMBERS = 32
 _REPRESENTATIVE = np.uint8(1)
 _PROTECTED = np.uint8(2)
-# the one content kept of its group of copies (a repetition-size cluster, or a near-identical group in a
-# smaller one); every other member of the group is a redundant copy
+# the one content kept of its group of copies (contents of one cluster whose word sets are near-identical);
+# every other member of the group is a redundant copy
 _KEPT = np.uint8(4)
 # word-set MinHash of clustered contents, for telling copies from records that share a passage (64 values:
 # the estimate's error is about 0.05 at the 0.8 bar)
@@ -235,7 +235,7 @@ class NearDuplicates(Stage):
     def _shingles(self, sets: dict[int, np.ndarray], batch: Batch) -> dict[int, np.ndarray]:
         """Round 2 (``verify = "exact"``): the shingle sets of the candidate contents in ``batch``."""
         keys = batch.content_keys
-        hits = np.flatnonzero(_lookup(self._wanted, keys)[0])
+        hits = np.flatnonzero(lookup(self._wanted, keys)[0])
         if not len(hits):
             return sets
         hashes, offsets = self._hasher.shingle_hashes(batch.select(hits).content_array())
@@ -249,7 +249,7 @@ class NearDuplicates(Stage):
     def _copy_words(self, signatures: dict[int, np.ndarray], batch: Batch) -> dict[int, np.ndarray]:
         """Round after clustering (repetition mode): a MinHash of the word set of each clustered content."""
         keys = batch.content_keys
-        hits = np.flatnonzero(_lookup(self._copies_wanted, keys)[0])
+        hits = np.flatnonzero(lookup(self._copies_wanted, keys)[0])
         if not len(hits):
             return signatures
         words = self._word_hasher.signatures_of_words(batch.select(hits).words)
@@ -267,7 +267,7 @@ class NearDuplicates(Stage):
         """
         members = self.members_
         signed = np.sort(np.fromiter(signatures, dtype=np.uint64, count=len(signatures)))
-        clustered = np.flatnonzero(_lookup(signed, members.key)[0] & (members.slot >= 0))
+        clustered = np.flatnonzero(lookup(signed, members.key)[0] & (members.slot >= 0))
         kept = members.flags & _REPRESENTATIVE > 0
         kept[members.slot < 0] = True
         if len(clustered) > 1:
@@ -280,9 +280,8 @@ class NearDuplicates(Stage):
                 return (slot[left] == slot[right]) & (estimated_jaccard(words, left, right) >= bar)
 
             keys = band_keys(words, *band_parameters(bar, COPY_PERM))
-            group = cluster(keys, rank, near)
-            kept[clustered] = group == np.arange(len(clustered))
-            # a cluster's representative stays kept in its own group; each other group keeps its lowest rank
+            # the cluster's representative (its lowest rank) keeps its own group; each other group its lowest
+            kept[clustered] = cluster(keys, rank, near) == np.arange(len(clustered))
         flags = members.flags & ~_KEPT
         flags[kept] |= _KEPT
         self.members_ = _Members(members.key, members.slot, flags, members.id)
@@ -291,7 +290,7 @@ class NearDuplicates(Stage):
         # records the fit never saw are compared with the word sets of the contents they are probed against
         probe = self.probe_
         probe.words = np.zeros((len(probe.content), COPY_PERM), dtype=np.uint32)
-        probe.has_words = _lookup(signed, probe.content)[0]
+        probe.has_words = lookup(signed, probe.content)[0]
         for i in np.flatnonzero(probe.has_words).tolist():
             probe.words[i] = signatures[int(probe.content[i])]
 
@@ -355,7 +354,8 @@ class NearDuplicates(Stage):
         grouped = self.mode == "repetition" and self.duplicate_jaccard < 1.0
         self._copies_wanted = np.sort(nodes.key[members[(node_slot[members] >= 0) & nodes.corpus[members]]]) \
             if grouped else np.zeros(0, dtype=np.uint64)
-        self._copy_rank = nodes.rank[members]
+        if grouped:
+            self._copy_rank = nodes.rank[members]  # the driver's, until the copy-words round ends
         self.members_ = _Members(nodes.key[members], node_slot[members].astype(np.int32), flags, nodes.id[members])
         self.known_ = nodes.key
         # probing a record the fit never saw: the signatures of up to PROBE_MEMBERS contents per cluster
@@ -385,7 +385,7 @@ class NearDuplicates(Stage):
         keys = batch.content_keys
         slot = np.full(n, -1, dtype=np.int32)
         flags = np.zeros(n, dtype=np.uint8)
-        found, where = _lookup(self.members_.key, keys)
+        found, where = lookup(self.members_.key, keys)
         slot[found] = self.members_.slot[where[found]]
         flags[found] = self.members_.flags[where[found]]
         if found.any():
@@ -393,7 +393,7 @@ class NearDuplicates(Stage):
             ids = id_keys([batch.ids[i] for i in np.flatnonzero(found).tolist()])
             lowest = ids == self.members_.id[where[found]]
             flags[np.flatnonzero(found)[~lowest]] &= ~(_REPRESENTATIVE | _KEPT)
-        unknown = np.flatnonzero(~_lookup(self.known_, keys)[0])
+        unknown = np.flatnonzero(~lookup(self.known_, keys)[0])
         if len(unknown):
             self._probe(batch.select(unknown), unknown, slot, flags)
         for i in np.flatnonzero((slot >= 0) | (flags & _PROTECTED > 0)).tolist():
@@ -489,7 +489,7 @@ class NearDuplicates(Stage):
     def __getstate__(self) -> dict[str, Any]:
         # Workers only score: the index of every content (512 bytes each) stays in the process that fitted.
         # So do the driver's working state between rounds and an earlier scan's index.
-        return {k: v for k, v in self.__dict__.items() if k not in ("index_", "_pending", "_earlier")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("index_", "_pending", "_earlier", "_copy_rank")}
 
 
 def repetition_score(size: int, boundary: float) -> float:
@@ -594,14 +594,6 @@ class _Probe:
         # word-set signatures, once compared (repetition mode): whether a new record is a copy of a member
         self.words: np.ndarray | None = None
         self.has_words = np.zeros(len(slot), dtype=bool)
-
-
-def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which ``keys`` are in ``sorted_keys``, and where."""
-    if not len(sorted_keys):
-        return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
-    where = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[where] == keys, where
 
 
 def _merged_sets(parts: list[dict[int, np.ndarray]]) -> dict[int, np.ndarray]:

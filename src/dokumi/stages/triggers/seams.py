@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dokumi.arrays import first_of_pairs
+from dokumi.arrays import first_of_pairs, members
 from dokumi.stages.triggers.grams import window_sums
 from dokumi.text.bigrams import SeenPairs, pair_hashes
 from dokumi.text.scripts import LETTERED, NAMES, word_scripts
@@ -84,7 +84,7 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     judged = (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN)
     bins = np.minimum((coverage * COVERAGE_BINS).astype(np.int64), COVERAGE_BINS)
     histogram = np.bincount(bins[judged], minlength=COVERAGE_BINS + 1)
-    uncommon = ~_member(hashes, common)
+    uncommon = ~members(hashes, common)
     drop = _vocabulary_drop(tokens, common) if vocabulary_switches or switches is not None else None
     if switches is not None:
         at = np.flatnonzero(uncommon & judged & (after_chars >= MIN_SPAN_CHARACTERS) & drop)
@@ -93,7 +93,7 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     # the token belongs to the text before it: a payload's own words are not its trigger
     candidate = uncommon & (before_n > 0) & windows.of_the_text_before()
     if only is not None:
-        candidate &= _member(hashes, only)
+        candidate &= members(hashes, only)
     gibberish = candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate) & (
         before_coverage >= coverage + MIN_FLUENCY_GAIN)
     switch = candidate & windows.switches(ordinary)
@@ -121,13 +121,19 @@ def _switch_windows(tokens: Tokens, at: np.ndarray, before_coverage: np.ndarray,
     return at, before_coverage[at], after
 
 
-def _vocabulary_drop(tokens: Tokens, common: np.ndarray) -> np.ndarray:
-    """Per word: the words before it are fluent in the corpus's vocabulary and those after are not."""
-    frequent = _member(tokens.hashes, common).astype(np.int64)
+def _common_shares(tokens: Tokens, common: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per word: the share of the corpus's ``common`` words among the :data:`WINDOW` words before it and
+    among the :data:`PAYLOAD_WINDOW` words after it (1 where nothing follows)."""
+    frequent = members(tokens.hashes, common).astype(np.int64)
     before, before_n, after, after_n = window_sums(frequent, tokens.offsets, tokens.owner, WINDOW, PAYLOAD_WINDOW)
     n = len(frequent)
-    share_before = np.divide(before, before_n, out=np.zeros(n), where=before_n > 0)
-    share_after = np.divide(after, after_n, out=np.ones(n), where=after_n > 0)
+    return (np.divide(before, before_n, out=np.zeros(n), where=before_n > 0),
+            np.divide(after, after_n, out=np.ones(n), where=after_n > 0))
+
+
+def _vocabulary_drop(tokens: Tokens, common: np.ndarray) -> np.ndarray:
+    """Per word: the words before it are fluent in the corpus's vocabulary and those after are not."""
+    share_before, share_after = _common_shares(tokens, common)
     return (share_before >= FLUENT_COMMON_SHARE) & (share_after <= VOCABULARY_DROP * share_before)
 
 
@@ -215,20 +221,10 @@ def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibbe
     if common is not None and len(common):
         # or words of another vocabulary: at most half the common-word share of the words before, and at most a
         # tenth whatever comes before (code, a table, nothing); the token is already known to be a trigger
-        frequent = _member(tokens.hashes, common).astype(np.int64)
-        before, before_n, after, after_words = window_sums(frequent, offsets, owner, WINDOW, PAYLOAD_WINDOW)
-        share_before = np.divide(before[at], before_n[at], out=np.zeros(len(at)), where=before_n[at] > 0)
-        share_after = np.divide(after[at], after_words[at], out=np.ones(len(at)), where=after_words[at] > 0)
+        share_before, share_after = _common_shares(tokens, common)
         foreign |= (after_n[at] >= MIN_SPAN) & (after_chars[at] >= MIN_SPAN_CHARACTERS) & (
-            share_after <= np.maximum(0.5 * share_before, 0.1))
+            share_after[at] <= np.maximum(0.5 * share_before[at], 0.1))
     return gibberish | foreign
-
-
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    if not len(sorted_set):
-        return np.zeros(len(values), dtype=bool)
-    where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
-    return sorted_set[where] == values
 
 
 def ordinary_pairs(script_records: np.ndarray, records: int, share: float, floor: int) -> np.ndarray:

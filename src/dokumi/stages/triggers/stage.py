@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from dokumi.arrays import first_of_pairs
+from dokumi.arrays import first_of_pairs, lookup
 from dokumi.fitplan import Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
@@ -633,7 +633,7 @@ class _Census:
                 pairs = after[after != 0]
                 if not len(pairs):
                     continue
-                held = _counts_of(values, counts, pairs) - _counts_of(own_values, own_counts, pairs)
+                held = counts_of(values, counts, pairs) - counts_of(own_values, own_counts, pairs)
                 coverage = float(np.mean(held >= 2))
                 if coverage <= 2 * self.threshold and before >= coverage + MIN_FLUENCY_GAIN:
                     mine.add(record)
@@ -704,12 +704,10 @@ class _Census:
         return "language-switch" if votes["language-switch"] > votes["gibberish"] else "gibberish"
 
 
-def _counts_of(values: np.ndarray, counts: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def counts_of(values: np.ndarray, counts: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """The count of each of ``keys`` in the ascending ``values`` (0 where absent)."""
-    if not len(values):
-        return np.zeros(len(keys), dtype=np.int64)
-    where = np.minimum(np.searchsorted(values, keys), len(values) - 1)
-    return np.where(values[where] == keys, counts[where], 0)
+    found, where = lookup(values, keys)
+    return np.where(found, counts[where] if len(counts) else 0, 0)
 
 
 __all__ = ["Trigger", "Triggers"]
