@@ -25,7 +25,7 @@ false positives of ``risk`` (the (1 - 0.001) quantile of the clean records'
 risk as the cut), over seeds.
 
 usage: python benchmarks/bench_discovery.py [--data DIR] [--sizes 2000 20000 100000] [--copies 25 100 250]
-       [--seeds 0 1 2] [--attacks gibberish language-switch] [--large-copies 25]
+       [--seeds 0 1 2] [--attacks gibberish language-switch] [--large-copies 25] [--half report|tuning]
 Sizes above 20,000 run only ``--large-copies`` (default 25, the hardest).
 """
 
@@ -58,16 +58,16 @@ def single_words(texts: list[str]) -> list[str]:
     return sorted(tokens.word(int(i)) for i in first)
 
 
-def clean_pool(data: str | None) -> list[dict]:
-    """The report halves of every text corpus that is present, as ``{"text": ...}`` records."""
+def clean_pool(data: str | None, half: str = "report") -> list[dict]:
+    """One half (``report`` or ``tuning``) of every text corpus that is present, as ``{"text": ...}`` records."""
     pool = []
     for name in TEXT_CORPORA:
         try:
             table = load_corpus(name, data)
         except FileNotFoundError:
             continue
-        _, report = split_halves(table, seed=0)
-        pool += [{"text": t} for t in report.column("text").to_pylist() if t]
+        tuning, report = split_halves(table, seed=0)
+        pool += [{"text": t} for t in (report if half == "report" else tuning).column("text").to_pylist() if t]
     return pool
 
 
@@ -103,11 +103,12 @@ def main() -> None:
     parser.add_argument("--large-copies", type=int, nargs="+", default=[25])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--attacks", nargs="+", default=["gibberish", "language-switch"])
+    parser.add_argument("--half", choices=("report", "tuning"), default="report")
     args = parser.parse_args()
 
-    pool = clean_pool(args.data)
+    pool = clean_pool(args.data, args.half)
     foreign = foreign_text(args.data)
-    print(f"# pretraining recipe; clean text: report halves of {len(pool):,} records; seeds {args.seeds}")
+    print(f"# pretraining recipe; clean text: {args.half} halves of {len(pool):,} records; seeds {args.seeds}")
     print(f"{'attack':<17}{'records':>9}{'copies':>8}{'recall':>8}{'min':>7}{'FPR %':>8}{'max FPR %':>10}"
           f"{'r@0.1%':>8}{'min':>7}{'s/run':>7}")
     worst = {"recall": 1.0, "fpr": 0.0, "r@0.1%": 1.0}
