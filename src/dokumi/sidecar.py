@@ -67,6 +67,7 @@ _QUOTES = str.maketrans(
     }
 )
 _SPACES = re.compile(r"\s+")
+_QUOTE_CHARACTERS = re.compile("[" + "".join(chr(c) for c in _QUOTES) + "]")
 _POLYNOMIAL = np.uint64(0x100000001B3)
 _hasher: MinHasher | None = None
 
@@ -75,7 +76,10 @@ def normalize(text: str) -> str:
     """The text as the sketch sees it: drift in case, quotes and white space disappears."""
     if text.isascii():  # NFKC, case folding and the quote table change nothing but the case of ASCII
         return " ".join(text.lower().split())
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)).strip()
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if _QUOTE_CHARACTERS.search(text):  # a dict translation is slow; most texts hold no curly quote
+        text = text.translate(_QUOTES)
+    return _SPACES.sub(" ", text).strip()
 
 
 # ASCII white space as str.split() sees it, and the lower case of every byte
