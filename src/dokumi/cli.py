@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except DokumiError as error:
-        print(f"dokumi: error: {error}", file=sys.stderr)
+        from dokumi.display import printable
+
+        print(f"dokumi: error: {printable(str(error))}", file=sys.stderr)  # one line, whatever the data holds
         return 2
     except KeyboardInterrupt:
         print("dokumi: interrupted; no output was written", file=sys.stderr)

@@ -89,7 +89,9 @@ def scan(
     out = Path(out)
     refuse_existing(out, overwrite)
     pipeline.setup()  # side inputs loaded and checked before any data is read
-    shards, warnings, empty_inputs = usable_shards(open_inputs(inputs))
+    notices: list[str] = []  # files left out of the inputs' folders and globs, named
+    shards, warnings, empty_inputs = usable_shards(open_inputs(inputs, notices))
+    warnings = notices + warnings
     refuse_inputs_inside(shards, out)
     pipeline.check(shards)
     warnings += schema_warnings(shards)
@@ -104,6 +106,7 @@ def scan(
                 warnings += runner.fit(pipeline, shards, progress)
                 pipeline.fitted_ = True
             results = runner.score(pipeline, shards, staging, progress, no_text=policy.no_text)
+        warnings += [note for r in results for note in r.notes]  # unreadable lines, broken streams
         warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
         # a stage (or one of its detectors) that stood aside on this corpus says so in the summary
         warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages

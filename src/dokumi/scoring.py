@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from dokumi.decisions import ALARMS
 from dokumi.manifest import reason_kind
 from dokumi.merkle import MerkleBuilder, record_leaves
-from dokumi.outputs import PartWriter, file_sha256, output_stem
-from dokumi.records import Batch
+from dokumi.outputs import PartWriter, added_column_names, added_field, file_sha256, output_stem
+from dokumi.records import Batch, filter_records
 from dokumi.sidecar import SIDECAR_DIR, sidecar_batch
 from dokumi.sources import Shard
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from dokumi.pipeline import Pipeline
 
 EXAMPLES_PER_SCAN = 20
+# unreadable lines named one by one in the warnings, per shard; the quarantine lists them all
+UNREADABLE_NOTES = 5
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ShardResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
     merkle_root: str = ""
     leaves: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def score_shard(
@@ -77,6 +80,7 @@ def score_shard(
         writers[SIDECAR_DIR].write(sidecar)
         tree.extend(record_leaves(batch.ids, digests.tobytes()))
         _route(batch, scores, writers, unreadable_writer, sidecar if no_text else None)
+        _note_unreadable(result, batch)
         _tally(result, batch, scores)
         if has_id_column is None:
             has_id_column = batch.has("id")
@@ -85,6 +89,9 @@ def score_shard(
         on_records(batch.num_rows + len(batch.unreadable))
     if hashes:
         result.id_hashes = np.concatenate(hashes)
+    if result.unreadable > UNREADABLE_NOTES:
+        result.notes.append(f"shard {shard.name}: {result.unreadable - UNREADABLE_NOTES:,} more unreadable lines "
+                            f"quarantined (quarantine/{stem}.unreadable.parquet lists them all)")
     for kind, writer in (*writers.items(), ("quarantine", unreadable_writer)):
         for path, count in writer.close():
             result.outputs.append({"kind": kind, "path": path, "records": count})
@@ -107,20 +114,15 @@ def _route(
     reasons = scores.column("reasons").slice(0, n)
     dropped = pc.equal(decisions, "drop")
     duplicate = pc.equal(decisions, "duplicate")
-    writers["clean"].write(batch.records.filter(pc.invert(pc.or_(dropped, duplicate))))
+    writers["clean"].write(filter_records(batch.records, pc.invert(pc.or_(dropped, duplicate))))
     if pc.any(duplicate).as_py():
-        writers["duplicates"].write(batch.records.filter(duplicate))
+        writers["duplicates"].write(filter_records(batch.records, duplicate))
     if no_text_hashes is not None:
         if pc.any(dropped).as_py():
             kept = no_text_hashes.select(["id", "row", "sha256"]).append_column("reasons", reasons)
             writers["quarantine"].write(kept.filter(dropped))
     elif pc.any(dropped).as_py():
-        quarantined = batch.records
-        if not batch.has("id"):
-            quarantined = quarantined.append_column(batch.columns.id, pa.array(batch.ids, pa.string()))
-        reasons_name = "reasons" if "reasons" not in quarantined.schema.names else "dokumi_reasons"
-        quarantined = quarantined.append_column(reasons_name, reasons)
-        writers["quarantine"].write(quarantined.filter(dropped))
+        writers["quarantine"].write(filter_records(with_added_columns(batch, {"reasons": reasons}), dropped))
     writers["scores"].write(scores)
     if batch.unreadable:
         unreadable.write(
@@ -136,12 +138,33 @@ def _route(
         )
 
 
+def with_added_columns(batch: Batch, added: dict[str, pa.Array]) -> pa.RecordBatch:
+    """The batch's records, their columns untouched, plus ``added`` (role: values) and the derived id where
+    the input has no id column, each under a name no input column uses (:func:`~dokumi.outputs.added_column_names`)."""
+    columns = dict(added)
+    wanted = list(added)
+    if not batch.has("id"):
+        columns = {"id": pa.array(batch.ids, pa.string()), **columns}
+        wanted = [batch.columns.id, *wanted]
+    records = batch.records
+    for (role, values), name in zip(columns.items(), added_column_names(records.schema.names, wanted)):
+        records = records.append_column(added_field(name, role, values.type), values)
+    return records
+
+
 def _unreadable_content(batch: Batch, no_text: bool) -> dict[str, pa.Array]:
     """The raw bytes of unreadable rows, or with ``no_text`` only their SHA-256."""
     raw = [row.raw for row in batch.unreadable]
     if no_text:
         return {"sha256": pa.array([None if r is None else hashlib.sha256(r).hexdigest() for r in raw], pa.string())}
     return {"raw": pa.array(raw, pa.binary())}
+
+
+def _note_unreadable(result: ShardResult, batch: Batch) -> None:
+    """One warning line per unreadable row (the first few of the shard) naming its line and what was wrong."""
+    result.notes.extend(batch.notes)
+    for row in batch.unreadable[:max(0, UNREADABLE_NOTES - result.unreadable)]:
+        result.notes.append(f"shard {row.shard} line {row.row + 1}: {row.reason} (quarantined)")
 
 
 def _tally(result: ShardResult, batch: Batch, scores: pa.RecordBatch) -> None:

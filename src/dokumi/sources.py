@@ -8,8 +8,6 @@ iterables of dicts. Each becomes a :class:`Shard` that yields
 
 from __future__ import annotations
 
-import glob
-import gzip
 import hashlib
 import json
 import os
@@ -22,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dokumi.errors import InputError
+from dokumi.inputfiles import JSONL_SUFFIXES, PARQUET_SUFFIXES, find_files
+from dokumi.jsonlines import BOM, StreamError, open_chunks, parse_record, refuse_utf16, split_lines
 from dokumi.records import Batch, Columns, UnreadableRow
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 STRING_ROLES = ("text", "prompt", "response")
 
 
@@ -108,7 +106,9 @@ class ParquetShard(Shard):
 
 @dataclass
 class JsonlShard(Shard):
-    """JSON Lines; a line that is not UTF-8, not JSON, or not an object becomes an unreadable row."""
+    """JSON Lines (:mod:`dokumi.jsonlines`). A line that cannot be a record becomes an unreadable row,
+    quarantined with a reason naming what was wrong and where; a compressed stream that breaks is read
+    up to the break, and the error is noted on the shard's last batch."""
 
     file: str = ""
 
@@ -116,19 +116,28 @@ class JsonlShard(Shard):
     def path(self) -> str:
         return self.file
 
-    def _lines(self) -> Iterator[bytes]:
-        opener = gzip.open if self.file.endswith(".gz") else open
-        with opener(self.file, "rb") as handle:
-            yield from handle
+    def _lines(self, errors: list[str]) -> Iterator[tuple[bytes, bool]]:
+        """``(line, cut)`` for each line, a byte order mark dropped. A break in the stream ends the lines and
+        goes to ``errors``; ``cut`` marks the last line when the break came before its end."""
+        previous: bytes | None = None
+        try:
+            for line in split_lines(open_chunks(self.file)):
+                if previous is None:
+                    refuse_utf16(line, f"shard {self.name}")
+                    line = line.removeprefix(BOM)
+                else:
+                    yield previous, False
+                previous = line
+        except StreamError as error:
+            errors.append(str(error))
+        if previous is not None:
+            yield previous, bool(errors) and not previous.endswith((b"\n", b"\r"))
 
     def schema_names(self) -> list[str]:
         names: dict[str, None] = {}
-        for seen, line in enumerate(self._lines()):
-            try:
-                value = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if isinstance(value, dict):
+        for seen, (line, _) in enumerate(self._lines([])):
+            value, _ = parse_record(line)
+            if value is not None:
                 names.update(dict.fromkeys(value))
             if seen >= 100:
                 break
@@ -138,53 +147,68 @@ class JsonlShard(Shard):
         rows: list[int] = []
         values: list[dict[str, Any]] = []
         unreadable: list[UnreadableRow] = []
-        for row, line in enumerate(self._lines()):
+        errors: list[str] = []
+        strings = _string_names(columns)
+        row = -1
+        for row, (line, cut) in enumerate(self._lines(errors)):
             if not line.strip():
                 continue
-            parsed, reason = _parse_json_line(line, columns)
+            parsed, reason = parse_record(line, strings)
             if reason:
-                unreadable.append(UnreadableRow(self.name, row, reason, bytes(line)))
+                # a line the break cut short is kept raw in the quarantine, never guessed at
+                unreadable.append(UnreadableRow(self.name, row, "unreadable:truncated" if cut else reason,
+                                                bytes(line)))
             else:
                 rows.append(row)
                 values.append(parsed)
             if len(values) + len(unreadable) >= batch_size:
                 yield self._batch(values, rows, unreadable, columns)
                 rows, values, unreadable = [], [], []
-        if values or unreadable:
-            yield self._batch(values, rows, unreadable, columns)
+        notes = [f"shard {self.name}: reading stopped after line {row + 1:,} ({errors[0]}); "
+                 f"the lines before were scanned"] if errors else []
+        if values or unreadable or notes:
+            yield self._batch(values, rows, unreadable, columns, notes)
 
     def _batch(
-        self, values: list[dict], rows: list[int], unreadable: list[UnreadableRow], columns: Columns
+        self, values: list[dict], rows: list[int], unreadable: list[UnreadableRow], columns: Columns,
+        notes: list[str] | None = None,
     ) -> Batch:
-        records = records_from_pylist(values, where=f"shard {self.name}", string_columns=_string_names(columns))
+        strings = _string_names(columns)
+        try:
+            records = records_from_pylist(values, where=f"shard {self.name}", string_columns=strings)
+        except (pa.ArrowException, ValueError, TypeError, RecursionError):
+            # a value no check above foresaw: find the records Arrow cannot take, quarantine them, keep the rest
+            values, rows, unreadable = _set_aside_unconvertible(self.name, values, rows, unreadable, strings)
+            records = records_from_pylist(values, where=f"shard {self.name}", string_columns=strings)
         return Batch(
             records=records,
             shard=self.name,
             rows=pa.array(rows, type=pa.int64()),
             columns=columns,
-            unreadable=unreadable,
+            unreadable=sorted(unreadable, key=lambda item: item.row),
+            notes=notes or [],
         )
+
+
+def _set_aside_unconvertible(
+    shard: str, values: list[dict], rows: list[int], unreadable: list[UnreadableRow], strings: list[str],
+) -> tuple[list[dict], list[int], list[UnreadableRow]]:
+    kept_values, kept_rows, unreadable = [], [], list(unreadable)
+    for value, row in zip(values, rows):
+        try:
+            records_from_pylist([value], where=f"shard {shard}", string_columns=strings)
+        except (pa.ArrowException, ValueError, TypeError, RecursionError) as error:
+            raw = json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+            unreadable.append(UnreadableRow(shard, row, f"unreadable:unconvertible,error={type(error).__name__}",
+                                            raw))
+            continue
+        kept_values.append(value)
+        kept_rows.append(row)
+    return kept_values, kept_rows, unreadable
 
 
 def _string_names(columns: Columns) -> list[str]:
     return [getattr(columns, role) for role in STRING_ROLES]
-
-
-def _parse_json_line(line: bytes, columns: Columns) -> tuple[dict | None, str | None]:
-    try:
-        decoded = line.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return None, f"unreadable:non-utf8,byte={error.start}"
-    try:
-        value = json.loads(decoded)
-    except json.JSONDecodeError as error:
-        return None, f"unreadable:invalid-json,col={error.colno}"
-    if not isinstance(value, dict):
-        return None, f"unreadable:not-an-object,type={type(value).__name__}"
-    for name in _string_names(columns):
-        if name in value and value[name] is not None and not isinstance(value[name], str):
-            return None, f"unreadable:column={name},type={type(value[name]).__name__}"
-    return value, None
 
 
 def records_from_pylist(values: list[dict], where: str, string_columns: Iterable[str] = ()) -> pa.RecordBatch:
@@ -305,32 +329,34 @@ def _chain(first: list, rest: Iterable) -> Iterator:
     yield from rest
 
 
-def open_inputs(inputs: Any) -> list[Shard]:
+def open_inputs(inputs: Any, notices: list[str] | None = None) -> list[Shard]:
     """Shards for ``inputs``: a path, glob, directory, in-memory dataset, or a list of those.
 
-    A list of dicts is one in-memory shard, not a list of inputs.
+    A list of dicts is one in-memory shard, not a list of inputs. What a folder or glob held
+    that is not read (other files, hidden entries, links to nothing, a file reached twice) is
+    named in one-line ``notices`` (:mod:`dokumi.inputfiles`).
     """
     if isinstance(inputs, (str, os.PathLike)):
-        return _file_shards([inputs])
+        return _file_shards([inputs], notices)
     if _is_records_list(inputs):
         return [IterableShard(name="records", items=inputs)]
     if isinstance(inputs, (list, tuple)):
         if all(isinstance(item, (str, os.PathLike)) for item in inputs):
-            return _file_shards(list(inputs))
+            return _file_shards(list(inputs), notices)
         shards = []
         for index, item in enumerate(inputs):
-            shards.extend(_object_shards(item, default_name=f"input-{index}"))
+            shards.extend(_object_shards(item, default_name=f"input-{index}", notices=notices))
         return _unique_names(shards)
-    return _object_shards(inputs, default_name="records")
+    return _object_shards(inputs, default_name="records", notices=notices)
 
 
 def _is_records_list(inputs: Any) -> bool:
     return isinstance(inputs, (list, tuple)) and bool(inputs) and all(isinstance(i, Mapping) for i in inputs)
 
 
-def _object_shards(obj: Any, default_name: str) -> list[Shard]:
+def _object_shards(obj: Any, default_name: str, notices: list[str] | None = None) -> list[Shard]:
     if isinstance(obj, (str, os.PathLike)):
-        return _file_shards([obj])
+        return _file_shards([obj], notices)
     if isinstance(obj, pa.RecordBatch):
         obj = pa.Table.from_batches([obj])
     if isinstance(obj, pa.Table):
@@ -360,29 +386,10 @@ def _unique_names(shards: list[Shard]) -> list[Shard]:
     return shards
 
 
-def _file_shards(specs: list[str | os.PathLike]) -> list[Shard]:
-    files: list[str] = []
-    for spec in specs:
-        spec = os.fspath(spec)
-        if os.path.isdir(spec):
-            found = sorted(
-                str(p) for p in Path(spec).rglob("*")
-                if p.is_file() and _is_data_file(p.name)
-                and not any(part.startswith(".") for part in p.relative_to(spec).parts)
-            )
-            if not found:
-                raise InputError(f"directory {spec!r} holds no Parquet or JSONL files")
-            files.extend(found)
-        elif os.path.isfile(spec):
-            files.append(spec)
-        elif glob.has_magic(spec):
-            matched = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
-            if not matched:
-                raise InputError(f"no file matches {spec!r}")
-            files.extend(matched)
-        else:
-            raise InputError(f"input {spec!r} does not exist")
-    files = list(dict.fromkeys(os.path.normpath(f) for f in files))
+def _file_shards(specs: list[str | os.PathLike], notices: list[str] | None = None) -> list[Shard]:
+    files, found_notices = find_files(specs)
+    if notices is not None:
+        notices.extend(found_notices)
     names = _shard_names(files)
     shards: list[Shard] = []
     for file, name in zip(files, names):
@@ -394,10 +401,6 @@ def _file_shards(specs: list[str | os.PathLike]) -> list[Shard]:
         else:
             raise InputError(f"shard {file}: unknown format; expected {', '.join(PARQUET_SUFFIXES + JSONL_SUFFIXES)}")
     return shards
-
-
-def _is_data_file(name: str) -> bool:
-    return name.lower().endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES) and not name.startswith(".")
 
 
 def _shard_names(files: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dokumi.decisions import DECISIONS
+from dokumi.display import printable
 from dokumi.scoring import EXAMPLES_PER_SCAN, ShardResult
 
 # the folders a scan may write, in the order the summary names them
@@ -66,7 +67,8 @@ class ScanResult:
             lines.append(f"warning: {warning}")
         folders = " ".join(f"{name}/" for name in OUTPUT_FOLDERS if (self.out / name).is_dir())
         lines += ["", f"outputs in {self.out}/: {folders} manifest.json report.html"]
-        return "\n".join(lines)
+        # ids, reasons, findings and file names come from the data: none may break a line or drive the terminal
+        return "\n".join(printable(line) for line in lines)
 
 
 __all__ = ["ScanResult"]
