@@ -77,7 +77,7 @@ def test_hostile_lines_through_the_cli_give_one_warning_line_each_and_no_traceba
     assert code == 0 and "Traceback" not in captured.err
     warnings = [line for line in captured.out.splitlines() if line.startswith("warning: shard in.jsonl line")]
     assert len(warnings) == 5  # the first five by line; the sixth is counted
-    assert "warning: shard in.jsonl: 1 more unreadable lines quarantined" in captured.out
+    assert "warning: shard in.jsonl: 1 more unreadable rows quarantined" in captured.out
     assert_accounted(tmp_path / "out", 8)
 
 
@@ -140,13 +140,17 @@ def test_fields_nested_fifty_levels_deep_leave_every_output_readable(tmp_path):
         *GOOD,
     ]
     path = write_jsonl(tmp_path / "in.jsonl", rows)
-    scan(path, out=tmp_path / "jsonl", policy=PLUMBING)
-    outputs = assert_accounted(tmp_path / "jsonl", len(rows))
-    assert_readable(tmp_path / "jsonl")
+    scan(path, out=tmp_path / "parquet", policy=PLUMBING, output_format="parquet")
+    outputs = assert_accounted(tmp_path / "parquet", len(rows))
+    assert_readable(tmp_path / "parquet")
     quarantined = {row["id"]: row for row in outputs["quarantine"].to_pylist()}
     assert json.loads(quarantined["lists"]["meta"]) == nested(50, "list")
     assert json.loads(quarantined["empty"]["meta"]) == {}
     assert json.loads(quarantined["empty"]["items"]) == [{}]
+    scan(path, out=tmp_path / "jsonl", policy=PLUMBING)  # JSONL out: the fields as they came
+    assert_readable(tmp_path / "jsonl")
+    lines = (tmp_path / "jsonl" / "quarantine" / "00000-in.jsonl").read_text().splitlines()
+    assert [json.loads(line)["meta"] for line in lines] == [nested(50, "list"), {}]
 
 
 def test_in_memory_tables_with_unwritable_nesting_are_written_as_json_text(tmp_path):
@@ -238,7 +242,7 @@ def test_links_are_read_once_and_skipped_entries_are_named(tmp_path):
     assert {i["name"] for i in result.manifest["inputs"]} == {"a.jsonl", "hard-b.jsonl"} or {
         i["name"] for i in result.manifest["inputs"]} == {"a.jsonl", "sub/b.jsonl"}
     skipped = next(w for w in result.warnings if w.startswith(f"input {data}: skipped"))
-    assert "not Parquet or JSONL: notes.txt" in skipped
+    assert "not Parquet, JSONL or CSV: notes.txt" in skipped
     assert "hidden: .hidden.jsonl" in skipped
     assert "link to nothing: dangling.jsonl" in skipped
     once = next(w for w in result.warnings if "name a file already read" in w)

@@ -18,6 +18,7 @@ from dokumi.errors import InputError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 # names a notice lists for each kind of skipped entry; the rest are counted
 NAMED_PER_KIND = 5
 
@@ -32,7 +33,7 @@ class Skipped:
     unreadable: list[str] = field(default_factory=list)
 
     def notice(self, spec: str) -> str | None:
-        kinds = [(self.other, "not Parquet or JSONL"), (self.hidden, "hidden"), (self.dangling, "link to nothing"),
+        kinds = [(self.other, "not Parquet, JSONL or CSV"), (self.hidden, "hidden"), (self.dangling, "link to nothing"),
                  (self.unreadable, "cannot be listed")]
         parts = [f"{label}: {_listed(names)}" for names, label in kinds if names]
         count = sum(len(names) for names, _ in kinds)
@@ -45,7 +46,7 @@ def _listed(names: list[str]) -> str:
 
 
 def is_data_file(name: str) -> bool:
-    return name.lower().endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES) and not name.startswith(".")
+    return name.lower().endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES) and not name.startswith(".")
 
 
 def find_files(specs: list[str | os.PathLike]) -> tuple[list[str], list[str]]:
@@ -58,7 +59,7 @@ def find_files(specs: list[str | os.PathLike]) -> tuple[list[str], list[str]]:
             found = walk(spec, skipped)
             notice = skipped.notice(spec)
             if not found:
-                raise InputError(f"directory {spec!r} holds no Parquet or JSONL files"
+                raise InputError(f"directory {spec!r} holds no Parquet, JSONL or CSV files"
                                  + (f" ({notice.split(': ', 1)[1]})" if notice else ""))
             notices += [notice] if notice else []
             files.extend(found)
@@ -137,4 +138,4 @@ def _identity(path: str) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-__all__ = ["JSONL_SUFFIXES", "PARQUET_SUFFIXES", "find_files", "is_data_file", "once_each", "walk"]
+__all__ = ["CSV_SUFFIXES", "JSONL_SUFFIXES", "PARQUET_SUFFIXES", "find_files", "is_data_file", "once_each", "walk"]

@@ -1,4 +1,4 @@
-"""JSON Lines read defensively: one hostile line never stops the file.
+"""JSON Lines: read defensively (one hostile line never stops the file), written back faithfully.
 
 Lines end in ``\\n``, ``\\r\\n`` or, in a file whose first line ends so, a lone
 ``\\r``; a UTF-8 byte order mark before the first record is skipped. A
@@ -8,15 +8,25 @@ reason code (``unreadable:...``) naming what was wrong and where, for the
 quarantine: not UTF-8, not JSON, not an object, nested deeper than
 :data:`MAX_DEPTH`, a number too long to convert, a lone surrogate escape, or
 a content column that is not a string.
+
+Writing: :class:`JsonlWriter` appends lines to ``.jsonl`` or ``.jsonl.gz``
+(gzip without a timestamp, so the same records give the same bytes).
+:func:`spliced_line` adds dokumi's fields to a record's original line without
+re-encoding it; :func:`record_line` encodes a record read from elsewhere.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
+import gzip
 import json
+import math
 import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,8 +63,9 @@ def open_chunks(path: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
         produced = False
         try:
             for chunk in _gunzip(handle, chunk_size):
-                produced = True
-                yield chunk
+                if chunk:
+                    produced = True
+                    yield chunk
         except StreamError as error:
             if produced:
                 raise
@@ -75,9 +86,11 @@ def _gunzip(handle: Any, chunk_size: int) -> Iterator[bytes]:
             return
         while data:
             fed = True
+            before = decompressor.copy()
             try:
                 output = decompressor.decompress(data, chunk_size)  # bounded: a zip bomb expands by chunks
             except zlib.error as error:
+                yield from _salvage(before, data, chunk_size)
                 raise StreamError(f"corrupt compressed data: {error}") from None
             if output:
                 yield output
@@ -86,6 +99,36 @@ def _gunzip(handle: Any, chunk_size: int) -> Iterator[bytes]:
                 decompressor, fed = zlib.decompressobj(_GZIP_WBITS), False
             else:
                 data = decompressor.unconsumed_tail
+
+
+def _salvage(decompressor: Any, data: bytes, chunk_size: int) -> Iterator[bytes]:
+    """What ``data`` decompresses to before the byte where zlib fails. zlib discards a failing call's whole
+    output, so on this error path the input is fed again by halves, down to the one byte that fails."""
+    if len(data) <= 1:
+        yield from _feed(decompressor, data, chunk_size)[0]
+        return
+    half = len(data) // 2
+    trial = decompressor.copy()
+    outputs, fine = _feed(trial, data[:half], chunk_size)
+    if fine:
+        yield from outputs
+        if not trial.eof:
+            yield from _salvage(trial, data[half:], chunk_size)
+    else:
+        yield from _salvage(decompressor, data[:half], chunk_size)
+
+
+def _feed(decompressor: Any, data: bytes, chunk_size: int) -> tuple[list[bytes], bool]:
+    outputs = []
+    while data:
+        try:
+            outputs.append(decompressor.decompress(data, chunk_size))
+        except zlib.error:
+            return outputs, False
+        if decompressor.eof:
+            break
+        data = decompressor.unconsumed_tail
+    return outputs, True
 
 
 def refuse_utf16(first: bytes, where: str) -> None:
@@ -252,5 +295,80 @@ def _escaped(ch: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-__all__ = ["BOM", "MAX_DEPTH", "StreamError", "field_label", "lone_surrogate_at", "open_chunks", "parse_record",
-           "refuse_utf16", "split_lines", "too_deep_at"]
+class JsonlWriter:
+    """Lines appended to one ``.jsonl`` (or gzip-compressed ``.jsonl.gz``) file, created at the first line."""
+
+    def __init__(self, path: Path, compressed: bool = False) -> None:
+        self.path = path
+        self.compressed = compressed
+        self.count = 0
+        self._raw: Any = None
+        self._handle: Any = None
+
+    def write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._raw = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            # no file name and no timestamp in the gzip header: the same records give the same bytes
+            self._handle = (gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=6, mtime=0)
+                            if self.compressed else self._raw)
+        self._handle.write(b"".join(lines))
+        self.count += len(lines)
+
+    def close(self) -> list[tuple[Path, int]]:
+        if self._handle is None:
+            return []
+        self._handle.close()
+        if self._raw is not self._handle:
+            self._raw.close()
+        self._handle = self._raw = None
+        return [(self.path, self.count)]
+
+
+def spliced_line(raw: bytes, added: list[tuple[str, Any]]) -> bytes:
+    """The record's line as it was read, ending in ``\n``, with ``added`` fields inserted before its closing
+    brace: the record's own fields keep their exact bytes (numbers, escapes, key order)."""
+    line = raw.rstrip(b" \t\r\n")
+    if not added:
+        return line + b"\n"
+    body = line[:-1].rstrip(b" \t\r\n")  # a readable line is one object: it ends with "}"
+    fields = ", ".join(f"{json.dumps(name, ensure_ascii=False)}: {_dumps(value)}" for name, value in added)
+    separator = b" " if body.endswith(b"{") else b", "
+    return body + separator + fields.encode("utf-8") + b"}\n"
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    """One record (values as Arrow's ``to_pylist`` gives them) as a JSON line."""
+    return _dumps(record).encode("utf-8") + b"\n"
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_value)
+    except ValueError:  # NaN or an infinity: strict JSON has none, so they become null
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=_json_value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    """Arrow values JSON has no type for: bytes as base64, times as ISO 8601, decimals as exact strings."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)  # Decimal (exact), timedelta, and anything else
+
+
+__all__ = ["BOM", "MAX_DEPTH", "JsonlWriter", "StreamError", "field_label", "lone_surrogate_at", "open_chunks",
+           "parse_record", "record_line", "refuse_utf16", "spliced_line", "split_lines", "too_deep_at"]

@@ -27,7 +27,7 @@ PARQUET_MAX_DEPTH = 64
 
 def output_stem(index: int, shard_name: str) -> str:
     """A file-system-safe, order-preserving stem for a shard's outputs."""
-    stem = re.sub(r"\.(parquet|pq|jsonl|ndjson|json)(\.gz)?$", "", shard_name, flags=re.IGNORECASE)
+    stem = re.sub(r"\.(parquet|pq|jsonl|ndjson|json|csv|tsv)(\.gz)?$", "", shard_name, flags=re.IGNORECASE)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__")).strip("._") or "shard"
     return f"{index:05d}-{stem[:120]}"
 

@@ -68,6 +68,8 @@ class UnreadableRow:
     row: int
     reason: str
     raw: bytes | None = None
+    # what ``row + 1`` counts, for people: JSONL lines, or CSV records (a quoted field may span lines)
+    unit: str = "line"
 
     @property
     def id(self) -> str:
@@ -83,7 +85,8 @@ class Batch:
     0-based row numbers of the records in their shard. ``unreadable`` lists
     rows of the same stretch of the shard that could not be parsed; ``notes``
     say what went wrong with the shard itself there (a compressed stream that
-    breaks), for the scan's warnings.
+    breaks), for the scan's warnings. ``raw`` holds each record's line where
+    the input is JSON Lines.
     """
 
     records: pa.RecordBatch
@@ -92,6 +95,8 @@ class Batch:
     columns: Columns = field(default_factory=Columns)
     unreadable: list[UnreadableRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # JSONL: each record's line as read, so that JSONL outputs give every field back as it came
+    raw: list[bytes] | None = None
 
     @property
     def num_rows(self) -> int:
@@ -100,8 +105,9 @@ class Batch:
     def select(self, rows: np.ndarray) -> Batch:
         """The records at positions ``rows`` (ascending) as a batch of their own; unreadable rows stay out."""
         indices = pa.array(np.asarray(rows, dtype=np.int64))
+        raw = [self.raw[i] for i in indices.to_pylist()] if self.raw is not None else None
         return Batch(records=take_records(self.records, indices), shard=self.shard, rows=self.rows.take(indices),
-                     columns=self.columns)
+                     columns=self.columns, raw=raw)
 
     def has(self, role: str) -> bool:
         """Whether the batch carries the column playing ``role``."""

@@ -1,6 +1,6 @@
 """Read input shards as bounded-size batches.
 
-Inputs are Parquet or JSONL files (given as files, directories or globs),
+Inputs are Parquet, JSONL or CSV/TSV files (given as files, directories or globs),
 Hugging Face ``datasets`` objects, Arrow tables, pandas DataFrames, or
 iterables of dicts. Each becomes a :class:`Shard` that yields
 :class:`~dokumi.records.Batch` objects of at most ``batch_size`` rows.
@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dokumi.errors import InputError
-from dokumi.inputfiles import JSONL_SUFFIXES, PARQUET_SUFFIXES, find_files
-from dokumi.jsonlines import BOM, StreamError, open_chunks, parse_record, refuse_utf16, split_lines
+from dokumi.inputfiles import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES, find_files
+from dokumi.jsonlines import BOM, StreamError, field_label, open_chunks, parse_record, refuse_utf16, split_lines
 from dokumi.records import Batch, Columns, UnreadableRow
 
 STRING_ROLES = ("text", "prompt", "response")
@@ -144,8 +144,7 @@ class JsonlShard(Shard):
         return list(names)
 
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
-        rows: list[int] = []
-        values: list[dict[str, Any]] = []
+        readable: list[tuple[int, dict[str, Any], bytes]] = []
         unreadable: list[UnreadableRow] = []
         errors: list[str] = []
         strings = _string_names(columns)
@@ -159,52 +158,53 @@ class JsonlShard(Shard):
                 unreadable.append(UnreadableRow(self.name, row, "unreadable:truncated" if cut else reason,
                                                 bytes(line)))
             else:
-                rows.append(row)
-                values.append(parsed)
-            if len(values) + len(unreadable) >= batch_size:
-                yield self._batch(values, rows, unreadable, columns)
-                rows, values, unreadable = [], [], []
+                readable.append((row, parsed, bytes(line)))
+            if len(readable) + len(unreadable) >= batch_size:
+                yield self._batch(readable, unreadable, columns)
+                readable, unreadable = [], []
         notes = [f"shard {self.name}: reading stopped after line {row + 1:,} ({errors[0]}); "
                  f"the lines before were scanned"] if errors else []
-        if values or unreadable or notes:
-            yield self._batch(values, rows, unreadable, columns, notes)
+        if readable or unreadable or notes:
+            yield self._batch(readable, unreadable, columns, notes)
 
     def _batch(
-        self, values: list[dict], rows: list[int], unreadable: list[UnreadableRow], columns: Columns,
+        self, readable: list[tuple[int, dict[str, Any], bytes]], unreadable: list[UnreadableRow], columns: Columns,
         notes: list[str] | None = None,
     ) -> Batch:
         strings = _string_names(columns)
         try:
-            records = records_from_pylist(values, where=f"shard {self.name}", string_columns=strings)
+            records = records_from_pylist([value for _, value, _ in readable], where=f"shard {self.name}",
+                                          string_columns=strings)
         except (pa.ArrowException, ValueError, TypeError, RecursionError):
-            # a value no check above foresaw: find the records Arrow cannot take, quarantine them, keep the rest
-            values, rows, unreadable = _set_aside_unconvertible(self.name, values, rows, unreadable, strings)
-            records = records_from_pylist(values, where=f"shard {self.name}", string_columns=strings)
+            # a value no check foresaw: find the records Arrow cannot take, quarantine them, keep the rest
+            readable, unreadable = _set_aside_unconvertible(self.name, readable, unreadable, strings)
+            records = records_from_pylist([value for _, value, _ in readable], where=f"shard {self.name}",
+                                          string_columns=strings)
         return Batch(
             records=records,
             shard=self.name,
-            rows=pa.array(rows, type=pa.int64()),
+            rows=pa.array([row for row, _, _ in readable], type=pa.int64()),
             columns=columns,
             unreadable=sorted(unreadable, key=lambda item: item.row),
             notes=notes or [],
+            raw=[line for _, _, line in readable],
         )
 
 
 def _set_aside_unconvertible(
-    shard: str, values: list[dict], rows: list[int], unreadable: list[UnreadableRow], strings: list[str],
-) -> tuple[list[dict], list[int], list[UnreadableRow]]:
-    kept_values, kept_rows, unreadable = [], [], list(unreadable)
-    for value, row in zip(values, rows):
+    shard: str, readable: list[tuple[int, dict[str, Any], bytes]], unreadable: list[UnreadableRow],
+    strings: list[str],
+) -> tuple[list[tuple[int, dict[str, Any], bytes]], list[UnreadableRow]]:
+    kept, unreadable = [], list(unreadable)
+    for row, value, line in readable:
         try:
             records_from_pylist([value], where=f"shard {shard}", string_columns=strings)
         except (pa.ArrowException, ValueError, TypeError, RecursionError) as error:
-            raw = json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
             unreadable.append(UnreadableRow(shard, row, f"unreadable:unconvertible,error={type(error).__name__}",
-                                            raw))
+                                            line))
             continue
-        kept_values.append(value)
-        kept_rows.append(row)
-    return kept_values, kept_rows, unreadable
+        kept.append((row, value, line))
+    return kept, unreadable
 
 
 def _string_names(columns: Columns) -> list[str]:
@@ -229,6 +229,105 @@ def records_from_pylist(values: list[dict], where: str, string_columns: Iterable
     if not fields:
         return pa.RecordBatch.from_pylist([{}] * len(values)) if values else pa.record_batch([], schema=pa.schema([]))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+@dataclass
+class CsvShard(Shard):
+    """CSV or TSV with a header row (``.csv``, ``.tsv``, either ``.gz``), every column read as text: CSV has
+    no types, and guessing them would turn ``007`` into ``7``. Quoted fields may span lines. A row with the
+    wrong number of fields, or a field that is not UTF-8, becomes an unreadable row; ``row`` counts records
+    in the order they were read (readable ones of a block first), and the reason names the fault."""
+
+    file: str = ""
+
+    @property
+    def path(self) -> str:
+        return self.file
+
+    @property
+    def delimiter(self) -> str:
+        return "\t" if self.file.lower().removesuffix(".gz").endswith(".tsv") else ","
+
+    def _reader(self, names: list[str] | None, invalid: list[Any] | None = None) -> Any:
+        from pyarrow import csv
+
+        def invalid_row(row: Any) -> str:
+            invalid.append(row)
+            return "skip"
+
+        parse = csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
+                                 invalid_row_handler=invalid_row if invalid is not None else None)
+        convert = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary()) if names else None,
+                                     strings_can_be_null=False, quoted_strings_can_be_null=False)
+        try:
+            return csv.open_csv(pa.input_stream(self.file, compression="detect"), parse_options=parse,
+                                convert_options=convert)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise InputError(f"shard {self.name}: not a readable CSV file ({error})") from None
+
+    def schema_names(self) -> list[str]:
+        names = self._reader(None, []).schema.names
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise InputError(f"shard {self.name}: column {repeated[0]!r} appears twice in the header")
+        return names
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(name, pa.string()) for name in self.schema_names()])
+
+    def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
+        invalid: list[Any] = []
+        reader = self._reader(self.schema_names(), invalid)
+        row = 0
+        while True:
+            try:
+                block = reader.read_next_batch()
+            except StopIteration:
+                block = None
+            except pa.ArrowInvalid as error:
+                raise InputError(f"shard {self.name}: unreadable CSV after record {row} ({error})") from None
+            if block is not None:
+                for part in pa.Table.from_batches([block]).to_batches(max_chunksize=batch_size):
+                    records, unreadable = _text_columns(part, self.name, row)
+                    set_aside = {item.row for item in unreadable}
+                    rows = [r for r in range(row, row + part.num_rows) if r not in set_aside]
+                    row += part.num_rows
+                    yield Batch(records=records, shard=self.name, rows=pa.array(rows, pa.int64()),
+                                columns=columns, unreadable=unreadable)
+            if invalid:
+                bad = [UnreadableRow(self.name, row + k,
+                                     f"unreadable:csv-fields,expected={item.expected_columns},got={item.actual_columns}",
+                                     item.text.encode("utf-8", "surrogateescape"), unit="record")
+                       for k, item in enumerate(invalid)]
+                row += len(bad)
+                invalid.clear()
+                yield Batch(records=pa.record_batch([], schema=pa.schema([])), shard=self.name,
+                            rows=pa.array([], pa.int64()), columns=columns, unreadable=bad)
+            if block is None:
+                return
+
+
+def _text_columns(part: pa.RecordBatch, shard: str, first_row: int) -> tuple[pa.RecordBatch, list[UnreadableRow]]:
+    """The block's binary columns as strings; rows holding bytes that are not UTF-8 set aside as unreadable."""
+    bad: dict[int, str] = {}
+    for name, column in zip(part.schema.names, part.columns):
+        try:
+            column.cast(pa.string())
+        except pa.ArrowInvalid:
+            for index, value in enumerate(column.to_pylist()):
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    bad.setdefault(index, f"unreadable:non-utf8,field={field_label(name)},byte={error.start}")
+    keep = pa.array([index not in bad for index in range(part.num_rows)])
+    kept = part.filter(keep) if bad else part
+    records = pa.RecordBatch.from_arrays([column.cast(pa.string()) for column in kept.columns],
+                                         names=kept.schema.names)
+    unreadable = [UnreadableRow(shard, first_row + index, reason,
+                                b",".join(part.column(c)[index].as_py() for c in range(part.num_columns)),
+                                unit="record")
+                  for index, reason in sorted(bad.items())]
+    return records, unreadable
 
 
 @dataclass
@@ -398,8 +497,11 @@ def _file_shards(specs: list[str | os.PathLike], notices: list[str] | None = Non
             shards.append(ParquetShard(name=name, file=file))
         elif lower.endswith(JSONL_SUFFIXES):
             shards.append(JsonlShard(name=name, file=file))
+        elif lower.endswith(CSV_SUFFIXES):
+            shards.append(CsvShard(name=name, file=file))
         else:
-            raise InputError(f"shard {file}: unknown format; expected {', '.join(PARQUET_SUFFIXES + JSONL_SUFFIXES)}")
+            known = ", ".join(PARQUET_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES)
+            raise InputError(f"shard {file}: unknown format; expected {known}")
     return shards
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 from dokumi.decisions import DECISIONS
 from dokumi.display import printable
+from dokumi.routing import RECORD_FOLDERS, routes
 from dokumi.scoring import EXAMPLES_PER_SCAN, ShardResult
 
 # the folders a scan may write, in the order the summary names them
-OUTPUT_FOLDERS = ("clean", "duplicates", "quarantine", "scores", "hashes", "state")
+OUTPUT_FOLDERS = (*RECORD_FOLDERS, "scores", "hashes", "state")
 
 
 @dataclass
@@ -45,12 +46,13 @@ class ScanResult:
             f"dokumi scan: {total:,} records in {len(self.shards)} shard(s), policy '{self.policy}', "
             f"{self.seconds:.1f} s ({rate:,.0f} records/s)",
             "",
-            f"  {'decision':<10}{'records':>10}{'share':>9}",
+            f"  {'decision':<10}{'records':>10}{'share':>9}  written to",
         ]
+        folders = self.manifest.get("routing") or routes()
         for decision in DECISIONS:
             count = self.decisions.get(decision, 0)
             share = 100 * count / total if total else 0.0
-            lines.append(f"  {decision:<10}{count:>10,}{share:>8.2f}%")
+            lines.append(f"  {decision:<10}{count:>10,}{share:>8.2f}%  {folders[decision]}/")
         if self.reasons:
             lines += ["", f"  {'reason':<40}{'records':>10}"]
             lines += [f"  {reason:<40}{count:>10,}" for reason, count in self.reasons.most_common(12)]
