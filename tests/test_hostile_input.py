@@ -298,3 +298,19 @@ def test_text_columns_of_every_string_type_are_scanned_alike(tmp_path, kind):
         assert result.manifest["inputs"][0]["merkle_root"] == expected.manifest["inputs"][0]["merkle_root"]
         assert outputs["clean"].schema.field("text").type == typed.schema.field("text").type
         assert_readable(tmp_path / out)
+
+
+def test_in_memory_records_arrow_cannot_hold_are_a_one_line_error_naming_row_and_field(tmp_path, no_leftovers):
+    rows = [{"id": "a", "text": "fine"}, {"id": "b", "text": "fine", "meta": {"tag": "x\ud800"}}]
+    with pytest.raises(InputError, match=r"shard records: row 1: field meta\.tag holds a lone surrogate"):
+        scan(rows, out=tmp_path / "out", policy=PLUMBING)
+    no_leftovers(tmp_path / "out")
+
+
+def test_cli_errors_quoting_data_stay_on_one_line(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "keys.jsonl", [{"body\ndokumi: all clear\x1b[2J": "no text column"}])
+    code = main(["scan", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "\x1b" not in err
+    assert err.startswith("dokumi: error: column 'text' missing in shard keys.jsonl")
+    assert "found: body\\ndokumi: all clear\\x1b[2J" in err

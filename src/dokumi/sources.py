@@ -21,7 +21,16 @@ import pyarrow.parquet as pq
 
 from dokumi.errors import InputError
 from dokumi.inputfiles import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES, find_files
-from dokumi.jsonlines import BOM, StreamError, field_label, open_chunks, parse_record, refuse_utf16, split_lines
+from dokumi.jsonlines import (
+    BOM,
+    StreamError,
+    field_label,
+    lone_surrogate_at,
+    open_chunks,
+    parse_record,
+    refuse_utf16,
+    split_lines,
+)
 from dokumi.records import Batch, Columns, UnreadableRow
 
 STRING_ROLES = ("text", "prompt", "response")
@@ -418,7 +427,20 @@ class IterableShard(Shard):
             yield self._batch(chunk, row, columns)
 
     def _batch(self, chunk: list[dict], row: int, columns: Columns) -> Batch:
-        records = records_from_pylist(chunk, where=f"shard {self.name}", string_columns=_string_names(columns))
+        strings = _string_names(columns)
+        try:
+            records = records_from_pylist(chunk, where=f"shard {self.name}", string_columns=strings)
+        except (pa.ArrowException, ValueError, TypeError, RecursionError) as error:
+            # the caller's own objects: name the first that Arrow cannot hold, rather than guess
+            for offset, item in enumerate(chunk):
+                try:
+                    records_from_pylist([item], where=f"shard {self.name}", string_columns=strings)
+                except (pa.ArrowException, ValueError, TypeError, RecursionError) as item_error:
+                    path = lone_surrogate_at(item)
+                    detail = (f"field {path} holds a lone surrogate, which UTF-8 cannot encode" if path
+                              else f"{type(item_error).__name__}: {item_error}")
+                    raise InputError(f"shard {self.name}: row {row + offset}: {detail}") from None
+            raise InputError(f"shard {self.name}: rows {row}-{row + len(chunk) - 1}: {error}") from None
         rows = pa.array(range(row, row + len(chunk)), type=pa.int64())
         return Batch(records=records, shard=self.name, rows=rows, columns=columns)
 
