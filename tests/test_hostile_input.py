@@ -192,6 +192,17 @@ def test_input_columns_named_like_dokumis_own_never_collide(tmp_path):
     assert row["dokumi_id"] == "in.parquet:1"
 
 
+def test_an_input_naming_a_column_twice_is_a_one_line_error(tmp_path, capsys, no_leftovers):
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["x"]), pa.array(["b"])], names=["id", "text", "id"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    code = main(["scan", str(tmp_path / "twice.parquet"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "dokumi: error: shard twice.parquet: column 'id' appears 2 times\n"
+    with pytest.raises(InputError, match="shard records: column 'id' appears 2 times"):
+        scan(table, out=tmp_path / "out")
+    no_leftovers(tmp_path / "out")
+
+
 def test_utf8_bom_keeps_the_first_record(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(row).encode() + b"\n" for row in GOOD))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ class ParquetShard(Shard):
             raise InputError(f"shard {self.name}: corrupt or not a Parquet file ({error})") from None
 
     def schema_names(self) -> list[str]:
-        return self._open().schema_arrow.names
+        return unique_columns(self._open().schema_arrow.names, self.name)
 
     def schema(self) -> pa.Schema:
         return self._open().schema_arrow
@@ -216,6 +217,14 @@ def _set_aside_unconvertible(
     return kept, unreadable
 
 
+def unique_columns(names: list[str], shard: str) -> list[str]:
+    """``names``, refused when one repeats: a column named twice cannot be told apart, in any output."""
+    repeated = [(name, count) for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise InputError(f"shard {shard}: column {repeated[0][0]!r} appears {repeated[0][1]} times")
+    return names
+
+
 def _string_names(columns: Columns) -> list[str]:
     return [getattr(columns, role) for role in STRING_ROLES]
 
@@ -275,11 +284,7 @@ class CsvShard(Shard):
             raise InputError(f"shard {self.name}: not a readable CSV file ({error})") from None
 
     def schema_names(self) -> list[str]:
-        names = self._reader(None, []).schema.names
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise InputError(f"shard {self.name}: column {repeated[0]!r} appears twice in the header")
-        return names
+        return unique_columns(self._reader(None, []).schema.names, self.name)
 
     def schema(self) -> pa.Schema:
         return pa.schema([pa.field(name, pa.string()) for name in self.schema_names()])
@@ -346,7 +351,7 @@ class TableShard(Shard):
     table: pa.Table | None = None
 
     def schema_names(self) -> list[str]:
-        return self.table.schema.names
+        return unique_columns(self.table.schema.names, self.name)
 
     def schema(self) -> pa.Schema:
         return self.table.schema
