@@ -218,3 +218,13 @@ def test_csv_and_tsv_input_with_a_column_mapping(tmp_path, capsys, name, separat
     assert sorted(r[0] for r in reasons.values() if r and r[0].startswith("unreadable")) == [
         "unreadable:csv-fields,expected=3,got=4", "unreadable:non-utf8,field=body,byte=3"]
     assert f"warning: shard {name} record" in captured.out
+
+
+def test_report_with_text_reads_flagged_and_quarantined_records_in_jsonl(tmp_path):
+    write_lines(tmp_path / "in.jsonl.gz", ROUND_TRIP)
+    scan(tmp_path / "in.jsonl.gz", out=tmp_path / "out", policy=PLUMBING)
+    plain = (tmp_path / "out" / "report.html").read_text()
+    assert "zero\u200bwidth" not in plain, "no text unless asked"
+    assert main(["report", str(tmp_path / "out"), "--with-text"]) == 0
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "<td>zero\u200bwidth</td>" in report and "<td>a lone \u200e mark</td>" in report

@@ -11,6 +11,7 @@ import gzip
 import html
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +89,16 @@ def _quarantined_texts(out: Path, ids: set[str]) -> dict[str, str]:
     return texts
 
 
-def _records(file: Path) -> list[dict[str, Any]]:
+def _records(file: Path) -> Iterator[dict[str, Any]]:
+    """The id and content columns of a routed-records file, one record at a time for JSONL."""
     if file.suffix == ".parquet":
-        table = pq.read_table(file)
-        names = [c for c in ("id", "text", "prompt", "response") if c in table.column_names]
-        return table.select(names).to_pylist() if "id" in names else []
-    if file.name.endswith((".jsonl", ".jsonl.gz")):
+        names = [c for c in ("id", "text", "prompt", "response") if c in pq.read_schema(file).names]
+        if "id" in names:
+            yield from pq.read_table(file, columns=names).to_pylist()
+    elif file.name.endswith((".jsonl", ".jsonl.gz")):
         opener = gzip.open if file.name.endswith(".gz") else open
         with opener(file, "rt", encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    return []
+            yield from (json.loads(line) for line in handle if line.strip())
 
 
 def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, str]) -> str:
