@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except DokumiError as error:
-        print(f"dokumi: error: {error}", file=sys.stderr)
+        from dokumi.display import printable
+
+        print(f"dokumi: error: {printable(str(error))}", file=sys.stderr)  # one line, whatever the data holds
         return 2
     except KeyboardInterrupt:
         print("dokumi: interrupted; no output was written", file=sys.stderr)
@@ -42,10 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dokumi {__version__}")
     commands = parser.add_subparsers(dest="command")
 
-    scan = commands.add_parser("scan", help="score and filter Parquet or JSONL shards")
+    scan = commands.add_parser("scan", help="score and filter Parquet, JSONL or CSV/TSV shards")
     scan.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or globs (quote globs)")
     scan.add_argument("--out", required=True,
-                      help="output folder (clean/, duplicates/, quarantine/, scores/, manifest.json)")
+                      help="output folder (clean/, flagged/, duplicates/, quarantine/, scores/, manifest.json)")
+    scan.add_argument("--output-format", choices=("parquet", "jsonl"), default=None,
+                      help="format of the records written to clean/, flagged/, duplicates/ and quarantine/ "
+                           "(default: each input's own; JSONL from .gz input is written as .jsonl.gz; "
+                           "CSV and in-memory input as Parquet)")
     scan.add_argument("--policy", default="pretraining", help="built-in recipe name or path (default: pretraining)")
     scan.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
                       help="column name for a role, e.g. --column text=content (repeatable)")
@@ -161,6 +167,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         expect=args.expect,
         no_text=args.no_text,
         sign_key=args.sign_key,
+        output_format=args.output_format,
     )
     print(result.summary())
     return 0

@@ -22,6 +22,7 @@ from dokumi.hashing import PAIR_ENCODING
 from dokumi.merkle import ALGORITHM as MERKLE_ALGORITHM
 from dokumi.merkle import EMPTY_ROOT, merkle_root, shard_leaf
 from dokumi.outputs import file_sha256
+from dokumi.routing import routes
 from dokumi.sidecar import SKETCH
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ def build_manifest(
         "records": {"null_content": policy.records.null_content, "max_text_bytes": policy.records.max_text_bytes,
                     "oversized": policy.records.oversized},
         "privacy": {"no_text": policy.no_text},
+        "routing": routes(policy.flag_folder),
         "hashing": {"file": "sha256", "record": RECORD_HASH, "pair_encoding": PAIR_ENCODING, "sketch": SKETCH},
         "merkle": {
             "algorithm": MERKLE_ALGORITHM,

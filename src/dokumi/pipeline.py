@@ -12,7 +12,7 @@ from dokumi.decisions import DECISIONS, SEVERITY
 from dokumi.engines.local import CorpusBatches, fit_stages
 from dokumi.errors import InputError
 from dokumi.policy import Policy, RecordRules, StageRule, load_policy
-from dokumi.records import Batch, Columns, UnreadableRow
+from dokumi.records import Batch, Columns, UnreadableRow, is_text_type
 from dokumi.sideinputs import prepare
 from dokumi.sources import Shard, open_inputs
 from dokumi.stage import Stage, StageResult
@@ -109,7 +109,7 @@ class Pipeline:
             name = getattr(self.columns, role)
             if name in schema.names:
                 kind = schema.field(name).type
-                if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+                if not (is_text_type(kind) or pa.types.is_null(kind)):
                     raise InputError(f"column {name!r} in shard {shard.name} has type {kind}; expected string")
 
     def fit(self, data: Any) -> Pipeline:

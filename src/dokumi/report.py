@@ -7,9 +7,11 @@ only of quarantined records.
 
 from __future__ import annotations
 
+import gzip
 import html
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +76,29 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
 
 
 def _quarantined_texts(out: Path, ids: set[str]) -> dict[str, str]:
+    """The text of records ``ids`` where quarantine/ or flagged/ holds them (Parquet or JSON Lines)."""
     texts: dict[str, str] = {}
-    for file in sorted((out / "quarantine").glob("*.parquet")):
-        if file.name.endswith(".unreadable.parquet"):
-            continue
-        table = pq.read_table(file)
-        columns = [c for c in ("text", "prompt", "response") if c in table.column_names]
-        if "id" not in table.column_names or not columns:
-            continue
-        for row in table.select(["id", *columns]).to_pylist():
-            if str(row["id"]) in ids:
-                texts[str(row["id"])] = " | ".join(str(row[c]) for c in columns if row[c] is not None)
+    for folder in ("quarantine", "flagged"):
+        for file in sorted((out / folder).glob("*")):
+            if file.name.endswith(".unreadable.parquet"):
+                continue
+            for row in _records(file):
+                columns = [c for c in ("text", "prompt", "response") if row.get(c) is not None]
+                if str(row.get("id")) in ids and columns:
+                    texts[str(row["id"])] = " | ".join(str(row[c]) for c in columns)
     return texts
+
+
+def _records(file: Path) -> Iterator[dict[str, Any]]:
+    """The id and content columns of a routed-records file, one record at a time for JSONL."""
+    if file.suffix == ".parquet":
+        names = [c for c in ("id", "text", "prompt", "response") if c in pq.read_schema(file).names]
+        if "id" in names:
+            yield from pq.read_table(file, columns=names).to_pylist()
+    elif file.name.endswith((".jsonl", ".jsonl.gz")):
+        opener = gzip.open if file.name.endswith(".gz") else open
+        with opener(file, "rt", encoding="utf-8") as handle:
+            yield from (json.loads(line) for line in handle if line.strip())
 
 
 def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, str]) -> str:
@@ -100,14 +113,18 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
         "<h1>dokumi scan report</h1>",
         f"<p class='meta'>policy <b>{e(manifest['policy']['name'])}</b> · dokumi {e(manifest['tool']['version'])}"
         f" · {e(manifest.get('created', ''))}</p>",
-        "<section><h2>Decisions</h2><table id='decisions'><tr><th>decision</th><th>records</th><th>share</th></tr>",
+        "<section><h2>Decisions</h2><table id='decisions'><tr><th>decision</th><th>records</th><th>share</th>"
+        "<th>written to</th></tr>",
     ]
+    folders = manifest.get("routing") or {}
     for decision in DECISIONS:
         count = counts["decisions"].get(decision, 0)
         share = 100 * count / total if total else 0.0
+        folder = f"{e(folders[decision])}/" if decision in folders else ""
         parts.append(f"<tr class='{decision}'><td>{decision}</td><td data-count='{count}'>{count:,}</td>"
-                     f"<td>{share:.2f}%</td></tr>")
-    parts.append(f"<tr><td>total</td><td id='total' data-count='{total}'>{total:,}</td><td></td></tr></table>")
+                     f"<td>{share:.2f}%</td><td class='folder'>{folder}</td></tr>")
+    parts.append(f"<tr><td>total</td><td id='total' data-count='{total}'>{total:,}</td><td></td><td></td></tr>"
+                 "</table>")
     parts.append(_table("Reasons", ["reason", "records"], sorted(counts["reasons"].items(), key=lambda kv: -kv[1]),
                         table_id="reasons"))
     parts.append("</section><section><h2>Scores by stage</h2><div class='grid'>")

@@ -24,6 +24,7 @@ from dokumi.pipeline import DEFAULT_BATCH_SIZE, Pipeline
 from dokumi.policy import Policy, load_policy, with_side_inputs
 from dokumi.records import Columns
 from dokumi.report import write_report
+from dokumi.routing import output_format as output_format_for
 from dokumi.scoring import ShardResult, id_hashes
 from dokumi.sources import (
     Shard,
@@ -55,6 +56,7 @@ def scan(
     engine: str = "local",
     scheduler: str | None = None,
     cache_mb: int | None = None,
+    output_format: str | None = None,
 ) -> ScanResult:
     """Scan ``inputs`` with ``policy``; write the routed records, scores/, hashes/ and manifest.json to ``out``.
 
@@ -74,7 +76,8 @@ def scan(
     out of the quarantine; ``sign_key`` signs the manifest (``dokumi keygen``).
     ``engine="dask"`` runs both passes on a Dask cluster: the one at the
     ``scheduler`` address, else a local one of ``workers`` processes
-    (docs/scaling.md); the outputs are the same.
+    (docs/scaling.md); the outputs are the same. ``output_format`` (``parquet`` or ``jsonl``)
+    is the format of the routed records; default: each input's own (docs/outputs.md).
     """
     started = time.perf_counter()
     runner = make_engine(engine, workers=workers, scheduler=scheduler, cache_mb=cache_mb)
@@ -85,11 +88,14 @@ def scan(
         policy = replace(policy, no_text=no_text)
     if isinstance(columns, dict):
         columns = Columns.from_mapping(columns)
+    output_format_for(None, output_format)  # an unknown format fails before any data is read
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
     out = Path(out)
     refuse_existing(out, overwrite)
     pipeline.setup()  # side inputs loaded and checked before any data is read
-    shards, warnings, empty_inputs = usable_shards(open_inputs(inputs))
+    notices: list[str] = []  # files left out of the inputs' folders and globs, named
+    shards, warnings, empty_inputs = usable_shards(open_inputs(inputs, notices))
+    warnings = notices + warnings
     refuse_inputs_inside(shards, out)
     pipeline.check(shards)
     warnings += schema_warnings(shards)
@@ -103,7 +109,9 @@ def scan(
             if pipeline.needs_fit:
                 warnings += runner.fit(pipeline, shards, progress)
                 pipeline.fitted_ = True
-            results = runner.score(pipeline, shards, staging, progress, no_text=policy.no_text)
+            results = runner.score(pipeline, shards, staging, progress, no_text=policy.no_text,
+                                   output_format=output_format, flag_folder=policy.flag_folder)
+        warnings += [note for r in results for note in r.notes]  # unreadable lines, broken streams
         warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
         # a stage (or one of its detectors) that stood aside on this corpus says so in the summary
         warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
