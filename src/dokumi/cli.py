@@ -86,7 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="re-check data, outputs and signature against a manifest")
     verify.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
     verify.add_argument("--data", metavar="DIR", help="folder holding the input shards, if they moved")
-    verify.add_argument("--key", metavar="PUB", help="trusted public key: the manifest must be signed by it")
+    verify.add_argument("--key", metavar="PUB",
+                        help="trusted public key: the manifest (or the --attestation) must be signed by it")
+    verify.add_argument("--attestation", metavar="FILE",
+                        help="check a DSSE attestation (dokumi attest) against the scan folder instead")
     verify.add_argument("--proof", metavar="FILE",
                         help="check an inclusion proof (dokumi prove) against the manifest instead; needs no data")
     verify.set_defaults(run=_run_verify)
@@ -98,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
 
     keygen = commands.add_parser("keygen", help="create a manifest-signing key pair (ML-DSA-65)")
     keygen.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key (secret) and PREFIX.pub")
-    keygen.add_argument("--hybrid", action="store_true", help="add an Ed25519 key: both signatures must verify")
+    keygen.add_argument("--hybrid", action="store_true",
+                        help="add an Ed25519 key: both signatures must verify; also writes PREFIX.ed25519.pem "
+                             "(the Ed25519 public key, for DSSE tools)")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     keygen.set_defaults(run=_run_keygen)
 
@@ -106,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
     sign.add_argument("--key", required=True, metavar="KEY", help="secret key file from dokumi keygen")
     sign.set_defaults(run=_run_sign)
+
+    attest = commands.add_parser("attest", help="write a signed in-toto attestation (DSSE) of a scan folder")
+    attest.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by dokumi scan")
+    attest.add_argument("--key", required=True, metavar="KEY", help="secret key file from dokumi keygen")
+    attest.add_argument("--out", required=True, metavar="FILE", help="where to write the DSSE envelope (JSON)")
+    attest.set_defaults(run=_run_attest)
 
     report = commands.add_parser("report", help="(re)write report.html for a scan folder")
     report.add_argument("out", metavar="OUT_DIR", help="a folder written by dokumi scan")
@@ -171,6 +182,12 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     if args.proof:
         return _check_proof(args)
+    if args.attestation:
+        from dokumi.attest import verify_attestation
+
+        attested = verify_attestation(args.manifest, args.attestation, trusted_key=args.key)
+        print(attested.text())
+        return 0 if attested.valid else 1
     report = verify(args.manifest, data=args.data, key=args.key)
     print(report.text())
     return 0 if report.ok else 1
@@ -203,11 +220,22 @@ def _run_prove(args: argparse.Namespace) -> int:
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dokumi.errors import InputError
     from dokumi.signing import read_key, write_keys
 
+    pem = Path(f"{args.out}.ed25519.pem")
+    if args.hybrid and pem.exists() and not args.force:
+        raise InputError(f"{pem} exists; pass --force to replace it")
     secret, public = write_keys(args.out, hybrid=args.hybrid, overwrite=args.force)
-    print(f"secret key: {secret} (keep it private)\npublic key: {public}\n"
-          f"fingerprint: {read_key(public, 'public')['fingerprint']}")
+    document = read_key(public, "public")
+    print(f"secret key: {secret} (keep it private)\npublic key: {public}")
+    if args.hybrid:
+        from dokumi.attest import write_ed25519_pem
+
+        print(f"Ed25519 public key (PEM, for DSSE tools): {write_ed25519_pem(args.out, document['public'])}")
+    print(f"fingerprint: {document['fingerprint']}")
     return 0
 
 
@@ -217,6 +245,13 @@ def _run_sign(args: argparse.Namespace) -> int:
     manifest_path = os.path.join(args.manifest, "manifest.json") if os.path.isdir(args.manifest) else args.manifest
     signature = sign_manifest(manifest_path, args.key)
     print(f"signed {manifest_path} -> {signature} with key {read_key(args.key, 'secret')['fingerprint']}")
+    return 0
+
+
+def _run_attest(args: argparse.Namespace) -> int:
+    from dokumi.attest import attest
+
+    print(f"attestation of {args.out_dir} -> {attest(args.out_dir, args.key, args.out)}")
     return 0
 
 
