@@ -118,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     attest.add_argument("--out", required=True, metavar="FILE", help="where to write the DSSE envelope (JSON)")
     attest.set_defaults(run=_run_attest)
 
+    describe = commands.add_parser("croissant", help="write OUT_DIR/croissant.json, a Croissant 1.1 description "
+                                                     "of the clean output with RAI fields")
+    describe.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by dokumi scan")
+    describe.add_argument("--name", help="the dataset's name (default: <folder name>-clean)")
+    describe.add_argument("--license", help="the data's license, an SPDX id or URL (Croissant recommends one)")
+    describe.add_argument("--cite-as", help="how to cite the data, e.g. a BibTeX entry")
+    describe.set_defaults(run=_run_croissant)
+
     report = commands.add_parser("report", help="(re)write report.html for a scan folder")
     report.add_argument("out", metavar="OUT_DIR", help="a folder written by dokumi scan")
     report.add_argument("--with-text", action="store_true",
@@ -252,6 +260,13 @@ def _run_attest(args: argparse.Namespace) -> int:
     from dokumi.attest import attest
 
     print(f"attestation of {args.out_dir} -> {attest(args.out_dir, args.key, args.out)}")
+    return 0
+
+
+def _run_croissant(args: argparse.Namespace) -> int:
+    from dokumi.croissant import write_croissant
+
+    print(write_croissant(args.out_dir, name=args.name, license=args.license, cite_as=args.cite_as))
     return 0
 
 
