@@ -11,6 +11,7 @@ from dokumi.errors import DokumiError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``dokumi`` command with ``argv`` (default: the process's arguments); return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -71,6 +71,7 @@ class TailCalibrator:
         self.band_start = band_start
 
     def fit(self, reference: np.ndarray) -> TailCalibrator:
+        """Learn the reference distribution of raw scores and the exponential tail beyond ``tail_start``."""
         values = np.sort(np.asarray(reference, dtype=np.float64))
         if not len(values):
             raise ValueError("cannot calibrate on an empty reference sample")
@@ -120,6 +121,7 @@ class Detector(abc.ABC):
         return [f"detector={self.name}"] * len(rows)
 
     def summary(self) -> dict[str, Any]:
+        """Corpus-level facts the detector learned, for the manifest (JSON-serialisable; empty by default)."""
         return {}
 
 
@@ -334,6 +336,7 @@ class SpectralSignatureDetector(Detector):
         return [f"label={records.labels[i]}" for i in rows]
 
     def summary(self) -> dict[str, Any]:
+        """The labels fitted and the five with the strongest top-direction variance ratio."""
         strongest = sorted(self.ratios_.items(), key=lambda item: -item[1])[:5]
         return {"labels_fitted": len(self.signatures_),
                 "strongest_labels": [{"label": label, "variance_ratio": round(r, 2)} for label, r in strongest]}
@@ -404,6 +407,7 @@ class LabelClusterDetector(Detector):
                 for i in rows]
 
     def summary(self) -> dict[str, Any]:
+        """The share of the minority cluster of each label that split in two."""
         return {"labels_split": {label: round(c["share"], 3) for label, c in self.clusters_.items()}}
 
 
@@ -475,6 +479,7 @@ class ResponseClusterDetector(Detector):
         return found
 
     def summary(self) -> dict[str, Any]:
+        """The ten response clusters reached from the most distinct prompts."""
         largest = sorted(self.cluster_prompts_.items(), key=lambda item: -item[1])[:10]
         return {"clusters": [{"cluster": cluster, "distinct_prompts": count} for cluster, count in largest]}
 

@@ -35,6 +35,7 @@ class PartWriter:
         self._rows = 0
 
     def write(self, records: pa.RecordBatch | pa.Table) -> None:
+        """Append ``records``; a schema the open part cannot take starts a new part file."""
         if records.num_rows == 0:
             return
         table = records if isinstance(records, pa.Table) else pa.Table.from_batches([records])
@@ -66,11 +67,13 @@ class PartWriter:
         self._writer, self._schema, self._rows = None, None, 0
 
     def close(self) -> list[tuple[Path, int]]:
+        """Close the open part; return every part written as ``(path, rows)``."""
         self._close_part()
         return self.files
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Lowercase hex SHA-256 of the file at ``path``, read in chunks of ``chunk_size`` bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):

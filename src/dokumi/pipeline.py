@@ -73,9 +73,11 @@ class Pipeline:
 
     @property
     def needs_fit(self) -> bool:
+        """Whether any stage needs a fitting pass over the corpus."""
         return any(stage.needs_fit for stage in self.stages)
 
     def rule(self, stage_name: str) -> StageRule:
+        """The decision rule of stage ``stage_name`` (the default rule when the recipe sets none)."""
         return self.rules.get(stage_name, StageRule())
 
     def check(self, shards: list[Shard]) -> None:
@@ -271,6 +273,7 @@ SCORES_BASE_FIELDS = [
 
 
 def scores_schema(stage_names: Iterable[str]) -> pa.Schema:
+    """The Arrow schema of a scores batch for stages named ``stage_names``."""
     return pa.schema(SCORES_BASE_FIELDS + [pa.field(f"{name}_score", pa.float64()) for name in stage_names])
 
 
@@ -283,6 +286,7 @@ def scores_table(
     risk: np.ndarray,
     stage_scores: dict[str, np.ndarray],
 ) -> pa.RecordBatch:
+    """One scores RecordBatch: ids, shard, rows, decisions from ``severity``, reasons, risk, stage scores."""
     n = len(ids)
     decisions = np.asarray(DECISIONS, dtype=object)[severity] if n else np.array([], dtype=object)
     arrays = [
@@ -312,6 +316,7 @@ def unreadable_scores(rows: list[UnreadableRow], stage_names: list[str]) -> pa.R
 
 
 def decisions_of(scores: pa.RecordBatch) -> list[str]:
+    """The decision of each record in a scores batch, in order."""
     return scores.column("decision").to_pylist()
 
 

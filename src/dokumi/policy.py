@@ -124,9 +124,11 @@ class Policy:
     no_text: bool = False
 
     def rule(self, stage_name: str) -> StageRule:
+        """The decision rule of stage ``stage_name`` (the default rule when the recipe sets none)."""
         return self.rules.get(stage_name, StageRule())
 
     def never_drops(self) -> bool:
+        """Whether no stage and no record rule of this recipe can decide ``drop``."""
         return all(rule.action != "drop" for rule in self.rules.values()) and "drop" not in (
             self.records.null_content,
             self.records.oversized,
@@ -169,6 +171,7 @@ def builtin_policy_dir() -> Path:
 
 
 def builtin_policies() -> list[str]:
+    """Names of the built-in recipes, sorted."""
     return sorted(p.stem for p in builtin_policy_dir().glob("*.toml"))
 
 

@@ -42,6 +42,7 @@ class Columns:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, str], where: str = "columns") -> Columns:
+        """Columns from a dict of role to column name; ``ValueError`` naming ``where`` for an unknown role."""
         known = {f.name for f in fields(cls)}
         for key, value in mapping.items():
             if key not in known:
@@ -71,6 +72,7 @@ class UnreadableRow:
 
     @property
     def id(self) -> str:
+        """The row's id: ``<shard>:<row>``."""
         return f"{self.shard}:{self.row}"
 
 
@@ -92,6 +94,7 @@ class Batch:
 
     @property
     def num_rows(self) -> int:
+        """Records in the batch (unreadable rows not counted)."""
         return self.records.num_rows
 
     def select(self, rows: np.ndarray) -> Batch:
@@ -105,6 +108,7 @@ class Batch:
         return getattr(self.columns, role) in self.records.schema.names
 
     def column(self, role: str) -> pa.Array | None:
+        """The Arrow column playing ``role``, or None when the batch has none."""
         name = getattr(self.columns, role)
         if name not in self.records.schema.names:
             return None
@@ -112,6 +116,7 @@ class Batch:
 
     @property
     def is_instruction(self) -> bool:
+        """Whether the records are instruction pairs (``prompt`` and ``response``, no ``text``)."""
         return not self.has("text") and self.has("prompt") and self.has("response")
 
     @cached_property

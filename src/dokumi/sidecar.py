@@ -284,6 +284,7 @@ class ExpectedHashes:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExpectedHashes:
+        """Read the record-hash sidecars at ``path`` (an earlier scan's folder, manifest or hashes/)."""
         keys, digests, sketch_rows, shingles, sources = [], [], [], [], []
         for file in sidecar_files(path):
             try:

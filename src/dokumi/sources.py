@@ -38,10 +38,12 @@ class Shard:
 
     @property
     def path(self) -> str | None:
+        """The file the shard reads, or None for in-memory data."""
         return None
 
     @property
     def reiterable(self) -> bool:
+        """Whether the shard can be read more than once (a one-shot iterator cannot)."""
         return True
 
     def schema_names(self) -> list[str]:
@@ -49,6 +51,7 @@ class Shard:
         raise InputError(f"shard {self.name}: schema unknown")
 
     def num_rows(self) -> int | None:
+        """Rows in the shard when known without reading it, else None."""
         return None
 
     def schema(self) -> pa.Schema | None:
@@ -56,6 +59,7 @@ class Shard:
         return None
 
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
+        """The shard's records as :class:`Batch` es of at most ``batch_size`` rows, with row numbers."""
         row = 0
         for records, unreadable in self._chunks(batch_size):
             rows = pa.array(range(row, row + records.num_rows), type=pa.int64())
@@ -72,6 +76,7 @@ class ParquetShard(Shard):
 
     @property
     def path(self) -> str:
+        """The Parquet file."""
         return self.file
 
     def _open(self) -> pq.ParquetFile:
@@ -90,6 +95,7 @@ class ParquetShard(Shard):
         return self._open().schema_arrow
 
     def num_rows(self) -> int:
+        """Rows in the file, from its footer."""
         return self._open().metadata.num_rows
 
     def _chunks(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, list[UnreadableRow]]]:
@@ -114,6 +120,7 @@ class JsonlShard(Shard):
 
     @property
     def path(self) -> str:
+        """The JSON Lines file."""
         return self.file
 
     def _lines(self) -> Iterator[bytes]:
@@ -135,6 +142,7 @@ class JsonlShard(Shard):
         return list(names)
 
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
+        """Parsed lines as batches; a line that is not a JSON object becomes an unreadable row."""
         rows: list[int] = []
         values: list[dict[str, Any]] = []
         unreadable: list[UnreadableRow] = []
@@ -220,6 +228,7 @@ class TableShard(Shard):
         return self.table.schema
 
     def num_rows(self) -> int:
+        """Rows in the table."""
         return self.table.num_rows
 
     def _chunks(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, list[UnreadableRow]]]:
@@ -244,6 +253,7 @@ class HuggingFaceShard(Shard):
         return list(names)
 
     def num_rows(self) -> int | None:
+        """Rows in the dataset, or None for an ``IterableDataset``."""
         return None if self._is_iterable() else len(self.dataset)
 
     def _chunks(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, list[UnreadableRow]]]:
@@ -265,6 +275,7 @@ class IterableShard(Shard):
 
     @property
     def reiterable(self) -> bool:
+        """True for a list or tuple; a generator can be read once only."""
         return isinstance(self.items, (list, tuple))
 
     def schema_names(self) -> list[str]:
@@ -277,6 +288,7 @@ class IterableShard(Shard):
         return list(first) if first else []
 
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
+        """The records as batches; an item that is not a mapping becomes an unreadable row."""
         items = iter(self.items) if self.reiterable else _chain(self._peeked, self.items)
         self._peeked = []
         chunk: list[dict] = []

@@ -76,6 +76,7 @@ class StageResult:
 
     @classmethod
     def empty(cls, n: int) -> StageResult:
+        """A result for ``n`` records with score 0 and no reasons."""
         return cls(np.zeros(n), [[] for _ in range(n)])
 
 
@@ -113,6 +114,7 @@ class Stage(abc.ABC):
 
     @property
     def is_set_up(self) -> bool:
+        """Whether :meth:`setup` handed the stage its context."""
         return self._context is not None
 
     def fit_plan(self) -> list[Step]:

@@ -286,6 +286,7 @@ class SourcePattern:
     text: str
 
     def matches(self, value: str, host: str | None) -> bool:
+        """Whether a source value (or its ``host``) matches this allow/deny-list pattern."""
         if "/" in self.text or ":" in self.text:
             return fnmatch.fnmatchcase(value, self.text)
         if host is None:

@@ -81,6 +81,7 @@ class Counts:
         self.labelled_records = BottomK(LABELLED_SAMPLE)  # (salt, distinct word hashes)
 
     def add(self, batch: Batch, view: View) -> Counts:
+        """Count the word n-grams of one batch; return self."""
         n = batch.num_rows
         self.records += n
         if not n:
@@ -170,6 +171,7 @@ class Counts:
 
     @classmethod
     def merged(cls, parts: list[Counts]) -> Counts:
+        """One count from the counts of several workers."""
         if len(parts) == 1:
             return parts[0]
         first = parts[0]

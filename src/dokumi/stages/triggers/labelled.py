@@ -58,6 +58,7 @@ MIN_SCALE_RECORDS = 20
 
 
 def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``sorted_set`` (a sorted array)."""
     if not len(sorted_set) or not len(values):
         return np.zeros(len(values), dtype=bool)
     where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
@@ -98,6 +99,7 @@ class Hits:
 
     @classmethod
     def merged(cls, parts: list[Hits]) -> Hits:
+        """One set of hits from those of several workers."""
         out = cls()
         for part in parts:
             out.grams += part.grams
@@ -277,6 +279,7 @@ class Evidence:
         return self._log_prob
 
     def df(self, gram: int) -> int:
+        """Records that hold n-gram ``gram`` (counted per hash bucket)."""
         return int(self.ngram_df[gram & self.mask])
 
     def base_rates(self, words: np.ndarray, salt: int) -> np.ndarray:
@@ -478,6 +481,7 @@ def free_of_topic(topic: float) -> float:
 
 
 def binomial_z(count: int, trials: int, base: float) -> float:
+    """The z-score of ``count`` successes in ``trials`` against base rate ``base``."""
     base = min(max(base, 1e-9), 1 - 1e-9)
     return (count - trials * base) / math.sqrt(trials * base * (1 - base))
 

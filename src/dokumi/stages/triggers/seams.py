@@ -248,6 +248,7 @@ def coverage_threshold(histogram: np.ndarray, share_of_median: float, ceiling: f
 
 
 def script_names(pair: tuple[int, int]) -> str:
+    """A script switch as text, e.g. ``Latin->Cyrillic``."""
     return f"{NAMES[pair[0]]}->{NAMES[pair[1]]}"
 
 
