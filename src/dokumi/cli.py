@@ -19,17 +19,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A terminated scan cleans up its partial output like an interrupted one.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from dokumi.logs import log, log_to_file
+
+    handler = None
     try:
-        return args.run(args)
+        if args.log_file:
+            handler = log_to_file(args.log_file)
+            log.info("dokumi %s", " ".join(argv if argv is not None else sys.argv[1:]))
+        status = args.run(args)
+        log.info("exit status %d", status)
+        return status
     except DokumiError as error:
+        log.error("%s", error)
         print(f"dokumi: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        log.error("interrupted; no output was written")
         print("dokumi: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
         return 0
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -41,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="dokumi", description="Screen LLM training data for poisoning.")
     parser.add_argument("--version", action="version", version=f"dokumi {__version__}")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="append a log (what ran, warnings, counts; never record text) to FILE")
     commands = parser.add_subparsers(dest="command")
 
     scan = commands.add_parser("scan", help="score and filter Parquet or JSONL shards")
@@ -199,7 +215,28 @@ def _run_verify(args: argparse.Namespace) -> int:
         return 0 if attested.valid else 1
     report = verify(args.manifest, data=args.data, key=args.key)
     print(report.text())
+    if not report.ok and args.data is None:
+        hint = _moved_inputs_hint(args.manifest)
+        if hint:
+            print(hint)
     return 0 if report.ok else 1
+
+
+def _moved_inputs_hint(manifest: str) -> str | None:
+    """A hint when the manifest's inputs are not where it says: the data (or the scan folder) moved."""
+    from pathlib import Path
+
+    from dokumi.manifest import read_manifest, resolve
+
+    path = Path(manifest)
+    path = path / "manifest.json" if path.is_dir() else path
+    missing = [entry["name"] for entry in read_manifest(path)["inputs"]
+               if entry.get("path") and not resolve(path, entry["path"]).exists()]
+    if not missing:
+        return None
+    named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return (f"hint: {len(missing)} input shard(s) are not where the manifest says ({named}); if the data or the "
+            f"scan folder moved, pass --data DIR, the folder that now holds the shards")
 
 
 def _check_proof(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -53,12 +54,14 @@ class Pipeline:
     def from_policy(cls, policy: str | Policy = "pretraining", **kwargs: Any) -> Pipeline:
         """Stages and rules from a recipe (a built-in name, a path or a :class:`Policy`).
 
-        ``columns`` may be a :class:`Columns` or a dict of role to column name.
+        ``columns`` may be a :class:`Columns` or a dict of role to column name (roles it leaves out keep
+        the recipe's ``[columns]`` names, else the defaults); other keyword arguments go to :class:`Pipeline`.
         """
         policy = load_policy(policy)
         columns = kwargs.pop("columns", None)
-        if isinstance(columns, dict):
-            columns = Columns.from_mapping(columns)
+        if isinstance(columns, dict):  # the roles named here; the recipe's [columns] (or defaults) for the rest
+            Columns.from_mapping(columns)
+            columns = replace(policy.columns, **columns)
         return cls(policy.stages, rules=policy.rules, records=policy.records, columns=columns or policy.columns,
                    **kwargs)
 
@@ -89,7 +92,7 @@ class Pipeline:
                 c = self.columns
                 raise InputError(
                     f"column {c.text!r} missing in shard {shard.name} (and no {c.prompt!r} + {c.response!r} pair); "
-                    f"found: {', '.join(names)}"
+                    f"found: {', '.join(names)}; {_column_hint('text')}"
                 )
             self._check_types(shard)
             for stage in self.stages:
@@ -100,7 +103,7 @@ class Pipeline:
                     if column not in names:
                         raise InputError(
                             f"column {column!r} missing in shard {shard.name}, needed by stage {stage.name!r}; "
-                            f"found: {', '.join(names)}"
+                            f"found: {', '.join(names)}; {_column_hint(role)}"
                         )
 
     def _check_types(self, shard: Shard) -> None:
@@ -225,6 +228,11 @@ class Pipeline:
             for i in np.flatnonzero(oversized).tolist():
                 reasons[i].append(f"oversized:bytes={int(sizes[i])}")
                 severity[i] = max(severity[i], level[rules.oversized])
+
+
+def _column_hint(role: str) -> str:
+    """How to name the column that plays ``role``, on the command line and in Python."""
+    return f"if another column holds it, pass --column {role}=NAME (Python: columns={{{role!r}: 'NAME'}})"
 
 
 def is_fitted(stage: Stage) -> bool:

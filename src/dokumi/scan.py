@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dokumi.engines import make_engine
+from dokumi.logs import log
 from dokumi.manifest import build_manifest, write_manifest
 from dokumi.outputs import publish, refuse_existing, staging_folder
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, Pipeline
@@ -96,6 +97,8 @@ def scan(
     if scheduler and workers is not None:
         warnings.append(f"workers={workers} is ignored when joining the Dask cluster at {scheduler}")
     staging = staging_folder(out)
+    log.info("scan of %d shard(s) with policy %r (sha256 %s) into %s, engine %s", len(shards), policy.name,
+             policy.sha256, out, engine)
     try:
         if pipeline.needs_fit or engine == "dask":  # Dask workers cannot be handed a generator
             shards = spill_one_shot(shards, pipeline.columns, pipeline.batch_size, staging / "spill")
@@ -109,6 +112,8 @@ def scan(
         warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
                      for reason in stage.summary().get("skipped", [])]
         warnings += duplicate_id_warnings(results, shards, pipeline)
+        for warning in warnings:
+            log.warning(warning)
         for stage in pipeline.stages:
             stage.save_state(staging / "state" / stage.name)
         shutil.rmtree(staging / "spill", ignore_errors=True)
@@ -123,6 +128,7 @@ def scan(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    log.info("scan done: %s", ", ".join(f"{d} {n}" for d, n in manifest["counts"]["decisions"].items()))
     return ScanResult(
         out=out,
         policy=policy.name,
