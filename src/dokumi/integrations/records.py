@@ -47,6 +47,19 @@ def role_columns(pipeline: Pipeline) -> dict[str, str]:
     return {f.name: getattr(pipeline.columns, f.name) for f in fields(pipeline.columns)}
 
 
+def score_arrow(pipeline: Pipeline, records: pa.RecordBatch | pa.Table, shard: str = "stream") -> pa.RecordBatch:
+    """The scores batch (``id``, ``decision``, ``reasons``, ``risk``, ``<stage>_score``) of Arrow ``records``.
+
+    ``records`` carry the pipeline's column names; they are scored together as one batch.
+    """
+    if isinstance(records, pa.Table):
+        records = records.combine_chunks().to_batches()[0] if records.num_rows else \
+            pa.RecordBatch.from_pylist([], schema=records.schema)
+    batch = Batch(records=records, shard=shard, rows=pa.array(range(records.num_rows), type=pa.int64()),
+                  columns=pipeline.columns)
+    return pipeline.score_batch(batch)
+
+
 def score_records(pipeline: Pipeline, records: list[dict[str, Any]], shard: str = "stream") -> list[Verdict]:
     """Decisions for ``records`` (dicts keyed by column name), scored together as one batch.
 
@@ -66,9 +79,7 @@ def score_records(pipeline: Pipeline, records: list[dict[str, Any]], shard: str 
             arrays[name] = pa.array(values, type=pa.string() if string else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             raise InputError(f"column {name!r}: values of mixed or unsupported types ({error})") from None
-    batch = Batch(records=pa.RecordBatch.from_pydict(arrays), shard=shard,
-                  rows=pa.array(range(len(records)), type=pa.int64()), columns=columns)
-    scores = pipeline.score_batch(batch)
+    scores = score_arrow(pipeline, pa.RecordBatch.from_pydict(arrays), shard)
     return [Verdict(decision, reasons, risk) for decision, reasons, risk in zip(
         scores.column("decision").to_pylist(), scores.column("reasons").to_pylist(),
         scores.column("risk").to_pylist())]
