@@ -103,6 +103,7 @@ class Detector(abc.ABC):
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "outlier"
+    reference_scores_: np.ndarray  # raw scores of the reference sample, set by fit
 
     def applies(self, reference: Embedded) -> bool:
         """Whether the reference carries what this detector needs (labels, instruction pairs)."""
@@ -309,6 +310,7 @@ class SpectralSignatureDetector(Detector):
         return reference.labels is not None
 
     def fit(self, reference: Embedded) -> SpectralSignatureDetector:
+        assert reference.labels is not None, "applies() holds"
         found = contrast_directions(reference.vectors, reference.labels, self.min_records, self.ridge,
                                     self.directions)
         self.signatures_: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -333,6 +335,7 @@ class SpectralSignatureDetector(Detector):
         return scores
 
     def details(self, records: Embedded, rows: np.ndarray) -> list[str]:
+        assert records.labels is not None, "applies() holds"
         return [f"label={records.labels[i]}" for i in rows]
 
     def summary(self) -> dict[str, Any]:
@@ -367,6 +370,7 @@ class LabelClusterDetector(Detector):
         return reference.labels is not None
 
     def fit(self, reference: Embedded) -> LabelClusterDetector:
+        assert reference.labels is not None, "applies() holds"
         found = contrast_directions(reference.vectors, reference.labels, self.min_records, self.ridge,
                                     self.directions)
         self.clusters_: dict[str, dict[str, Any]] = {}
@@ -403,6 +407,7 @@ class LabelClusterDetector(Detector):
         return scores
 
     def details(self, records: Embedded, rows: np.ndarray) -> list[str]:
+        assert records.labels is not None, "applies() holds"
         return [f"label={records.labels[i]},share={self.clusters_[records.labels[i]]['share']:.3f}"
                 for i in rows]
 
@@ -431,6 +436,7 @@ class ResponseClusterDetector(Detector):
         return reference.prompts is not None and reference.responses is not None
 
     def fit(self, reference: Embedded, prompt_keys: list[str] | None = None) -> ResponseClusterDetector:
+        assert reference.prompts is not None and reference.responses is not None, "applies() holds"
         self.prompts_ = reference.prompts.astype(np.float32)
         self.responses_ = reference.responses.astype(np.float32)
         same = (self.responses_ @ self.responses_.T).tocsr()
@@ -451,6 +457,7 @@ class ResponseClusterDetector(Detector):
 
     def _matches(self, records: Embedded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs (record row, reference row, response cosine) at or above the similarity threshold."""
+        assert records.responses is not None, "applies() holds"
         similar = (records.responses.astype(np.float32) @ self.responses_.T).tocoo()
         keep = similar.data >= self.similarity
         return similar.row[keep], similar.col[keep], similar.data[keep]
@@ -461,6 +468,7 @@ class ResponseClusterDetector(Detector):
             return scores
         rows, cols, _ = self._matches(records)
         if len(rows):
+            assert records.prompts is not None, "applies() holds"
             prompt_cosine = np.asarray(
                 records.prompts[rows].multiply(self.prompts_[cols]).sum(axis=1)).ravel()
             np.add.at(scores, rows, 1.0 - np.clip(prompt_cosine, 0.0, 1.0))

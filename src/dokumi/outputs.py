@@ -46,6 +46,7 @@ class PartWriter:
                 self._close_part()
         if self._writer is None:
             self._open_part(table.schema)
+        assert self._writer is not None, "a part is open"
         self._writer.write_table(table)
         self._rows += table.num_rows
 

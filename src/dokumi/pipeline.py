@@ -253,17 +253,20 @@ class _ColumnScorer:
         self.pipeline, self.prefix = pipeline, prefix
 
     def __call__(self, columns: dict[str, list] | pa.Table) -> dict[str, Any] | pa.Table:
-        arrow = isinstance(columns, pa.Table)
-        records = columns.combine_chunks().to_batches()[0] if arrow and columns.num_rows else (
-            pa.RecordBatch.from_pydict(columns.to_pydict() if arrow else columns))
+        table = columns if isinstance(columns, pa.Table) else None
+        if table is not None:
+            records = table.combine_chunks().to_batches()[0] if table.num_rows else \
+                pa.RecordBatch.from_pydict(table.to_pydict())
+        else:
+            records = pa.RecordBatch.from_pydict(columns)
         rows = pa.array(range(records.num_rows), type=pa.int64())
         batch = Batch(records=records, shard="dataset", rows=rows, columns=self.pipeline.columns)
         scores = self.pipeline.score_batch(batch)
         names = ["decision", "risk", "reasons"] + [f"{stage.name}_score" for stage in self.pipeline.stages]
-        if arrow:  # the batch's own columns, then dokumi's (datasets takes a returned table as the whole batch)
+        if table is not None:  # its own columns, then dokumi's (datasets takes a returned table as the whole batch)
             for name in names:
-                columns = columns.append_column(f"{self.prefix}{name}", scores.column(name))
-            return columns
+                table = table.append_column(f"{self.prefix}{name}", scores.column(name))
+            return table
         return {f"{self.prefix}{name}": scores.column(name).to_pylist() for name in names}
 
 

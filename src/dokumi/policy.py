@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -176,7 +177,7 @@ def builtin_policies() -> list[str]:
 
 
 def load_policy(
-    policy: str | Path | Policy | None = "pretraining", overrides: dict[str, Any] | None = None
+    policy: str | os.PathLike | Policy | None = "pretraining", overrides: dict[str, Any] | None = None
 ) -> Policy:
     """Load a recipe by built-in name (``"pretraining"``) or by path; a Policy passes through.
 
@@ -309,7 +310,7 @@ def _parse_rule(table: dict[str, Any], where: str, section: str) -> StageRule:
     action = table.get("action", "flag")
     if action not in ACTIONS:
         raise PolicyError(f"{where}: {section}: action = {action!r} is not one of {', '.join(ACTIONS)}")
-    values = {}
+    values: dict[str, float] = {}
     for key in ("threshold", "flag_threshold"):
         if key not in table:
             continue

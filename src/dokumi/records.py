@@ -114,6 +114,10 @@ class Batch:
             return None
         return self.records.column(name)
 
+    def present(self, role: str) -> pa.Array:
+        """The Arrow column playing ``role``, which the batch has (``KeyError`` otherwise)."""
+        return self.records.column(getattr(self.columns, role))
+
     @property
     def is_instruction(self) -> bool:
         """Whether the records are instruction pairs (``prompt`` and ``response``, no ``text``)."""
@@ -138,7 +142,9 @@ class Batch:
         Instruction pairs are joined as ``prompt + "\\n\\n" + response``.
         """
         if self.is_instruction:
-            return [p + INSTRUCTION_SEPARATOR + r for p, r in zip(self.prompts, self.responses)]
+            prompts, responses = self.prompts, self.responses
+            assert prompts is not None and responses is not None, "instruction pairs have both"
+            return [p + INSTRUCTION_SEPARATOR + r for p, r in zip(prompts, responses)]
         return _strings(self.column("text"), self.num_rows)
 
     @cached_property
@@ -151,7 +157,7 @@ class Batch:
 
     @cached_property
     def labels(self) -> list | None:
-        return self.column("label").to_pylist() if self.has("label") else None
+        return self.present("label").to_pylist() if self.has("label") else None
 
     @cached_property
     def digests(self) -> np.ndarray:
@@ -188,15 +194,16 @@ class Batch:
     def content_bytes(self) -> np.ndarray:
         """UTF-8 bytes of each record's content (both halves of an instruction pair)."""
         if self.is_instruction:
-            return sum(_byte_lengths(self.column(role), self.num_rows) for role in ("prompt", "response"))
+            return _byte_lengths(self.column("prompt"), self.num_rows) + _byte_lengths(self.column("response"),
+                                                                                     self.num_rows)
         return _byte_lengths(self.column("text"), self.num_rows)
 
     @cached_property
     def null_content(self) -> list[bool]:
         """True where the record has no content at all (null text, or null prompt and response)."""
         if self.is_instruction:
-            prompts = self.column("prompt").is_null().to_pylist()
-            responses = self.column("response").is_null().to_pylist()
+            prompts = self.present("prompt").is_null().to_pylist()
+            responses = self.present("response").is_null().to_pylist()
             return [p and r for p, r in zip(prompts, responses)]
         text = self.column("text")
         if text is None:

@@ -153,6 +153,7 @@ class JsonlShard(Shard):
             if reason:
                 unreadable.append(UnreadableRow(self.name, row, reason, bytes(line)))
             else:
+                assert parsed is not None, "a line without a reason parsed"
                 rows.append(row)
                 values.append(parsed)
             if len(values) + len(unreadable) >= batch_size:
@@ -219,7 +220,7 @@ def records_from_pylist(values: list[dict], where: str, string_columns: Iterable
 class TableShard(Shard):
     """An in-memory Arrow table (also pandas DataFrames and dicts of lists)."""
 
-    table: pa.Table | None = None
+    table: pa.Table = None  # always given (a default only because the base's fields have them)
 
     def schema_names(self) -> list[str]:
         return self.table.schema.names
@@ -248,7 +249,7 @@ class HuggingFaceShard(Shard):
     def schema_names(self) -> list[str]:
         names = self.dataset.column_names
         if names is None:  # an IterableDataset with unresolved features
-            first = next(iter(self.dataset), {})
+            first: Mapping[str, Any] = next(iter(self.dataset), {})
             names = list(first)
         return list(names)
 
@@ -279,7 +280,7 @@ class IterableShard(Shard):
         return isinstance(self.items, (list, tuple))
 
     def schema_names(self) -> list[str]:
-        if self.reiterable:
+        if isinstance(self.items, (list, tuple)):  # reiterable
             return list(self.items[0]) if self.items else []
         if not self._peeked:
             self.items = iter(self.items)

@@ -91,7 +91,7 @@ class Stage(abc.ABC):
 
     name: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False
-    reads: ClassVar[tuple[str, ...]] = ("content",)
+    reads: tuple[str, ...] = ("content",)  # an instance may read more (embedding_anomaly's column embedder)
     # Parameters that name side inputs, and their kind (SIDE_INPUT_KINDS): the pipeline loads and checks
     # them before reading any data and hands them to setup(); `dokumi scan --protect` etc. set them.
     side_inputs: ClassVar[Mapping[str, str]] = {}

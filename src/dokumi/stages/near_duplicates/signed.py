@@ -42,7 +42,7 @@ def id_keys(ids: list[str]) -> np.ndarray:
 def key_rows(content: np.ndarray, keys: np.ndarray) -> pa.Table:
     """One row per (record, band): the band key, and the record's content key with the band."""
     bands = keys.shape[1] if keys.ndim == 2 else 0
-    members = np.empty((len(content), bands), dtype=MEMBER)
+    members: np.ndarray = np.empty((len(content), bands), dtype=MEMBER)
     members["content"] = content[:, None]
     members["band"] = np.arange(bands, dtype=np.uint32)[None, :]
     members = members.ravel()

@@ -80,6 +80,7 @@ class Hits:
                 seen: np.ndarray) -> None:
         """``candidates`` is a boolean table over the hashed buckets (a lookup, not a search)."""
         grams, salts = view.grams, view.salts
+        assert salts is not None, "labelled data or instruction pairs"
         grams = grams.take(np.flatnonzero(candidates[(grams.hash & np.uint64(mask)).astype(np.int64)]))
         grams = grams.per_record()
         hit = np.arange(len(grams.hash))
@@ -273,6 +274,7 @@ class Evidence:
         """The naive Bayes model of the whole corpus: log P(feature | label), features by labels (``salts``)."""
         if self._log_prob is None:
             counts = self.features
+            assert counts is not None, "only labelled corpora have a model"
             log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True) + NB_ALPHA * NB_FEATURES)
             # features x labels, contiguous: what the sparse product with the sampled records reads
             self._log_prob = np.ascontiguousarray(log_prob.T)

@@ -87,6 +87,7 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     uncommon = ~members(hashes, common)
     drop = _vocabulary_drop(tokens, common) if vocabulary_switches or switches is not None else None
     if switches is not None:
+        assert drop is not None, "computed whenever switches are collected"
         at = np.flatnonzero(uncommon & judged & (after_chars >= MIN_SPAN_CHARACTERS) & drop)
         switches.append(_switch_windows(tokens, at, before_coverage, values, valid))
     windows = _ScriptWindows(tokens, owner)
