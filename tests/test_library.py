@@ -30,6 +30,10 @@ def test_from_policy_takes_a_dict_of_columns_and_keeps_the_recipes_other_names(t
     assert batch.column("id").to_pylist() == ["k1"] and batch.column("decision").to_pylist() == ["drop"]
     with pytest.raises(ValueError, match="unknown column role 'txt'"):
         Pipeline.from_policy(recipe, columns={"txt": "body"})
+    write_parquet(tmp_path / "data" / "a.parquet", [{"key": "k1", "body": "hi\u200bthere"}, {"key": "k2", "body": "x"}])
+    result = scan(tmp_path / "data", out=tmp_path / "out", policy=recipe, columns={"text": "body"}, progress=False)
+    assert result.manifest["columns"]["id"] == "key" and result.manifest["columns"]["text"] == "body"
+    assert sorted(pq.read_table(tmp_path / "out" / "scores").column("id").to_pylist()) == ["k1", "k2"]
 
 
 def test_scan_takes_every_side_input(tmp_path):

@@ -84,8 +84,7 @@ def scan(
                                        "expect": expect})
     if no_text is not None:
         policy = replace(policy, no_text=no_text)
-    if isinstance(columns, dict):
-        columns = Columns.from_mapping(columns)
+    # a dict names some roles; the recipe's [columns] (or the defaults) name the rest
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
     out = Path(out)
     refuse_existing(out, overwrite)
