@@ -99,6 +99,7 @@ def test_verify_accepts_the_untouched_folder(attested, keys, capsys):
     out, envelope = attested
     assert main(["verify", str(out), "--attestation", str(envelope), "--key", str(keys / "hybrid.pub")]) == 0
     assert "OK" in capsys.readouterr().out
+    assert main(["verify", str(out / "manifest.json"), "--attestation", str(envelope)]) == 0  # or its manifest
 
 
 def test_verify_catches_an_edited_payload(attested, capsys):
@@ -144,7 +145,7 @@ def test_a_stripped_hybrid_signature_fails(attested, capsys):
     assert "no ml-dsa-65 signature" in capsys.readouterr().out
 
 
-def test_malformed_attestations_are_one_line_errors(attested, tmp_path, capsys):
+def test_malformed_attestations_are_one_line_errors(attested, keys, tmp_path, capsys):
     out, _ = attested
     bad = tmp_path / "bad.json"
     for content in ("{not json", json.dumps({"payloadType": "text/plain", "payload": "", "signatures": []})):
@@ -152,4 +153,5 @@ def test_malformed_attestations_are_one_line_errors(attested, tmp_path, capsys):
         assert main(["verify", str(out), "--attestation", str(bad)]) == 2
         error = capsys.readouterr().err
         assert error.startswith("dokumi: error:") and "bad.json" in error and error.count("\n") == 1
-    assert main(["attest", str(tmp_path / "data"), "--key", "nokey", "--out", str(bad)]) == 2
+    assert main(["attest", str(tmp_path / "data"), "--key", str(keys / "plain.key"), "--out", str(bad)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err

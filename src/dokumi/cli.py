@@ -210,7 +210,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.attestation:
         from dokumi.attest import verify_attestation
 
-        attested = verify_attestation(args.manifest, args.attestation, trusted_key=args.key)
+        folder = args.manifest if os.path.isdir(args.manifest) else os.path.dirname(args.manifest) or "."
+        attested = verify_attestation(folder, args.attestation, trusted_key=args.key)
         print(attested.text())
         return 0 if attested.valid else 1
     report = verify(args.manifest, data=args.data, key=args.key)
