@@ -85,6 +85,21 @@ def test_datatrove_pipeline_keeps_what_a_scan_keeps(tmp_path):
     assert {doc["metadata"]["filter_reason"] for doc in excluded} <= {"drop", "duplicate"}
 
 
+def test_several_datatrove_tasks_decide_as_one(tmp_path):
+    rows = corpus()
+    for part in range(3):  # the reader hands each task its own files
+        write_jsonl(tmp_path / "data" / f"part-{part}.jsonl", rows[part::3])
+    pipeline = Pipeline.from_policy("pretraining").fit(str(tmp_path / "data"))
+    expected = {doc.id for doc in DokumiFilter(pipeline).run(
+        iter(Document(text=row["text"], id=row["id"], metadata={"source": row["source"]}) for row in rows))}
+    LocalPipelineExecutor(
+        [JsonlReader(str(tmp_path / "data")), DokumiFilter(pipeline), JsonlWriter(str(tmp_path / "kept"))],
+        tasks=3, workers=2, logging_dir=str(tmp_path / "logs"),
+    ).run()
+    kept = {doc["id"] for doc in read_jsonl_dir(tmp_path / "kept")}
+    assert kept == expected and len(kept) < len(rows)
+
+
 def test_decisions_do_not_depend_on_batch_size():
     rows = corpus()
     pipeline = Pipeline.from_policy("pretraining").fit(rows)

@@ -34,7 +34,7 @@ try:
 except ImportError as error:  # an optional dependency: say how to get it
     raise ImportError("dokumi.integrations.datatrove needs datatrove: pip install 'dokumi[datatrove]'") from error
 
-from dokumi.integrations.records import DECISION_KEY, REASONS_KEY, RISK_KEY, require_fitted, score_records
+from dokumi.integrations.verdicts import DECISION_KEY, REASONS_KEY, RISK_KEY, require_fitted, score_records
 from dokumi.pipeline import Pipeline
 
 # the decisions that take a record out of the stream

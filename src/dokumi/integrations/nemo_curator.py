@@ -38,7 +38,7 @@ except ImportError as error:  # an optional dependency: say how to get it
     raise ImportError("dokumi.integrations.nemo_curator needs NeMo Curator: pip install nemo-curator") from error
 
 from dokumi.decisions import DECISIONS
-from dokumi.integrations.records import DECISION_KEY, REASONS_KEY, RISK_KEY, require_fitted, score_arrow
+from dokumi.integrations.verdicts import DECISION_KEY, REASONS_KEY, RISK_KEY, require_fitted, score_arrow
 from dokumi.pipeline import Pipeline
 
 REMOVED = ("drop", "duplicate")
