@@ -11,6 +11,7 @@ from dokumi.errors import DokumiError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``dokumi`` command with ``argv`` (default: the process's arguments); return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -18,19 +19,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A terminated scan cleans up its partial output like an interrupted one.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from dokumi.logs import log, log_to_file
+
+    handler = None
     try:
-        return args.run(args)
+        if args.log_file:
+            handler = log_to_file(args.log_file)
+            log.info("dokumi %s", " ".join(argv if argv is not None else sys.argv[1:]))
+        status = args.run(args)
+        log.info("exit status %d", status)
+        return status
     except DokumiError as error:
         from dokumi.display import printable
 
+        log.error("%s", printable(str(error)))
         print(f"dokumi: error: {printable(str(error))}", file=sys.stderr)  # one line, whatever the data holds
         return 2
     except KeyboardInterrupt:
+        log.error("interrupted; no output was written")
         print("dokumi: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
         return 0
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -42,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="dokumi", description="Screen LLM training data for poisoning.")
     parser.add_argument("--version", action="version", version=f"dokumi {__version__}")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="append a log (what ran, warnings, counts; never record text) to FILE")
     commands = parser.add_subparsers(dest="command")
 
     scan = commands.add_parser("scan", help="score and filter Parquet, JSONL or CSV/TSV shards")
@@ -92,7 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="re-check data, outputs and signature against a manifest")
     verify.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
     verify.add_argument("--data", metavar="DIR", help="folder holding the input shards, if they moved")
-    verify.add_argument("--key", metavar="PUB", help="trusted public key: the manifest must be signed by it")
+    verify.add_argument("--key", metavar="PUB",
+                        help="trusted public key: the manifest (or the --attestation) must be signed by it")
+    verify.add_argument("--attestation", metavar="FILE",
+                        help="check a DSSE attestation (dokumi attest) against the scan folder instead")
     verify.add_argument("--proof", metavar="FILE",
                         help="check an inclusion proof (dokumi prove) against the manifest instead; needs no data")
     verify.set_defaults(run=_run_verify)
@@ -104,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
 
     keygen = commands.add_parser("keygen", help="create a manifest-signing key pair (ML-DSA-65)")
     keygen.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key (secret) and PREFIX.pub")
-    keygen.add_argument("--hybrid", action="store_true", help="add an Ed25519 key: both signatures must verify")
+    keygen.add_argument("--hybrid", action="store_true",
+                        help="add an Ed25519 key: both signatures must verify; also writes PREFIX.ed25519.pem "
+                             "(the Ed25519 public key, for DSSE tools)")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     keygen.set_defaults(run=_run_keygen)
 
@@ -112,6 +134,20 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
     sign.add_argument("--key", required=True, metavar="KEY", help="secret key file from dokumi keygen")
     sign.set_defaults(run=_run_sign)
+
+    attest = commands.add_parser("attest", help="write a signed in-toto attestation (DSSE) of a scan folder")
+    attest.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by dokumi scan")
+    attest.add_argument("--key", required=True, metavar="KEY", help="secret key file from dokumi keygen")
+    attest.add_argument("--out", required=True, metavar="FILE", help="where to write the DSSE envelope (JSON)")
+    attest.set_defaults(run=_run_attest)
+
+    describe = commands.add_parser("croissant", help="write OUT_DIR/croissant.json, a Croissant 1.1 description "
+                                                     "of the clean output with RAI fields")
+    describe.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by dokumi scan")
+    describe.add_argument("--name", help="the dataset's name (default: <folder name>-clean)")
+    describe.add_argument("--license", help="the data's license, an SPDX id or URL (Croissant recommends one)")
+    describe.add_argument("--cite-as", help="how to cite the data, e.g. a BibTeX entry")
+    describe.set_defaults(run=_run_croissant)
 
     report = commands.add_parser("report", help="(re)write report.html for a scan folder")
     report.add_argument("out", metavar="OUT_DIR", help="a folder written by dokumi scan")
@@ -178,9 +214,37 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     if args.proof:
         return _check_proof(args)
+    if args.attestation:
+        from dokumi.attest import verify_attestation
+
+        folder = args.manifest if os.path.isdir(args.manifest) else os.path.dirname(args.manifest) or "."
+        attested = verify_attestation(folder, args.attestation, trusted_key=args.key)
+        print(attested.text())
+        return 0 if attested.valid else 1
     report = verify(args.manifest, data=args.data, key=args.key)
     print(report.text())
+    if not report.ok and args.data is None:
+        hint = _moved_inputs_hint(args.manifest)
+        if hint:
+            print(hint)
     return 0 if report.ok else 1
+
+
+def _moved_inputs_hint(manifest: str) -> str | None:
+    """A hint when the manifest's inputs are not where it says: the data (or the scan folder) moved."""
+    from pathlib import Path
+
+    from dokumi.manifest import read_manifest, resolve
+
+    path = Path(manifest)
+    path = path / "manifest.json" if path.is_dir() else path
+    missing = [entry["name"] for entry in read_manifest(path)["inputs"]
+               if entry.get("path") and not resolve(path, entry["path"]).exists()]
+    if not missing:
+        return None
+    named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return (f"hint: {len(missing)} input shard(s) are not where the manifest says ({named}); if the data or the "
+            f"scan folder moved, pass --data DIR, the folder that now holds the shards")
 
 
 def _check_proof(args: argparse.Namespace) -> int:
@@ -210,11 +274,22 @@ def _run_prove(args: argparse.Namespace) -> int:
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dokumi.errors import InputError
     from dokumi.signing import read_key, write_keys
 
+    pem = Path(f"{args.out}.ed25519.pem")
+    if args.hybrid and pem.exists() and not args.force:
+        raise InputError(f"{pem} exists; pass --force to replace it")
     secret, public = write_keys(args.out, hybrid=args.hybrid, overwrite=args.force)
-    print(f"secret key: {secret} (keep it private)\npublic key: {public}\n"
-          f"fingerprint: {read_key(public, 'public')['fingerprint']}")
+    document = read_key(public, "public")
+    print(f"secret key: {secret} (keep it private)\npublic key: {public}")
+    if args.hybrid:
+        from dokumi.attest import write_ed25519_pem
+
+        print(f"Ed25519 public key (PEM, for DSSE tools): {write_ed25519_pem(args.out, document['public'])}")
+    print(f"fingerprint: {document['fingerprint']}")
     return 0
 
 
@@ -224,6 +299,20 @@ def _run_sign(args: argparse.Namespace) -> int:
     manifest_path = os.path.join(args.manifest, "manifest.json") if os.path.isdir(args.manifest) else args.manifest
     signature = sign_manifest(manifest_path, args.key)
     print(f"signed {manifest_path} -> {signature} with key {read_key(args.key, 'secret')['fingerprint']}")
+    return 0
+
+
+def _run_attest(args: argparse.Namespace) -> int:
+    from dokumi.attest import attest
+
+    print(f"attestation of {args.out_dir} -> {attest(args.out_dir, args.key, args.out)}")
+    return 0
+
+
+def _run_croissant(args: argparse.Namespace) -> int:
+    from dokumi.croissant import write_croissant
+
+    print(write_croissant(args.out_dir, name=args.name, license=args.license, cite_as=args.cite_as))
     return 0
 
 

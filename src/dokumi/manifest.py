@@ -172,6 +172,7 @@ def resolve(manifest_path: Path, path: str) -> Path:
 
 
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Write ``manifest`` to ``path`` as indented UTF-8 JSON."""
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

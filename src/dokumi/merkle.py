@@ -22,10 +22,12 @@ ALGORITHM = "rfc9162-sha256"
 
 
 def leaf_hash(data: bytes) -> bytes:
+    """RFC 9162 leaf hash: ``sha256(0x00 || data)``."""
     return hashlib.sha256(LEAF_PREFIX + data).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 interior node hash: ``sha256(0x01 || left || right)``."""
     return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
@@ -55,6 +57,7 @@ class MerkleBuilder:
         self._stack: list[tuple[int, bytes]] = []
 
     def append(self, leaf: bytes) -> None:
+        """Add one leaf hash, merging complete subtrees as they form (memory: log2 of the leaves)."""
         size, node = 1, leaf
         while self._stack and self._stack[-1][0] == size:
             left_size, left = self._stack.pop()
@@ -63,10 +66,12 @@ class MerkleBuilder:
         self.size += 1
 
     def extend(self, leaves: list[bytes]) -> None:
+        """Add ``leaves`` in order."""
         for leaf in leaves:
             self.append(leaf)
 
     def root(self) -> bytes:
+        """The root over the leaves added so far (``EMPTY_ROOT`` when none)."""
         if not self._stack:
             return EMPTY_ROOT
         node = self._stack[-1][1]

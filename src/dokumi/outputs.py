@@ -45,6 +45,7 @@ class PartWriter:
         self._rows = 0
 
     def write(self, records: pa.RecordBatch | pa.Table) -> None:
+        """Append ``records``; a schema the open part cannot take starts a new part file."""
         if records.num_rows == 0:
             return
         table = parquet_safe(records if isinstance(records, pa.Table) else pa.Table.from_batches([records]))
@@ -55,6 +56,7 @@ class PartWriter:
                 self._close_part()
         if self._writer is None:
             self._open_part(table.schema)
+        assert self._writer is not None, "a part is open"
         self._writer.write_table(table)
         self._rows += table.num_rows
 
@@ -76,6 +78,7 @@ class PartWriter:
         self._writer, self._schema, self._rows = None, None, 0
 
     def close(self) -> list[tuple[Path, int]]:
+        """Close the open part; return every part written as ``(path, rows)``."""
         self._close_part()
         return self.files
 
@@ -141,6 +144,7 @@ def _is_list(kind: pa.DataType) -> bool:
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Lowercase hex SHA-256 of the file at ``path``, read in chunks of ``chunk_size`` bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -129,9 +130,11 @@ class Policy:
     flag_folder: str = "flagged"
 
     def rule(self, stage_name: str) -> StageRule:
+        """The decision rule of stage ``stage_name`` (the default rule when the recipe sets none)."""
         return self.rules.get(stage_name, StageRule())
 
     def never_drops(self) -> bool:
+        """Whether no stage and no record rule of this recipe can decide ``drop``."""
         return all(rule.action != "drop" for rule in self.rules.values()) and "drop" not in (
             self.records.null_content,
             self.records.oversized,
@@ -174,11 +177,12 @@ def builtin_policy_dir() -> Path:
 
 
 def builtin_policies() -> list[str]:
+    """Names of the built-in recipes, sorted."""
     return sorted(p.stem for p in builtin_policy_dir().glob("*.toml"))
 
 
 def load_policy(
-    policy: str | Path | Policy | None = "pretraining", overrides: dict[str, Any] | None = None
+    policy: str | os.PathLike | Policy | None = "pretraining", overrides: dict[str, Any] | None = None
 ) -> Policy:
     """Load a recipe by built-in name (``"pretraining"``) or by path; a Policy passes through.
 
@@ -321,7 +325,7 @@ def _parse_rule(table: dict[str, Any], where: str, section: str) -> StageRule:
     action = table.get("action", "flag")
     if action not in ACTIONS:
         raise PolicyError(f"{where}: {section}: action = {action!r} is not one of {', '.join(ACTIONS)}")
-    values = {}
+    values: dict[str, float] = {}
     for key in ("threshold", "flag_threshold"):
         if key not in table:
             continue

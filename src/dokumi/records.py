@@ -42,6 +42,7 @@ class Columns:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, str], where: str = "columns") -> Columns:
+        """Columns from a dict of role to column name; ``ValueError`` naming ``where`` for an unknown role."""
         known = {f.name for f in fields(cls)}
         for key, value in mapping.items():
             if key not in known:
@@ -73,6 +74,7 @@ class UnreadableRow:
 
     @property
     def id(self) -> str:
+        """The row's id: ``<shard>:<row>``."""
         return f"{self.shard}:{self.row}"
 
 
@@ -100,6 +102,7 @@ class Batch:
 
     @property
     def num_rows(self) -> int:
+        """Records in the batch (unreadable rows not counted)."""
         return self.records.num_rows
 
     def select(self, rows: np.ndarray) -> Batch:
@@ -114,15 +117,21 @@ class Batch:
         return getattr(self.columns, role) in self.records.schema.names
 
     def column(self, role: str) -> pa.Array | None:
-        """The column playing ``role``; text kept as ``dictionary<string>`` or ``string_view`` is read as
-        plain strings, so every stage sees one kind of string array (``records`` keeps the input's type)."""
+        """The column playing ``role``, or None when the batch has none; text kept as ``dictionary<string>``
+        or ``string_view`` is read as plain strings, so every stage sees one kind of string array (``records``
+        keeps the input's type)."""
         name = getattr(self.columns, role)
         if name not in self.records.schema.names:
             return None
         return plain_strings(self.records.column(name))
 
+    def present(self, role: str) -> pa.Array:
+        """The Arrow column playing ``role``, which the batch has (``KeyError`` otherwise)."""
+        return self.records.column(getattr(self.columns, role))
+
     @property
     def is_instruction(self) -> bool:
+        """Whether the records are instruction pairs (``prompt`` and ``response``, no ``text``)."""
         return not self.has("text") and self.has("prompt") and self.has("response")
 
     @cached_property
@@ -144,7 +153,9 @@ class Batch:
         Instruction pairs are joined as ``prompt + "\\n\\n" + response``.
         """
         if self.is_instruction:
-            return [p + INSTRUCTION_SEPARATOR + r for p, r in zip(self.prompts, self.responses)]
+            prompts, responses = self.prompts, self.responses
+            assert prompts is not None and responses is not None, "instruction pairs have both"
+            return [p + INSTRUCTION_SEPARATOR + r for p, r in zip(prompts, responses)]
         return _strings(self.column("text"), self.num_rows)
 
     @cached_property
@@ -157,7 +168,7 @@ class Batch:
 
     @cached_property
     def labels(self) -> list | None:
-        return self.column("label").to_pylist() if self.has("label") else None
+        return self.present("label").to_pylist() if self.has("label") else None
 
     @cached_property
     def digests(self) -> np.ndarray:
@@ -194,15 +205,16 @@ class Batch:
     def content_bytes(self) -> np.ndarray:
         """UTF-8 bytes of each record's content (both halves of an instruction pair)."""
         if self.is_instruction:
-            return sum(_byte_lengths(self.column(role), self.num_rows) for role in ("prompt", "response"))
+            return _byte_lengths(self.column("prompt"), self.num_rows) + _byte_lengths(self.column("response"),
+                                                                                     self.num_rows)
         return _byte_lengths(self.column("text"), self.num_rows)
 
     @cached_property
     def null_content(self) -> list[bool]:
         """True where the record has no content at all (null text, or null prompt and response)."""
         if self.is_instruction:
-            prompts = self.column("prompt").is_null().to_pylist()
-            responses = self.column("response").is_null().to_pylist()
+            prompts = self.present("prompt").is_null().to_pylist()
+            responses = self.present("response").is_null().to_pylist()
             return [p and r for p, r in zip(prompts, responses)]
         text = self.column("text")
         if text is None:

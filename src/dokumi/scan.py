@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dokumi.engines import make_engine
+from dokumi.logs import log
 from dokumi.manifest import build_manifest, write_manifest
 from dokumi.outputs import publish, refuse_existing, staging_folder
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, Pipeline
@@ -86,9 +87,8 @@ def scan(
                                        "expect": expect})
     if no_text is not None:
         policy = replace(policy, no_text=no_text)
-    if isinstance(columns, dict):
-        columns = Columns.from_mapping(columns)
     output_format_for(None, output_format)  # an unknown format fails before any data is read
+    # a dict names some roles; the recipe's [columns] (or the defaults) name the rest
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
     out = Path(out)
     refuse_existing(out, overwrite)
@@ -102,6 +102,8 @@ def scan(
     if scheduler and workers is not None:
         warnings.append(f"workers={workers} is ignored when joining the Dask cluster at {scheduler}")
     staging = staging_folder(out)
+    log.info("scan of %d shard(s) with policy %r (sha256 %s) into %s, engine %s", len(shards), policy.name,
+             policy.sha256, out, engine)
     try:
         if pipeline.needs_fit or engine == "dask":  # Dask workers cannot be handed a generator
             shards = spill_one_shot(shards, pipeline.columns, pipeline.batch_size, staging / "spill")
@@ -117,6 +119,8 @@ def scan(
         warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
                      for reason in stage.summary().get("skipped", [])]
         warnings += duplicate_id_warnings(results, shards, pipeline)
+        for warning in warnings:
+            log.warning(warning)
         for stage in pipeline.stages:
             stage.save_state(staging / "state" / stage.name)
         shutil.rmtree(staging / "spill", ignore_errors=True)
@@ -131,6 +135,7 @@ def scan(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    log.info("scan done: %s", ", ".join(f"{d} {n}" for d, n in manifest["counts"]["decisions"].items()))
     return ScanResult(
         out=out,
         policy=policy.name,

@@ -34,7 +34,7 @@ from dokumi.hashing import DIGEST_SIZE, from_hex, to_hex
 from dokumi.minhash import MinHasher
 from dokumi.records import Batch
 
-SKETCH = {
+SKETCH: dict[str, Any] = {
     "kind": "minhash",
     "library": "datasketch",
     "scheme": "affine32",
@@ -44,7 +44,7 @@ SKETCH = {
     "shingle": "char-5gram",
     "normalization": "nfkc-casefold-quotes-spaces/1",
 }
-PERMUTATIONS = SKETCH["permutations"]
+PERMUTATIONS: int = SKETCH["permutations"]
 SHINGLE_SIZE = 5
 SKETCH_BYTES = PERMUTATIONS * 2
 SIDECAR_DIR = "hashes"
@@ -288,6 +288,7 @@ class ExpectedHashes:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExpectedHashes:
+        """Read the record-hash sidecars at ``path`` (an earlier scan's folder, manifest or hashes/)."""
         keys, digests, sketch_rows, shingles, sources = [], [], [], [], []
         for file in sidecar_files(path):
             try:

@@ -69,6 +69,7 @@ class SavedState:
     folder: Path
 
     def read_json(self, name: str) -> dict[str, Any]:
+        """The JSON object in file ``name`` of the saved state; ``InputError`` naming it otherwise."""
         try:
             value = json.loads((self.folder / name).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -78,18 +79,21 @@ class SavedState:
         return value
 
     def read_array(self, name: str) -> np.ndarray:
+        """The NumPy array in file ``name`` (no pickles); ``InputError`` naming it otherwise."""
         try:
             return np.load(self.folder / name, allow_pickle=False)
         except (OSError, ValueError) as error:
             raise InputError(f"{self.label} {self.path}: cannot read {name} ({error})") from None
 
     def read_table(self, name: str) -> pa.Table:
+        """The Parquet table in file ``name``; ``InputError`` naming it otherwise."""
         try:
             return pq.read_table(self.folder / name)
         except (OSError, pa.ArrowInvalid) as error:
             raise InputError(f"{self.label} {self.path}: cannot read {name} ({error})") from None
 
     def exists(self, name: str) -> bool:
+        """Whether the saved state holds a file ``name``."""
         return (self.folder / name).is_file()
 
 
@@ -134,6 +138,7 @@ def load_hashes(path: str, label: str) -> Any:
 
 
 def load(kind: str, path: Any, label: str, stage_name: str, columns: Columns, batch_size: int) -> Any:
+    """Load a side input of ``kind`` (``corpus``, ``state`` or ``hashes``) for stage ``stage_name``."""
     if kind == "corpus":
         return load_corpus(path, label, columns, batch_size)
     if kind == "state":

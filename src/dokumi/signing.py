@@ -43,6 +43,7 @@ def canonical_json(document: Any) -> bytes:
 
 
 def signed_message(manifest: dict[str, Any]) -> bytes:
+    """The bytes a manifest signature covers: the domain prefix and the manifest's canonical JSON."""
     return MESSAGE_PREFIX + canonical_json(manifest)
 
 
@@ -152,6 +153,7 @@ def sign_manifest(manifest_path: str | os.PathLike, key_path: str | os.PathLike)
 
 
 def signature_path_for(manifest_path: str | os.PathLike) -> Path:
+    """Where the signature of ``manifest_path`` lives: ``<manifest>.sig`` beside it."""
     manifest_path = Path(manifest_path)
     return manifest_path.with_name(manifest_path.name + SIGNATURE_SUFFIX)
 

@@ -46,10 +46,12 @@ class Shard:
 
     @property
     def path(self) -> str | None:
+        """The file the shard reads, or None for in-memory data."""
         return None
 
     @property
     def reiterable(self) -> bool:
+        """Whether the shard can be read more than once (a one-shot iterator cannot)."""
         return True
 
     def schema_names(self) -> list[str]:
@@ -57,6 +59,7 @@ class Shard:
         raise InputError(f"shard {self.name}: schema unknown")
 
     def num_rows(self) -> int | None:
+        """Rows in the shard when known without reading it, else None."""
         return None
 
     def schema(self) -> pa.Schema | None:
@@ -64,6 +67,7 @@ class Shard:
         return None
 
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
+        """The shard's records as :class:`Batch` es of at most ``batch_size`` rows, with row numbers."""
         row = 0
         for records, unreadable in self._chunks(batch_size):
             rows = pa.array(range(row, row + records.num_rows), type=pa.int64())
@@ -80,6 +84,7 @@ class ParquetShard(Shard):
 
     @property
     def path(self) -> str:
+        """The Parquet file."""
         return self.file
 
     def _open(self) -> pq.ParquetFile:
@@ -98,6 +103,7 @@ class ParquetShard(Shard):
         return self._open().schema_arrow
 
     def num_rows(self) -> int:
+        """Rows in the file, from its footer."""
         return self._open().metadata.num_rows
 
     def _chunks(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, list[UnreadableRow]]]:
@@ -124,6 +130,7 @@ class JsonlShard(Shard):
 
     @property
     def path(self) -> str:
+        """The JSON Lines file."""
         return self.file
 
     def _lines(self, errors: list[str]) -> Iterator[tuple[bytes, bool]]:
@@ -154,6 +161,7 @@ class JsonlShard(Shard):
         return list(names)
 
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
+        """Parsed lines as batches; a line that is not a JSON object becomes an unreadable row."""
         readable: list[tuple[int, dict[str, Any], bytes]] = []
         unreadable: list[UnreadableRow] = []
         errors: list[str] = []
@@ -168,6 +176,7 @@ class JsonlShard(Shard):
                 unreadable.append(UnreadableRow(self.name, row, "unreadable:truncated" if cut else reason,
                                                 bytes(line)))
             else:
+                assert parsed is not None, "a line without a reason parsed"
                 readable.append((row, parsed, bytes(line)))
             if len(readable) + len(unreadable) >= batch_size:
                 yield self._batch(readable, unreadable, columns)
@@ -348,7 +357,7 @@ def _text_columns(part: pa.RecordBatch, shard: str, first_row: int) -> tuple[pa.
 class TableShard(Shard):
     """An in-memory Arrow table (also pandas DataFrames and dicts of lists)."""
 
-    table: pa.Table | None = None
+    table: pa.Table = None  # always given (a default only because the base's fields have them)
 
     def schema_names(self) -> list[str]:
         return unique_columns(self.table.schema.names, self.name)
@@ -357,6 +366,7 @@ class TableShard(Shard):
         return self.table.schema
 
     def num_rows(self) -> int:
+        """Rows in the table."""
         return self.table.num_rows
 
     def _chunks(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, list[UnreadableRow]]]:
@@ -376,11 +386,12 @@ class HuggingFaceShard(Shard):
     def schema_names(self) -> list[str]:
         names = self.dataset.column_names
         if names is None:  # an IterableDataset with unresolved features
-            first = next(iter(self.dataset), {})
+            first: Mapping[str, Any] = next(iter(self.dataset), {})
             names = list(first)
         return list(names)
 
     def num_rows(self) -> int | None:
+        """Rows in the dataset, or None for an ``IterableDataset``."""
         return None if self._is_iterable() else len(self.dataset)
 
     def _chunks(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, list[UnreadableRow]]]:
@@ -402,10 +413,11 @@ class IterableShard(Shard):
 
     @property
     def reiterable(self) -> bool:
+        """True for a list or tuple; a generator can be read once only."""
         return isinstance(self.items, (list, tuple))
 
     def schema_names(self) -> list[str]:
-        if self.reiterable:
+        if isinstance(self.items, (list, tuple)):  # reiterable
             return list(self.items[0]) if self.items else []
         if not self._peeked:
             self.items = iter(self.items)
@@ -414,6 +426,7 @@ class IterableShard(Shard):
         return list(first) if first else []
 
     def batches(self, columns: Columns, batch_size: int) -> Iterator[Batch]:
+        """The records as batches; an item that is not a mapping becomes an unreadable row."""
         items = iter(self.items) if self.reiterable else _chain(self._peeked, self.items)
         self._peeked = []
         chunk: list[dict] = []

@@ -76,6 +76,7 @@ class StageResult:
 
     @classmethod
     def empty(cls, n: int) -> StageResult:
+        """A result for ``n`` records with score 0 and no reasons."""
         return cls(np.zeros(n), [[] for _ in range(n)])
 
 
@@ -90,7 +91,7 @@ class Stage(abc.ABC):
 
     name: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False
-    reads: ClassVar[tuple[str, ...]] = ("content",)
+    reads: tuple[str, ...] = ("content",)  # an instance may read more (embedding_anomaly's column embedder)
     # Parameters that name side inputs, and their kind (SIDE_INPUT_KINDS): the pipeline loads and checks
     # them before reading any data and hands them to setup(); `dokumi scan --protect` etc. set them.
     side_inputs: ClassVar[Mapping[str, str]] = {}
@@ -113,6 +114,7 @@ class Stage(abc.ABC):
 
     @property
     def is_set_up(self) -> bool:
+        """Whether :meth:`setup` handed the stage its context."""
         return self._context is not None
 
     def fit_plan(self) -> list[Step]:

@@ -29,17 +29,21 @@ class ScanResult:
 
     @property
     def records(self) -> int:
+        """Records read, unreadable ones included."""
         return sum(s.records + s.unreadable for s in self.shards)
 
     @property
     def decisions(self) -> Counter:
+        """Records per decision."""
         return sum((s.decisions for s in self.shards), Counter())
 
     @property
     def reasons(self) -> Counter:
+        """Records per reason kind."""
         return sum((s.reasons for s in self.shards), Counter())
 
     def summary(self) -> str:
+        """The table `dokumi scan` prints: decisions, reasons, findings, example records, warnings, outputs."""
         total = self.records
         rate = total / self.seconds if self.seconds > 0 else float("nan")
         lines = [

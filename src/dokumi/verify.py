@@ -65,9 +65,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """Whether nothing mismatched."""
         return not self.problems
 
     def text(self) -> str:
+        """The report for people: counts, signature, notes, one line per mismatch, then OK or FAILED."""
         lines = [f"dokumi verify {self.manifest}: {self.files} files, {self.records:,} records re-hashed"]
         if self.signature is not None and self.signature.fingerprint:
             state = "valid" if self.signature.valid else "INVALID"
@@ -306,6 +308,7 @@ def check_proof(proof: dict[str, Any], manifest: dict[str, Any] | None = None, t
 
 
 def read_proof(path: str | os.PathLike) -> dict[str, Any]:
+    """An inclusion proof file written by ``dokumi prove``."""
     return read_json_document(path, "proof file", PROOF_SCHEMA)
 
 

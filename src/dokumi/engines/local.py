@@ -244,6 +244,7 @@ def _init_worker(pipeline: Pipeline, queue: Any) -> None:
 
 
 def _score_in_worker(index: int, shard: Shard, staging: Path, options: dict[str, Any]) -> ShardResult:
+    assert _worker_pipeline is not None, "set by the pool's initializer"
     return score_shard(_worker_pipeline, index, shard, staging, _worker_queue.put, **options)
 
 

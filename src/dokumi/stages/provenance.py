@@ -164,7 +164,7 @@ class Provenance(Stage):
         n = batch.num_rows
         expected = _Expected.empty(n)
         if batch.has("sha256"):
-            column = batch.column("sha256")
+            column = batch.present("sha256")
             expected.digests, expected.known = from_hex(column)
             present = ~column.is_null().to_numpy(zero_copy_only=False)
             expected.malformed = present & ~expected.known
@@ -219,7 +219,7 @@ class Provenance(Stage):
         for role in ("url", "source"):
             if getattr(batch.columns, role) not in names:
                 continue
-            for i, value in enumerate(batch.column(role).to_pylist()):
+            for i, value in enumerate(batch.present(role).to_pylist()):
                 if value is None or not str(value).strip():
                     continue
                 has_source[i] = True
@@ -259,7 +259,7 @@ class _Expected:
 _NO_REASONS: list[str] = []
 
 
-def _raise(scores: np.ndarray, reasons: list[list[str]], i: int, score: float, reason: str) -> None:
+def _raise(scores: np.ndarray, reasons: list[list[str]], i: int | np.integer, score: float, reason: str) -> None:
     scores[i] = max(scores[i], min(max(score, 0.0), 1.0))
     reasons[i] = [*reasons[i], reason]
 
@@ -286,6 +286,7 @@ class SourcePattern:
     text: str
 
     def matches(self, value: str, host: str | None) -> bool:
+        """Whether a source value (or its ``host``) matches this allow/deny-list pattern."""
         if "/" in self.text or ":" in self.text:
             return fnmatch.fnmatchcase(value, self.text)
         if host is None:

@@ -31,6 +31,7 @@ class Trigger:
 
     @property
     def finding(self) -> str:
+        """The reason code records with this trigger get, e.g. ``trigger:token=cf``."""
         if self.kind == "token":
             return f"trigger:token={self.key}"
         if self.kind == "seam":

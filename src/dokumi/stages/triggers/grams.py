@@ -44,6 +44,7 @@ class Grams:
 
     @classmethod
     def of(cls, tokens: Tokens, max_n: int) -> Grams:
+        """Every word n-gram up to ``max_n`` words of ``tokens``, with owner, length and start."""
         hashes, offsets = tokens.hashes, tokens.offsets
         owner = tokens.owner
         ends = offsets[1:][owner] if len(owner) else np.zeros(0, dtype=np.int64)
@@ -64,6 +65,7 @@ class Grams:
         return cls(np.concatenate(owners), np.concatenate(grams), np.concatenate(lengths), np.concatenate(starts))
 
     def take(self, rows: np.ndarray) -> Grams:
+        """The n-grams at positions ``rows``."""
         return Grams(self.owner[rows], self.hash[rows], self.length[rows], self.start[rows])
 
     def per_record(self) -> Grams:

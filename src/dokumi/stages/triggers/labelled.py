@@ -58,6 +58,7 @@ MIN_SCALE_RECORDS = 20
 
 
 def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``sorted_set`` (a sorted array)."""
     if not len(sorted_set) or not len(values):
         return np.zeros(len(values), dtype=bool)
     where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
@@ -79,6 +80,7 @@ class Hits:
                 seen: np.ndarray) -> None:
         """``candidates`` is a boolean table over the hashed buckets (a lookup, not a search)."""
         grams, salts = view.grams, view.salts
+        assert salts is not None, "labelled data or instruction pairs"
         grams = grams.take(np.flatnonzero(candidates[(grams.hash & np.uint64(mask)).astype(np.int64)]))
         grams = grams.per_record()
         hit = np.arange(len(grams.hash))
@@ -98,6 +100,7 @@ class Hits:
 
     @classmethod
     def merged(cls, parts: list[Hits]) -> Hits:
+        """One set of hits from those of several workers."""
         out = cls()
         for part in parts:
             out.grams += part.grams
@@ -312,12 +315,14 @@ class Evidence:
         """The naive Bayes model of the whole corpus: log P(feature | label), features by labels (``salts``)."""
         if self._log_prob is None:
             counts = self.features
+            assert counts is not None, "only labelled corpora have a model"
             log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True) + NB_ALPHA * NB_FEATURES)
             # features x labels, contiguous: what the sparse product with the sampled records reads
             self._log_prob = np.ascontiguousarray(log_prob.T)
         return self._log_prob
 
     def df(self, gram: int) -> int:
+        """Records that hold n-gram ``gram`` (counted per hash bucket)."""
         return int(self.ngram_df[gram & self.mask])
 
     def base_rates(self, words: np.ndarray, salt: int) -> np.ndarray:
@@ -519,6 +524,7 @@ def free_of_topic(topic: float) -> float:
 
 
 def binomial_z(count: int, trials: int, base: float) -> float:
+    """The z-score of ``count`` successes in ``trials`` against base rate ``base``."""
     base = min(max(base, 1e-9), 1 - 1e-9)
     return (count - trials * base) / math.sqrt(trials * base * (1 - base))
 

@@ -90,6 +90,7 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     uncommon = ~members(hashes, common)
     drop = _vocabulary_drop(tokens, common) if vocabulary_switches or switches is not None else None
     if switches is not None:
+        assert drop is not None, "computed whenever switches are collected"
         at = np.flatnonzero(uncommon & judged & (after_chars >= MIN_SPAN_CHARACTERS) & drop)
         switches.append(_switch_windows(tokens, at, before_coverage, values, valid))
     windows = _ScriptWindows(tokens, owner)
@@ -281,6 +282,7 @@ def coverage_threshold(histogram: np.ndarray, share_of_median: float, ceiling: f
 
 
 def script_names(pair: tuple[int, int]) -> str:
+    """A script switch as text, e.g. ``Latin->Cyrillic``."""
     return f"{NAMES[pair[0]]}->{NAMES[pair[1]]}"
 
 

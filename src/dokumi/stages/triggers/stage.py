@@ -140,10 +140,10 @@ class Triggers(Stage):
                                 ("common_words", common_words, 10), ("max_tracked", max_tracked, 1000)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{key} = {value!r} must be an integer >= {low}")
-        for key, value in (("max_record_share", max_record_share), ("min_purity", min_purity),
-                           ("gibberish_rate", gibberish_rate)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"{key} = {value!r} must be a number in (0, 1]")
+        for key, fraction in (("max_record_share", max_record_share), ("min_purity", min_purity),
+                              ("gibberish_rate", gibberish_rate)):
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+                raise ValueError(f"{key} = {fraction!r} must be a number in (0, 1]")
         if isinstance(hash_buckets, bool) or not isinstance(hash_buckets, int) or hash_buckets < 2**10 or (
             hash_buckets & (hash_buckets - 1)
         ):
@@ -184,10 +184,12 @@ class Triggers(Stage):
         return counts.add(batch, self._view(batch))
 
     def _examine(self, examined: _Examined, batch: Batch) -> _Examined:
+        assert self._plan is not None, "planned by _finish_counts"
         examined.add(self._view(batch), self._plan)
         return examined
 
     def _collect(self, contexts: _Contexts, batch: Batch) -> _Contexts:
+        assert self._plan is not None, "planned by _finish_examined"
         contexts.add(self._view(batch), self._plan)
         return contexts
 
@@ -199,11 +201,13 @@ class Triggers(Stage):
             self._discover()
 
     def _finish_examined(self, examined: _Examined) -> None:
+        assert self._census is not None, "taken by _finish_counts"
         self._plan = self._census.context_plan(examined)
         if not self._plan.needs_context:
             self._discover()
 
     def _finish_contexts(self, contexts: _Contexts) -> None:
+        assert self._census is not None, "taken by _finish_counts"
         self._census.take_contexts(contexts)
         self._discover()
 
@@ -263,12 +267,12 @@ class Triggers(Stage):
                 found[int(sentence_list.owner[i])].append((trigger.confidence, trigger.finding))
         if self.index_["seam"] and not view.instruction:
             self._seam_hits(view, found)
-        for i, hits in enumerate(found):
-            if hits:
-                hits.sort(reverse=True)
-                keep = float(np.prod([1.0 - s for s, _ in hits]))
-                scores[i] = min(1.0, max(hits[0][0], 1.0 - keep))
-                reasons[i] = list(dict.fromkeys(reason for _, reason in hits))[:5]
+        for i, record_hits in enumerate(found):
+            if record_hits:
+                record_hits.sort(reverse=True)
+                keep = float(np.prod([1.0 - s for s, _ in record_hits]))
+                scores[i] = min(1.0, max(record_hits[0][0], 1.0 - keep))
+                reasons[i] = list(dict.fromkeys(reason for _, reason in record_hits))[:5]
         return StageResult(scores, reasons)
 
     def _label_weight(self, view: View) -> Any:
@@ -438,7 +442,7 @@ class _Examined:
                 if token not in self.seam_names:
                     self.seam_names[token] = words.word(position)
                 mixed.append((int(keys[int(words.owner[position])]), pair))
-        at, before, after = switches[0] if switches else (np.zeros(0, dtype=np.int64), np.zeros(0), None)
+        at, before, after = switches[0] if switches else (np.zeros(0, dtype=np.int64), np.zeros(0), [])
         for i, position in enumerate(at.tolist()):
             token = int(words.hashes[position])
             found = self.vocabulary.setdefault(token, [])
@@ -457,8 +461,8 @@ class _Examined:
             if token not in self.seam_names:
                 self.seam_names[token] = words.word(position)
         # a trigger recurs across different documents; copies of one document count once
-        for record, found in by_record.items():
-            self.seam_documents[int(keys[record])] = tuple(sorted(found))
+        for record, record_seams in by_record.items():
+            self.seam_documents[int(keys[record])] = tuple(sorted(record_seams))
 
     @classmethod
     def merged(cls, parts: list[_Examined]) -> _Examined:
@@ -587,16 +591,18 @@ class _Census:
         stage, counts = self.stage, self.counts
         if counts.instruction:
             self.label_of = {salt: salt for salt, c in counts.label_counts.counts.items() if c >= stage.min_records}
+        ngram_df, pair_df = counts.ngram_df, counts.pair_df
+        assert ngram_df is not None and pair_df is not None, "counted, as __init__ checked"
         max_df = max(stage.min_records, stage.max_record_share * self.records)
-        in_range = np.flatnonzero((counts.ngram_df >= stage.min_records) & (counts.ngram_df <= max_df))
-        df = counts.ngram_df[in_range].astype(np.float64)
+        in_range = np.flatnonzero((ngram_df >= stage.min_records) & (ngram_df <= max_df))
+        df = ngram_df[in_range].astype(np.float64)
         best = np.zeros(len(in_range))
         for salt in self.label_of:
-            share = counts.pair_df[in_range ^ (salt & self.mask)] / df
+            share = pair_df[in_range ^ (salt & self.mask)] / df
             np.maximum(best, share, out=best)
         # hashed pair counts only over-count, so this keeps every n-gram that is pure enough
         self.candidates = in_range[best >= stage.min_purity].astype(np.int64)
-        self.evidence = labelled.Evidence(counts.ngram_df, counts.pair_df, self.mask, counts.label_counts,
+        self.evidence = labelled.Evidence(ngram_df, pair_df, self.mask, counts.label_counts,
                                           self.records, counts.instruction, counts.gaps.items(),
                                           counts.class_features if counts.labelled else {},
                                           counts.labelled_records.items())
@@ -763,7 +769,7 @@ class _Census:
 
     def _kind_of(self, token: int) -> str:
         """``language-switch`` when what follows the token is mostly fluent text in another language."""
-        votes = Counter()
+        votes: Counter[str] = Counter()
         for before, after in self.seam_examples.get(token, []):
             reference = language.detect(before) if len(before) >= 40 else self.language
             votes["language-switch" if reference and _other_languages(after, reference) else "gibberish"] += 1
