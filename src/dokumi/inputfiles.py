@@ -33,6 +33,7 @@ class Skipped:
     unreadable: list[str] = field(default_factory=list)
 
     def notice(self, spec: str) -> str | None:
+        """One line naming what ``spec`` (a folder or glob) left out and why, or None when nothing was."""
         kinds = [(self.other, "not Parquet, JSONL or CSV"), (self.hidden, "hidden"), (self.dangling, "link to nothing"),
                  (self.unreadable, "cannot be listed")]
         parts = [f"{label}: {_listed(names)}" for names, label in kinds if names]
@@ -46,6 +47,7 @@ def _listed(names: list[str]) -> str:
 
 
 def is_data_file(name: str) -> bool:
+    """Whether a file name is one dokumi reads (Parquet, JSONL or CSV, not a dot-file)."""
     return name.lower().endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES + CSV_SUFFIXES) and not name.startswith(".")
 
 

@@ -306,6 +306,7 @@ class JsonlWriter:
         self._handle: Any = None
 
     def write(self, lines: list[bytes]) -> None:
+        """Append ``lines`` (each one JSON record, without its line break)."""
         if not lines:
             return
         if self._handle is None:
@@ -318,6 +319,7 @@ class JsonlWriter:
         self.count += len(lines)
 
     def close(self) -> list[tuple[Path, int]]:
+        """Finish the file; the files written and their record counts (none when nothing was written)."""
         if self._handle is None:
             return []
         self._handle.close()

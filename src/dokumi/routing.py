@@ -40,6 +40,7 @@ class OutputFormat:
 
     @property
     def suffix(self) -> str:
+        """The file name ending of this format's outputs."""
         return ".parquet" if self.name == "parquet" else ".jsonl.gz" if self.compressed else ".jsonl"
 
 
@@ -103,6 +104,7 @@ class RecordWriter:
         self._jsonl.write(lines)
 
     def close(self) -> list[tuple[Path, int]]:
+        """Finish the output; the files written and their record counts."""
         return self._parquet.close() if self._parquet is not None else self._jsonl.close()
 
 

@@ -273,6 +273,7 @@ class CsvShard(Shard):
 
     @property
     def delimiter(self) -> str:
+        """Tab for ``.tsv`` files, comma otherwise."""
         return "\t" if self.file.lower().removesuffix(".gz").endswith(".tsv") else ","
 
     def _reader(self, names: list[str] | None, invalid: list[Any] | None = None) -> Any:
