@@ -75,7 +75,7 @@ def score_shard(
         # a record above max_text_bytes gets no similarity sketch: the recipe routes it unread
         sidecar = sidecar_batch(batch, digests, skip=batch.content_bytes > limit)
         writers[SIDECAR_DIR].write(sidecar)
-        tree.extend(record_leaves(batch.ids, digests.tobytes()))
+        tree.extend(record_leaves(batch.ids, batch.rows.to_pylist(), digests.tobytes()))
         _route(batch, scores, writers, unreadable_writer, sidecar if no_text else None)
         _tally(result, batch, scores)
         if has_id_column is None:
