@@ -109,12 +109,21 @@ def read_json_document(
 ) -> dict[str, Any]:
     """The JSON object at ``path`` whose ``schema`` field is ``schema``; otherwise ``error`` naming the file."""
     document = read_json(path, what, error)
-    found = document.get("schema") if isinstance(document, dict) else None
-    if found != schema:
-        shown = found if isinstance(found, str) and len(found) < 80 else None
-        kind = type(document).__name__ if not isinstance(document, dict) else f"schema {shown!r}"
-        raise error(f"{path}: {what} with {kind}; this dokumi reads {schema!r}")
+    problem = schema_problem(document, what, schema)
+    if problem:
+        raise error(f"{path}: {problem}")
     return document
+
+
+def schema_problem(document: Any, what: str, schema: str) -> str | None:
+    """Why ``document`` is not a ``what`` of ``schema`` (an object whose ``schema`` field is it), or None."""
+    if not isinstance(document, dict):
+        return f"{_json_type(document)}, not a {what} (a JSON object)"
+    found = document.get("schema")
+    if found != schema:
+        shown = repr(found) if isinstance(found, str) and len(found) < 80 else _json_type(found)
+        return f"{what} schema {shown}; this dokumi reads {schema!r}"
+    return None
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

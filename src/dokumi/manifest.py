@@ -23,7 +23,7 @@ from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from dokumi.decisions import DECISIONS
-from dokumi.documents import read_json, shape_problem
+from dokumi.documents import read_json, schema_problem, shape_problem
 from dokumi.errors import InputError
 from dokumi.hashing import PAIR_ENCODING
 from dokumi.merkle import ALGORITHM as MERKLE_ALGORITHM
@@ -276,13 +276,12 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         path = path / "manifest.json"
     document = read_json(path, "manifest")
-    found = document.get("schema") if isinstance(document, dict) else None
-    if found != MANIFEST_SCHEMA:
-        if found == "dokumi.manifest/1":
-            raise InputError(f"{path}: manifest schema 'dokumi.manifest/1' was written by dokumi 0.1, which did not "
-                             f"list every file of the scan folder; verify it with dokumi 0.1, or scan again")
-        shown = f"schema {found!r}" if isinstance(found, str) and len(found) < 80 else type(document).__name__
-        raise InputError(f"{path}: manifest with {shown}; this dokumi reads {MANIFEST_SCHEMA!r}")
+    if isinstance(document, dict) and document.get("schema") == "dokumi.manifest/1":
+        raise InputError(f"{path}: manifest schema 'dokumi.manifest/1' was written by dokumi 0.1, which did not "
+                         f"list every file of the scan folder; verify it with dokumi 0.1, or scan again")
+    problem = schema_problem(document, "manifest", MANIFEST_SCHEMA)
+    if problem:
+        raise InputError(f"{path}: {problem}")
     problem = manifest_problem(document)
     if problem:
         raise InputError(f"{path}: malformed manifest: {problem}")

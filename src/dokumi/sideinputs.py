@@ -52,7 +52,7 @@ class SideCorpus:
     def __iter__(self) -> Iterator[Batch]:
         records = 0
         for shard in self.shards:
-            for batch in shard.batches(self.columns, self.batch_size):
+            for batch in self._batches(shard):
                 if batch.unreadable:
                     row = batch.unreadable[0]
                     raise InputError(f"{self.label} {shard.path or shard.name}: row {row.row} is unreadable "
@@ -61,6 +61,13 @@ class SideCorpus:
                 yield batch
         if not records:
             raise InputError(f"{self.label} {self.path}: holds no records")
+
+    def _batches(self, shard: Shard) -> Iterator[Batch]:
+        try:
+            yield from shard.batches(self.columns, self.batch_size)
+        except (OSError, EOFError, ValueError, RecursionError) as error:  # a file that broke while being read
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise InputError(f"{self.label} {shard.path or shard.name}: cannot read it ({reason[:200]})") from None
 
 
 @dataclass
@@ -107,6 +114,9 @@ def load_corpus(path: str, label: str, columns: Columns, batch_size: int) -> Sid
             names = shard.schema_names()
         except InputError as error:
             raise InputError(f"{label}: {error}") from None
+        except (OSError, EOFError, ValueError, RecursionError) as error:  # unreadable, corrupt gzip, hostile line
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise InputError(f"{label} {shard.path or shard.name}: cannot read it ({reason[:200]})") from None
         if not columns.content_roles(names):
             raise InputError(
                 f"{label} {shard.path or shard.name}: no column {columns.text!r} (nor {columns.prompt!r} + "
