@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ class SideCorpus:
     def _batches(self, shard: Shard) -> Iterator[Batch]:
         try:
             yield from shard.batches(self.columns, self.batch_size)
-        except (OSError, EOFError, ValueError, RecursionError) as error:  # a file that broke while being read
+        except (OSError, EOFError, zlib.error, ValueError, RecursionError) as error:  # broke while being read
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             raise InputError(f"{self.label} {shard.path or shard.name}: cannot read it ({reason[:200]})") from None
 
@@ -80,9 +81,9 @@ class SavedState:
 
     def read_json(self, name: str) -> dict[str, Any]:
         try:
-            value = read_json(self.folder / name, name)
+            value = read_json(self.folder / name, "state file")
         except InputError as error:
-            raise InputError(f"{self.label} {self.path}: cannot read {name} ({error})") from None
+            raise InputError(f"{self.label}: {error}") from None
         if not isinstance(value, dict):
             raise InputError(f"{self.label} {self.path}: {name} is not a JSON object")
         return value
@@ -114,7 +115,7 @@ def load_corpus(path: str, label: str, columns: Columns, batch_size: int) -> Sid
             names = shard.schema_names()
         except InputError as error:
             raise InputError(f"{label}: {error}") from None
-        except (OSError, EOFError, ValueError, RecursionError) as error:  # unreadable, corrupt gzip, hostile line
+        except (OSError, EOFError, zlib.error, ValueError, RecursionError) as error:  # unreadable, bad gzip, hostile
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             raise InputError(f"{label} {shard.path or shard.name}: cannot read it ({reason[:200]})") from None
         if not columns.content_roles(names):
