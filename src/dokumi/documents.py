@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +90,11 @@ def read_json(path: str | os.PathLike, what: str, error: type[DokumiError] = Inp
     """The JSON value in the file at ``path``, strictly parsed; ``error`` naming the file otherwise."""
     path = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader, a device never end
+            raise error(f"{what} {path} is not a regular file")
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise error(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise error(f"{what} {path} is a folder, not a file") from None
     except OSError as problem:
         raise error(f"{what} {path}: cannot read it ({problem.strerror or problem})") from None
     except UnicodeDecodeError as problem:

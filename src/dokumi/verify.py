@@ -133,7 +133,7 @@ def verify(
     _check_signature(manifest_path, manifest, key, require_signature, report)
     checked = _check_listing(manifest_path, manifest, report)
     for entry in manifest["outputs"] + manifest["state"] + manifest["files"]:
-        if entry["path"] in checked:
+        if entry["path"] in checked and checked[entry["path"]] is None:
             checked[entry["path"]] = _check_file(manifest_path.parent / entry["path"], entry, report,
                                                  inside=manifest_path.parent)
     sidecars = _sidecars_by_shard(manifest, checked)
