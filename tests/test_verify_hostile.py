@@ -118,6 +118,22 @@ def test_a_symlink_in_the_scan_folder_is_not_followed(site, capsys):
     assert report.files < len(all_files(site / "elsewhere")) + len(all_files(out))
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+def test_fifos_in_place_of_listed_files_or_the_signature_are_not_read(site, capsys):
+    out = signed(site)
+    sidecar = sorted((out / "hashes").glob("*.parquet"))[0]
+    for path in (out / "report.html", sidecar, out / "manifest.json.sig"):
+        path.unlink()
+        os.mkfifo(path)  # opening one for reading would block for ever
+    code, printed, err = cli(capsys, "verify", out)
+    assert code == 1 and "Traceback" not in err
+    assert "MISMATCH not-a-file: report.html: listed in the manifest, not a regular file; not read" in printed
+    assert f"MISMATCH not-a-file: hashes/{sidecar.name}" in printed
+    assert "MISMATCH signature: manifest.json.sig: signature file" in printed
+    code, _, err = cli(capsys, "prove", out, "a-1")
+    assert "not a regular file" in one_line_error(code, err)
+
+
 def test_rewriting_the_report_keeps_the_scan_verifiable(site, capsys):
     out = signed(site)
     before = (out / "report.html").read_bytes()

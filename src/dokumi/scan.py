@@ -70,10 +70,11 @@ def scan(
     that ``embedding_anomaly`` fits on), ``protect`` (documents whose
     near-duplicates are dropped), ``index`` (an earlier scan whose records
     ``near_duplicates`` clusters with these), ``expect`` (an earlier scan whose
-    record hashes ``provenance`` checks, after checking them against that scan's manifest and
-    its signature; ``expect_key``: the public key that must have signed it). All are loaded and checked before any
-    data is read. ``no_text`` (default: the policy's ``[privacy]``) keeps text
-    out of the quarantine; ``sign_key`` signs the manifest (``dokumi keygen``).
+    record hashes ``provenance`` checks, once they match that scan's manifest and
+    its signature; ``expect_key``: the public key that must have signed it). All
+    are loaded and checked before any data is read. ``no_text`` (default: the
+    policy's ``[privacy]``) keeps text out of the quarantine; ``sign_key`` signs
+    the manifest (``dokumi keygen``).
     ``engine="dask"`` runs both passes on a Dask cluster: the one at the
     ``scheduler`` address, else a local one of ``workers`` processes
     (docs/scaling.md); the outputs are the same.

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -234,23 +234,37 @@ def _check_file(path: Path, entry: dict[str, Any], report: VerifyReport, inside:
 def _hash_regular_file(path: Path, inside: Path | None) -> tuple[tuple[int, str], str | None]:
     """``((size, sha256), None)`` of a regular file, or ``(_, why not)``: never follows a last-component link,
     never blocks on a FIFO, never reads a device."""
+    try:
+        with _open_regular(path, inside) as handle:
+            digest, size = hashlib.sha256(), 0
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except _Unreadable as error:
+        return (0, ""), str(error)
+    return (size, digest.hexdigest()), None
+
+
+class _Unreadable(Exception):
+    """Why a listed file was not read."""
+
+
+def _open_regular(path: Path, inside: Path | None) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (inside ``inside`` once links are resolved)."""
     if inside is not None and not os.path.realpath(path).startswith(os.path.realpath(inside) + os.sep):
-        return (0, ""), "outside the scan folder once links are resolved; not read"
+        raise _Unreadable("outside the scan folder once links are resolved; not read")
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        return (0, ""), "not found"
+        raise _Unreadable("not found") from None
     except OSError as error:
-        reason = "a symbolic link, not followed" if os.path.islink(path) else (error.strerror or str(error))
-        return (0, ""), reason
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            return (0, ""), "not a regular file; not read"
-        digest, size = hashlib.sha256(), 0
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return (size, digest.hexdigest()), None
+        raise _Unreadable("a symbolic link, not followed" if os.path.islink(path)
+                          else (error.strerror or str(error))) from None
+    handle = os.fdopen(descriptor, "rb")
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        handle.close()
+        raise _Unreadable("not a regular file; not read")
+    return handle
 
 
 def _sidecars_by_shard(manifest: dict[str, Any], checked: dict[str, bool | None]) -> dict[str, list[tuple[str, bool]]]:
@@ -269,12 +283,18 @@ class _ShardRecords:
     digests: bytes
 
 
-def _sidecar_records(files: list[Path]) -> _ShardRecords:
-    """The records of a shard's sidecar files; InputError when one is not a readable sidecar."""
+def _sidecar_records(files: list[Path], inside: Path) -> _ShardRecords:
+    """The records of a shard's sidecar files (regular files in ``inside``); InputError when one is not a
+    readable sidecar."""
     ids, rows, digests = [], [], []
     for file in files:
         try:
-            table = pq.read_table(file, columns=["id", "row", "sha256"])
+            with _open_regular(file, inside) as handle:
+                data = handle.read()
+        except _Unreadable as error:
+            raise InputError(f"sidecar {file.name}: {error}") from None
+        try:
+            table = pq.read_table(pa.BufferReader(data), columns=["id", "row", "sha256"])
             file_ids, file_rows = table.column("id").to_pylist(), table.column("row").to_pylist()
             file_digests, valid = from_hex(table.column("sha256").combine_chunks())
         except (pa.ArrowException, OSError, KeyError, ValueError, TypeError) as error:
@@ -293,7 +313,7 @@ def _usable_sidecar(entry: dict[str, Any], files: list[tuple[str, bool]], manife
     if not all(matched for _, matched in files):
         return None  # the changed or missing file is reported already
     try:
-        records = _sidecar_records([manifest_path.parent / path for path, _ in files])
+        records = _sidecar_records([manifest_path.parent / path for path, _ in files], manifest_path.parent)
     except InputError as error:
         report.problems.append(Problem("sidecar-unreadable", entry["name"], detail=str(error)))
         return None
@@ -458,7 +478,7 @@ def _shard_sidecars(
                 raise InputError(f"{manifest_path}: sidecar path {entry['path'][:200]!r}: {problem}; not read")
             files[entry["input"]].append(manifest_path.parent / entry["path"])
     for shard_index, entry in enumerate(manifest["inputs"]):
-        yield shard_index, entry, _sidecar_records(files.get(entry["name"], []))
+        yield shard_index, entry, _sidecar_records(files.get(entry["name"], []), manifest_path.parent)
 
 
 # every field of a proof, with its type: a field the checker does not know is refused, not ignored
