@@ -231,3 +231,29 @@ def test_the_earlier_sidecar_read_is_the_one_checked(site, capsys):
     listed = {e["path"]: e["sha256"] for e in json.loads((site / "scan-data" / "manifest.json").read_text())["outputs"]}
     assert [f["sha256"] for f in files] == [listed[f"hashes/{sidecar(site / 'scan-data').name}"]]
     assert pq.read_table(sidecar(site / "scan-data")).num_rows == files[0]["records"]
+
+
+@pytest.fixture
+def indexed(site):
+    """An earlier pretraining scan whose near-duplicate index a new scan can join (--index)."""
+    scan(site / "data", out=site / "idx", policy="pretraining", workers=1, progress=False)
+    return site / "idx"
+
+
+def test_an_index_is_used_only_as_its_manifest_lists_it(site, capsys, indexed):
+    state = indexed / "state" / "near_duplicates"
+    args = ["scan", str(site / "unrelated"), "--out", str(site / "out"), "--policy", "pretraining", "--workers", "1",
+            "--no-progress", "--index"]
+    capsys.readouterr()
+    assert main([*args, str(indexed)]) == 0
+    shutil.rmtree(site / "out")
+    keys = state / "keys.npy"
+    original = keys.read_bytes()
+    keys.write_bytes(original[:-8] + bytes(8))  # an index edited after the scan
+    for target in (indexed, state):
+        line = refused(main([*args, str(target)]), capsys.readouterr().err, site)
+        assert "keys.npy: its SHA-256 is not the one its manifest lists" in line
+    keys.write_bytes(original)
+    (state / "extra.npy").write_bytes(b"planted")
+    line = refused(main([*args, str(indexed)]), capsys.readouterr().err, site)
+    assert "extra.npy: not listed in the scan's manifest" in line

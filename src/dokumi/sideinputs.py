@@ -135,7 +135,49 @@ def load_state(path: str, label: str, stage_name: str) -> SavedState:
         folder = folder / "state" / stage_name
     if not (folder / "params.json").is_file():
         raise InputError(f"{label} {path}: not a scan folder nor a state/{stage_name}/ folder (no params.json)")
+    scan_folder = folder.parent.parent
+    if folder.parent.name == "state" and (scan_folder / "manifest.json").is_file():
+        _check_state_files(scan_folder / "manifest.json", folder, label)
     return SavedState(str(path), label, folder)
+
+
+def _check_state_files(manifest_path: Path, folder: Path, label: str) -> None:
+    """The state folder of a scan holds exactly the files its manifest lists under it, unchanged."""
+    manifest, _ = _vouching_manifest_of(manifest_path, label, None, "its state is")
+    prefix = folder.relative_to(manifest_path.parent).as_posix() + "/"
+    listed = {entry["path"]: entry for entry in manifest["state"] if entry["path"].startswith(prefix)}
+    present = {file.relative_to(manifest_path.parent).as_posix(): file
+               for file in sorted(folder.rglob("*")) if file.is_file() or file.is_symlink()}
+    for path in sorted(set(listed) | set(present)):
+        if path not in listed:
+            raise InputError(f"{label} {manifest_path.parent / path}: not listed in the scan's manifest; refusing it")
+        if path not in present:
+            raise InputError(f"{label} {manifest_path.parent / path}: listed in the scan's manifest, missing")
+        data = _read_regular_file(present[path], label)
+        if len(data) != listed[path]["bytes"] or hashlib.sha256(data).hexdigest() != listed[path]["sha256"]:
+            raise InputError(f"{label} {present[path]}: its SHA-256 is not the one its manifest lists "
+                             f"(replaced or damaged since the scan); refusing it")
+
+
+def _vouching_manifest_of(manifest_path: Path, label: str, key: str | None, what: str) -> tuple[dict, str | None]:
+    """An earlier scan's manifest, read strictly, with the fingerprint of its valid signature (None: unsigned);
+    InputError when the signature does not verify, or is missing while ``key`` requires one."""
+    from dokumi.manifest import read_manifest
+    from dokumi.signing import signature_path_for, verify_signature
+
+    try:
+        manifest = read_manifest(manifest_path)
+    except DokumiError as error:
+        raise InputError(f"{label}: {error}") from None
+    if signature_path_for(manifest_path).exists():
+        check = verify_signature(manifest_path, trusted_key=key, manifest=manifest)
+        if not check.valid:
+            raise InputError(f"{label} {manifest_path}: signature check failed ({check.problems[0]}); "
+                             f"{what} not trusted")
+        return manifest, check.fingerprint
+    if key is not None:
+        raise InputError(f"{label} {manifest_path}: not signed, but --expect-key requires a signature by {key}")
+    return manifest, None
 
 
 def load_hashes(path: str, label: str, key: str | None = None) -> Any:
@@ -152,7 +194,7 @@ def load_hashes(path: str, label: str, key: str | None = None) -> Any:
     target = Path(path)
     if not target.exists():
         raise InputError(f"{label} {path}: does not exist")
-    manifest_path, wanted = _vouching_manifest(target)
+    manifest_path, wanted = _manifest_for_sidecars(target)
     if manifest_path is None:
         if key is not None:
             raise InputError(f"{label} {path}: no manifest.json vouches for these sidecars, so no signature can "
@@ -163,7 +205,7 @@ def load_hashes(path: str, label: str, key: str | None = None) -> Any:
     return _checked_hashes(manifest_path, wanted, label, key)
 
 
-def _vouching_manifest(target: Path) -> tuple[Path | None, set[str] | None]:
+def _manifest_for_sidecars(target: Path) -> tuple[Path | None, set[str] | None]:
     """The manifest that lists the sidecars at ``target`` and which of its sidecars are meant (None: all)."""
     if target.is_file() and target.suffix == ".json":
         return target, None
@@ -178,23 +220,11 @@ def _vouching_manifest(target: Path) -> tuple[Path | None, set[str] | None]:
 
 
 def _checked_hashes(manifest_path: Path, wanted: set[str] | None, label: str, key: str | None) -> Any:
-    from dokumi.manifest import manifest_sha256, read_manifest, unsafe_relative_path
+    from dokumi.manifest import manifest_sha256, unsafe_relative_path
     from dokumi.sidecar import ExpectedHashes
-    from dokumi.signing import signature_path_for, verify_signature
 
     where = f"{label} {manifest_path}"
-    try:
-        manifest = read_manifest(manifest_path)
-    except DokumiError as error:
-        raise InputError(f"{label}: {error}") from None
-    signed_by = None
-    if signature_path_for(manifest_path).exists():
-        check = verify_signature(manifest_path, trusted_key=key, manifest=manifest)
-        if not check.valid:
-            raise InputError(f"{where}: signature check failed ({check.problems[0]}); its sidecars are not trusted")
-        signed_by = check.fingerprint
-    elif key is not None:
-        raise InputError(f"{where}: not signed, but --expect-key requires a signature by {key}")
+    manifest, signed_by = _vouching_manifest_of(manifest_path, label, key, "its sidecars are")
     listed = {entry["path"]: entry for entry in manifest["outputs"] if entry["kind"] == "hashes"}
     if not listed:
         raise InputError(f"{where}: the manifest lists no record-hash sidecar")
