@@ -108,8 +108,9 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
         f"<title>dokumi scan report: {e(manifest['policy']['name'])}</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>dokumi scan report</h1>",
+        # no time stamp (manifest.json has it): the same scan gives the same report, byte for byte
         f"<p class='meta'>policy <b>{e(manifest['policy']['name'])}</b> · dokumi {e(manifest['tool']['version'])}"
-        f" · {e(manifest.get('created', ''))}</p>",
+        f" · corpus root <code>{e(manifest['merkle']['root'][:16])}…</code></p>",
         "<section><h2>Decisions</h2><table id='decisions'><tr><th>decision</th><th>records</th><th>share</th></tr>",
     ]
     for decision in DECISIONS:
