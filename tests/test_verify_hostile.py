@@ -79,6 +79,15 @@ def test_the_manifest_lists_every_file_the_scan_wrote(original):
     assert {"report.html"} <= listed and any(p.startswith("hashes/") for p in listed)
 
 
+def test_the_same_scan_lists_the_same_files_with_the_same_hashes(original, tmp_path):
+    """The report holds no time stamp: two scans of the same data list the same files, byte for byte."""
+    scan(original / "data", out=tmp_path / "again", policy=original / "recipe.toml", workers=1, progress=False)
+    first, second = (json.loads((folder / "manifest.json").read_text()) for folder in (original / "out",
+                                                                                       tmp_path / "again"))
+    for part in ("outputs", "state", "files", "merkle", "counts"):
+        assert first[part] == second[part], part
+
+
 def test_an_added_output_file_fails_a_signed_scan(site, capsys):
     out = signed(site)
     extra = out / "clean" / "00099-extra.parquet"
