@@ -228,8 +228,10 @@ def _checked_hashes(manifest_path: Path, wanted: set[str] | None, label: str, ke
     listed = {entry["path"]: entry for entry in manifest["outputs"] if entry["kind"] == "hashes"}
     if not listed:
         raise InputError(f"{where}: the manifest lists no record-hash sidecar")
-    for path in sorted((wanted or set()) - set(listed)):
-        raise InputError(f"{label} {manifest_path.parent / path}: not listed in the scan's manifest; refusing it")
+    unlisted = sorted((wanted or set()) - set(listed))
+    if unlisted:
+        raise InputError(f"{label} {manifest_path.parent / unlisted[0]}: not listed in the scan's manifest; "
+                         f"refusing it")
     files = []
     for path, entry in listed.items():
         if wanted is not None and path not in wanted:
