@@ -457,6 +457,16 @@ def test_malformed_proof_fields_and_key_material_are_mismatches_or_one_line(site
     assert "not a usable secret key" in one_line_error(code, err)
 
 
+@pytest.mark.parametrize("field", ["manifest_sha256", "fingerprint", "algorithms"])
+def test_a_signature_file_whose_claims_were_edited_fails(site, capsys, field):
+    out = signed(site)
+    signature = json.loads((out / "manifest.json.sig").read_text())
+    signature[field] = ["ed25519", "ml-dsa-65"] if field == "algorithms" else hex_edit(signature[field])
+    (out / "manifest.json.sig").write_text(json.dumps(signature))
+    code, printed, _ = cli(capsys, "verify", out)
+    assert code == 1 and f"its {field} is not the one of the manifest and key it holds" in printed
+
+
 def test_a_hostile_manifest_fails_in_one_line_in_a_fresh_process(site):
     """The CLI as users run it: a 100,000-deep manifest gives one line and exit 2, whatever the stack."""
     out = site / "out"

@@ -216,6 +216,14 @@ def verify_signature(
     if manifest is None:  # strictly parsed; its shape is the reader's business, its bytes are the signature's
         manifest = read_json(manifest_path, "manifest")
     message = signed_message(manifest)
+    # the file's own claims must agree with what it carries: a file that says otherwise was edited
+    claims = {"manifest_sha256": hashlib.sha256(message[len(MESSAGE_PREFIX):]).hexdigest(),
+              "fingerprint": check.fingerprint, "algorithms": check.algorithms}
+    for name, value in claims.items():
+        if name in document and document[name] != value:
+            check.valid = False
+            check.problems.append(f"{signature_path.name}: its {name} is not the one of the manifest and key it "
+                                  f"holds")
     for algorithm in sorted(signatures):
         where = f"{signature_path.name}: {algorithm}"
         try:
