@@ -100,7 +100,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="always show a progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
     scan.add_argument("--expect", metavar="PATH",
-                      help="earlier scan (manifest, folder or hashes/) whose record hashes the provenance stage checks")
+                      help="earlier scan (manifest, folder or hashes/) whose record hashes the provenance stage "
+                           "checks; its sidecar must match its manifest, and its signature if it has one")
+    scan.add_argument("--expect-key", metavar="PUB",
+                      help="trusted public key: the --expect scan must be signed by it")
     scan.add_argument("--no-text", action="store_true", default=None,
                       help="quarantine keeps ids, hashes and reasons, never text (also [privacy] no_text)")
     scan.add_argument("--sign-key", metavar="KEY", help="sign the manifest with this secret key (dokumi keygen)")
@@ -113,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="trusted public key: the manifest (or the --attestation) must be signed by it")
     verify.add_argument("--attestation", metavar="FILE",
                         help="check a DSSE attestation (dokumi attest) against the scan folder instead")
+    verify.add_argument("--require-signature", action="store_true",
+                        help="fail (exit 1) when the manifest is unsigned; without it an unsigned manifest is "
+                             "reported as UNSIGNED, and checked")
     verify.add_argument("--proof", metavar="FILE",
                         help="check an inclusion proof (dokumi prove) against the manifest instead; needs no data")
     verify.set_defaults(run=_run_verify)
@@ -120,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     prove = commands.add_parser("prove", help="print a proof that a record is in a scanned corpus")
     prove.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
     prove.add_argument("record_id", metavar="RECORD_ID", help="the record's id (the id column or <shard>:<row>)")
+    prove.add_argument("--shard", metavar="NAME", help="an id that occurs more than once: the occurrence in this shard")
+    prove.add_argument("--row", type=int, metavar="N", help="an id that occurs more than once: the one at this row")
     prove.set_defaults(run=_run_prove)
 
     keygen = commands.add_parser("keygen", help="create a manifest-signing key pair (ML-DSA-65)")
@@ -153,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("out", metavar="OUT_DIR", help="a folder written by dokumi scan")
     report.add_argument("--with-text", action="store_true",
                         help="show the text of the riskiest quarantined records (off by default: privacy)")
+    report.add_argument("--to", metavar="FILE",
+                        help="write the report to FILE, outside the scan folder; default: rewrite OUT_DIR/report.html "
+                             "and update its entry in the manifest")
+    report.add_argument("--sign-key", metavar="KEY",
+                        help="re-sign the manifest after rewriting report.html (needed when it is signed)")
     report.set_defaults(run=_run_report)
 
     policies = commands.add_parser("policies", help="list the built-in policy recipes")
@@ -201,6 +214,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         protect=args.protect,
         index=args.index,
         expect=args.expect,
+        expect_key=args.expect_key,
         no_text=args.no_text,
         sign_key=args.sign_key,
         output_format=args.output_format,
@@ -221,7 +235,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         attested = verify_attestation(folder, args.attestation, trusted_key=args.key)
         print(attested.text())
         return 0 if attested.valid else 1
-    report = verify(args.manifest, data=args.data, key=args.key)
+    report = verify(args.manifest, data=args.data, key=args.key, require_signature=args.require_signature)
     print(report.text())
     if not report.ok and args.data is None:
         hint = _moved_inputs_hint(args.manifest)
@@ -250,26 +264,44 @@ def _moved_inputs_hint(manifest: str) -> str | None:
 def _check_proof(args: argparse.Namespace) -> int:
     from dokumi.manifest import read_manifest
     from dokumi.signing import signature_path_for, verify_signature
-    from dokumi.verify import check_proof, read_proof
+    from dokumi.verify import UNSIGNED_WARNING, check_proof, read_proof
 
     manifest_path = os.path.join(args.manifest, "manifest.json") if os.path.isdir(args.manifest) else args.manifest
-    problems = check_proof(read_proof(args.proof), read_manifest(manifest_path))
-    if signature_path_for(manifest_path).exists() or args.key:
-        signature = verify_signature(manifest_path, trusted_key=args.key)
-        print(f"signature: {'valid' if signature.valid else 'INVALID'}, signed by key {signature.fingerprint}")
+    manifest = read_manifest(manifest_path)
+    problems = check_proof(read_proof(args.proof), manifest)
+    signed = signature_path_for(manifest_path).exists()
+    if signed or args.key:
+        signature = verify_signature(manifest_path, trusted_key=args.key, manifest=manifest)
+        if signed:
+            print(f"signature: {'valid' if signature.valid else 'INVALID'}, signed by key {signature.fingerprint}")
         problems += signature.problems
+    if not signed:
+        print(UNSIGNED_WARNING)
+        if args.require_signature and not args.key:
+            problems.append("the manifest is unsigned (--require-signature)")
     for problem in problems:
         print(f"MISMATCH {problem}")
-    print("OK: the record is in the corpus of this manifest" if not problems else "FAILED")
+    if problems:
+        print("FAILED")
+    else:
+        print("OK: the record is in the corpus of this manifest" + ("" if signed else " (UNSIGNED)"))
     return 0 if not problems else 1
 
 
 def _run_prove(args: argparse.Namespace) -> int:
     import json
 
-    from dokumi.verify import prove
+    from dokumi.verify import occurrences, prove
 
-    print(json.dumps(prove(args.manifest, args.record_id), indent=2))
+    proof = prove(args.manifest, args.record_id, shard=args.shard, row=args.row)
+    found = occurrences(args.manifest, args.record_id)
+    if len(found) > 1:
+        shown = ", ".join(f"{place['shard']} row {place['row']}" for place in found[:5]) + (
+            ", ..." if len(found) > 5 else "")
+        print(f"dokumi: note: id {args.record_id!r} occurs {len(found)} times ({shown});"
+              f" this proves {proof['record']['shard']} row {proof['record']['row']} (choose with --shard/--row)",
+              file=sys.stderr)
+    print(json.dumps(proof, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -317,9 +349,35 @@ def _run_croissant(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from dokumi.report import write_report
+    from pathlib import Path
 
-    print(write_report(args.out, with_text=args.with_text))
+    from dokumi.errors import InputError
+    from dokumi.manifest import read_manifest, relist_file, write_manifest
+    from dokumi.report import REPORT, write_report
+    from dokumi.signing import read_key, sign_manifest, signature_path_for
+
+    out = Path(args.out)
+    manifest_path = out / "manifest.json"
+    manifest = read_manifest(manifest_path)
+    if args.to is not None:
+        target = Path(args.to).resolve()
+        if target.is_relative_to(out.resolve()):
+            raise InputError(f"--to {args.to}: inside the scan folder, where the manifest lists every file; "
+                             f"write it elsewhere, or leave out --to to rewrite {REPORT}")
+        print(write_report(out, with_text=args.with_text, manifest=manifest, to=target))
+        return 0
+    signed = signature_path_for(manifest_path).exists()
+    if args.sign_key is not None:
+        read_key(args.sign_key, "secret")  # an unusable key fails before anything is rewritten
+    elif signed:
+        raise InputError(f"{manifest_path} is signed and lists {REPORT}: rewriting it would break the signature; "
+                         "pass --sign-key KEY to re-sign, or --to FILE to write the report elsewhere")
+    path = write_report(out, with_text=args.with_text, manifest=manifest)
+    relist_file(manifest, out, REPORT)
+    write_manifest(manifest, manifest_path)
+    print(f"{path} (listed in {manifest_path})")
+    if args.sign_key is not None:
+        print(f"re-signed: {sign_manifest(manifest_path, args.sign_key)}")
     return 0
 
 

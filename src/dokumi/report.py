@@ -20,25 +20,36 @@ import pyarrow.parquet as pq
 
 from dokumi.decisions import ALARMS, DECISIONS
 
+REPORT = "report.html"
 BINS = 20
 TOP_RECORDS = 50
 TOP_CLUSTERS = 15
 TEXT_PREVIEW = 300
 
 
-def write_report(out: str | Path, with_text: bool = False) -> Path:
-    """Write ``<out>/report.html`` from a scan folder's manifest and scores; return its path."""
-    out = Path(out)
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        from dokumi.errors import InputError
+def write_report(
+    out: str | Path, with_text: bool = False, manifest: dict[str, Any] | None = None, to: str | Path | None = None
+) -> Path:
+    """Write the report of a scan folder from its manifest and scores; return its path.
 
-        raise InputError(f"{out} holds no manifest.json: not a finished scan folder")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    ``manifest``: the manifest as the scan built it, before it is written (the scan renders the
+    report first, so that the manifest can list it); read from ``<out>/manifest.json`` otherwise.
+    ``to``: the file to write (default ``<out>/report.html``, a file the manifest lists: see
+    ``dokumi report`` for rewriting it).
+    """
+    out = Path(out)
+    if manifest is None:
+        from dokumi.manifest import read_manifest
+
+        if not (out / "manifest.json").is_file():
+            from dokumi.errors import InputError
+
+            raise InputError(f"{out} holds no manifest.json: not a finished scan folder")
+        manifest = read_manifest(out / "manifest.json")
     stages = [stage["name"] for stage in manifest.get("stages", [])]
     digest = _digest_scores(sorted((out / "scores").glob("*.parquet")), stages)
     texts = _quarantined_texts(out, {r["id"] for r in digest["top"]}) if with_text else {}
-    path = out / "report.html"
+    path = Path(to) if to is not None else out / REPORT
     path.write_text(_render(manifest, digest, texts), encoding="utf-8")
     return path
 
@@ -111,8 +122,9 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
         f"<title>dokumi scan report: {e(manifest['policy']['name'])}</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>dokumi scan report</h1>",
+        # no time stamp (manifest.json has it): the same scan gives the same report, byte for byte
         f"<p class='meta'>policy <b>{e(manifest['policy']['name'])}</b> · dokumi {e(manifest['tool']['version'])}"
-        f" · {e(manifest.get('created', ''))}</p>",
+        f" · corpus root <code>{e(manifest['merkle']['root'][:16])}…</code></p>",
         "<section><h2>Decisions</h2><table id='decisions'><tr><th>decision</th><th>records</th><th>share</th>"
         "<th>written to</th></tr>",
     ]
@@ -136,7 +148,8 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
         parts.append(_table("Largest near-duplicate clusters", ["cluster", "records set apart or flagged"],
                             digest["clusters"], table_id="clusters"))
     findings = [(stage["name"], f["finding"], f["records"]) for stage in manifest.get("stages", [])
-                for f in stage.get("summary", {}).get("findings", [])]
+                for f in stage.get("summary", {}).get("findings", [])
+                if isinstance(f, dict) and isinstance(f.get("finding"), str) and isinstance(f.get("records"), int)]
     if findings:
         parts.append(_table("Discovered triggers and findings", ["stage", "finding", "records"], findings,
                             table_id="findings"))

@@ -19,7 +19,7 @@ import numpy as np
 
 from dokumi.engines import make_engine
 from dokumi.logs import log
-from dokumi.manifest import build_manifest, write_manifest
+from dokumi.manifest import build_manifest, list_remaining_files, write_manifest
 from dokumi.outputs import publish, refuse_existing, staging_folder
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, Pipeline
 from dokumi.policy import Policy, load_policy, with_side_inputs
@@ -52,6 +52,7 @@ def scan(
     protect: str | os.PathLike | None = None,
     index: str | os.PathLike | None = None,
     expect: str | os.PathLike | None = None,
+    expect_key: str | os.PathLike | None = None,
     no_text: bool | None = None,
     sign_key: str | os.PathLike | None = None,
     engine: str = "local",
@@ -72,9 +73,11 @@ def scan(
     that ``embedding_anomaly`` fits on), ``protect`` (documents whose
     near-duplicates are dropped), ``index`` (an earlier scan whose records
     ``near_duplicates`` clusters with these), ``expect`` (an earlier scan whose
-    record hashes ``provenance`` checks). All are loaded and checked before any
-    data is read. ``no_text`` (default: the policy's ``[privacy]``) keeps text
-    out of the quarantine; ``sign_key`` signs the manifest (``dokumi keygen``).
+    record hashes ``provenance`` checks, once they match that scan's manifest and
+    its signature; ``expect_key``: the public key that must have signed it). All
+    are loaded and checked before any data is read. ``no_text`` (default: the
+    policy's ``[privacy]``) keeps text out of the quarantine; ``sign_key`` signs
+    the manifest (``dokumi keygen``).
     ``engine="dask"`` runs both passes on a Dask cluster: the one at the
     ``scheduler`` address, else a local one of ``workers`` processes
     (docs/scaling.md); the outputs are the same. ``output_format`` (``parquet`` or ``jsonl``)
@@ -84,7 +87,7 @@ def scan(
     runner = make_engine(engine, workers=workers, scheduler=scheduler, cache_mb=cache_mb)
     policy = load_policy(policy)
     policy = with_side_inputs(policy, {"reference": reference, "protect": protect, "index": index,
-                                       "expect": expect})
+                                       "expect": expect, "expect_key": expect_key})
     if no_text is not None:
         policy = replace(policy, no_text=no_text)
     output_format_for(None, output_format)  # an unknown format fails before any data is read
@@ -125,12 +128,13 @@ def scan(
             stage.save_state(staging / "state" / stage.name)
         shutil.rmtree(staging / "spill", ignore_errors=True)
         manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
+        write_report(staging, manifest=manifest)  # before the manifest is written: it lists the report too
+        list_remaining_files(manifest, staging)
         write_manifest(manifest, staging / "manifest.json")
         if sign_key is not None:
             from dokumi.signing import sign_manifest
 
             sign_manifest(staging / "manifest.json", sign_key)
-        write_report(staging)
         publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

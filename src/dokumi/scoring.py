@@ -84,7 +84,7 @@ def score_shard(
         # a record above max_text_bytes gets no similarity sketch: the recipe routes it unread
         sidecar = sidecar_batch(batch, digests, skip=batch.content_bytes > limit)
         tables[SIDECAR_DIR].write(sidecar)
-        tree.extend(record_leaves(batch.ids, digests.tobytes()))
+        tree.extend(record_leaves(batch.ids, batch.rows.to_pylist(), digests.tobytes()))
         _route(batch, scores, folders, records, tables, sidecar if no_text else None)
         tables["scores"].write(scores)
         _write_unreadable(batch, unreadable_writer, no_text)

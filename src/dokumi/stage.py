@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 # The kinds of side input a stage may declare, and what ``StageContext.inputs`` then holds:
 # "corpus": a :class:`dokumi.sideinputs.SideCorpus` (re-readable batches of checked shards);
 # "state": a :class:`dokumi.sideinputs.SavedState` (an earlier scan's state folder of that stage);
-# "hashes": a :class:`dokumi.sidecar.ExpectedHashes` (an earlier scan's record hashes).
-SIDE_INPUT_KINDS = ("corpus", "state", "hashes")
+# "hashes": a :class:`dokumi.sidecar.ExpectedHashes` (an earlier scan's record hashes, checked against its
+#           manifest and signature; the public key that must have signed it is the "key" input <name>_key);
+# "key": the path of a checked public key file (dokumi keygen).
+SIDE_INPUT_KINDS = ("corpus", "state", "hashes", "key")
 
 
 @dataclass(frozen=True)
