@@ -248,12 +248,20 @@ def _moved_inputs_hint(manifest: str) -> str | None:
     """A hint when the manifest's inputs are not where it says: the data (or the scan folder) moved."""
     from pathlib import Path
 
-    from dokumi.manifest import read_manifest, resolve
+    from dokumi.errors import InputError
+    from dokumi.manifest import data_folder, read_manifest
 
     path = Path(manifest)
     path = path / "manifest.json" if path.is_dir() else path
-    missing = [entry["name"] for entry in read_manifest(path)["inputs"]
-               if entry.get("path") and not resolve(path, entry["path"]).exists()]
+    inputs = read_manifest(path)["inputs"]
+    try:
+        folder = data_folder(inputs)
+    except InputError:  # verify has said why it read no inputs
+        return None
+    if folder is None:
+        return None
+    missing = [entry["name"] for entry in inputs
+               if entry.get("path") and not (path.parent / folder / entry["name"]).exists()]
     if not missing:
         return None
     named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
