@@ -185,8 +185,8 @@ def test_unusable_protect_and_reference_data_fail_before_any_data_is_read(site, 
     line = refused(code, capsys.readouterr().err, site)
     assert line.startswith(f"dokumi: error: {flag} (")
     expected = {"missing": "does not exist", "corrupt-parquet": "corrupt or not a Parquet file",
-                "corrupt-gzip": "cannot read it", "no-text-column": "no column 'text'",
-                "empty-folder": "holds no Parquet or JSONL files", "no-records": "no column 'text'"}[case]
+                "corrupt-gzip": "not a readable gzip file", "no-text-column": "no column 'text'",
+                "empty-folder": "holds no Parquet, JSONL or CSV files", "no-records": "no column 'text'"}[case]
     assert expected in line
 
 

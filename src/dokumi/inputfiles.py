@@ -55,7 +55,7 @@ def find_files(specs: list[str | os.PathLike]) -> tuple[list[str], list[str]]:
     """The data files that ``specs`` name, in order and each once, and one-line notices of what was left out."""
     files: list[str] = []
     notices: list[str] = []
-    for spec in map(os.fspath, specs):
+    for spec in (str(os.fspath(s)) for s in specs):
         if os.path.isdir(spec):
             skipped = Skipped()
             found = walk(spec, skipped)

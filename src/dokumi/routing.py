@@ -101,11 +101,15 @@ class RecordWriter:
             rows = filter_records(batch.records, mask).to_pylist()
             lines = [record_line({**row, **{name: values[k] for name, values in extras}})
                      for k, row in enumerate(rows)]
+        assert self._jsonl is not None  # no Parquet writer: a JSONL one
         self._jsonl.write(lines)
 
     def close(self) -> list[tuple[Path, int]]:
         """Finish the output; the files written and their record counts."""
-        return self._parquet.close() if self._parquet is not None else self._jsonl.close()
+        if self._parquet is not None:
+            return self._parquet.close()
+        assert self._jsonl is not None
+        return self._jsonl.close()
 
 
 __all__ = ["OUTPUT_FORMATS", "RECORD_FOLDERS", "OutputFormat", "RecordWriter", "added_columns", "output_format",

@@ -100,7 +100,7 @@ def score_shard(
     if result.unreadable > UNREADABLE_NOTES:
         result.notes.append(f"shard {shard.name}: {result.unreadable - UNREADABLE_NOTES:,} more unreadable rows "
                             f"quarantined (quarantine/{stem}.unreadable.parquet lists them all)")
-    closing = [*records.items(), *tables.items(), ("quarantine", unreadable_writer)]
+    closing: list[tuple[str, Any]] = [*records.items(), *tables.items(), ("quarantine", unreadable_writer)]
     for kind, writer in closing:
         for path, count in writer.close():
             result.outputs.append({"kind": kind, "path": path, "records": count})

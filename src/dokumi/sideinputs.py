@@ -236,7 +236,7 @@ def _checked_hashes(manifest_path: Path, wanted: set[str] | None, label: str, ke
     if unlisted:
         raise InputError(f"{label} {manifest_path.parent / unlisted[0]}: not listed in the scan's manifest; "
                          f"refusing it")
-    files = []
+    files: list[tuple[str, Any, str | None]] = []
     for path, entry in listed.items():
         if wanted is not None and path not in wanted:
             continue

@@ -125,7 +125,7 @@ def read_key(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     public = document.get("public")
     if not _key_material(public):
         raise SignatureError(f"{path}: key must hold {ML_DSA!r} and optionally {ED25519!r}, each as base64 text")
-    if kind == "secret" and (not _key_material(document.get("secret")) or set(document["secret"]) != set(public)):
+    if kind == "secret" and (not _key_material(document.get("secret")) or set(document["secret"]) != set(public or {})):
         raise SignatureError(f"{path}: secret key must hold base64 text for the algorithms of its public key")
     return document
 

@@ -280,6 +280,7 @@ class CsvShard(Shard):
         from pyarrow import csv
 
         def invalid_row(row: Any) -> str:
+            assert invalid is not None  # the handler is given only with a list
             invalid.append(row)
             return "skip"
 
