@@ -38,6 +38,7 @@ class Pipeline:
         records: RecordRules | None = None,
         columns: Columns | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        no_text: bool = False,
     ) -> None:
         names = [stage.name for stage in stages]
         if len(set(names)) != len(names):
@@ -47,6 +48,7 @@ class Pipeline:
         self.records = records or RecordRules()
         self.columns = columns or Columns()
         self.batch_size = batch_size
+        self.no_text = no_text  # findings named by ids, never by text (the recipe's [privacy] no_text)
         # stages fitted earlier (scikit-learn's convention: learned attributes end with "_") are kept
         self.fitted_ = all(not stage.needs_fit or is_fitted(stage) for stage in stages)
 
@@ -62,12 +64,13 @@ class Pipeline:
         if isinstance(columns, dict):  # the roles named here; the recipe's [columns] (or defaults) for the rest
             Columns.from_mapping(columns)
             columns = replace(policy.columns, **columns)
+        kwargs.setdefault("no_text", policy.no_text)
         return cls(policy.stages, rules=policy.rules, records=policy.records, columns=columns or policy.columns,
                    **kwargs)
 
     def setup(self) -> Pipeline:
         """Load and check every stage's side inputs and hand each stage its context; before any data is read."""
-        prepare(self.stages, self.columns, self.batch_size)
+        prepare(self.stages, self.columns, self.batch_size, no_text=self.no_text)
         return self
 
     def corpus(self, shards: list[Shard]) -> CorpusBatches:

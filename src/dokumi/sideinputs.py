@@ -294,7 +294,7 @@ def load(kind: str, path: Any, label: str, stage_name: str, columns: Columns, ba
     raise ValueError(f"side input kind {kind!r} is not one of {', '.join(SIDE_INPUT_KINDS)}")
 
 
-def prepare(stages: Iterable[Stage], columns: Columns, batch_size: int) -> None:
+def prepare(stages: Iterable[Stage], columns: Columns, batch_size: int, no_text: bool = False) -> None:
     """Load every stage's side inputs and call its ``setup``, once; before any corpus data is read."""
     for stage in stages:
         if stage.is_set_up:
@@ -309,7 +309,7 @@ def prepare(stages: Iterable[Stage], columns: Columns, batch_size: int) -> None:
                 raise InputError(f"{flag_of(stage, parameter)} is set, but {flag_of(stage, parameter[:-4])} is not")
             inputs[parameter] = load(kind, path, flag_of(stage, parameter), stage.name, columns, batch_size,
                                      key=inputs.get(f"{parameter}_key"))
-        stage.setup(StageContext(columns=columns, batch_size=batch_size, inputs=inputs))
+        stage.setup(StageContext(columns=columns, batch_size=batch_size, inputs=inputs, no_text=no_text))
 
 
 __all__ = ["SavedState", "SideCorpus", "flag_of", "load", "prepare"]

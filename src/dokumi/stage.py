@@ -45,6 +45,8 @@ class StageContext:
     columns: Columns = field(default_factory=Columns)
     batch_size: int = 1024
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    # the scan keeps no text (``--no-text``): findings are named by ids in reasons, summaries and state
+    no_text: bool = False
 
 
 @dataclass

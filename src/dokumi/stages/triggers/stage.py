@@ -164,6 +164,12 @@ class Triggers(Stage):
 
     # ------------------------------------------------------------------ fit
 
+    @property
+    def no_text(self) -> bool:
+        """Whether the scan keeps no text: triggers are then named by finding ids (set up by the pipeline)."""
+        context = getattr(self, "_context", None)
+        return bool(context is not None and context.no_text)
+
     def fit_plan(self) -> list[Step]:
         """Three reads: count; examine what the counts point to; collect contexts (only when needed)."""
         return [
@@ -216,6 +222,8 @@ class Triggers(Stage):
         self.records_ = census.records if census else 0
         self.common_ = census.common if census else np.zeros(0, dtype=np.uint64)
         self.triggers_: list[Trigger] = census.discover() if census else []
+        for trigger in self.triggers_:  # named by id in every reason, summary and state file under --no-text
+            trigger.private = self.no_text
         # the recurring word pairs judge a seam trigger's payload in pass 2; without one, workers need none
         seams_found = any(t.kind == "seam" for t in self.triggers_)
         self.pairs_ = census.pairs if census and seams_found else SeenPairs(np.zeros(0, np.uint8), 0)
@@ -311,7 +319,7 @@ class Triggers(Stage):
                 # the trigger without a payload this record shows: as suspect as the token's uses in this
                 # corpus are seams (a token found only in poisoned records), worth a look, never a drop alone
                 weight = max(WITHOUT_PAYLOAD, SEAMLESS_SHARE * trigger.detail.get("seam_share", 0.0))
-                found[record].append((weight * trigger.confidence, f"trigger:token={trigger.key}"))
+                found[record].append((weight * trigger.confidence, f"trigger:token={trigger.name}"))
 
     def _in_another_language(self, words: Any, position: int) -> bool:
         """Whether the words after ``position`` are confidently in another language than the corpus's
@@ -342,8 +350,9 @@ class Triggers(Stage):
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "triggers.json"
         rows = [
-            {"finding": t.finding, "kind": t.kind, "text": t.key, "records": t.records,
-             "confidence": round(t.confidence, 4), "label": t.label, **dict(t.detail)}
+            {"finding": t.finding, "kind": t.kind, **({} if t.private else {"text": t.key}), "records": t.records,
+             "confidence": round(t.confidence, 4), "label": None if t.private and t.kind == "response" else t.label,
+             **t.public_detail()}
             for t in self.triggers_
         ]
         path.write_text(json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
