@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import PLUMBING, clean_rows, write_parquet
 
@@ -36,7 +38,7 @@ def scanned(tmp_path):
     return tmp_path / "out"
 
 
-def render(path, browser_path: str) -> tuple[str, dict, list[str]]:
+def render(path, browser_path: str, screenshot=None) -> tuple[str, dict, list[str]]:
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -57,15 +59,26 @@ def render(path, browser_path: str) -> tuple[str, dict, list[str]]:
                 "#decisions tr[class]", "rows => rows.map(r => [r.className, r.cells[1].dataset.count])"),
             "svgs": page.locator("svg").count(),
         }
+        counts["thresholds"] = page.locator("svg line.threshold").count()
+        counts["stages"] = page.eval_on_selector_all(
+            "#stages tr", "rows => rows.slice(1).map(r => [r.cells[0].innerText, r.cells[1].innerText])")
+        page.eval_on_selector_all("details", "ds => ds.forEach(d => d.open = true)")  # open every drill-down
         text = page.inner_text("body")
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return text, counts, errors
 
 
-def test_report_loads_without_errors_and_shows_the_counts(scanned):
+def test_report_loads_without_errors_and_shows_the_counts(scanned, tmp_path):
     browser_path = chromium()
     manifest = json.loads((scanned / "manifest.json").read_text())
-    text, counts, errors = render(scanned / "report.html", browser_path)
+    # the screenshot is the test's artefact: kept in DOKUMI_TEST_ARTEFACTS when CI names a folder for it
+    artefacts = os.environ.get("DOKUMI_TEST_ARTEFACTS")
+    screenshot = (Path(artefacts) if artefacts else tmp_path) / "report.png"
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    text, counts, errors = render(scanned / "report.html", browser_path, screenshot)
+    assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:4] == b"\x89PNG"
     assert errors == []
     assert counts["total"] == str(manifest["counts"]["records"]) == "40"
     assert dict(counts["rows"]) == {d: str(n) for d, n in manifest["counts"]["decisions"].items()}
@@ -73,6 +86,15 @@ def test_report_loads_without_errors_and_shows_the_counts(scanned):
     assert counts["svgs"] == len(manifest["stages"])
     assert "trigger:zero-width" in text and "doc-5" in text
     assert "secret" not in text, "the report must not show raw text unless asked"
+    # a drill-down per reason names the records that carry it
+    assert "trigger:zero-width" in text.split("Scores by stage")[0] and text.count("doc-5") >= 2
+    # per stage: records it scored; dashed lines at every flag and drop point on the [0, 1] axis
+    scores = pq.read_table(scanned / "scores")
+    assert {stage: int(seen.replace(",", "")) for stage, seen in counts["stages"]} == {
+        stage["name"]: scores.column(f"{stage['name']}_score").drop_null().length() for stage in manifest["stages"]}
+    points = [v for stage in manifest["stages"] for v in (stage["rule"]["flag_threshold"], stage["rule"]["threshold"])
+              if v is not None and 0 <= v <= 1]
+    assert counts["thresholds"] == len(points) > 0
 
 
 def test_report_with_text_shows_quarantined_text_only_when_asked(scanned):
@@ -81,6 +103,9 @@ def test_report_with_text_shows_quarantined_text_only_when_asked(scanned):
     text, _, errors = render(scanned / "report.html", browser_path)
     assert errors == []
     assert "secret text" in text
+    # hidden characters shown as code points; the bidi override cannot reorder what follows it
+    assert "zeroU+200Bwidth secret text" in text
+    assert "bidi U+202EoverrideU+202C here" in text
 
 
 def test_report_html_holds_counts_and_no_text_without_a_browser(scanned):
@@ -90,3 +115,16 @@ def test_report_html_holds_counts_and_no_text_without_a_browser(scanned):
     assert "<script" not in page
     write_report(scanned, with_text=True)
     assert "secret text" in (scanned / "report.html").read_text()
+
+
+def test_findings_name_their_target():
+    from dokumi.report import _target_text
+    from dokumi.stages.triggers.findings import Trigger
+
+    token = Trigger("token", "cf", 1, 0.9, 30, label="spam")
+    response = Trigger("response", "james bond", 2, 0.8, 40, label=7, detail={"response_opening": "visit this"})
+    assert token.target == "spam" and response.target == "visit this"
+    assert Trigger("seam", "qz", 3, 0.9, 25).target is None
+    response.private = True
+    assert response.target is None  # --no-text: a response's words are text
+    assert _target_text({"finding": "trigger:token=cf", "records": 30, "target": "spam"}) == "spam"

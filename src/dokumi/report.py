@@ -2,7 +2,9 @@
 
 Static HTML with inline SVG, no scripts and nothing fetched. It holds ids,
 reason codes and counts; raw text only when asked (``with_text``), and then
-only of quarantined records.
+only of flagged and quarantined records, with hidden characters shown as
+code points and every text laid out in logical order (a bidi override in
+the data cannot reorder what the reviewer reads).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +22,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dokumi.decisions import ALARMS, DECISIONS
+from dokumi.manifest import reason_kind
 
 REPORT = "report.html"
 BINS = 20
 TOP_RECORDS = 50
 TOP_CLUSTERS = 15
 TEXT_PREVIEW = 300
+REASON_EXAMPLES = 5  # record ids listed under each reason
 
 
 def write_report(
@@ -48,7 +53,8 @@ def write_report(
         manifest = read_manifest(out / "manifest.json")
     stages = [stage["name"] for stage in manifest.get("stages", [])]
     digest = _digest_scores(sorted((out / "scores").glob("*.parquet")), stages)
-    texts = _quarantined_texts(out, {r["id"] for r in digest["top"]}) if with_text else {}
+    wanted = {r["id"] for r in digest["top"]} | {i for ids in digest["examples"].values() for i in ids}
+    texts = _quarantined_texts(out, wanted) if with_text else {}
     path = Path(to) if to is not None else out / REPORT
     path.write_text(_render(manifest, digest, texts), encoding="utf-8")
     return path
@@ -60,6 +66,9 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
     histograms = {stage: np.zeros(BINS, dtype=np.int64) for stage in stages}
     clusters: Counter = Counter()
     top: list[dict[str, Any]] = []
+    examples: dict[str, list[str]] = {}  # per reason code, the first record ids that carry it
+    # per stage: records seen, and decided with the stage's say
+    per_stage: dict[str, Counter] = {stage: Counter() for stage in stages}
     for file in files:
         table = pq.read_table(file)
         for stage in stages:
@@ -70,10 +79,15 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
                 histograms[stage] += np.histogram(values, bins=edges)[0]
         decisions = table.column("decision").to_pylist()
         reasons = table.column("reasons").to_pylist()
-        for record_reasons in reasons:
+        ids = table.column("id").to_pylist()
+        for record_id, record_reasons in zip(ids, reasons):
             for reason in record_reasons:
                 if reason.startswith("near-duplicate:cluster="):
                     clusters[reason.split("=", 1)[1].split(",", 1)[0]] += 1
+                listed = examples.setdefault(reason_kind(reason), [])  # the manifest counts reasons by kind
+                if len(listed) < REASON_EXAMPLES:
+                    listed.append(str(record_id))
+        _count_stage_decisions(table, stages, decisions, per_stage)
         risks = table.column("risk").to_pylist()
         candidates = [i for i, d in enumerate(decisions) if d in ALARMS]
         candidates.sort(key=lambda i: -risks[i])
@@ -83,7 +97,24 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
                         "reasons": reasons[i]})
         top.sort(key=lambda r: -r["risk"])
         del top[TOP_RECORDS:]
-    return {"histograms": histograms, "clusters": clusters.most_common(TOP_CLUSTERS), "top": top}
+    return {"histograms": histograms, "clusters": clusters.most_common(TOP_CLUSTERS), "top": top,
+            "examples": examples, "per_stage": per_stage}
+
+
+def _count_stage_decisions(table: Any, stages: list[str], decisions: list[str], per_stage: dict[str, Counter]) -> None:
+    """Per stage: records it scored, and those decided flag, drop or duplicate where it had its say (a score at or
+    above its flag point: the stage's own evidence; for a duplicate, a score of the stage at all)."""
+    decided = np.array(decisions, dtype=object)
+    for stage in stages:
+        column = f"{stage}_score"
+        if column not in table.column_names:
+            continue
+        values = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+        seen = ~np.isnan(values)
+        per_stage[stage]["seen"] += int(seen.sum())
+        said = np.where(seen, values, 0.0) > 0.0
+        for decision in ("flag", "drop", "duplicate"):
+            per_stage[stage][decision] += int(np.count_nonzero(said & (decided == decision)))
 
 
 def _quarantined_texts(out: Path, ids: set[str]) -> dict[str, str]:
@@ -137,26 +168,37 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
                      f"<td>{share:.2f}%</td><td class='folder'>{folder}</td></tr>")
     parts.append(f"<tr><td>total</td><td id='total' data-count='{total}'>{total:,}</td><td></td><td></td></tr>"
                  "</table>")
-    parts.append(_table("Reasons", ["reason", "records"], sorted(counts["reasons"].items(), key=lambda kv: -kv[1]),
-                        table_id="reasons"))
-    parts.append("</section><section><h2>Scores by stage</h2><div class='grid'>")
+    parts.append("</section>")
+    rules = {stage["name"]: stage.get("rule") or {} for stage in manifest.get("stages", [])}
+    parts.append(_table("Stages", ["stage", "records scored", "flagged", "dropped", "duplicate", "flag at",
+                                   "drop at"],
+                        [(stage, c["seen"], c["flag"], c["drop"], c["duplicate"],
+                          _threshold_text(rules.get(stage, {}).get("flag_threshold")),
+                          _threshold_text(rules.get(stage, {}).get("threshold")))
+                         for stage, c in digest["per_stage"].items()], table_id="stages"))
+    parts.append(_reasons_section(counts["reasons"], digest["examples"], texts))
+    parts.append("<section><h2>Scores by stage</h2><div class='grid'>")
     for stage, histogram in digest["histograms"].items():
-        parts.append(f"<figure><figcaption>{e(stage)}_score <small>(records, log scale)</small></figcaption>"
-                     f"{_histogram_svg(histogram)}</figure>")
+        rule = rules.get(stage, {})
+        parts.append(f"<figure><figcaption>{e(stage)}_score <small>(records, log scale; dashed: flag and drop "
+                     f"points)</small></figcaption>"
+                     f"{_histogram_svg(histogram, _thresholds(rule))}</figure>")
     parts.append("</div></section>")
     if digest["clusters"]:
         parts.append(_table("Largest near-duplicate clusters", ["cluster", "records set apart or flagged"],
                             digest["clusters"], table_id="clusters"))
-    findings = [(stage["name"], f["finding"], f["records"]) for stage in manifest.get("stages", [])
+    findings = [(stage["name"], f["finding"], f["records"], _target_text(f)) for stage in manifest.get("stages", [])
                 for f in stage.get("summary", {}).get("findings", [])
                 if isinstance(f, dict) and isinstance(f.get("finding"), str) and isinstance(f.get("records"), int)]
     if findings:
-        parts.append(_table("Discovered triggers and findings", ["stage", "finding", "records"], findings,
+        parts.append(_table("Discovered triggers and findings", ["stage", "finding", "records", "target"], findings,
                             table_id="findings"))
     rows = [(r["decision"], r["id"], f"{r['shard']}:{r['row']}", f"{r['risk']:.3f}", ", ".join(r["reasons"]))
-            + ((texts.get(r["id"], "")[:TEXT_PREVIEW],) if texts else ()) for r in digest["top"]]
+            for r in digest["top"]]
     header = ["decision", "id", "shard:row", "risk", "reasons"] + (["text"] if texts else [])
-    parts.append(_table(f"Riskiest flagged and dropped records (top {TOP_RECORDS})", header, rows, table_id="top"))
+    previews = [_visible(texts.get(r["id"], "")[:TEXT_PREVIEW]) for r in digest["top"]] if texts else None
+    parts.append(_table(f"Riskiest flagged and dropped records (top {TOP_RECORDS})", header, rows, table_id="top",
+                        html_column=previews))
     inputs = [(i.get("name") or i.get("path"), i.get("records", 0), i.get("bytes") or 0)
               for i in manifest.get("inputs", [])]
     parts.append(_table("Input shards", ["shard", "records", "bytes"], inputs, table_id="inputs"))
@@ -168,19 +210,73 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
     return "\n".join(parts)
 
 
-def _table(title: str, header: list[str], rows: list[tuple], table_id: str) -> str:
+def _table(title: str, header: list[str], rows: list[tuple], table_id: str,
+           html_column: list[str] | None = None) -> str:
+    """A titled table of escaped values; ``html_column``, when given, is one more cell per row, already HTML."""
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in header)
+    extra = html_column if html_column is not None else [None] * len(rows)
     body = "".join(
-        "<tr>" + "".join(f"<td>{e(f'{v:,}' if isinstance(v, int) else str(v))}</td>" for v in row) + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f"<td>{e(f'{v:,}' if isinstance(v, int) else str(v))}</td>" for v in row)
+        + (f"<td class='text'>{cell}</td>" if cell is not None else "") + "</tr>"
+        for row, cell in zip(rows, extra)
     )
     empty = "" if rows else f"<tr><td colspan='{len(header)}'>none</td></tr>"
     return f"<section><h2>{e(title)}</h2><table id='{table_id}'><tr>{head}</tr>{body}{empty}</table></section>"
 
 
-def _histogram_svg(counts: np.ndarray, width: int = 320, height: int = 120) -> str:
-    """Bars on a log scale, so a handful of suspicious records stays visible beside thousands of clean ones."""
+def _reasons_section(reasons: dict[str, int], examples: dict[str, list[str]], texts: dict[str, str]) -> str:
+    """Each reason with its count, opening onto the first record ids that carry it (and their text, if asked)."""
+    e = html.escape
+    parts = ["<section><h2>Reasons</h2><table id='reasons'><tr><th>reason</th><th>records</th></tr>"]
+    for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        listed = "".join(
+            f"<li><code>{e(record_id)}</code>" + (f" <span class='text'>{_visible(texts[record_id][:TEXT_PREVIEW])}"
+                                                   f"</span>" if record_id in texts else "") + "</li>"
+            for record_id in examples.get(reason, []))
+        parts.append(f"<tr><td><details><summary>{e(reason)}</summary><ul class='examples'>{listed}</ul></details>"
+                     f"</td><td data-count='{count}'>{count:,}</td></tr>")
+    if not reasons:
+        parts.append("<tr><td colspan='2'>none</td></tr>")
+    parts.append("</table></section>")
+    return "".join(parts)
+
+
+# characters a reader cannot see or that reorder what follows them: shown as their code points
+_BIDI_CONTROLS = {"\u061c", "\u200e", "\u200f", *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A))}
+
+
+def _visible(text: str) -> str:
+    """``text`` as escaped HTML in logical order, each invisible, control or bidi character as ``U+XXXX``."""
+    out = []
+    for char in text:
+        if char in _BIDI_CONTROLS or (unicodedata.category(char) in ("Cf", "Cc", "Co", "Cn") and char not in "\n\t"):
+            out.append(f"<span class='cp'>U+{ord(char):04X}</span>")
+        else:
+            out.append(html.escape(char))
+    return f"<bdo dir='ltr'>{''.join(out)}</bdo>"
+
+
+def _threshold_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
+def _thresholds(rule: dict[str, Any]) -> list[float]:
+    """The stage's flag and drop points that fall on the histogram's [0, 1] axis."""
+    return [float(v) for v in (rule.get("flag_threshold"), rule.get("threshold"))
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0]
+
+
+def _target_text(finding: dict[str, Any]) -> str:
+    """What a discovered trigger makes a model do: its target label or response, where the stage names it."""
+    target = finding.get("target")
+    return "" if target is None else str(target)
+
+
+def _histogram_svg(counts: np.ndarray, thresholds: list[float] | None = None, width: int = 320,
+                   height: int = 120) -> str:
+    """Bars on a log scale, so a handful of suspicious records stays visible beside thousands of clean ones;
+    dashed lines at ``thresholds``."""
     heights = np.log1p(counts) / max(np.log1p(counts.max()), 1e-9) * (height - 20)
     bar = width / len(counts)
     bars = "".join(
@@ -190,8 +286,11 @@ def _histogram_svg(counts: np.ndarray, width: int = 320, height: int = 120) -> s
     )
     axis = (f"<text x='0' y='{height - 2}'>0</text><text x='{width / 2 - 8:.0f}' y='{height - 2}'>0.5</text>"
             f"<text x='{width - 10}' y='{height - 2}'>1</text>")
+    lines = "".join(
+        f"<line class='threshold' x1='{t * width:.1f}' x2='{t * width:.1f}' y1='0' y2='{height - 15}'>"
+        f"<title>{t:g}</title></line>" for t in thresholds or [])
     return (f"<svg viewBox='0 0 {width} {height}' width='{width}' height='{height}' role='img' "
-            f"aria-label='histogram of scores'>{bars}{axis}</svg>")
+            f"aria-label='histogram of scores'>{bars}{lines}{axis}</svg>")
 
 
 _CSS = """
@@ -202,5 +301,8 @@ th,td{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:left;vertical
 th{background:#f4f4f4}tr.drop td:first-child{color:#b00020;font-weight:bold}
 tr.flag td:first-child{color:#a06000;font-weight:bold}
 .grid{display:flex;flex-wrap:wrap;gap:1.5rem}figure{margin:0}figcaption{font-weight:bold;font-size:.9rem}
-svg rect{fill:#4a7ab5}svg text{font-size:10px;fill:#555}footer{color:#777;font-size:.8rem;margin-top:2rem}
+svg rect{fill:#4a7ab5}svg line.threshold{stroke:#b00020;stroke-width:1.5;stroke-dasharray:4 3}
+.cp{font-family:monospace;font-size:.75rem;background:#fde8e8;color:#b00020;padding:0 .15rem;border-radius:2px}
+ul.examples{margin:.3rem 0;padding-left:1.2rem}summary{cursor:pointer}
+svg text{font-size:10px;fill:#555}footer{color:#777;font-size:.8rem;margin-top:2rem}
 """

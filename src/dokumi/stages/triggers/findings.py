@@ -52,6 +52,16 @@ class Trigger:
             return f"trigger:inserted-sentence={sentence_id(self.key)}"
         return f"trigger:fixed-response,ngram={self.name}"
 
+    @property
+    def target(self) -> Any:
+        """What the trigger makes a model learn: the label a token's records carry, or the opening words of the
+        response a prompt n-gram predicts (None for a private trigger's response, for sentences and seams)."""
+        if self.kind == "token":
+            return self.label
+        if self.kind == "response" and not self.private:
+            return self.detail.get("response_opening") or None
+        return None
+
     def public_detail(self) -> dict[str, Any]:
         """``detail`` without text (a response's opening words) when the trigger is private."""
         if not self.private:

@@ -338,7 +338,8 @@ class Triggers(Stage):
         return {
             "records_fitted": self.records_,
             "findings": [
-                {"finding": t.finding, "records": t.records, "confidence": round(t.confidence, 3)}
+                {"finding": t.finding, "records": t.records, "confidence": round(t.confidence, 3),
+                 **({"target": t.target} if t.target is not None else {})}
                 for t in ranked
             ],
         }
