@@ -7,7 +7,8 @@ Every scan of files keeps, in ``<staging>/.dokumi-resume/``:
   every stage's parameters and rule, record rules, columns, privacy, batch size, and the size and
   modification time of every side-input file) and a SHA-256 of the inputs (each file's name, path,
   size and modification time);
-- ``fitted.pkl``: the stages after pass 1 (their fitted state), with ``fitted.json`` holding its SHA-256;
+- ``fitted.pkl``: the stages after pass 1 (their fitted state, as scoring processes receive it), with
+  ``fitted.json`` holding its SHA-256 and that of each file the stages saved in ``state/``;
 - ``shards/<index>.json``: for each shard whose pass 2 finished, what scoring it returned, and the
   size and SHA-256 of each output file it wrote (``<index>.ids.npy``: its record-id hashes).
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 CHECKPOINT_DIR = ".dokumi-resume"
 # folders of a staging folder that hold no shard's outputs
 NOT_SHARD_OUTPUTS = (CHECKPOINT_DIR, "state", "spill")
+# of those, the ones a resumed scan writes again from the beginning (state/ is kept with the fitted state)
+REWRITTEN = ("spill",)
 
 
 def scan_key(policy: Policy, pipeline: Pipeline, shards: list[Shard]) -> dict[str, str]:
@@ -141,14 +144,14 @@ class Checkpoint:
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
     def _tidy(self) -> None:
-        """Remove what a resumed scan writes again from the beginning: everything but the shards' outputs."""
+        """Remove what a resumed scan writes again from the beginning: all but the shards' outputs and state."""
         from dokumi.outfolder import MARKER
 
         for path in self.staging.iterdir():
             if path.name in (MARKER, CHECKPOINT_DIR):
                 continue
             if path.is_dir() and not path.is_symlink():
-                if path.name in NOT_SHARD_OUTPUTS or path.name.startswith("."):
+                if path.name in REWRITTEN or path.name.startswith("."):
                     shutil.rmtree(path)
             else:
                 path.unlink()
@@ -156,25 +159,39 @@ class Checkpoint:
     # pass 1
 
     def save_fitted(self, stages: list[Stage], warnings: list[str]) -> None:
-        """Keep the fitted stages and the fit's warnings; written before the record that vouches for them."""
+        """Keep the fitted stages (as scoring processes receive them), the fit's warnings and the hashes
+        of the state the stages saved; written before the record that vouches for them."""
         data = pickle.dumps({"stages": stages, "warnings": warnings}, protocol=pickle.HIGHEST_PROTOCOL)
         _write_private(self.folder / "fitted.pkl", data)
-        record = {"key": self.key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        record = {"key": self.key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                  "state": self._state_files()}
         _write_private(self.folder / "fitted.json", _json_bytes(record))
 
+    def _state_files(self) -> list[list[Any]]:
+        state = self.staging / "state"
+        return [[path.relative_to(self.staging).as_posix(), path.stat().st_size, file_sha256(path)]
+                for path in sorted(state.rglob("*")) if path.is_file()] if state.is_dir() else []
+
     def load_fitted(self) -> tuple[list[Stage], list[str]] | None:
-        """The fitted stages and warnings an earlier attempt kept, or None where there are none to trust."""
+        """The fitted stages and warnings an earlier attempt kept, with the state they saved in ``state/``;
+        None (and no ``state/``) where there are none to trust."""
+        fitted = self._fitted()
+        if fitted is None:
+            shutil.rmtree(self.staging / "state", ignore_errors=True)
+        return fitted
+
+    def _fitted(self) -> tuple[list[Stage], list[str]] | None:
         record = _read_private(self.folder / "fitted.json")
         if record is None:
+            return None
+        if not hasattr(os, "getuid"):  # no owner to check the pickle against (Windows): fit again
             return None
         try:
             expected = json.loads(record)
         except ValueError:
             return None
-        if not hasattr(os, "getuid"):  # no owner to check the pickle against (Windows): fit again
-            return None
         data = _read_private(self.folder / "fitted.pkl")
-        if data is None or expected.get("key") != self.key \
+        if data is None or expected.get("key") != self.key or expected.get("state") != self._state_files() \
                 or hashlib.sha256(data).hexdigest() != expected.get("sha256"):
             self.notes.append("--resume: the fitted state kept did not match its record; fitted again")
             return None

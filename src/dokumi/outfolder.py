@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dokumi.errors import DokumiError, InputError
+from dokumi.errors import DokumiError, InputError, OutputError
 
 MARKER = ".dokumi-staging"
 # files a scan folder holds besides the outputs and state its manifest lists
@@ -115,7 +115,11 @@ class OutFolder:
         """
         journal = self.sibling("swap")
         _write_synced(journal, json.dumps({"staging": staging.name, "private": list(private)}) + "\n")
-        self._swap(staging, private)
+        try:
+            self._swap(staging, private)
+        except OSError as error:
+            raise OutputError(f"could not move the finished scan into {self.out} ({error}); the next "
+                              "dokumi scan into this --out finishes the move") from None
 
     def _swap(self, staging: Path, private: tuple[str, ...]) -> None:
         for name in (*private, MARKER):

@@ -114,7 +114,6 @@ def scan(
                 if from_files else None
             results, manifest = _run(pipeline, policy, shards, staging, folder.out, runner, warnings, empty_inputs,
                                      checkpoint if earlier else None, checkpoint, progress, engine, sign_key)
-            folder.publish(staging, private=(CHECKPOINT_DIR,))
         except BaseException as error:
             if not resume:
                 folder.discard(staging)
@@ -123,6 +122,8 @@ def scan(
                 raise OutputError(f"no space left on the device while writing the scan next to {folder.out} "
                                   f"({first_line(error)}); the partial output was {kept}") from None
             raise
+        # complete: from here a crash leaves a journal, and the next scan into this --out finishes the move
+        folder.publish(staging, private=(CHECKPOINT_DIR,))
     notes = folder.notes + (checkpoint.notes if checkpoint is not None else [])
     return ScanResult(
         out=folder.out,
@@ -148,10 +149,15 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
         if fitted is not None:
             pipeline.stages, fit_warnings = fitted
             warnings += fit_warnings
-        elif pipeline.needs_fit:
-            fit_warnings = runner.fit(pipeline, shards, progress)
+        else:
+            fit_warnings = runner.fit(pipeline, shards, progress) if pipeline.needs_fit else []
             warnings += fit_warnings
-            if checkpoint is not None:
+            # saved before pass 2 (scoring never changes fitted state), while this process holds all of it:
+            # the copies that scoring processes (and a resumed scan) receive leave out what only state/ needs
+            shutil.rmtree(staging / "state", ignore_errors=True)  # an interrupted attempt's, not vouched for
+            for stage in pipeline.stages:
+                stage.save_state(staging / "state" / stage.name)
+            if checkpoint is not None and pipeline.needs_fit:
                 checkpoint.save_fitted(pipeline.stages, fit_warnings)
         pipeline.fitted_ = True
         finished = earlier.finished_shards(shards) if earlier is not None else {}
@@ -163,8 +169,6 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
     warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
                  for reason in stage.summary().get("skipped", [])]
     warnings += duplicate_id_warnings(results, shards, pipeline)
-    for stage in pipeline.stages:
-        stage.save_state(staging / "state" / stage.name)
     shutil.rmtree(staging / "spill", ignore_errors=True)
     manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
     write_manifest(manifest, staging / "manifest.json")
