@@ -105,8 +105,12 @@ class DaskEngine(Engine):
         # Its workers also sample their own stacks every 10 ms for the dashboard's profile, which this
         # engine's cluster does not show: off, a shard's fit runs about 10% faster.
         security = _temporary_security()
+        # Of the scheduler's and workers' web pages, only /health: the others (task names, logs, metrics)
+        # would answer any local process, and the cluster's TLS does not cover them.
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                              "distributed.worker.profile.enabled": False}):
+                              "distributed.worker.profile.enabled": False,
+                              "distributed.scheduler.http.routes": ["distributed.http.health"],
+                              "distributed.worker.http.routes": ["distributed.http.health"]}):
             self.cluster_ = self._local_cluster(LocalCluster, security)
         self.client_ = Client(self.cluster_, security=security)
         return self
@@ -122,7 +126,7 @@ class DaskEngine(Engine):
             protocol="tls://",
             security=security,
             dashboard_address=None,
-            # the scheduler's health and metrics pages still listen: on loopback, on a free port
+            # the scheduler's health page still listens: on loopback, on a free port
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             # a failed task reaches the scan as its exception; the cluster's own logs (heartbeats
             # missed while it shuts down on a busy machine) would only clutter the CLI's output
