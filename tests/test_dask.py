@@ -15,7 +15,7 @@ from collections import Counter
 import distributed
 import pyarrow as pa
 import pytest
-from conftest import assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
+from conftest import PLUMBING, assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
 
 from dokumi import InputError, Pipeline, Policy, Stage, StageResult, scan
 from dokumi.cli import main
@@ -552,3 +552,18 @@ def test_the_local_cluster_accepts_no_client_without_its_temporary_credentials()
                     asyncio.run(identity(address, Security.temporary()))
             with pytest.raises((OSError, TimeoutError)):
                 distributed.Client(scheduler.replace("tls://", "tcp://"), timeout="3s")
+
+
+def test_a_scan_interrupted_on_the_local_engine_resumes_on_dask_to_the_same_outputs(tmp_path):
+    from test_resume import interrupted
+
+    from dokumi.checkpoint import CHECKPOINT_DIR
+
+    inputs, out, staging = interrupted(tmp_path)
+    assert len(list((staging / CHECKPOINT_DIR / "shards").glob("*.json"))) == 1
+    reference = scan(inputs, out=tmp_path / "reference", policy=PLUMBING)
+    result = scan(inputs, out=out, policy=PLUMBING, engine="dask", workers=1, resume=True)
+    assert "--resume: reused the scores of 1 of 3 shard(s)" in result.notes
+    assert_accounted(out, 90)
+    assert [(o["path"], o["sha256"]) for o in result.manifest["outputs"]] == \
+        [(o["path"], o["sha256"]) for o in reference.manifest["outputs"]]

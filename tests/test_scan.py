@@ -220,7 +220,7 @@ def test_terminated_cli_scan_removes_its_partial_output(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "dokumi", "scan", str(tmp_path / "big.parquet"),
                                 "--out", str(out), "--workers", "1"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not [p for p in tmp_path.iterdir() if ".dokumi-partial-" in p.name] and time.time() < deadline:
+    while not [p for p in tmp_path.iterdir() if ".dokumi-partial" in p.name] and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)

@@ -99,7 +99,11 @@ class OutFolder:
             self.notes.append(f"removed the partial output of an interrupted scan ({staging.name}); "
                               "--resume would have continued it")
         staging.mkdir(mode=0o777)  # as any folder the user makes: the outputs are to be read by others
-        (staging / MARKER).write_text(json.dumps({"out": str(self.out.resolve())}) + "\n", encoding="utf-8")
+        try:
+            (staging / MARKER).write_text(json.dumps({"out": str(self.out.resolve())}) + "\n", encoding="utf-8")
+        except BaseException:  # interrupted before the folder could be known as dokumi's
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return staging, False
 
     def discard(self, staging: Path) -> None:

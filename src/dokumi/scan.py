@@ -67,11 +67,12 @@ def scan(
     ``out``; ``overwrite`` replaces only a folder that is a dokumi scan. With
     ``resume``, the work an interrupted scan of the same inputs, recipe and
     dokumi version finished (pass 1, each shard of pass 2) is reused, and the
-    work of this one is kept if it fails (docs/outputs.md). ``workers`` (scoring processes)
-    defaults to one per core, per shard and per 32 MB of input files: a process
-    costs 2-4 CPU-seconds to start. ``cache_mb`` (default 512) bounds the decoded
-    batches the local engine keeps between reads of the corpus; 0 reads the
-    files again in every round.
+    work of this one is kept if it fails (docs/outputs.md).
+
+    ``workers`` (scoring processes) defaults to one per core, per shard and per
+    32 MB of input files: a process costs 2-4 CPU-seconds to start. ``cache_mb``
+    (default 512) bounds the decoded batches the local engine keeps between
+    reads of the corpus; 0 reads the files again in every round.
 
     Side inputs go to the stages that declare them: ``reference`` (trusted data
     that ``embedding_anomaly`` fits on), ``protect`` (documents whose
@@ -108,14 +109,15 @@ def scan(
         if resume and not from_files:
             raise InputError("--resume needs every input read from files (Parquet or JSONL): "
                              "an in-memory table or iterator cannot be recognised again")
-        staging, earlier = folder.staging()
+        staging = None
         try:
+            staging, earlier = folder.staging()
             checkpoint = Checkpoint.open(staging, scan_key(policy, pipeline, shards), resume=earlier) \
                 if from_files else None
             results, manifest = _run(pipeline, policy, shards, staging, folder.out, runner, warnings, empty_inputs,
                                      checkpoint if earlier else None, checkpoint, progress, engine, sign_key)
         except BaseException as error:
-            if not resume:
+            if staging is not None and not resume:
                 folder.discard(staging)
             if isinstance(error, OSError) and out_of_space(error):
                 kept = "kept: free some space and run again with --resume" if resume else "removed"
