@@ -218,8 +218,11 @@ class Checkpoint:
             elif isinstance(value, Path):
                 value = str(value)
             values[item.name] = value
-        _write_private(self.folder / "shards" / f"{index:05d}.json",
-                       _json_bytes({"key": self.key, "index": index, "result": values}))
+        try:
+            data = _json_bytes({"key": self.key, "index": index, "result": values})
+        except (TypeError, ValueError):  # a field JSON cannot hold: a resumed scan scores this shard again
+            return
+        _write_private(self.folder / "shards" / f"{index:05d}.json", data)
 
     def finished_shards(self, shards: list[Shard]) -> dict[int, ShardResult]:
         """The shards an earlier attempt finished and whose outputs still match; every other

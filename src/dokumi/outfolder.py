@@ -35,10 +35,12 @@ class OutFolder:
     folder to write into; :meth:`publish` swaps it into place.
     """
 
-    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> None:
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
+                 private: tuple[str, ...] = ()) -> None:
         self.out = Path(out)
         self.overwrite = overwrite
         self.resume = resume
+        self.private = private  # entries of the staging folder that are removed before it is published
         self.notes: list[str] = []
         self._lock: int | None = None
 
@@ -111,22 +113,22 @@ class OutFolder:
         if is_staging(staging):
             shutil.rmtree(staging, ignore_errors=True)
 
-    def publish(self, staging: Path, private: tuple[str, ...] = ()) -> None:
+    def publish(self, staging: Path) -> None:
         """Swap the complete ``staging`` folder into place; its ``private`` entries are removed first.
 
         A journal file written first (and synced) says the staging folder is complete: a crash at any
         point after it is finished by the next scan into this ``--out`` (:meth:`_finish_swap`).
         """
         journal = self.sibling("swap")
-        _write_synced(journal, json.dumps({"staging": staging.name, "private": list(private)}) + "\n")
+        _write_synced(journal, json.dumps({"staging": staging.name}) + "\n")
         try:
-            self._swap(staging, private)
+            self._swap(staging)
         except OSError as error:
             raise OutputError(f"could not move the finished scan into {self.out} ({error}); the next "
                               "dokumi scan into this --out finishes the move") from None
 
-    def _swap(self, staging: Path, private: tuple[str, ...]) -> None:
-        for name in (*private, MARKER):
+    def _swap(self, staging: Path) -> None:
+        for name in (*self.private, MARKER):
             path = staging / name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -147,13 +149,9 @@ class OutFolder:
         journal = self.sibling("swap")
         if not journal.exists():
             return
-        try:
-            private = tuple(json.loads(journal.read_text(encoding="utf-8")).get("private", []))
-        except (ValueError, AttributeError, OSError):
-            private = ()
         staging = self.sibling("partial")
-        if staging.is_dir():
-            self._swap(staging, tuple(name for name in private if isinstance(name, str) and "/" not in name))
+        if staging.is_dir() and not staging.is_symlink():
+            self._swap(staging)
             self.notes.append(f"finished publishing {self.out}: the scan that wrote it stopped between renames")
             return
         old = self.sibling("old")

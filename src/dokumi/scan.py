@@ -95,7 +95,7 @@ def scan(
     if isinstance(columns, dict):
         columns = Columns.from_mapping(columns)
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
-    with OutFolder(out, overwrite=overwrite, resume=resume) as folder:
+    with OutFolder(out, overwrite=overwrite, resume=resume, private=(CHECKPOINT_DIR,)) as folder:
         folder.check()  # before any data is read: a refused --out costs nothing
         shards = open_inputs(inputs)
         refuse_inputs_inside(shards, folder.out)
@@ -125,7 +125,7 @@ def scan(
                                   f"({first_line(error)}); the partial output was {kept}") from None
             raise
         # complete: from here a crash leaves a journal, and the next scan into this --out finishes the move
-        folder.publish(staging, private=(CHECKPOINT_DIR,))
+        folder.publish(staging)
     notes = folder.notes + (checkpoint.notes if checkpoint is not None else [])
     return ScanResult(
         out=folder.out,
