@@ -58,6 +58,9 @@ class OutFolder:
         self._lock = _lock(self.sibling("lock"), self.out)
         try:
             self._finish_swap()
+            if self.sibling("old").exists() or self.sibling("old").is_symlink():  # no swap of ours left it
+                raise InputError(f"{self.sibling('old')} is in the way of --out {self.out} and was not left by "
+                                 "a dokumi scan; move it away")
         except BaseException:
             self.__exit__()
             raise
