@@ -183,6 +183,7 @@ class Checkpoint:
     def _fitted(self) -> tuple[list[Stage], list[str]] | None:
         record = _read_private(self.folder / "fitted.json")
         if record is None:
+            self.notes.append("--resume: the interrupted scan had not finished pass 1; fitted again")
             return None
         if not hasattr(os, "getuid"):  # no owner to check the pickle against (Windows): fit again
             return None
@@ -234,8 +235,7 @@ class Checkpoint:
                 self.discard_outputs(index, shard)
             else:
                 finished[index] = result
-        if finished:
-            self.notes.append(f"--resume: reused the scores of {len(finished)} of {len(shards)} shard(s)")
+        self.notes.append(f"--resume: reused the scores of {len(finished)} of {len(shards)} shard(s)")
         return finished
 
     def _finished(self, index: int, shard: Shard) -> ShardResult | None:
