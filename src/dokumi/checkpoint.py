@@ -131,17 +131,22 @@ class Checkpoint:
     def _earlier_key(self) -> dict[str, Any] | None:
         data = _read_private(self.folder / "key.json")
         try:
-            return json.loads(data) if data is not None else None
+            key = json.loads(data) if data is not None else None
         except ValueError:
             return None
+        return key if isinstance(key, dict) else None
 
     def _clear(self) -> None:
         """Remove whatever an earlier attempt left, but the marker that makes the folder dokumi's."""
         from dokumi.outfolder import MARKER
 
         for path in self.staging.iterdir():
-            if path.name != MARKER:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.name == MARKER:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def _tidy(self) -> None:
         """Remove what a resumed scan writes again from the beginning: all but the shards' outputs and state."""
