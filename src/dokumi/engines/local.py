@@ -262,14 +262,19 @@ def _score_in_pool(pipeline: Pipeline, shards: list[Shard], todo: list[int], sta
                                      initargs=(pipeline, queue, os.getpid())) as pool:
                 futures = {pool.submit(_score_in_worker, i, shards[i], staging, options): i for i in left}
                 pending = set(futures)
-                while pending:
-                    complete, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    _drain(queue, update, timeout=0)
-                    for future in complete:
-                        result = future.result()
-                        index = futures[future]
-                        left.remove(index)
-                        done(index, result)
+                try:
+                    while pending:
+                        complete, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        _drain(queue, update, timeout=0)
+                        for future in complete:
+                            result = future.result()
+                            index = futures[future]
+                            left.remove(index)
+                            done(index, result)
+                except BaseException:
+                    for future in pending:  # the scan stops: no shard that has not started is started
+                        future.cancel()
+                    raise
                 _drain(queue, update, timeout=0)
             return
         except BrokenProcessPool:
