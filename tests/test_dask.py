@@ -567,3 +567,31 @@ def test_a_scan_interrupted_on_the_local_engine_resumes_on_dask_to_the_same_outp
     assert_accounted(out, 90)
     assert [(o["path"], o["sha256"]) for o in result.manifest["outputs"]] == \
         [(o["path"], o["sha256"]) for o in reference.manifest["outputs"]]
+
+
+def test_the_local_cluster_s_processes_end_with_a_driver_killed_by_sigkill(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from test_operations import SRC, wait_until_gone
+
+    children = tmp_path / "children.json"
+    driver = textwrap.dedent(f"""
+        import json, os, signal
+        import psutil
+        from dokumi.engines.dask import DaskEngine
+        with DaskEngine(workers=1):
+            found = [(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)]
+            with open({str(children)!r}, "w") as handle:
+                json.dump(found, handle)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    killed = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": SRC})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    processes = [tuple(p) for p in json.loads(children.read_text())]
+    assert processes  # the worker (and multiprocessing's helper) were running
+    assert wait_until_gone(processes) == []
