@@ -363,3 +363,23 @@ def test_a_process_whose_parent_is_already_gone_exits_at_once():
                            "die_with_parent(-1)\nprint('still alive')"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": SRC}, timeout=60)
     assert code.returncode == 1 and "still alive" not in code.stdout
+
+
+def test_a_full_disk_when_sealing_the_finished_scan_keeps_the_earlier_one(tmp_path, monkeypatch, capsys):
+    import dokumi.outfolder
+
+    write_parquet(tmp_path / "a.parquet", clean_rows(3))
+    out = tmp_path / "out"
+    scan(tmp_path / "a.parquet", out=out, policy=PLUMBING)
+    before = (out / "manifest.json").read_text()
+
+    def full(path, text):
+        Path(path).write_text(text[:1])
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(dokumi.outfolder, "_write_synced", full)
+    code = main(["scan", str(tmp_path / "a.parquet"), "--out", str(out), "--policy", str(PLUMBING), "--overwrite"])
+    assert code == 2
+    assert "no space left on the device" in one_line_error(capsys)
+    assert (out / "manifest.json").read_text() == before
+    assert hidden(tmp_path) == []

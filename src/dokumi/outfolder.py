@@ -32,7 +32,7 @@ class OutFolder:
     On entry it takes the lock (a second scan into the same ``--out`` is refused at
     once) and finishes a swap that a crashed scan left half done. :meth:`check`
     refuses an ``--out`` that cannot be replaced safely; :meth:`staging` gives the
-    folder to write into; :meth:`publish` swaps it into place.
+    folder to write into; :meth:`seal` and :meth:`publish` swap it into place.
     """
 
     def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
@@ -116,14 +116,18 @@ class OutFolder:
         if is_staging(staging):
             shutil.rmtree(staging, ignore_errors=True)
 
-    def publish(self, staging: Path) -> None:
-        """Swap the complete ``staging`` folder into place; its ``private`` entries are removed first.
-
-        A journal file written first (and synced) says the staging folder is complete: a crash at any
-        point after it is finished by the next scan into this ``--out`` (:meth:`_finish_swap`).
-        """
+    def seal(self, staging: Path) -> None:
+        """Record (in a synced journal file) that ``staging`` is complete: from here on, a crash is
+        finished by the next scan into this ``--out`` (:meth:`_finish_swap`), which publishes it."""
         journal = self.sibling("swap")
-        _write_synced(journal, json.dumps({"staging": staging.name}) + "\n")
+        try:
+            _write_synced(journal, json.dumps({"staging": staging.name}) + "\n")
+        except BaseException:
+            journal.unlink(missing_ok=True)
+            raise
+
+    def publish(self, staging: Path) -> None:
+        """Swap the sealed ``staging`` folder into place; its ``private`` entries are removed first."""
         try:
             self._swap(staging)
         except OSError as error:

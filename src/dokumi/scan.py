@@ -116,6 +116,7 @@ def scan(
                 if from_files else None
             results, manifest = _run(pipeline, policy, shards, staging, folder.out, runner, warnings, empty_inputs,
                                      checkpoint if earlier else None, checkpoint, progress, engine, sign_key)
+            folder.seal(staging)
         except BaseException as error:
             if staging is not None and not resume:
                 folder.discard(staging)
@@ -124,7 +125,7 @@ def scan(
                 raise OutputError(f"no space left on the device while writing the scan next to {folder.out} "
                                   f"({first_line(error)}); the partial output was {kept}") from None
             raise
-        # complete: from here a crash leaves a journal, and the next scan into this --out finishes the move
+        # sealed: from here a crash leaves a journal, and the next scan into this --out finishes the move
         folder.publish(staging)
     notes = folder.notes + (checkpoint.notes if checkpoint is not None else [])
     return ScanResult(
