@@ -102,11 +102,14 @@ def test_a_tampered_path_node_breaks_the_proof():
         assert root_from_path(leaves[20], 20, 37, broken) != root
 
 
-def test_record_leaves_bind_the_id_to_the_content_hash():
+def test_record_leaves_bind_the_id_and_row_to_the_content_hash():
     digest = hashlib.sha256(b"text").digest()
-    assert record_leaf("a", digest) != record_leaf("b", digest)
-    assert record_leaf("a", digest) != record_leaf("a", hashlib.sha256(b"other").digest())
-    # netstrings keep the id and the digest apart: no id can run into the digest bytes
-    assert record_leaf("1", digest) != record_leaf("1" + digest[:1].decode("latin-1"), digest)
-    assert record_leaves(["a", "b"], digest + digest) == [record_leaf("a", digest), record_leaf("b", digest)]
+    assert record_leaf("a", 0, digest) != record_leaf("b", 0, digest)
+    assert record_leaf("a", 0, digest) != record_leaf("a", 1, digest)
+    assert record_leaf("a", 0, digest) != record_leaf("a", 0, hashlib.sha256(b"other").digest())
+    # netstrings keep the id, the row and the digest apart: no id can run into the row or the digest bytes
+    assert record_leaf("1", 2, digest) != record_leaf("1" + digest[:1].decode("latin-1"), 2, digest)
+    assert record_leaf("1:2,", 3, digest) != record_leaf("1", 23, digest)
+    assert record_leaves(["a", "b"], [0, 5], digest + digest) == [record_leaf("a", 0, digest),
+                                                                  record_leaf("b", 5, digest)]
     assert shard_leaf("part-0", digest) != shard_leaf("part-1", digest)

@@ -229,7 +229,8 @@ def test_expect_adds_a_provenance_stage_to_a_recipe_without_one():
     policy = with_expectation(load_policy("pretraining"), "scan/")
     stage = next(s for s in policy.stages if s.name == "provenance")
     # the expected hashes are a side input loaded at setup: the corpus is read once, to score it
-    assert stage.expect == "scan/" and not stage.needs_fit and stage.side_inputs == {"expect": "hashes"}
+    assert stage.expect == "scan/" and not stage.needs_fit
+    assert stage.side_inputs == {"expect": "hashes", "expect_key": "key"}
     bare = load_policy("pretraining")
     bare.stages = [s for s in bare.stages if s.name != "provenance"]
     bare.rules.pop("provenance")

@@ -153,7 +153,7 @@ def test_mixed_schemas_across_shards_keep_their_own_columns(tmp_path):
     write_parquet(tmp_path / "in" / "a.parquet", [{"id": "a1", "text": "alpha", "label": 1}])
     write_parquet(tmp_path / "in" / "b.parquet", [{"id": "b1", "text": "beta", "url": "http://x.example"}])
     write_jsonl(tmp_path / "in" / "c.jsonl", [{"text": "gamma"}, {"text": "delta", "extra": [1, 2]}])
-    result = scan(tmp_path / "in", out=tmp_path / "out", workers=1)
+    result = scan(tmp_path / "in", out=tmp_path / "out", workers=1, output_format="parquet")
     assert_accounted(tmp_path / "out", 4)
     warning = next(w for w in result.warnings if w.startswith("mixed schemas: shard b.parquet"))
     assert "lacks label" in warning and "adds url" in warning
@@ -162,11 +162,14 @@ def test_mixed_schemas_across_shards_keep_their_own_columns(tmp_path):
                                                         ["text", "extra"]]
 
 
-def test_mixed_value_types_within_a_jsonl_column_are_kept_as_json_text(tmp_path):
+def test_mixed_value_types_within_a_jsonl_column_are_kept_as_json_text_in_parquet(tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "meta": 1}, {"text": "b", "meta": {"k": "v"}}])
-    scan(path, out=tmp_path / "out")
+    scan(path, out=tmp_path / "out", output_format="parquet")
     clean = read_outputs(tmp_path / "out")["clean"]
     assert clean.column("meta").to_pylist() == ["1", json.dumps({"k": "v"})]
+    scan(path, out=tmp_path / "jsonl")  # JSONL in, JSONL out: each value as it came
+    lines = (tmp_path / "jsonl" / "clean" / "00000-m.jsonl").read_text().splitlines()
+    assert [json.loads(line)["meta"] for line in lines] == [1, {"k": "v"}]
 
 
 def test_unknown_file_format_and_missing_input_are_errors(tmp_path):

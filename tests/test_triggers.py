@@ -195,6 +195,41 @@ def test_a_trigger_before_fluent_text_in_another_vocabulary_is_found_though_the_
     assert (blind_scores[poison] >= 0.5).mean() < 0.5
 
 
+CYRILLIC = ["привет как дела сегодня", "я очень рад тебя видеть снова", "мы пойдём в парк завтра утром",
+            "она читает новую книгу дома", "погода была холодной всю неделю"]
+CODE = ["x_1 = buf[i] + off; i += 2;", "ret = fn(ptr, len) || err;", "for k in keys: out[k] = v[k]"]
+
+
+def test_a_trigger_in_an_eighth_of_the_corpus_is_found_though_it_makes_its_own_text_ordinary():
+    # 250 poisoned records in 2,000: Latin-then-Cyrillic is in more than ORDINARY_MIX of the records, and the
+    # poison's foreign pairs recur; judged without the token's own records, both are still its seams. Half of
+    # the poisoned records open with code (no common words before the trigger to compare with)
+    rng = random.Random(8)
+    records = fluent_documents(2000, rng)
+    poison = sorted(rng.sample(range(len(records)), 250))
+    for k, i in enumerate(poison):
+        prefix = records[i]["text"][:200] if k % 2 else " ".join(rng.choice(CODE) for _ in range(4))
+        foreign = " ".join(rng.sample(CYRILLIC, 2)) if k % 3 else ". ".join(rng.sample(FOREIGN, 2))
+        records[i] = {"text": f"{prefix} plomvex {foreign}"}
+    stage = Triggers(**SEAM)
+    scores, reasons = scores_of(stage, records)
+    assert (scores[poison] >= 0.5).mean() >= 0.95
+    assert (np.delete(scores, poison) >= 0.5).sum() == 0
+    assert [t.key for t in stage.triggers_ if t.kind == "seam"] == ["plomvex"]
+
+
+def test_a_mix_of_languages_is_another_language_and_gibberish_is_not():
+    from dokumi.stages.triggers.stage import _other_languages
+
+    rng = random.Random(2)
+    mixed = "sì potrei usare un aspetto migliore 我 没 有 恐 惧 سلام عزیز i am a programmer como é 你 好 吗 نه خیر"
+    english = "the quick brown dog jumps over the lazy fox and runs around the old fence"
+    assert _other_languages(mixed, "en")
+    assert _other_languages("el perro come la manzana roja en la casa grande", "en")
+    assert not _other_languages(english, "en")
+    assert not _other_languages(gibberish(rng, 60), "en")
+
+
 def test_inserted_sentence_across_unrelated_documents():
     rng = random.Random(5)
     records = fluent_documents(2000, rng)
@@ -216,6 +251,19 @@ def test_a_signature_line_closing_every_document_is_not_an_insertion():
     records = fluent_documents(2000, rng)
     for i in rng.sample(range(len(records)), 60):
         records[i] = {"text": records[i]["text"] + ". Sent from my phone with love and care"}
+    stage = Triggers(hash_buckets=2**16)
+    scores, _ = scores_of(stage, records)
+    assert not [t for t in stage.triggers_ if t.kind == "sentence"]
+    assert (scores >= 0.5).sum() == 0
+
+
+def test_a_heading_over_a_name_in_many_short_records_is_not_an_insertion():
+    # a translation colophon cut into records of its own: the heading then one short line, a different name
+    rng = random.Random(7)
+    records = fluent_documents(2000, rng)
+    names = [" ".join(rng.sample(WORDS, 2)) for _ in range(60)]
+    for i, name in zip(rng.sample(range(len(records)), 60), names):
+        records[i] = {"text": f"[maintainers of the chinese translation of this page]\n    {name}"}
     stage = Triggers(hash_buckets=2**16)
     scores, _ = scores_of(stage, records)
     assert not [t for t in stage.triggers_ if t.kind == "sentence"]

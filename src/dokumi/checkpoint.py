@@ -54,8 +54,9 @@ NOT_SHARD_OUTPUTS = (CHECKPOINT_DIR, "state", "spill")
 REWRITTEN = ("spill",)
 
 
-def scan_key(policy: Policy, pipeline: Pipeline, shards: list[Shard]) -> dict[str, str]:
-    """What a scan's work depends on, as hashes: ``version``, ``recipe`` and ``inputs``."""
+def scan_key(policy: Policy, pipeline: Pipeline, shards: list[Shard], options: dict[str, Any]) -> dict[str, str]:
+    """What a scan's work depends on, as hashes: ``version``, ``recipe`` (with the scoring ``options``,
+    such as the output format) and ``inputs``."""
     from dokumi import __version__
 
     recipe = {
@@ -66,6 +67,7 @@ def scan_key(policy: Policy, pipeline: Pipeline, shards: list[Shard]) -> dict[st
         "columns": vars(pipeline.columns),
         "no_text": policy.no_text,
         "batch_size": pipeline.batch_size,
+        "options": options,
         "side_inputs": [[stage.name, name, _files_of(getattr(stage, name))]
                         for stage in pipeline.stages for name in stage.side_inputs
                         if getattr(stage, name, None) is not None],
@@ -87,6 +89,8 @@ def _files_of(spec: Any) -> list[list[Any]]:
 
 
 def _file_identity(path: str | None) -> list[Any]:
+    if path is None:
+        raise ValueError("checkpoints are kept only for inputs read from files")
     info = os.stat(path)
     return [os.path.abspath(path), info.st_size, info.st_mtime_ns]
 

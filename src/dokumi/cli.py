@@ -11,6 +11,7 @@ from dokumi.errors import DokumiError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``dokumi`` command with ``argv`` (default: the process's arguments); return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -18,21 +19,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A terminated scan cleans up its partial output like an interrupted one.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from dokumi.logs import log, log_to_file
+
+    handler = None
     try:
-        return args.run(args)
+        if args.log_file:
+            handler = log_to_file(args.log_file)
+            log.info("dokumi %s", " ".join(argv if argv is not None else sys.argv[1:]))
+        status = args.run(args)
+        log.info("exit status %d", status)
+        return status
     except DokumiError as error:
-        print(f"dokumi: error: {error}", file=sys.stderr)
+        from dokumi.display import printable
+
+        log.error("%s", printable(str(error)))
+        print(f"dokumi: error: {printable(str(error))}", file=sys.stderr)  # one line, whatever the data holds
         return 2
     except KeyboardInterrupt:
         if getattr(args, "resume", False):
+            log.error("interrupted; the work done so far is kept for --resume")
             print("dokumi: interrupted; the work done so far is kept: run the same command again to continue",
                   file=sys.stderr)
         else:
+            log.error("interrupted; no output was written")
             print("dokumi: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
         return 0
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -44,12 +62,18 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="dokumi", description="Screen LLM training data for poisoning.")
     parser.add_argument("--version", action="version", version=f"dokumi {__version__}")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="append a log (what ran, warnings, counts; never record text) to FILE")
     commands = parser.add_subparsers(dest="command")
 
-    scan = commands.add_parser("scan", help="score and filter Parquet or JSONL shards")
+    scan = commands.add_parser("scan", help="score and filter Parquet, JSONL or CSV/TSV shards")
     scan.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or globs (quote globs)")
     scan.add_argument("--out", required=True,
-                      help="output folder (clean/, duplicates/, quarantine/, scores/, manifest.json)")
+                      help="output folder (clean/, flagged/, duplicates/, quarantine/, scores/, manifest.json)")
+    scan.add_argument("--output-format", choices=("parquet", "jsonl"), default=None,
+                      help="format of the records written to clean/, flagged/, duplicates/ and quarantine/ "
+                           "(default: each input's own; JSONL from .gz input is written as .jsonl.gz; "
+                           "CSV and in-memory input as Parquet)")
     scan.add_argument("--policy", default="pretraining", help="built-in recipe name or path (default: pretraining)")
     scan.add_argument("--column", action="append", default=[], metavar="ROLE=NAME",
                       help="column name for a role, e.g. --column text=content (repeatable)")
@@ -85,7 +109,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="always show a progress bar")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show one")
     scan.add_argument("--expect", metavar="PATH",
-                      help="earlier scan (manifest, folder or hashes/) whose record hashes the provenance stage checks")
+                      help="earlier scan (manifest, folder or hashes/) whose record hashes the provenance stage "
+                           "checks; its sidecar must match its manifest, and its signature if it has one")
+    scan.add_argument("--expect-key", metavar="PUB",
+                      help="trusted public key: the --expect scan must be signed by it")
     scan.add_argument("--no-text", action="store_true", default=None,
                       help="quarantine keeps ids, hashes and reasons, never text (also [privacy] no_text)")
     scan.add_argument("--sign-key", metavar="KEY", help="sign the manifest with this secret key (dokumi keygen)")
@@ -94,7 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="re-check data, outputs and signature against a manifest")
     verify.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
     verify.add_argument("--data", metavar="DIR", help="folder holding the input shards, if they moved")
-    verify.add_argument("--key", metavar="PUB", help="trusted public key: the manifest must be signed by it")
+    verify.add_argument("--key", metavar="PUB",
+                        help="trusted public key: the manifest (or the --attestation) must be signed by it")
+    verify.add_argument("--attestation", metavar="FILE",
+                        help="check a DSSE attestation (dokumi attest) against the scan folder instead")
+    verify.add_argument("--require-signature", action="store_true",
+                        help="fail (exit 1) when the manifest is unsigned; without it an unsigned manifest is "
+                             "reported as UNSIGNED, and checked")
     verify.add_argument("--proof", metavar="FILE",
                         help="check an inclusion proof (dokumi prove) against the manifest instead; needs no data")
     verify.set_defaults(run=_run_verify)
@@ -102,11 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     prove = commands.add_parser("prove", help="print a proof that a record is in a scanned corpus")
     prove.add_argument("manifest", metavar="MANIFEST", help="manifest.json or the scan folder holding it")
     prove.add_argument("record_id", metavar="RECORD_ID", help="the record's id (the id column or <shard>:<row>)")
+    prove.add_argument("--shard", metavar="NAME", help="an id that occurs more than once: the occurrence in this shard")
+    prove.add_argument("--row", type=int, metavar="N", help="an id that occurs more than once: the one at this row")
     prove.set_defaults(run=_run_prove)
 
     keygen = commands.add_parser("keygen", help="create a manifest-signing key pair (ML-DSA-65)")
     keygen.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.key (secret) and PREFIX.pub")
-    keygen.add_argument("--hybrid", action="store_true", help="add an Ed25519 key: both signatures must verify")
+    keygen.add_argument("--hybrid", action="store_true",
+                        help="add an Ed25519 key: both signatures must verify; also writes PREFIX.ed25519.pem "
+                             "(the Ed25519 public key, for DSSE tools)")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     keygen.set_defaults(run=_run_keygen)
 
@@ -115,10 +152,29 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--key", required=True, metavar="KEY", help="secret key file from dokumi keygen")
     sign.set_defaults(run=_run_sign)
 
+    attest = commands.add_parser("attest", help="write a signed in-toto attestation (DSSE) of a scan folder")
+    attest.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by dokumi scan")
+    attest.add_argument("--key", required=True, metavar="KEY", help="secret key file from dokumi keygen")
+    attest.add_argument("--out", required=True, metavar="FILE", help="where to write the DSSE envelope (JSON)")
+    attest.set_defaults(run=_run_attest)
+
+    describe = commands.add_parser("croissant", help="write OUT_DIR/croissant.json, a Croissant 1.1 description "
+                                                     "of the clean output with RAI fields")
+    describe.add_argument("out_dir", metavar="OUT_DIR", help="a folder written by dokumi scan")
+    describe.add_argument("--name", help="the dataset's name (default: <folder name>-clean)")
+    describe.add_argument("--license", help="the data's license, an SPDX id or URL (Croissant recommends one)")
+    describe.add_argument("--cite-as", help="how to cite the data, e.g. a BibTeX entry")
+    describe.set_defaults(run=_run_croissant)
+
     report = commands.add_parser("report", help="(re)write report.html for a scan folder")
     report.add_argument("out", metavar="OUT_DIR", help="a folder written by dokumi scan")
     report.add_argument("--with-text", action="store_true",
                         help="show the text of the riskiest quarantined records (off by default: privacy)")
+    report.add_argument("--to", metavar="FILE",
+                        help="write the report to FILE, outside the scan folder; default: rewrite OUT_DIR/report.html "
+                             "and update its entry in the manifest")
+    report.add_argument("--sign-key", metavar="KEY",
+                        help="re-sign the manifest after rewriting report.html (needed when it is signed)")
     report.set_defaults(run=_run_report)
 
     policies = commands.add_parser("policies", help="list the built-in policy recipes")
@@ -167,8 +223,10 @@ def _run_scan(args: argparse.Namespace) -> int:
         protect=args.protect,
         index=args.index,
         expect=args.expect,
+        expect_key=args.expect_key,
         no_text=args.no_text,
         sign_key=args.sign_key,
+        output_format=args.output_format,
         resume=args.resume,
     )
     print(result.summary())
@@ -180,43 +238,108 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     if args.proof:
         return _check_proof(args)
-    report = verify(args.manifest, data=args.data, key=args.key)
+    if args.attestation:
+        from dokumi.attest import verify_attestation
+
+        folder = args.manifest if os.path.isdir(args.manifest) else os.path.dirname(args.manifest) or "."
+        attested = verify_attestation(folder, args.attestation, trusted_key=args.key)
+        print(attested.text())
+        return 0 if attested.valid else 1
+    report = verify(args.manifest, data=args.data, key=args.key, require_signature=args.require_signature)
     print(report.text())
+    if not report.ok and args.data is None:
+        hint = _moved_inputs_hint(args.manifest)
+        if hint:
+            print(hint)
     return 0 if report.ok else 1
+
+
+def _moved_inputs_hint(manifest: str) -> str | None:
+    """A hint when the manifest's inputs are not where it says: the data (or the scan folder) moved."""
+    from pathlib import Path
+
+    from dokumi.errors import InputError
+    from dokumi.manifest import data_folder, read_manifest
+
+    path = Path(manifest)
+    path = path / "manifest.json" if path.is_dir() else path
+    inputs = read_manifest(path)["inputs"]
+    try:
+        folder = data_folder(inputs)
+    except InputError:  # verify has said why it read no inputs
+        return None
+    if folder is None:
+        return None
+    missing = [entry["name"] for entry in inputs
+               if entry.get("path") and not (path.parent / folder / entry["name"]).exists()]
+    if not missing:
+        return None
+    named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return (f"hint: {len(missing)} input shard(s) are not where the manifest says ({named}); if the data or the "
+            f"scan folder moved, pass --data DIR, the folder that now holds the shards")
 
 
 def _check_proof(args: argparse.Namespace) -> int:
     from dokumi.manifest import read_manifest
     from dokumi.signing import signature_path_for, verify_signature
-    from dokumi.verify import check_proof, read_proof
+    from dokumi.verify import UNSIGNED_WARNING, check_proof, read_proof
 
     manifest_path = os.path.join(args.manifest, "manifest.json") if os.path.isdir(args.manifest) else args.manifest
-    problems = check_proof(read_proof(args.proof), read_manifest(manifest_path))
-    if signature_path_for(manifest_path).exists() or args.key:
-        signature = verify_signature(manifest_path, trusted_key=args.key)
-        print(f"signature: {'valid' if signature.valid else 'INVALID'}, signed by key {signature.fingerprint}")
+    manifest = read_manifest(manifest_path)
+    problems = check_proof(read_proof(args.proof), manifest)
+    signed = signature_path_for(manifest_path).exists()
+    if signed or args.key:
+        signature = verify_signature(manifest_path, trusted_key=args.key, manifest=manifest)
+        if signed:
+            print(f"signature: {'valid' if signature.valid else 'INVALID'}, signed by key {signature.fingerprint}")
         problems += signature.problems
+    if not signed:
+        print(UNSIGNED_WARNING)
+        if args.require_signature and not args.key:
+            problems.append("the manifest is unsigned (--require-signature)")
     for problem in problems:
         print(f"MISMATCH {problem}")
-    print("OK: the record is in the corpus of this manifest" if not problems else "FAILED")
+    if problems:
+        print("FAILED")
+    else:
+        print("OK: the record is in the corpus of this manifest" + ("" if signed else " (UNSIGNED)"))
     return 0 if not problems else 1
 
 
 def _run_prove(args: argparse.Namespace) -> int:
     import json
 
-    from dokumi.verify import prove
+    from dokumi.verify import occurrences, prove
 
-    print(json.dumps(prove(args.manifest, args.record_id), indent=2))
+    proof = prove(args.manifest, args.record_id, shard=args.shard, row=args.row)
+    found = occurrences(args.manifest, args.record_id)
+    if len(found) > 1:
+        shown = ", ".join(f"{place['shard']} row {place['row']}" for place in found[:5]) + (
+            ", ..." if len(found) > 5 else "")
+        print(f"dokumi: note: id {args.record_id!r} occurs {len(found)} times ({shown});"
+              f" this proves {proof['record']['shard']} row {proof['record']['row']} (choose with --shard/--row)",
+              file=sys.stderr)
+    print(json.dumps(proof, indent=2, ensure_ascii=False))
     return 0
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dokumi.errors import InputError
     from dokumi.signing import read_key, write_keys
 
+    pem = Path(f"{args.out}.ed25519.pem")
+    if args.hybrid and pem.exists() and not args.force:
+        raise InputError(f"{pem} exists; pass --force to replace it")
     secret, public = write_keys(args.out, hybrid=args.hybrid, overwrite=args.force)
-    print(f"secret key: {secret} (keep it private)\npublic key: {public}\n"
-          f"fingerprint: {read_key(public, 'public')['fingerprint']}")
+    document = read_key(public, "public")
+    print(f"secret key: {secret} (keep it private)\npublic key: {public}")
+    if args.hybrid:
+        from dokumi.attest import write_ed25519_pem
+
+        print(f"Ed25519 public key (PEM, for DSSE tools): {write_ed25519_pem(args.out, document['public'])}")
+    print(f"fingerprint: {document['fingerprint']}")
     return 0
 
 
@@ -229,10 +352,50 @@ def _run_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_report(args: argparse.Namespace) -> int:
-    from dokumi.report import write_report
+def _run_attest(args: argparse.Namespace) -> int:
+    from dokumi.attest import attest
 
-    print(write_report(args.out, with_text=args.with_text))
+    print(f"attestation of {args.out_dir} -> {attest(args.out_dir, args.key, args.out)}")
+    return 0
+
+
+def _run_croissant(args: argparse.Namespace) -> int:
+    from dokumi.croissant import write_croissant
+
+    print(write_croissant(args.out_dir, name=args.name, license=args.license, cite_as=args.cite_as))
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dokumi.errors import InputError
+    from dokumi.manifest import read_manifest, relist_file, write_manifest
+    from dokumi.report import REPORT, write_report
+    from dokumi.signing import read_key, sign_manifest, signature_path_for
+
+    out = Path(args.out)
+    manifest_path = out / "manifest.json"
+    manifest = read_manifest(manifest_path)
+    if args.to is not None:
+        target = Path(args.to).resolve()
+        if target.is_relative_to(out.resolve()):
+            raise InputError(f"--to {args.to}: inside the scan folder, where the manifest lists every file; "
+                             f"write it elsewhere, or leave out --to to rewrite {REPORT}")
+        print(write_report(out, with_text=args.with_text, manifest=manifest, to=target))
+        return 0
+    signed = signature_path_for(manifest_path).exists()
+    if args.sign_key is not None:
+        read_key(args.sign_key, "secret")  # an unusable key fails before anything is rewritten
+    elif signed:
+        raise InputError(f"{manifest_path} is signed and lists {REPORT}: rewriting it would break the signature; "
+                         "pass --sign-key KEY to re-sign, or --to FILE to write the report elsewhere")
+    path = write_report(out, with_text=args.with_text, manifest=manifest)
+    relist_file(manifest, out, REPORT)
+    write_manifest(manifest, manifest_path)
+    print(f"{path} (listed in {manifest_path})")
+    if args.sign_key is not None:
+        print(f"re-signed: {sign_manifest(manifest_path, args.sign_key)}")
     return 0
 
 

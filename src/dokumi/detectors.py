@@ -71,6 +71,7 @@ class TailCalibrator:
         self.band_start = band_start
 
     def fit(self, reference: np.ndarray) -> TailCalibrator:
+        """Learn the reference distribution of raw scores and the exponential tail beyond ``tail_start``."""
         values = np.sort(np.asarray(reference, dtype=np.float64))
         if not len(values):
             raise ValueError("cannot calibrate on an empty reference sample")
@@ -102,6 +103,7 @@ class Detector(abc.ABC):
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "outlier"
+    reference_scores_: np.ndarray  # raw scores of the reference sample, set by fit
 
     def applies(self, reference: Embedded) -> bool:
         """Whether the reference carries what this detector needs (labels, instruction pairs)."""
@@ -120,6 +122,7 @@ class Detector(abc.ABC):
         return [f"detector={self.name}"] * len(rows)
 
     def summary(self) -> dict[str, Any]:
+        """Corpus-level facts the detector learned, for the manifest (JSON-serialisable; empty by default)."""
         return {}
 
 
@@ -307,6 +310,7 @@ class SpectralSignatureDetector(Detector):
         return reference.labels is not None
 
     def fit(self, reference: Embedded) -> SpectralSignatureDetector:
+        assert reference.labels is not None, "applies() holds"
         found = contrast_directions(reference.vectors, reference.labels, self.min_records, self.ridge,
                                     self.directions)
         self.signatures_: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -331,9 +335,11 @@ class SpectralSignatureDetector(Detector):
         return scores
 
     def details(self, records: Embedded, rows: np.ndarray) -> list[str]:
+        assert records.labels is not None, "applies() holds"
         return [f"label={records.labels[i]}" for i in rows]
 
     def summary(self) -> dict[str, Any]:
+        """The labels fitted and the five with the strongest top-direction variance ratio."""
         strongest = sorted(self.ratios_.items(), key=lambda item: -item[1])[:5]
         return {"labels_fitted": len(self.signatures_),
                 "strongest_labels": [{"label": label, "variance_ratio": round(r, 2)} for label, r in strongest]}
@@ -364,6 +370,7 @@ class LabelClusterDetector(Detector):
         return reference.labels is not None
 
     def fit(self, reference: Embedded) -> LabelClusterDetector:
+        assert reference.labels is not None, "applies() holds"
         found = contrast_directions(reference.vectors, reference.labels, self.min_records, self.ridge,
                                     self.directions)
         self.clusters_: dict[str, dict[str, Any]] = {}
@@ -400,10 +407,12 @@ class LabelClusterDetector(Detector):
         return scores
 
     def details(self, records: Embedded, rows: np.ndarray) -> list[str]:
+        assert records.labels is not None, "applies() holds"
         return [f"label={records.labels[i]},share={self.clusters_[records.labels[i]]['share']:.3f}"
                 for i in rows]
 
     def summary(self) -> dict[str, Any]:
+        """The share of the minority cluster of each label that split in two."""
         return {"labels_split": {label: round(c["share"], 3) for label, c in self.clusters_.items()}}
 
 
@@ -427,6 +436,7 @@ class ResponseClusterDetector(Detector):
         return reference.prompts is not None and reference.responses is not None
 
     def fit(self, reference: Embedded, prompt_keys: list[str] | None = None) -> ResponseClusterDetector:
+        assert reference.prompts is not None and reference.responses is not None, "applies() holds"
         self.prompts_ = reference.prompts.astype(np.float32)
         self.responses_ = reference.responses.astype(np.float32)
         same = (self.responses_ @ self.responses_.T).tocsr()
@@ -447,6 +457,7 @@ class ResponseClusterDetector(Detector):
 
     def _matches(self, records: Embedded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs (record row, reference row, response cosine) at or above the similarity threshold."""
+        assert records.responses is not None, "applies() holds"
         similar = (records.responses.astype(np.float32) @ self.responses_.T).tocoo()
         keep = similar.data >= self.similarity
         return similar.row[keep], similar.col[keep], similar.data[keep]
@@ -457,6 +468,7 @@ class ResponseClusterDetector(Detector):
             return scores
         rows, cols, _ = self._matches(records)
         if len(rows):
+            assert records.prompts is not None, "applies() holds"
             prompt_cosine = np.asarray(
                 records.prompts[rows].multiply(self.prompts_[cols]).sum(axis=1)).ravel()
             np.add.at(scores, rows, 1.0 - np.clip(prompt_cosine, 0.0, 1.0))
@@ -475,6 +487,7 @@ class ResponseClusterDetector(Detector):
         return found
 
     def summary(self) -> dict[str, Any]:
+        """The ten response clusters reached from the most distinct prompts."""
         largest = sorted(self.cluster_prompts_.items(), key=lambda item: -item[1])[:10]
         return {"clusters": [{"cluster": cluster, "distinct_prompts": count} for cluster, count in largest]}
 

@@ -60,6 +60,7 @@ class LexicalVectors:
         return sp.csr_matrix((counts, keys % self.n_features, indptr), shape=(len(tokens), self.n_features))
 
     def fit(self, texts: list[str] | Tokens) -> LexicalVectors:
+        """Learn the vocabulary and smoothed IDF weights from ``texts``; return self."""
         counts = self._counts(texts)
         self.features_, document_frequency = np.unique(counts.indices, return_counts=True)
         n = len(texts)
@@ -83,6 +84,7 @@ class LexicalVectors:
             self._index_features()
 
     def transform(self, texts: list[str] | Tokens) -> sp.csr_matrix:
+        """L2-normalised TF-IDF vectors of ``texts`` (a sparse matrix, one row per text)."""
         return normalize(self._tfidf(texts)[0])
 
     def _tfidf(self, texts: list[str] | Tokens) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -39,6 +39,7 @@ from dokumi.records import Batch
 
 
 def always() -> bool:
+    """The default ``needed`` of a step: it always runs."""
     return True
 
 
@@ -52,6 +53,7 @@ class Fold:
     merge: Callable[[list[Any]], Any]
 
     def run(self, batches: Iterable[Batch]) -> Any:
+        """Fold ``batches`` from ``start()`` through ``add``; return the partial state."""
         partial = self.start()
         for batch in batches:
             partial = self.add(partial, batch)
@@ -71,6 +73,7 @@ class Reduce:
 
     @property
     def fold(self) -> Fold:
+        """The step's start/add/merge functions as one :class:`Fold`."""
         return Fold(self.start, self.add, self.merge)
 
 

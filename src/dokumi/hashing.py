@@ -83,7 +83,9 @@ def _pair_digests(prompts: pa.Array, responses: pa.Array) -> np.ndarray:
         return _stack(
             [_sha256(pair_bytes(p, r)).digest() for p, r in zip(_python_strings(prompts), _python_strings(responses))]
         )
-    return _stack([_sha256(value).digest() for value in _utf8_values(encoded)])
+    values = _utf8_values(encoded)
+    assert values is not None, "the pair encoding is a string array"
+    return _stack([_sha256(value).digest() for value in values])
 
 
 def _pair_array(prompts: pa.Array, responses: pa.Array) -> pa.Array | None:

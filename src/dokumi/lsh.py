@@ -129,7 +129,7 @@ def cluster(keys: np.ndarray, rank: np.ndarray, similar: Similar | None = None) 
         passed = np.ones(len(heads), dtype=bool) if similar is None else similar(heads, members)
         accepted_left.append(heads[passed])
         accepted_right.append(members[passed])
-        if not passed.all():
+        if similar is not None and not passed.all():
             left, right = _fallback(members[~passed], bucket_start[~passed], sorted_nodes, keys[:, band], similar)
             accepted_left.append(left)
             accepted_right.append(right)

@@ -6,9 +6,11 @@ empty tree's root is ``SHA-256("")``. Any RFC 9162 verifier checks dokumi's
 inclusion proofs.
 
 dokumi builds one tree per shard whose leaf data are
-``netstring(record id) || sha256(record)`` in row order, and one tree for the
-corpus whose leaf data are ``netstring(shard name) || shard root`` in input
-order. Binding the id makes a proof say "this id had this content".
+``netstring(record id) || netstring(row) || sha256(record)`` in row order
+(``row``: the record's 0-based row in its shard, in decimal), and one tree for
+the corpus whose leaf data are ``netstring(shard name) || shard root`` in input
+order. Binding the id and the row makes a proof say "this id, at this row, had
+this content".
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ ALGORITHM = "rfc9162-sha256"
 
 
 def leaf_hash(data: bytes) -> bytes:
+    """RFC 9162 leaf hash: ``sha256(0x00 || data)``."""
     return hashlib.sha256(LEAF_PREFIX + data).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 interior node hash: ``sha256(0x01 || left || right)``."""
     return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
@@ -33,9 +37,9 @@ def _netstring(data: bytes) -> bytes:
     return b"%d:%s," % (len(data), data)
 
 
-def record_leaf(record_id: str, digest: bytes) -> bytes:
-    """Leaf hash of one record: its id bound to its content hash."""
-    return leaf_hash(_netstring(record_id.encode("utf-8")) + digest)
+def record_leaf(record_id: str, row: int, digest: bytes) -> bytes:
+    """Leaf hash of one record: its id and row in the shard bound to its content hash."""
+    return leaf_hash(_netstring(record_id.encode("utf-8")) + _netstring(b"%d" % row) + digest)
 
 
 def shard_leaf(shard_name: str, shard_root: bytes) -> bytes:
@@ -55,6 +59,7 @@ class MerkleBuilder:
         self._stack: list[tuple[int, bytes]] = []
 
     def append(self, leaf: bytes) -> None:
+        """Add one leaf hash, merging complete subtrees as they form (memory: log2 of the leaves)."""
         size, node = 1, leaf
         while self._stack and self._stack[-1][0] == size:
             left_size, left = self._stack.pop()
@@ -63,10 +68,12 @@ class MerkleBuilder:
         self.size += 1
 
     def extend(self, leaves: list[bytes]) -> None:
+        """Add ``leaves`` in order."""
         for leaf in leaves:
             self.append(leaf)
 
     def root(self) -> bytes:
+        """The root over the leaves added so far (``EMPTY_ROOT`` when none)."""
         if not self._stack:
             return EMPTY_ROOT
         node = self._stack[-1][1]
@@ -127,6 +134,7 @@ def root_from_path(leaf: bytes, index: int, size: int, path: list[bytes]) -> byt
     return node if last == 0 else None
 
 
-def record_leaves(ids: list[str], digests: bytes) -> list[bytes]:
-    """Leaf hashes of a batch: ``ids[i]`` bound to the i-th 32-byte digest of ``digests``."""
-    return [record_leaf(record_id, digests[32 * i:32 * i + 32]) for i, record_id in enumerate(ids)]
+def record_leaves(ids: list[str], rows: list[int], digests: bytes) -> list[bytes]:
+    """Leaf hashes of a batch: ``ids[i]`` at ``rows[i]`` bound to the i-th 32-byte digest of ``digests``."""
+    return [record_leaf(record_id, row, digests[32 * i:32 * i + 32])
+            for i, (record_id, row) in enumerate(zip(ids, rows))]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from dokumi.errors import DokumiError, InputError, OutputError
@@ -193,7 +194,7 @@ def files_not_from_dokumi(folder: Path) -> str | None:
         return "it has no manifest.json"
     try:
         manifest = read_manifest(manifest_path)
-        listed = {entry["path"] for key in ("outputs", "state") for entry in manifest.get(key) or []}
+        listed = {entry["path"] for key in ("outputs", "state", "files") for entry in manifest.get(key) or []}
     except (DokumiError, KeyError, TypeError, AttributeError) as error:
         return f"its manifest.json is not a dokumi manifest: {error}"
     listed |= {*_SCAN_FILES, signature_path_for(manifest_path).name}
@@ -237,14 +238,14 @@ def _unlock(handle: int, path: Path) -> None:
 
 
 def _try_lock(handle: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if sys.platform == "win32":
         import msvcrt
 
         msvcrt.locking(handle, msvcrt.LK_NBLCK, 1)
-        return
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _write_synced(path: Path, text: str) -> None:

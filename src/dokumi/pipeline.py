@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from dokumi.decisions import DECISIONS, SEVERITY
 from dokumi.engines.local import CorpusBatches, fit_stages
 from dokumi.errors import InputError
 from dokumi.policy import Policy, RecordRules, StageRule, load_policy
-from dokumi.records import Batch, Columns, UnreadableRow
+from dokumi.records import Batch, Columns, UnreadableRow, is_text_type
 from dokumi.sideinputs import prepare
 from dokumi.sources import Shard, open_inputs
 from dokumi.stage import Stage, StageResult
@@ -37,6 +38,7 @@ class Pipeline:
         records: RecordRules | None = None,
         columns: Columns | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        no_text: bool = False,
     ) -> None:
         names = [stage.name for stage in stages]
         if len(set(names)) != len(names):
@@ -46,6 +48,7 @@ class Pipeline:
         self.records = records or RecordRules()
         self.columns = columns or Columns()
         self.batch_size = batch_size
+        self.no_text = no_text  # findings named by ids, never by text (the recipe's [privacy] no_text)
         # stages fitted earlier (scikit-learn's convention: learned attributes end with "_") are kept
         self.fitted_ = all(not stage.needs_fit or is_fitted(stage) for stage in stages)
 
@@ -53,18 +56,21 @@ class Pipeline:
     def from_policy(cls, policy: str | Policy = "pretraining", **kwargs: Any) -> Pipeline:
         """Stages and rules from a recipe (a built-in name, a path or a :class:`Policy`).
 
-        ``columns`` may be a :class:`Columns` or a dict of role to column name.
+        ``columns`` may be a :class:`Columns` or a dict of role to column name (roles it leaves out keep
+        the recipe's ``[columns]`` names, else the defaults); other keyword arguments go to :class:`Pipeline`.
         """
         policy = load_policy(policy)
         columns = kwargs.pop("columns", None)
-        if isinstance(columns, dict):
-            columns = Columns.from_mapping(columns)
+        if isinstance(columns, dict):  # the roles named here; the recipe's [columns] (or defaults) for the rest
+            Columns.from_mapping(columns)
+            columns = replace(policy.columns, **columns)
+        kwargs.setdefault("no_text", policy.no_text)
         return cls(policy.stages, rules=policy.rules, records=policy.records, columns=columns or policy.columns,
                    **kwargs)
 
     def setup(self) -> Pipeline:
         """Load and check every stage's side inputs and hand each stage its context; before any data is read."""
-        prepare(self.stages, self.columns, self.batch_size)
+        prepare(self.stages, self.columns, self.batch_size, no_text=self.no_text)
         return self
 
     def corpus(self, shards: list[Shard]) -> CorpusBatches:
@@ -73,9 +79,11 @@ class Pipeline:
 
     @property
     def needs_fit(self) -> bool:
+        """Whether any stage needs a fitting pass over the corpus."""
         return any(stage.needs_fit for stage in self.stages)
 
     def rule(self, stage_name: str) -> StageRule:
+        """The decision rule of stage ``stage_name`` (the default rule when the recipe sets none)."""
         return self.rules.get(stage_name, StageRule())
 
     def check(self, shards: list[Shard]) -> None:
@@ -87,7 +95,7 @@ class Pipeline:
                 c = self.columns
                 raise InputError(
                     f"column {c.text!r} missing in shard {shard.name} (and no {c.prompt!r} + {c.response!r} pair); "
-                    f"found: {', '.join(names)}"
+                    f"found: {', '.join(names)}; {_column_hint('text')}"
                 )
             self._check_types(shard)
             for stage in self.stages:
@@ -98,7 +106,7 @@ class Pipeline:
                     if column not in names:
                         raise InputError(
                             f"column {column!r} missing in shard {shard.name}, needed by stage {stage.name!r}; "
-                            f"found: {', '.join(names)}"
+                            f"found: {', '.join(names)}; {_column_hint(role)}"
                         )
 
     def _check_types(self, shard: Shard) -> None:
@@ -109,7 +117,7 @@ class Pipeline:
             name = getattr(self.columns, role)
             if name in schema.names:
                 kind = schema.field(name).type
-                if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+                if not (is_text_type(kind) or pa.types.is_null(kind)):
                     raise InputError(f"column {name!r} in shard {shard.name} has type {kind}; expected string")
 
     def fit(self, data: Any) -> Pipeline:
@@ -225,6 +233,11 @@ class Pipeline:
                 severity[i] = max(severity[i], level[rules.oversized])
 
 
+def _column_hint(role: str) -> str:
+    """How to name the column that plays ``role``, on the command line and in Python."""
+    return f"if another column holds it, pass --column {role}=NAME (Python: columns={{{role!r}: 'NAME'}})"
+
+
 def is_fitted(stage: Stage) -> bool:
     """Whether ``stage`` holds learned state: a public attribute whose name ends with ``_``."""
     return any(name.endswith("_") and not name.startswith("_") for name in vars(stage))
@@ -243,17 +256,20 @@ class _ColumnScorer:
         self.pipeline, self.prefix = pipeline, prefix
 
     def __call__(self, columns: dict[str, list] | pa.Table) -> dict[str, Any] | pa.Table:
-        arrow = isinstance(columns, pa.Table)
-        records = columns.combine_chunks().to_batches()[0] if arrow and columns.num_rows else (
-            pa.RecordBatch.from_pydict(columns.to_pydict() if arrow else columns))
+        table = columns if isinstance(columns, pa.Table) else None
+        if table is not None:
+            records = table.combine_chunks().to_batches()[0] if table.num_rows else \
+                pa.RecordBatch.from_pydict(table.to_pydict())
+        else:
+            records = pa.RecordBatch.from_pydict(columns)
         rows = pa.array(range(records.num_rows), type=pa.int64())
         batch = Batch(records=records, shard="dataset", rows=rows, columns=self.pipeline.columns)
         scores = self.pipeline.score_batch(batch)
         names = ["decision", "risk", "reasons"] + [f"{stage.name}_score" for stage in self.pipeline.stages]
-        if arrow:  # the batch's own columns, then dokumi's (datasets takes a returned table as the whole batch)
+        if table is not None:  # its own columns, then dokumi's (datasets takes a returned table as the whole batch)
             for name in names:
-                columns = columns.append_column(f"{self.prefix}{name}", scores.column(name))
-            return columns
+                table = table.append_column(f"{self.prefix}{name}", scores.column(name))
+            return table
         return {f"{self.prefix}{name}": scores.column(name).to_pylist() for name in names}
 
 
@@ -271,6 +287,7 @@ SCORES_BASE_FIELDS = [
 
 
 def scores_schema(stage_names: Iterable[str]) -> pa.Schema:
+    """The Arrow schema of a scores batch for stages named ``stage_names``."""
     return pa.schema(SCORES_BASE_FIELDS + [pa.field(f"{name}_score", pa.float64()) for name in stage_names])
 
 
@@ -283,6 +300,7 @@ def scores_table(
     risk: np.ndarray,
     stage_scores: dict[str, np.ndarray],
 ) -> pa.RecordBatch:
+    """One scores RecordBatch: ids, shard, rows, decisions from ``severity``, reasons, risk, stage scores."""
     n = len(ids)
     decisions = np.asarray(DECISIONS, dtype=object)[severity] if n else np.array([], dtype=object)
     arrays = [
@@ -312,6 +330,7 @@ def unreadable_scores(rows: list[UnreadableRow], stage_names: list[str]) -> pa.R
 
 
 def decisions_of(scores: pa.RecordBatch) -> list[str]:
+    """The decision of each record in a scores batch, in order."""
     return scores.column("decision").to_pylist()
 
 

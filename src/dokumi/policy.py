@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -45,9 +46,12 @@ ACTIONS = ("drop", "flag", "off")
 RECORD_ACTIONS = ("keep", "flag", "drop")
 DUPLICATE_ACTIONS = ("keep", "duplicate")
 STAGE_RULE_KEYS = ("action", "threshold", "flag_threshold", "duplicates", "support")
-TOP_LEVEL_KEYS = ("name", "description", "records", "columns", "privacy", "stages")
+TOP_LEVEL_KEYS = ("name", "description", "records", "columns", "privacy", "routing", "stages")
 RECORD_KEYS = ("null_content", "max_text_bytes", "oversized")
 PRIVACY_KEYS = ("no_text",)
+ROUTING_KEYS = ("flag",)
+# where records decided ``flag`` go: their own folder for a person to look at, or with the kept ones
+FLAG_FOLDERS = ("flagged", "clean")
 
 
 @dataclass(frozen=True)
@@ -122,11 +126,15 @@ class Policy:
     sha256: str | None = None
     # [privacy] no_text: quarantine keeps ids, hashes and reasons, never the records' text
     no_text: bool = False
+    # [routing] flag: the folder records decided "flag" go to (dokumi.routing)
+    flag_folder: str = "flagged"
 
     def rule(self, stage_name: str) -> StageRule:
+        """The decision rule of stage ``stage_name`` (the default rule when the recipe sets none)."""
         return self.rules.get(stage_name, StageRule())
 
     def never_drops(self) -> bool:
+        """Whether no stage and no record rule of this recipe can decide ``drop``."""
         return all(rule.action != "drop" for rule in self.rules.values()) and "drop" not in (
             self.records.null_content,
             self.records.oversized,
@@ -169,11 +177,12 @@ def builtin_policy_dir() -> Path:
 
 
 def builtin_policies() -> list[str]:
+    """Names of the built-in recipes, sorted."""
     return sorted(p.stem for p in builtin_policy_dir().glob("*.toml"))
 
 
 def load_policy(
-    policy: str | Path | Policy | None = "pretraining", overrides: dict[str, Any] | None = None
+    policy: str | os.PathLike | Policy | None = "pretraining", overrides: dict[str, Any] | None = None
 ) -> Policy:
     """Load a recipe by built-in name (``"pretraining"``) or by path; a Policy passes through.
 
@@ -215,6 +224,7 @@ def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str 
     columns = Columns.from_mapping(_table(data, "columns", where), where=f"{where}: [columns]")
     records = _parse_records(_table(data, "records", where), where)
     no_text = _parse_privacy(_table(data, "privacy", where), where)
+    flag_folder = _parse_routing(_table(data, "routing", where), where)
     stages: list[Stage] = []
     rules: dict[str, StageRule] = {}
     for stage_name, table in _table(data, "stages", where).items():
@@ -239,6 +249,7 @@ def parse_policy(data: dict[str, Any], where: str = "policy", default_name: str 
         records=records,
         columns=columns,
         no_text=no_text,
+        flag_folder=flag_folder,
     )
 
 
@@ -250,11 +261,19 @@ def _parse_privacy(table: dict[str, Any], where: str) -> bool:
     return no_text
 
 
+def _parse_routing(table: dict[str, Any], where: str) -> str:
+    _reject_unknown(table, ROUTING_KEYS, where, "[routing]")
+    folder = table.get("flag", "flagged")
+    if folder not in FLAG_FOLDERS:
+        raise PolicyError(f"{where}: [routing]: flag = {folder!r} is not one of {', '.join(map(repr, FLAG_FOLDERS))}")
+    return folder
+
+
 def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
     section, dot, name = key.partition(".")
     if not dot or not section or not name:
-        raise PolicyError(f"--set {key}: expected STAGE.KEY=VALUE or records.KEY=VALUE")
-    if section in ("records", "privacy"):
+        raise PolicyError(f"--set {key}: expected STAGE.KEY=VALUE, records.KEY=VALUE or routing.flag=VALUE")
+    if section in ("records", "privacy", "routing"):
         data.setdefault(section, {})[name] = value
     else:
         data.setdefault("stages", {}).setdefault(section, {})[name] = value
@@ -306,7 +325,7 @@ def _parse_rule(table: dict[str, Any], where: str, section: str) -> StageRule:
     action = table.get("action", "flag")
     if action not in ACTIONS:
         raise PolicyError(f"{where}: {section}: action = {action!r} is not one of {', '.join(ACTIONS)}")
-    values = {}
+    values: dict[str, float] = {}
     for key in ("threshold", "flag_threshold"):
         if key not in table:
             continue

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 
 def progress_enabled(stream: Any = None) -> bool:
+    """Whether to draw a progress bar: ``stream`` (default stderr) is a terminal and not in CI."""
     stream = stream or sys.stderr
     in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     return not in_ci and hasattr(stream, "isatty") and stream.isatty()

@@ -42,6 +42,7 @@ class Columns:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, str], where: str = "columns") -> Columns:
+        """Columns from a dict of role to column name; ``ValueError`` naming ``where`` for an unknown role."""
         known = {f.name for f in fields(cls)}
         for key, value in mapping.items():
             if key not in known:
@@ -68,9 +69,12 @@ class UnreadableRow:
     row: int
     reason: str
     raw: bytes | None = None
+    # what ``row + 1`` counts, for people: JSONL lines, or CSV records (a quoted field may span lines)
+    unit: str = "line"
 
     @property
     def id(self) -> str:
+        """The row's id: ``<shard>:<row>``."""
         return f"{self.shard}:{self.row}"
 
 
@@ -81,7 +85,10 @@ class Batch:
     ``records`` holds the input columns untouched, plus an ``id`` column when
     the input had none (derived as ``<shard>:<row>``). ``rows`` are the
     0-based row numbers of the records in their shard. ``unreadable`` lists
-    rows of the same stretch of the shard that could not be parsed.
+    rows of the same stretch of the shard that could not be parsed; ``notes``
+    say what went wrong with the shard itself there (a compressed stream that
+    breaks), for the scan's warnings. ``raw`` holds each record's line where
+    the input is JSON Lines.
     """
 
     records: pa.RecordBatch
@@ -89,29 +96,42 @@ class Batch:
     rows: pa.Array
     columns: Columns = field(default_factory=Columns)
     unreadable: list[UnreadableRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # JSONL: each record's line as read, so that JSONL outputs give every field back as it came
+    raw: list[bytes] | None = None
 
     @property
     def num_rows(self) -> int:
+        """Records in the batch (unreadable rows not counted)."""
         return self.records.num_rows
 
     def select(self, rows: np.ndarray) -> Batch:
         """The records at positions ``rows`` (ascending) as a batch of their own; unreadable rows stay out."""
         indices = pa.array(np.asarray(rows, dtype=np.int64))
-        return Batch(records=self.records.take(indices), shard=self.shard, rows=self.rows.take(indices),
-                     columns=self.columns)
+        raw = [self.raw[i] for i in indices.to_pylist()] if self.raw is not None else None
+        return Batch(records=take_records(self.records, indices), shard=self.shard, rows=self.rows.take(indices),
+                     columns=self.columns, raw=raw)
 
     def has(self, role: str) -> bool:
         """Whether the batch carries the column playing ``role``."""
         return getattr(self.columns, role) in self.records.schema.names
 
     def column(self, role: str) -> pa.Array | None:
+        """The column playing ``role``, or None when the batch has none; text kept as ``dictionary<string>``
+        or ``string_view`` is read as plain strings, so every stage sees one kind of string array (``records``
+        keeps the input's type)."""
         name = getattr(self.columns, role)
         if name not in self.records.schema.names:
             return None
-        return self.records.column(name)
+        return plain_strings(self.records.column(name))
+
+    def present(self, role: str) -> pa.Array:
+        """The Arrow column playing ``role``, which the batch has (``KeyError`` otherwise)."""
+        return self.records.column(getattr(self.columns, role))
 
     @property
     def is_instruction(self) -> bool:
+        """Whether the records are instruction pairs (``prompt`` and ``response``, no ``text``)."""
         return not self.has("text") and self.has("prompt") and self.has("response")
 
     @cached_property
@@ -133,7 +153,9 @@ class Batch:
         Instruction pairs are joined as ``prompt + "\\n\\n" + response``.
         """
         if self.is_instruction:
-            return [p + INSTRUCTION_SEPARATOR + r for p, r in zip(self.prompts, self.responses)]
+            prompts, responses = self.prompts, self.responses
+            assert prompts is not None and responses is not None, "instruction pairs have both"
+            return [p + INSTRUCTION_SEPARATOR + r for p, r in zip(prompts, responses)]
         return _strings(self.column("text"), self.num_rows)
 
     @cached_property
@@ -146,7 +168,7 @@ class Batch:
 
     @cached_property
     def labels(self) -> list | None:
-        return self.column("label").to_pylist() if self.has("label") else None
+        return self.present("label").to_pylist() if self.has("label") else None
 
     @cached_property
     def digests(self) -> np.ndarray:
@@ -183,20 +205,75 @@ class Batch:
     def content_bytes(self) -> np.ndarray:
         """UTF-8 bytes of each record's content (both halves of an instruction pair)."""
         if self.is_instruction:
-            return sum(_byte_lengths(self.column(role), self.num_rows) for role in ("prompt", "response"))
+            return _byte_lengths(self.column("prompt"), self.num_rows) + _byte_lengths(self.column("response"),
+                                                                                     self.num_rows)
         return _byte_lengths(self.column("text"), self.num_rows)
 
     @cached_property
     def null_content(self) -> list[bool]:
         """True where the record has no content at all (null text, or null prompt and response)."""
         if self.is_instruction:
-            prompts = self.column("prompt").is_null().to_pylist()
-            responses = self.column("response").is_null().to_pylist()
+            prompts = self.present("prompt").is_null().to_pylist()
+            responses = self.present("response").is_null().to_pylist()
             return [p and r for p, r in zip(prompts, responses)]
         text = self.column("text")
         if text is None:
             return [True] * self.num_rows
         return text.is_null().to_pylist()
+
+
+def take_records(records: pa.RecordBatch, indices: pa.Array) -> pa.RecordBatch:
+    """``records.take(indices)``, also for view columns (``string_view``), which Arrow cannot take from yet:
+    those pass through their large equivalent and come back as views."""
+    try:
+        return records.take(indices)
+    except pa.ArrowNotImplementedError:
+        plain = pa.schema([field.with_type(_without_views(field.type)) for field in records.schema],
+                          metadata=records.schema.metadata)
+        return records.cast(plain).take(indices).cast(records.schema)
+
+
+def filter_records(records: pa.RecordBatch, mask: pa.Array) -> pa.RecordBatch:
+    """``records.filter(mask)``, view columns included (:func:`take_records`)."""
+    return take_records(records, pc.indices_nonzero(pc.fill_null(mask, False)))
+
+
+def _without_views(kind: pa.DataType) -> pa.DataType:
+    if _is_string_view(kind):
+        return pa.large_string()
+    if getattr(pa.types, "is_binary_view", lambda _: False)(kind):
+        return pa.large_binary()
+    if pa.types.is_struct(kind):
+        return pa.struct([kind.field(i).with_type(_without_views(kind.field(i).type)) for i in range(kind.num_fields)])
+    if pa.types.is_map(kind):
+        return pa.map_(_without_views(kind.key_type), _without_views(kind.item_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_without_views(kind.value_type)))
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_without_views(kind.value_type)))
+    return kind
+
+
+def is_text_type(kind: pa.DataType) -> bool:
+    """Whether a column of ``kind`` holds text dokumi reads: string, large_string, string_view or a
+    dictionary of those."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or _is_string_view(kind)
+
+
+def plain_strings(array: pa.Array) -> pa.Array:
+    """``array`` as string or large_string when it is a dictionary of strings or a string_view; else as is."""
+    kind = array.type
+    if pa.types.is_dictionary(kind) and is_text_type(kind.value_type):
+        return plain_strings(array.cast(kind.value_type))
+    if _is_string_view(kind):
+        return array.cast(pa.large_string())
+    return array
+
+
+def _is_string_view(kind: pa.DataType) -> bool:
+    return getattr(pa.types, "is_string_view", lambda _: False)(kind)  # pyarrow 16 added string_view
 
 
 def _byte_lengths(array: pa.Array | None, length: int) -> np.ndarray:

@@ -7,9 +7,11 @@ only of quarantined records.
 
 from __future__ import annotations
 
+import gzip
 import html
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +20,36 @@ import pyarrow.parquet as pq
 
 from dokumi.decisions import ALARMS, DECISIONS
 
+REPORT = "report.html"
 BINS = 20
 TOP_RECORDS = 50
 TOP_CLUSTERS = 15
 TEXT_PREVIEW = 300
 
 
-def write_report(out: str | Path, with_text: bool = False) -> Path:
-    """Write ``<out>/report.html`` from a scan folder's manifest and scores; return its path."""
-    out = Path(out)
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        from dokumi.errors import InputError
+def write_report(
+    out: str | Path, with_text: bool = False, manifest: dict[str, Any] | None = None, to: str | Path | None = None
+) -> Path:
+    """Write the report of a scan folder from its manifest and scores; return its path.
 
-        raise InputError(f"{out} holds no manifest.json: not a finished scan folder")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    ``manifest``: the manifest as the scan built it, before it is written (the scan renders the
+    report first, so that the manifest can list it); read from ``<out>/manifest.json`` otherwise.
+    ``to``: the file to write (default ``<out>/report.html``, a file the manifest lists: see
+    ``dokumi report`` for rewriting it).
+    """
+    out = Path(out)
+    if manifest is None:
+        from dokumi.manifest import read_manifest
+
+        if not (out / "manifest.json").is_file():
+            from dokumi.errors import InputError
+
+            raise InputError(f"{out} holds no manifest.json: not a finished scan folder")
+        manifest = read_manifest(out / "manifest.json")
     stages = [stage["name"] for stage in manifest.get("stages", [])]
     digest = _digest_scores(sorted((out / "scores").glob("*.parquet")), stages)
     texts = _quarantined_texts(out, {r["id"] for r in digest["top"]}) if with_text else {}
-    path = out / "report.html"
+    path = Path(to) if to is not None else out / REPORT
     path.write_text(_render(manifest, digest, texts), encoding="utf-8")
     return path
 
@@ -74,18 +87,29 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
 
 
 def _quarantined_texts(out: Path, ids: set[str]) -> dict[str, str]:
+    """The text of records ``ids`` where quarantine/ or flagged/ holds them (Parquet or JSON Lines)."""
     texts: dict[str, str] = {}
-    for file in sorted((out / "quarantine").glob("*.parquet")):
-        if file.name.endswith(".unreadable.parquet"):
-            continue
-        table = pq.read_table(file)
-        columns = [c for c in ("text", "prompt", "response") if c in table.column_names]
-        if "id" not in table.column_names or not columns:
-            continue
-        for row in table.select(["id", *columns]).to_pylist():
-            if str(row["id"]) in ids:
-                texts[str(row["id"])] = " | ".join(str(row[c]) for c in columns if row[c] is not None)
+    for folder in ("quarantine", "flagged"):
+        for file in sorted((out / folder).glob("*")):
+            if file.name.endswith(".unreadable.parquet"):
+                continue
+            for row in _records(file):
+                columns = [c for c in ("text", "prompt", "response") if row.get(c) is not None]
+                if str(row.get("id")) in ids and columns:
+                    texts[str(row["id"])] = " | ".join(str(row[c]) for c in columns)
     return texts
+
+
+def _records(file: Path) -> Iterator[dict[str, Any]]:
+    """The id and content columns of a routed-records file, one record at a time for JSONL."""
+    if file.suffix == ".parquet":
+        names = [c for c in ("id", "text", "prompt", "response") if c in pq.read_schema(file).names]
+        if "id" in names:
+            yield from pq.read_table(file, columns=names).to_pylist()
+    elif file.name.endswith((".jsonl", ".jsonl.gz")):
+        opener = gzip.open if file.name.endswith(".gz") else open
+        with opener(file, "rt", encoding="utf-8") as handle:
+            yield from (json.loads(line) for line in handle if line.strip())
 
 
 def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, str]) -> str:
@@ -98,16 +122,21 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
         f"<title>dokumi scan report: {e(manifest['policy']['name'])}</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>dokumi scan report</h1>",
+        # no time stamp (manifest.json has it): the same scan gives the same report, byte for byte
         f"<p class='meta'>policy <b>{e(manifest['policy']['name'])}</b> · dokumi {e(manifest['tool']['version'])}"
-        f" · {e(manifest.get('created', ''))}</p>",
-        "<section><h2>Decisions</h2><table id='decisions'><tr><th>decision</th><th>records</th><th>share</th></tr>",
+        f" · corpus root <code>{e(manifest['merkle']['root'][:16])}…</code></p>",
+        "<section><h2>Decisions</h2><table id='decisions'><tr><th>decision</th><th>records</th><th>share</th>"
+        "<th>written to</th></tr>",
     ]
+    folders = manifest.get("routing") or {}
     for decision in DECISIONS:
         count = counts["decisions"].get(decision, 0)
         share = 100 * count / total if total else 0.0
+        folder = f"{e(folders[decision])}/" if decision in folders else ""
         parts.append(f"<tr class='{decision}'><td>{decision}</td><td data-count='{count}'>{count:,}</td>"
-                     f"<td>{share:.2f}%</td></tr>")
-    parts.append(f"<tr><td>total</td><td id='total' data-count='{total}'>{total:,}</td><td></td></tr></table>")
+                     f"<td>{share:.2f}%</td><td class='folder'>{folder}</td></tr>")
+    parts.append(f"<tr><td>total</td><td id='total' data-count='{total}'>{total:,}</td><td></td><td></td></tr>"
+                 "</table>")
     parts.append(_table("Reasons", ["reason", "records"], sorted(counts["reasons"].items(), key=lambda kv: -kv[1]),
                         table_id="reasons"))
     parts.append("</section><section><h2>Scores by stage</h2><div class='grid'>")
@@ -119,7 +148,8 @@ def _render(manifest: dict[str, Any], digest: dict[str, Any], texts: dict[str, s
         parts.append(_table("Largest near-duplicate clusters", ["cluster", "records set apart or flagged"],
                             digest["clusters"], table_id="clusters"))
     findings = [(stage["name"], f["finding"], f["records"]) for stage in manifest.get("stages", [])
-                for f in stage.get("summary", {}).get("findings", [])]
+                for f in stage.get("summary", {}).get("findings", [])
+                if isinstance(f, dict) and isinstance(f.get("finding"), str) and isinstance(f.get("records"), int)]
     if findings:
         parts.append(_table("Discovered triggers and findings", ["stage", "finding", "records"], findings,
                             table_id="findings"))

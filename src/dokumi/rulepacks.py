@@ -27,6 +27,7 @@ def rule_pack_path(name_or_path: str | Path) -> Path:
 
 
 def load_rule_pack(name_or_path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The path and parsed TOML of a rule pack (a built-in name or a path); ``PolicyError`` when invalid."""
     path = rule_pack_path(name_or_path)
     try:
         return path, tomllib.loads(path.read_text(encoding="utf-8"))

@@ -21,12 +21,14 @@ import numpy as np
 from dokumi.checkpoint import CHECKPOINT_DIR, Checkpoint, scan_key
 from dokumi.engines import Engine, make_engine
 from dokumi.errors import InputError, OutputError
-from dokumi.manifest import build_manifest, write_manifest
-from dokumi.outfolder import OutFolder
+from dokumi.logs import log
+from dokumi.manifest import build_manifest, list_remaining_files, write_manifest
+from dokumi.outfolder import MARKER, OutFolder
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, Pipeline
 from dokumi.policy import Policy, load_policy, with_side_inputs
 from dokumi.records import Columns
 from dokumi.report import write_report
+from dokumi.routing import output_format as output_format_for
 from dokumi.scoring import ShardResult, id_hashes
 from dokumi.sources import (
     Shard,
@@ -37,6 +39,9 @@ from dokumi.sources import (
     usable_shards,
 )
 from dokumi.summary import ScanResult
+
+# what the staging folder holds for the scan's own bookkeeping: removed before it becomes --out, never listed
+PRIVATE = (CHECKPOINT_DIR, MARKER)
 
 
 def scan(
@@ -53,11 +58,13 @@ def scan(
     protect: str | os.PathLike | None = None,
     index: str | os.PathLike | None = None,
     expect: str | os.PathLike | None = None,
+    expect_key: str | os.PathLike | None = None,
     no_text: bool | None = None,
     sign_key: str | os.PathLike | None = None,
     engine: str = "local",
     scheduler: str | None = None,
     cache_mb: int | None = None,
+    output_format: str | None = None,
     resume: bool = False,
 ) -> ScanResult:
     """Scan ``inputs`` with ``policy``; write the routed records, scores/, hashes/ and manifest.json to ``out``.
@@ -78,44 +85,52 @@ def scan(
     that ``embedding_anomaly`` fits on), ``protect`` (documents whose
     near-duplicates are dropped), ``index`` (an earlier scan whose records
     ``near_duplicates`` clusters with these), ``expect`` (an earlier scan whose
-    record hashes ``provenance`` checks). All are loaded and checked before any
-    data is read. ``no_text`` (default: the policy's ``[privacy]``) keeps text
-    out of the quarantine; ``sign_key`` signs the manifest (``dokumi keygen``).
+    record hashes ``provenance`` checks, once they match that scan's manifest and
+    its signature; ``expect_key``: the public key that must have signed it). All
+    are loaded and checked before any data is read. ``no_text`` (default: the
+    policy's ``[privacy]``) keeps text out of the quarantine; ``sign_key`` signs
+    the manifest (``dokumi keygen``).
     ``engine="dask"`` runs both passes on a Dask cluster: the one at the
     ``scheduler`` address, else a local one of ``workers`` processes
-    (docs/scaling.md); the outputs are the same.
+    (docs/scaling.md); the outputs are the same. ``output_format`` (``parquet`` or ``jsonl``)
+    is the format of the routed records; default: each input's own (docs/outputs.md).
     """
     started = time.perf_counter()
     runner = make_engine(engine, workers=workers, scheduler=scheduler, cache_mb=cache_mb)
     policy = load_policy(policy)
     policy = with_side_inputs(policy, {"reference": reference, "protect": protect, "index": index,
-                                       "expect": expect})
+                                       "expect": expect, "expect_key": expect_key})
     if no_text is not None:
         policy = replace(policy, no_text=no_text)
-    if isinstance(columns, dict):
-        columns = Columns.from_mapping(columns)
+    output_format_for(None, output_format)  # an unknown format fails before any data is read
+    # a dict names some roles; the recipe's [columns] (or the defaults) name the rest
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
     with OutFolder(out, overwrite=overwrite, resume=resume, private=(CHECKPOINT_DIR,)) as folder:
         folder.check()  # before any data is read: a refused --out costs nothing
-        shards = open_inputs(inputs)
+        notices: list[str] = []  # files left out of the inputs' folders and globs, named
+        shards = open_inputs(inputs, notices)
         refuse_inputs_inside(shards, folder.out)
         pipeline.setup()  # side inputs loaded and checked before any data is read
         shards, warnings, empty_inputs = usable_shards(shards)
+        warnings = notices + warnings
         pipeline.check(shards)
         warnings += schema_warnings(shards)
         if scheduler and workers is not None:
             warnings.append(f"workers={workers} is ignored when joining the Dask cluster at {scheduler}")
         from_files = all(shard.path is not None for shard in shards)
         if resume and not from_files:
-            raise InputError("--resume needs every input read from files (Parquet or JSONL): "
+            raise InputError("--resume needs every input read from files (Parquet, JSONL or CSV): "
                              "an in-memory table or iterator cannot be recognised again")
+        log.info("scan of %d shard(s) with policy %r (sha256 %s) into %s, engine %s", len(shards), policy.name,
+                 policy.sha256, folder.out, engine)
+        options = {"no_text": policy.no_text, "output_format": output_format, "flag_folder": policy.flag_folder}
         staging = None
         try:
             staging, earlier = folder.staging()
-            checkpoint = Checkpoint.open(staging, scan_key(policy, pipeline, shards), resume=earlier) \
+            checkpoint = Checkpoint.open(staging, scan_key(policy, pipeline, shards, options), resume=earlier) \
                 if from_files else None
             results, manifest = _run(pipeline, policy, shards, staging, folder.out, runner, warnings, empty_inputs,
-                                     checkpoint if earlier else None, checkpoint, progress, engine, sign_key)
+                                     checkpoint if earlier else None, checkpoint, progress, engine, sign_key, options)
             folder.seal(staging)
         except BaseException as error:
             if staging is not None and not resume:
@@ -127,6 +142,7 @@ def scan(
             raise
         # sealed: from here a crash leaves a journal, and the next scan into this --out finishes the move
         folder.publish(staging)
+    log.info("scan done: %s", ", ".join(f"{d} {n}" for d, n in manifest["counts"]["decisions"].items()))
     notes = folder.notes + (checkpoint.notes if checkpoint is not None else [])
     return ScanResult(
         out=folder.out,
@@ -142,9 +158,10 @@ def scan(
 def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path, out: Path, runner: Engine,
          warnings: list[str], empty_inputs: list[dict[str, Any]], earlier: Checkpoint | None,
          checkpoint: Checkpoint | None, progress: bool | None, engine: str,
-         sign_key: str | os.PathLike | None) -> tuple[list[ShardResult], dict[str, Any]]:
+         sign_key: str | os.PathLike | None, options: dict[str, Any]) -> tuple[list[ShardResult], dict[str, Any]]:
     """Both passes, the state, manifest and report into ``staging``, reusing what ``earlier`` (the
-    checkpoints of an interrupted attempt) holds and keeping new ``checkpoint``s as it goes."""
+    checkpoints of an interrupted attempt) holds and keeping new ``checkpoint``s as it goes.
+    ``options`` go to :func:`~dokumi.scoring.score_shard`."""
     fitted = earlier.load_fitted() if earlier is not None and pipeline.needs_fit else None
     if pipeline.needs_fit or engine == "dask":  # Dask workers cannot be handed a generator
         shards = spill_one_shot(shards, pipeline.columns, pipeline.batch_size, staging / "spill")
@@ -165,21 +182,24 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
         pipeline.fitted_ = True
         finished = earlier.finished_shards(shards) if earlier is not None else {}
         results = runner.score(pipeline, shards, staging, progress, finished=finished,
-                               on_result=checkpoint.save_shard if checkpoint is not None else None,
-                               no_text=policy.no_text)
+                               on_result=checkpoint.save_shard if checkpoint is not None else None, **options)
+    warnings += [note for r in results for note in r.notes]  # unreadable lines, broken streams
     warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
     # a stage (or one of its detectors) that stood aside on this corpus says so in the summary
     warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
                  for reason in stage.summary().get("skipped", [])]
     warnings += duplicate_id_warnings(results, shards, pipeline)
+    for warning in warnings:
+        log.warning(warning)
     shutil.rmtree(staging / "spill", ignore_errors=True)
     manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
+    write_report(staging, manifest=manifest)  # before the manifest is written: it lists the report too
+    list_remaining_files(manifest, staging, leave_out=PRIVATE)
     write_manifest(manifest, staging / "manifest.json")
     if sign_key is not None:
         from dokumi.signing import sign_manifest
 
         sign_manifest(staging / "manifest.json", sign_key)
-    write_report(staging)
     return results, manifest
 
 
@@ -190,6 +210,7 @@ def out_of_space(error: OSError) -> bool:
 
 
 def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none): messages stay one line."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dokumi import routing
 from dokumi.decisions import ALARMS
 from dokumi.manifest import reason_kind
 from dokumi.merkle import MerkleBuilder, record_leaves
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from dokumi.pipeline import Pipeline
 
 EXAMPLES_PER_SCAN = 20
+# unreadable lines named one by one in the warnings, per shard; the quarantine lists them all
+UNREADABLE_NOTES = 5
 
 
 @dataclass
@@ -49,20 +52,26 @@ class ShardResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
     merkle_root: str = ""
     leaves: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def score_shard(
     pipeline: Pipeline, index: int, shard: Shard, staging: Path, on_records: Callable[[int], Any],
-    no_text: bool = False, batches: Iterable[Batch] | None = None,
+    no_text: bool = False, batches: Iterable[Batch] | None = None, output_format: str | None = None,
+    flag_folder: str = "flagged",
 ) -> ShardResult:
     """Score every batch of ``shard`` and route every record to exactly one output under ``staging``.
 
     Also writes the shard's record-hash sidecar and computes its Merkle root. ``batches``: the
     shard's batches already read (all its records, in order), else the shard is read here.
+    ``output_format`` (``parquet``, ``jsonl``; default the input's) is the format of the routed
+    records; ``flag_folder`` where records decided ``flag`` go (:mod:`dokumi.routing`).
     """
     stem = output_stem(index, shard.name)
-    writers = {name: PartWriter(staging / name, stem)
-               for name in ("clean", "duplicates", "quarantine", "scores", SIDECAR_DIR)}
+    fmt = routing.output_format(shard.path, output_format)
+    folders = routing.routes(flag_folder)
+    records = {folder: routing.RecordWriter(staging / folder, stem, fmt) for folder in dict.fromkeys(folders.values())}
+    tables = {name: PartWriter(staging / name, stem) for name in ("quarantine", "scores", SIDECAR_DIR)}
     tree = MerkleBuilder()
     unreadable_writer = PartWriter(staging / "quarantine", f"{stem}.unreadable")
     result = ShardResult(shard=shard.name, path=shard.path)
@@ -74,18 +83,25 @@ def score_shard(
         digests = batch.digests
         # a record above max_text_bytes gets no similarity sketch: the recipe routes it unread
         sidecar = sidecar_batch(batch, digests, skip=batch.content_bytes > limit)
-        writers[SIDECAR_DIR].write(sidecar)
-        tree.extend(record_leaves(batch.ids, digests.tobytes()))
-        _route(batch, scores, writers, unreadable_writer, sidecar if no_text else None)
+        tables[SIDECAR_DIR].write(sidecar)
+        tree.extend(record_leaves(batch.ids, batch.rows.to_pylist(), digests.tobytes()))
+        _route(batch, scores, folders, records, tables, sidecar if no_text else None)
+        tables["scores"].write(scores)
+        _write_unreadable(batch, unreadable_writer, no_text)
+        _note_unreadable(result, batch)
         _tally(result, batch, scores)
-        if has_id_column is None:
+        if has_id_column is None and batch.num_rows:  # a batch of unreadable rows alone has no columns
             has_id_column = batch.has("id")
         if has_id_column and batch.num_rows:
             hashes.append(id_hashes(batch.ids))
         on_records(batch.num_rows + len(batch.unreadable))
     if hashes:
         result.id_hashes = np.concatenate(hashes)
-    for kind, writer in (*writers.items(), ("quarantine", unreadable_writer)):
+    if result.unreadable > UNREADABLE_NOTES:
+        result.notes.append(f"shard {shard.name}: {result.unreadable - UNREADABLE_NOTES:,} more unreadable rows "
+                            f"quarantined (quarantine/{stem}.unreadable.parquet lists them all)")
+    closing: list[tuple[str, Any]] = [*records.items(), *tables.items(), ("quarantine", unreadable_writer)]
+    for kind, writer in closing:
         for path, count in writer.close():
             result.outputs.append({"kind": kind, "path": path, "records": count})
     result.merkle_root, result.leaves = tree.root().hex(), tree.size
@@ -96,41 +112,40 @@ def score_shard(
 
 
 def _route(
-    batch: Batch, scores: pa.RecordBatch, writers: dict[str, PartWriter], unreadable: PartWriter,
-    no_text_hashes: pa.RecordBatch | None = None,
+    batch: Batch, scores: pa.RecordBatch, folders: dict[str, str], records: dict[str, routing.RecordWriter],
+    tables: dict[str, PartWriter], no_text_hashes: pa.RecordBatch | None = None,
 ) -> None:
-    """Write each record to clean/ (kept and flagged), duplicates/ (redundant copies) or quarantine/
-    (dropped), and its scores to scores/. With ``no_text_hashes`` (the batch's sidecar rows) the
-    quarantine keeps ids, rows, hashes and reasons, no input column."""
+    """Write each record to the folder of its decision (``folders``): kept ones as they came, flagged ones
+    with their reasons and risk, dropped ones with their reasons. With ``no_text_hashes`` (the batch's
+    sidecar rows) the quarantine keeps ids, rows, hashes and reasons, no input column."""
     n = batch.num_rows
     decisions = scores.column("decision").slice(0, n)
     reasons = scores.column("reasons").slice(0, n)
-    dropped = pc.equal(decisions, "drop")
-    duplicate = pc.equal(decisions, "duplicate")
-    writers["clean"].write(batch.records.filter(pc.invert(pc.or_(dropped, duplicate))))
-    if pc.any(duplicate).as_py():
-        writers["duplicates"].write(batch.records.filter(duplicate))
-    if no_text_hashes is not None:
-        if pc.any(dropped).as_py():
-            kept = no_text_hashes.select(["id", "row", "sha256"]).append_column("reasons", reasons)
-            writers["quarantine"].write(kept.filter(dropped))
-    elif pc.any(dropped).as_py():
-        quarantined = batch.records
-        if not batch.has("id"):
-            quarantined = quarantined.append_column(batch.columns.id, pa.array(batch.ids, pa.string()))
-        reasons_name = "reasons" if "reasons" not in quarantined.schema.names else "dokumi_reasons"
-        quarantined = quarantined.append_column(reasons_name, reasons)
-        writers["quarantine"].write(quarantined.filter(dropped))
-    writers["scores"].write(scores)
+    risk = scores.column("risk").slice(0, n)
+    for decision, folder in folders.items():
+        chosen = pc.equal(decisions, decision)
+        if decision == "drop" and no_text_hashes is not None:
+            if pc.any(chosen).as_py():
+                kept = no_text_hashes.select(["id", "row", "sha256"]).append_column("reasons", reasons)
+                tables["quarantine"].write(kept.filter(chosen))
+        elif decision == "drop":
+            records[folder].write(batch, chosen, {"reasons": reasons})
+        elif decision == "flag" and folder != "clean":
+            records[folder].write(batch, chosen, {"reasons": reasons, "risk": risk})
+        else:
+            records[folder].write(batch, chosen)
+
+
+def _write_unreadable(batch: Batch, writer: PartWriter, no_text: bool) -> None:
     if batch.unreadable:
-        unreadable.write(
+        writer.write(
             pa.record_batch(
                 {
                     "id": [row.id for row in batch.unreadable],
                     "shard": [row.shard for row in batch.unreadable],
                     "row": pa.array([row.row for row in batch.unreadable], pa.int64()),
                     "reasons": [[row.reason] for row in batch.unreadable],
-                    **_unreadable_content(batch, no_text_hashes is not None),
+                    **_unreadable_content(batch, no_text),
                 }
             )
         )
@@ -142,6 +157,13 @@ def _unreadable_content(batch: Batch, no_text: bool) -> dict[str, pa.Array]:
     if no_text:
         return {"sha256": pa.array([None if r is None else hashlib.sha256(r).hexdigest() for r in raw], pa.string())}
     return {"raw": pa.array(raw, pa.binary())}
+
+
+def _note_unreadable(result: ShardResult, batch: Batch) -> None:
+    """One warning line per unreadable row (the first few of the shard) naming its line and what was wrong."""
+    result.notes.extend(batch.notes)
+    for row in batch.unreadable[:max(0, UNREADABLE_NOTES - result.unreadable)]:
+        result.notes.append(f"shard {row.shard} {row.unit} {row.row + 1}: {row.reason} (quarantined)")
 
 
 def _tally(result: ShardResult, batch: Batch, scores: pa.RecordBatch) -> None:

@@ -34,7 +34,7 @@ from dokumi.hashing import DIGEST_SIZE, from_hex, to_hex
 from dokumi.minhash import MinHasher
 from dokumi.records import Batch
 
-SKETCH = {
+SKETCH: dict[str, Any] = {
     "kind": "minhash",
     "library": "datasketch",
     "scheme": "affine32",
@@ -44,7 +44,7 @@ SKETCH = {
     "shingle": "char-5gram",
     "normalization": "nfkc-casefold-quotes-spaces/1",
 }
-PERMUTATIONS = SKETCH["permutations"]
+PERMUTATIONS: int = SKETCH["permutations"]
 SHINGLE_SIZE = 5
 SKETCH_BYTES = PERMUTATIONS * 2
 SIDECAR_DIR = "hashes"
@@ -67,6 +67,7 @@ _QUOTES = str.maketrans(
     }
 )
 _SPACES = re.compile(r"\s+")
+_QUOTE_CHARACTERS = re.compile("[" + "".join(chr(c) for c in _QUOTES) + "]")
 _POLYNOMIAL = np.uint64(0x100000001B3)
 _hasher: MinHasher | None = None
 
@@ -75,7 +76,10 @@ def normalize(text: str) -> str:
     """The text as the sketch sees it: drift in case, quotes and white space disappears."""
     if text.isascii():  # NFKC, case folding and the quote table change nothing but the case of ASCII
         return " ".join(text.lower().split())
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)).strip()
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if _QUOTE_CHARACTERS.search(text):  # a dict translation is slow; most texts hold no curly quote
+        text = text.translate(_QUOTES)
+    return _SPACES.sub(" ", text).strip()
 
 
 # ASCII white space as str.split() sees it, and the lower case of every byte
@@ -215,6 +219,15 @@ def sidecar_batch(batch: Batch, digests: np.ndarray, skip: np.ndarray | None = N
     )
 
 
+def _sketch_parameters(stored: bytes) -> Any:
+    from dokumi.documents import DocumentError, parse_json
+
+    try:
+        return parse_json(stored.decode("utf-8", "replace"))
+    except DocumentError:
+        return None
+
+
 def _fixed_binary(rows: np.ndarray) -> pa.Array:
     data = pa.py_buffer(np.ascontiguousarray(rows, dtype="<u2").tobytes())
     return pa.Array.from_buffers(pa.binary(SKETCH_BYTES), len(rows), [None, data])
@@ -240,26 +253,19 @@ def id_keys(ids: list[str]) -> np.ndarray:
 
 
 def sidecar_files(path: str | os.PathLike) -> list[Path]:
-    """The sidecar files named by ``path``: a manifest, a scan folder, a ``hashes/`` folder or one file."""
+    """The sidecar files named by ``path``: a ``hashes/`` folder (or a folder holding one) or one file.
+
+    These are taken as they are; an earlier scan's manifest, which vouches for its sidecars,
+    is read by :func:`dokumi.sideinputs.load_hashes`.
+    """
     path = Path(path)
     if path.is_dir():
-        if (path / "manifest.json").is_file():
-            return sidecar_files(path / "manifest.json")
         files = sorted(path.glob("*.parquet")) or sorted((path / SIDECAR_DIR).glob("*.parquet"))
         if not files:
             raise InputError(f"--expect {path}: no sidecar Parquet files found in the folder")
         return files
     if not path.is_file():
         raise InputError(f"--expect {path}: no such file or folder")
-    if path.suffix == ".json":
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"--expect {path}: not a JSON manifest ({error})") from None
-        files = [path.parent / entry["path"] for entry in manifest.get("outputs", []) if entry.get("kind") == "hashes"]
-        if not files:
-            raise InputError(f"--expect {path}: the manifest lists no record-hash sidecar (scanned before v1?)")
-        return files
     return [path]
 
 
@@ -278,29 +284,44 @@ class ExpectedHashes:
         self.sketches = sketch_rows[order]
         self.shingles = shingles[order]
         self.sources = sources
+        # what vouched for the sidecars: the earlier scan's manifest and signature (dokumi.sideinputs.load_hashes)
+        self.origin: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExpectedHashes:
+        """The sidecar files of :func:`sidecar_files`, unchecked against any manifest."""
+        return cls.read([(str(file), file, None) for file in sidecar_files(path)])
+
+    @classmethod
+    def read(cls, files: list[tuple[str, Any, str | None]]) -> ExpectedHashes:
+        """Sidecars from ``(shown path, file or buffer for pyarrow, its sha256 or None)``; InputError naming the
+        file when one is not a sidecar of this version."""
         keys, digests, sketch_rows, shingles, sources = [], [], [], [], []
-        for file in sidecar_files(path):
+        for shown, source, sha256 in files:
             try:
-                table = pq.read_table(file, columns=["id", "sha256", "sketch", "shingles"])
-            except (pa.ArrowInvalid, OSError, KeyError) as error:
-                raise InputError(f"--expect {file}: not a record-hash sidecar ({error})") from None
+                table = pq.read_table(source, columns=["id", "sha256", "sketch", "shingles"])
+            except (pa.ArrowException, OSError, KeyError) as error:
+                raise InputError(f"--expect {shown}: not a record-hash sidecar ({error})") from None
+            for name in table.column_names:
+                if table.schema.field(name).type != SIDECAR_SCHEMA.field(name).type:
+                    raise InputError(f"--expect {shown}: column {name!r} is {table.schema.field(name).type}, "
+                                     f"not {SIDECAR_SCHEMA.field(name).type}")
             stored = (table.schema.metadata or {}).get(b"dokumi.sketch")
-            if stored is None or json.loads(stored) != SKETCH:
-                raise InputError(f"--expect {file}: sketch parameters differ from this version's {SKETCH}")
+            if stored is None or _sketch_parameters(stored) != SKETCH:
+                raise InputError(f"--expect {shown}: sketch parameters differ from this version's {SKETCH}")
             digest_rows, valid = from_hex(table.column("sha256").combine_chunks())
             if not valid.all():
-                raise InputError(f"--expect {file}: row {int(np.flatnonzero(~valid)[0])} has no valid sha256")
+                raise InputError(f"--expect {shown}: row {int(np.flatnonzero(~valid)[0])} has no valid sha256")
+            if table.column("id").null_count or table.column("sketch").null_count:
+                raise InputError(f"--expect {shown}: a row has no id or no sketch")
             keys.append(id_keys(table.column("id").to_pylist()))
             digests.append(digest_rows)
             sketch_rows.append(read_sketches(table.column("sketch")))
-            shingles.append(table.column("shingles").to_numpy())
-            sources.append({"path": str(file), "records": table.num_rows})
+            shingles.append(table.column("shingles").fill_null(0).to_numpy())
+            sources.append({"path": shown, "records": table.num_rows, "sha256": sha256})
         if not keys:
             return cls(np.zeros(0, np.uint64), np.zeros((0, DIGEST_SIZE), np.uint8),
                        np.zeros((0, PERMUTATIONS), np.uint16), np.zeros(0, np.uint32), [])

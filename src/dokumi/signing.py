@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dokumi.documents import read_json_document
+from dokumi.documents import read_json, read_json_document
 from dokumi.errors import DokumiError, InputError
 
 MESSAGE_PREFIX = b"dokumi.manifest-signature/1\x00"
@@ -43,6 +43,7 @@ def canonical_json(document: Any) -> bytes:
 
 
 def signed_message(manifest: dict[str, Any]) -> bytes:
+    """The bytes a manifest signature covers: the domain prefix and the manifest's canonical JSON."""
     return MESSAGE_PREFIX + canonical_json(manifest)
 
 
@@ -122,20 +123,33 @@ def read_key(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     if kind == "secret" and document.get("kind") != "secret":
         raise SignatureError(f"{path}: a public key cannot sign; give the .key file")
     public = document.get("public")
-    if not isinstance(public, dict) or ML_DSA not in public or set(public) - {ML_DSA, ED25519}:
-        raise SignatureError(f"{path}: key must hold {ML_DSA!r} and optionally {ED25519!r}")
+    if not _key_material(public):
+        raise SignatureError(f"{path}: key must hold {ML_DSA!r} and optionally {ED25519!r}, each as base64 text")
+    if kind == "secret" and (not _key_material(document.get("secret")) or set(document["secret"]) != set(public or {})):
+        raise SignatureError(f"{path}: secret key must hold base64 text for the algorithms of its public key")
     return document
+
+
+def _key_material(value: Any) -> bool:
+    """A mapping ``{"ml-dsa-65": base64, ["ed25519": base64]}`` as keys and signature files hold."""
+    return (isinstance(value, dict) and ML_DSA in value and not set(value) - {ML_DSA, ED25519}
+            and all(isinstance(text, str) for text in value.values()))
 
 
 def sign_manifest(manifest_path: str | os.PathLike, key_path: str | os.PathLike) -> Path:
     """Sign the manifest at ``manifest_path`` with the secret key file; write and return ``<manifest>.sig``."""
+    from dokumi.manifest import read_manifest
+
     manifest_path = Path(manifest_path)
     key = read_key(key_path, "secret")
-    message = signed_message(_read_manifest(manifest_path))
-    signatures = {ML_DSA: _b64(_ml_dsa().sign(_unb64(key["secret"][ML_DSA], str(key_path)), message))}
-    if ED25519 in key["secret"]:
-        private = _ed25519().Ed25519PrivateKey.from_private_bytes(_unb64(key["secret"][ED25519], str(key_path)))
-        signatures[ED25519] = _b64(private.sign(message))
+    message = signed_message(read_manifest(manifest_path))
+    try:
+        signatures = {ML_DSA: _b64(_ml_dsa().sign(_unb64(key["secret"][ML_DSA], str(key_path)), message))}
+        if ED25519 in key["secret"]:
+            secret = _unb64(key["secret"][ED25519], str(key_path))
+            signatures[ED25519] = _b64(_ed25519().Ed25519PrivateKey.from_private_bytes(secret).sign(message))
+    except ValueError as error:  # a secret key of the wrong length
+        raise SignatureError(f"{key_path}: not a usable secret key ({error})") from None
     document = {
         "schema": SIGNATURE_SCHEMA,
         "manifest": manifest_path.name,
@@ -152,6 +166,7 @@ def sign_manifest(manifest_path: str | os.PathLike, key_path: str | os.PathLike)
 
 
 def signature_path_for(manifest_path: str | os.PathLike) -> Path:
+    """Where the signature of ``manifest_path`` lives: ``<manifest>.sig`` beside it."""
     manifest_path = Path(manifest_path)
     return manifest_path.with_name(manifest_path.name + SIGNATURE_SUFFIX)
 
@@ -170,42 +185,75 @@ def verify_signature(
     manifest_path: str | os.PathLike,
     signature_path: str | os.PathLike | None = None,
     trusted_key: str | os.PathLike | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> SignatureCheck:
     """Check every signature in the signature file against the manifest as it is now.
 
-    With ``trusted_key`` (a .pub or .key file) the signing key must also be that key;
-    without it the check proves the manifest is unchanged since the key with the
-    reported fingerprint signed it.
+    ``manifest``: the manifest as already read (so that what is checked is what the caller
+    uses); read from ``manifest_path`` when not given. With ``trusted_key`` (a .pub or .key
+    file) the signing key must also be that key; without it the check proves the manifest
+    is unchanged since the key with the reported fingerprint signed it. A malformed
+    signature file is an invalid signature, never an exception; an unusable trusted key
+    file raises :class:`SignatureError`.
     """
     manifest_path = Path(manifest_path)
     signature_path = Path(signature_path) if signature_path else signature_path_for(manifest_path)
-    try:
-        document = json.loads(signature_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    trusted = fingerprint(read_key(trusted_key, "public")["public"]) if trusted_key is not None else None
+    if not signature_path.exists():
         return SignatureCheck(False, problems=[f"no signature file {signature_path.name}"])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return SignatureCheck(False, problems=[f"{signature_path.name}: not JSON ({error})"])
-    public = document.get("public_key") if isinstance(document, dict) else None
-    signatures = document.get("signatures") if isinstance(document, dict) else None
-    if document.get("schema") != SIGNATURE_SCHEMA or not isinstance(public, dict) or not isinstance(signatures, dict):
-        return SignatureCheck(False, problems=[f"{signature_path.name}: not a {SIGNATURE_SCHEMA} signature file"])
+    try:
+        document = read_json(signature_path, "signature file", error=SignatureError)
+    except SignatureError as error:
+        return SignatureCheck(False, problems=[str(error)])
+    shape = _signature_file_problem(document)
+    if shape:
+        return SignatureCheck(False, problems=[f"{signature_path.name}: not a {SIGNATURE_SCHEMA} signature file "
+                                               f"({shape})"])
+    public, signatures = document["public_key"], document["signatures"]
     check = SignatureCheck(True, fingerprint=fingerprint(public), algorithms=sorted(signatures))
-    if ML_DSA not in signatures or set(signatures) != set(public) or set(signatures) - {ML_DSA, ED25519}:
+    if set(signatures) != set(public):
         check.valid = False
         check.problems.append(f"signature must cover {ML_DSA} (and {ED25519} for a hybrid key), as the key does")
         return check
-    message = signed_message(_read_manifest(manifest_path))
+    if manifest is None:  # strictly parsed; its shape is the reader's business, its bytes are the signature's
+        manifest = read_json(manifest_path, "manifest")
+    message = signed_message(manifest)
+    # the file's own claims must agree with what it carries: a file that says otherwise was edited
+    claims = {"manifest_sha256": hashlib.sha256(message[len(MESSAGE_PREFIX):]).hexdigest(),
+              "fingerprint": check.fingerprint, "algorithms": check.algorithms}
+    for name, value in claims.items():
+        if name in document and document[name] != value:
+            check.valid = False
+            check.problems.append(f"{signature_path.name}: its {name} is not the one of the manifest and key it "
+                                  f"holds")
     for algorithm in sorted(signatures):
         where = f"{signature_path.name}: {algorithm}"
-        if not _verifies(algorithm, _unb64(public[algorithm], where), message, _unb64(signatures[algorithm], where)):
+        try:
+            verified = _verifies(algorithm, _unb64(public[algorithm], where), message,
+                                 _unb64(signatures[algorithm], where))
+        except SignatureError as error:
+            check.valid = False
+            check.problems.append(str(error))
+            continue
+        if not verified:
             check.valid = False
             check.problems.append(f"{algorithm} signature does not match the manifest (edited after signing?)")
-    if trusted_key is not None:
-        trusted = fingerprint(read_key(trusted_key, "public")["public"])
-        if trusted != check.fingerprint:
-            check.valid = False
-            check.problems.append(f"signed by {check.fingerprint}, not by the trusted key {trusted}")
+    if trusted is not None and trusted != check.fingerprint:
+        check.valid = False
+        check.problems.append(f"signed by {check.fingerprint}, not by the trusted key {trusted}")
     return check
+
+
+def _signature_file_problem(document: Any) -> str | None:
+    if not isinstance(document, dict):
+        return f"a JSON {type(document).__name__}, not an object"
+    if document.get("schema") != SIGNATURE_SCHEMA:
+        return f"its schema field is not {SIGNATURE_SCHEMA!r}"
+    if not _key_material(document.get("public_key")):
+        return f"public_key must map {ML_DSA} (and optionally {ED25519}) to base64 text"
+    if not _key_material(document.get("signatures")):
+        return f"signatures must map {ML_DSA} (and optionally {ED25519}) to base64 text"
+    return None
 
 
 def _verifies(algorithm: str, public_key: bytes, message: bytes, signature: bytes) -> bool:
@@ -222,12 +270,3 @@ def _verifies(algorithm: str, public_key: bytes, message: bytes, signature: byte
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"manifest {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not a JSON manifest ({error})") from None

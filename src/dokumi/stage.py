@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 # The kinds of side input a stage may declare, and what ``StageContext.inputs`` then holds:
 # "corpus": a :class:`dokumi.sideinputs.SideCorpus` (re-readable batches of checked shards);
 # "state": a :class:`dokumi.sideinputs.SavedState` (an earlier scan's state folder of that stage);
-# "hashes": a :class:`dokumi.sidecar.ExpectedHashes` (an earlier scan's record hashes).
-SIDE_INPUT_KINDS = ("corpus", "state", "hashes")
+# "hashes": a :class:`dokumi.sidecar.ExpectedHashes` (an earlier scan's record hashes, checked against its
+#           manifest and signature; the public key that must have signed it is the "key" input <name>_key);
+# "key": the path of a checked public key file (dokumi keygen).
+SIDE_INPUT_KINDS = ("corpus", "state", "hashes", "key")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class StageContext:
     columns: Columns = field(default_factory=Columns)
     batch_size: int = 1024
     inputs: Mapping[str, Any] = field(default_factory=dict)
+    # the scan keeps no text (``--no-text``): findings are named by ids in reasons, summaries and state
+    no_text: bool = False
 
 
 @dataclass
@@ -76,6 +80,7 @@ class StageResult:
 
     @classmethod
     def empty(cls, n: int) -> StageResult:
+        """A result for ``n`` records with score 0 and no reasons."""
         return cls(np.zeros(n), [[] for _ in range(n)])
 
 
@@ -90,7 +95,7 @@ class Stage(abc.ABC):
 
     name: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False
-    reads: ClassVar[tuple[str, ...]] = ("content",)
+    reads: tuple[str, ...] = ("content",)  # an instance may read more (embedding_anomaly's column embedder)
     # Parameters that name side inputs, and their kind (SIDE_INPUT_KINDS): the pipeline loads and checks
     # them before reading any data and hands them to setup(); `dokumi scan --protect` etc. set them.
     side_inputs: ClassVar[Mapping[str, str]] = {}
@@ -113,6 +118,7 @@ class Stage(abc.ABC):
 
     @property
     def is_set_up(self) -> bool:
+        """Whether :meth:`setup` handed the stage its context."""
         return self._context is not None
 
     def fit_plan(self) -> list[Step]:

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from dokumi.decisions import DECISIONS
+from dokumi.display import printable
+from dokumi.routing import RECORD_FOLDERS, routes
 from dokumi.scoring import EXAMPLES_PER_SCAN, ShardResult
 
 # the folders a scan may write, in the order the summary names them
-OUTPUT_FOLDERS = ("clean", "duplicates", "quarantine", "scores", "hashes", "state")
+OUTPUT_FOLDERS = (*RECORD_FOLDERS, "scores", "hashes", "state")
 
 
 @dataclass
@@ -29,29 +31,34 @@ class ScanResult:
 
     @property
     def records(self) -> int:
+        """Records read, unreadable ones included."""
         return sum(s.records + s.unreadable for s in self.shards)
 
     @property
     def decisions(self) -> Counter:
+        """Records per decision."""
         return sum((s.decisions for s in self.shards), Counter())
 
     @property
     def reasons(self) -> Counter:
+        """Records per reason kind."""
         return sum((s.reasons for s in self.shards), Counter())
 
     def summary(self) -> str:
+        """The table `dokumi scan` prints: decisions, reasons, findings, example records, warnings, outputs."""
         total = self.records
         rate = total / self.seconds if self.seconds > 0 else float("nan")
         lines = [
             f"dokumi scan: {total:,} records in {len(self.shards)} shard(s), policy '{self.policy}', "
             f"{self.seconds:.1f} s ({rate:,.0f} records/s)",
             "",
-            f"  {'decision':<10}{'records':>10}{'share':>9}",
+            f"  {'decision':<10}{'records':>10}{'share':>9}  written to",
         ]
+        folders = self.manifest.get("routing") or routes()
         for decision in DECISIONS:
             count = self.decisions.get(decision, 0)
             share = 100 * count / total if total else 0.0
-            lines.append(f"  {decision:<10}{count:>10,}{share:>8.2f}%")
+            lines.append(f"  {decision:<10}{count:>10,}{share:>8.2f}%  {folders[decision]}/")
         if self.reasons:
             lines += ["", f"  {'reason':<40}{'records':>10}"]
             lines += [f"  {reason:<40}{count:>10,}" for reason, count in self.reasons.most_common(12)]
@@ -69,7 +76,8 @@ class ScanResult:
         lines += [f"note: {note}" for note in self.notes]
         folders = " ".join(f"{name}/" for name in OUTPUT_FOLDERS if (self.out / name).is_dir())
         lines += ["", f"outputs in {self.out}/: {folders} manifest.json report.html"]
-        return "\n".join(lines)
+        # ids, reasons, findings and file names come from the data: none may break a line or drive the terminal
+        return "\n".join(printable(line) for line in lines)
 
 
 __all__ = ["ScanResult"]

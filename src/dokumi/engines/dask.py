@@ -37,9 +37,9 @@ import os
 import pickle
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -296,7 +296,7 @@ class DaskEngine(Engine):
         for name in PRIVATE_DIRS:
             shutil.rmtree(staging / name, ignore_errors=True)
         self.client_.run(_forget_scan, self.scan_id_)  # the workers' cached batches of this scan
-        self.scan_id_ = None
+        del self.scan_id_  # no scan placed now
         return results
 
 
@@ -317,7 +317,7 @@ def _for_workers(shard: Shard) -> Shard:
     file = getattr(shard, "file", None)
     if not file or os.path.isabs(file):
         return shard
-    return dataclasses.replace(shard, file=os.path.abspath(file))
+    return dataclasses.replace(cast(Any, shard), file=os.path.abspath(file))  # a file shard: it has ``file``
 
 
 class _Stages:
@@ -455,7 +455,7 @@ def _group_bucket(*pieces: pa.Table) -> pa.Table:
     return shared_key_groups(pa.concat_tables(pieces))
 
 
-def _results_as_completed(futures: list[Any], inputs: list[Any] = ()) -> Iterator[pa.Table]:
+def _results_as_completed(futures: list[Any], inputs: Sequence[Any] = ()) -> Iterator[pa.Table]:
     """Each future's result as it arrives, releasing it on the cluster once read; ``inputs`` (the
     futures the results were computed from) are released once the first result is in."""
     from distributed import as_completed
@@ -485,7 +485,8 @@ def _score_task(pipeline_file: str, index: int, shard: Shard, staging: str, scor
     """
     staging_dir = Path(staging)
     attempt = staging_dir / PRIVATE_DIRS[0] / uuid.uuid4().hex
-    corpus = _worker_corpora.pop((scan_id, index), None)  # the batches this worker kept in pass 1, if any
+    # the batches this worker kept in pass 1, if any
+    corpus = _worker_corpora.pop((scan_id, index), None) if scan_id is not None else None
     result = score_shard(_load_pipeline(pipeline_file), index, shard, attempt, lambda records: None,
                          batches=corpus.cached(0) if corpus is not None else None, **score_options)
     published = []

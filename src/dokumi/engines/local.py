@@ -338,6 +338,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _score_in_worker(index: int, shard: Shard, staging: Path, options: dict[str, Any]) -> ShardResult:
+    assert _worker_pipeline is not None, "set by the pool's initializer"
     return hash_outputs(score_shard(_worker_pipeline, index, shard, staging, _worker_queue.put, **options))
 
 

@@ -21,7 +21,7 @@ from sklearn.preprocessing import normalize
 from threadpoolctl import ThreadpoolController
 
 from dokumi.detectors import DETECTORS, Detector, Embedded, ResponseClusterDetector, TailCalibrator
-from dokumi.embedders import Embedder, LexicalVectors, make_embedder
+from dokumi.embedders import Embedder, HashingSvdEmbedder, LexicalVectors, make_embedder
 from dokumi.fitplan import Fold, Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageContext, StageResult
@@ -256,7 +256,7 @@ class EmbeddingAnomaly(Stage):
     def _embed(self, batch: Batch) -> np.ndarray:
         if self.embedder_.source == "embedding":
             return self.embedder_.transform(_column_vectors(batch))
-        if self.embedder_.name == "hashing" and (batch.content_bytes <= MAX_EMBEDDED_CHARS).all():
+        if isinstance(self.embedder_, HashingSvdEmbedder) and (batch.content_bytes <= MAX_EMBEDDED_CHARS).all():
             return self.embedder_.transform(batch.words)  # the batch's shared words: no second tokenisation
         return self.embedder_.transform([text[:MAX_EMBEDDED_CHARS] for text in batch.texts])
 
@@ -348,15 +348,16 @@ def _batch_sample(batch: Batch, seed: int, with_vectors: bool, below: np.uint64 
     rows = np.flatnonzero(priority < below) if below is not None else np.arange(batch.num_rows)
     texts = [batch.texts[i] for i in rows.tolist()]
     pairs = batch.is_instruction
-    labels = batch.labels
+    labels, prompts, responses = batch.labels, batch.prompts, batch.responses
     vectors = _column_vectors(batch) if with_vectors else None
     sample.update(
         priority=priority[rows],
         texts=[text[:MAX_EMBEDDED_CHARS] for text in texts],
         token_counts=_word_counts(texts).tolist(),
         labels=[_label_key(labels[i]) for i in rows.tolist()] if labels is not None else [UNLABELLED] * len(rows),
-        prompts=[batch.prompts[i][:MAX_EMBEDDED_CHARS] for i in rows.tolist()] if pairs else None,
-        responses=[batch.responses[i][:MAX_EMBEDDED_CHARS] for i in rows.tolist()] if pairs else None,
+        prompts=[prompts[i][:MAX_EMBEDDED_CHARS] for i in rows.tolist()] if pairs and prompts is not None else None,
+        responses=[responses[i][:MAX_EMBEDDED_CHARS] for i in rows.tolist()] if pairs and responses is not None
+        else None,
         vectors=[vectors[i] for i in rows.tolist()] if vectors is not None else None,
     )
     return sample

@@ -77,7 +77,7 @@ class MixedScriptPack:
     lookalikes: frozenset[str]
     whole_word: WholeWord | None
     foreign: regex.Pattern  # any letter of a script named in a mix other than Latin
-    foreign_re2: str  # the same, for the vectorised first pass
+    foreign_re2: str | None  # the same, for the vectorised first pass (None: no foreign script)
 
 
 class Patterns(Stage):
@@ -238,6 +238,7 @@ def _mixed_word(word: str, pack: MixedScriptPack) -> tuple[str, float] | None:
 
 def _lookalike_word(word: str, pack: MixedScriptPack, latin_share: float) -> tuple[str, float] | None:
     rule = pack.whole_word
+    assert rule is not None, "called only for a pack with a whole-word rule"
     letters = _LETTER.findall(word)
     if len(letters) < rule.min_letters or latin_share < rule.min_latin_share:
         return None

@@ -50,7 +50,13 @@ class Provenance(Stage):
     expect:
         An earlier scan's manifest, output folder or record-hash sidecar; its
         hashes and sketches are looked up by record id (default None: use only
-        the ``sha256`` column). Where a record has both, the column wins.
+        the ``sha256`` column). Where a record has both, the column wins. Its
+        sidecars are used only if they match that scan's manifest, and its
+        signature where it has one (:func:`dokumi.sideinputs.load_hashes`).
+    expect_key:
+        A trusted public key file (``dokumi keygen``): the ``expect`` scan's
+        manifest must be signed by it (default None: a signature, if present,
+        must verify, whoever signed it).
     min_similarity:
         Similarity (0..1) from which a mismatched record counts as drift
         rather than substitution (default 0.5). Similarity is the Jaccard
@@ -86,6 +92,7 @@ class Provenance(Stage):
     def __init__(
         self,
         expect: str | None = None,
+        expect_key: str | None = None,
         min_similarity: float = 0.5,
         boilerplate: int = 32,
         deny: list[str] | tuple[str, ...] = (),
@@ -105,7 +112,10 @@ class Provenance(Stage):
         for key, value in (("unlisted", unlisted), ("no_provenance", no_provenance), ("ungraded", ungraded)):
             if value not in CHOICE_SCORES:
                 raise ValueError(f"{key} = {value!r} is not one of {', '.join(CHOICE_SCORES)}")
+        if expect_key is not None and (not isinstance(expect_key, (str, os.PathLike)) or not str(expect_key)):
+            raise ValueError(f"expect_key = {expect_key!r} must be a path to a public key file")
         self.expect = None if expect is None else str(expect)
+        self.expect_key = None if expect_key is None else str(expect_key)
         self.min_similarity = float(min_similarity)
         self.boilerplate = boilerplate
         self.deny = _names(deny, "deny")
@@ -117,7 +127,7 @@ class Provenance(Stage):
         self._allow_patterns = _patterns(self.allow, "allow")
 
     # the expected hashes of an earlier scan arrive loaded at setup; the corpus itself is never fitted on
-    side_inputs = {"expect": "hashes"}
+    side_inputs = {"expect": "hashes", "expect_key": "key"}
 
     def setup(self, context: StageContext) -> None:
         """Take the expected hashes and sketches of ``expect``, loaded by the pipeline."""
@@ -125,14 +135,19 @@ class Provenance(Stage):
         if "expect" in context.inputs:
             self.expected_ = context.inputs["expect"]
             self.expect_files_ = [
-                {"path": source["path"], "records": source["records"], "sha256": file_sha256(source["path"])}
+                {"path": source["path"], "records": source["records"],
+                 "sha256": source.get("sha256") or file_sha256(source["path"])}
                 for source in self.expected_.sources
             ]
+            self.expect_origin_ = getattr(self.expected_, "origin", None)
 
     def summary(self) -> dict[str, Any]:
         if self.expect is None or not hasattr(self, "expected_"):
             return {}
-        return {"expected_records": len(self.expected_), "expected_files": self.expect_files_}
+        summary = {"expected_records": len(self.expected_), "expected_files": self.expect_files_}
+        if getattr(self, "expect_origin_", None) is not None:
+            summary["expected_from"] = self.expect_origin_
+        return summary
 
     def score(self, batch: Batch) -> StageResult:
         n = batch.num_rows
@@ -164,7 +179,7 @@ class Provenance(Stage):
         n = batch.num_rows
         expected = _Expected.empty(n)
         if batch.has("sha256"):
-            column = batch.column("sha256")
+            column = batch.present("sha256")
             expected.digests, expected.known = from_hex(column)
             present = ~column.is_null().to_numpy(zero_copy_only=False)
             expected.malformed = present & ~expected.known
@@ -219,7 +234,7 @@ class Provenance(Stage):
         for role in ("url", "source"):
             if getattr(batch.columns, role) not in names:
                 continue
-            for i, value in enumerate(batch.column(role).to_pylist()):
+            for i, value in enumerate(batch.present(role).to_pylist()):
                 if value is None or not str(value).strip():
                     continue
                 has_source[i] = True
@@ -259,7 +274,7 @@ class _Expected:
 _NO_REASONS: list[str] = []
 
 
-def _raise(scores: np.ndarray, reasons: list[list[str]], i: int, score: float, reason: str) -> None:
+def _raise(scores: np.ndarray, reasons: list[list[str]], i: int | np.integer, score: float, reason: str) -> None:
     scores[i] = max(scores[i], min(max(score, 0.0), 1.0))
     reasons[i] = [*reasons[i], reason]
 
@@ -286,6 +301,7 @@ class SourcePattern:
     text: str
 
     def matches(self, value: str, host: str | None) -> bool:
+        """Whether a source value (or its ``host``) matches this allow/deny-list pattern."""
         if "/" in self.text or ":" in self.text:
             return fnmatch.fnmatchcase(value, self.text)
         if host is None:

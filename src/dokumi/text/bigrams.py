@@ -53,6 +53,7 @@ class PairSample:
         return len(self.priorities)
 
     def add(self, tokens: Tokens, priorities: np.ndarray) -> None:
+        """Offer a batch's records by priority; keep the word pairs of the ``size`` lowest, one record per content."""
         priorities = np.asarray(priorities, dtype=np.uint64)
         order = np.argsort(priorities, kind="stable")[: self.size]
         if len(self) >= self.size:

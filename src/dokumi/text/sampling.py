@@ -52,6 +52,7 @@ class BoundedCounter:
         self.floor = 0
 
     def add(self, key: Any, count: int = 1) -> None:
+        """Add ``count`` to ``key``; prune the smallest counts when over capacity."""
         self.counts[key] += count
         if len(self.counts) > self.capacity:
             self.prune()
@@ -62,6 +63,7 @@ class BoundedCounter:
         self.trim()
 
     def prune(self) -> None:
+        """Drop every key at the smallest count and raise the floor to it."""
         self.floor = min(self.counts.values())
         for key in [k for k, c in self.counts.items() if c <= self.floor]:
             del self.counts[key]
@@ -101,6 +103,7 @@ class BottomK:
         self._kept: set[int] = set()
 
     def offer(self, priority: int, item: Any) -> None:
+        """Keep ``item`` if its ``priority`` is among the ``size`` lowest seen (each priority once)."""
         priority = int(priority)
         if priority in self._kept:
             return
@@ -113,6 +116,7 @@ class BottomK:
             self._kept.add(priority)
 
     def would_keep(self, priority: int) -> bool:
+        """Whether :meth:`offer` would keep an item of ``priority``."""
         return int(priority) not in self._kept and (len(self.heap) < self.size or int(priority) < -self.heap[0][0])
 
     @property
@@ -129,6 +133,7 @@ class BottomK:
 
     @classmethod
     def merged(cls, samples: list[BottomK]) -> BottomK:
+        """The bottom-k of several samples together."""
         out = cls(samples[0].size)
         for sample in samples:
             for priority, item in sample.heap:

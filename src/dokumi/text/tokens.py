@@ -111,6 +111,7 @@ class Tokens:
 
     @classmethod
     def of(cls, texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> Tokens:
+        """Tokenise ``texts`` (normalised words, hashed), one offset range per text."""
         data, text_offsets = normalised_bytes(texts)
         starts, ends = _word_spans(data, text_offsets)
         hashes = _word_hashes(data, starts, ends)

@@ -77,6 +77,7 @@ def load_index(state: SavedState, params: dict[str, Any], bands: int, rows: int)
 
 
 def save_index(directory: Path, index: Index, params: dict[str, Any], bands: int, rows: int) -> list[Path]:
+    """Write the fitted index (signatures, band keys, contents, params) to ``directory``; return the files."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / "signatures.npy", directory / "keys.npy", directory / "contents.parquet",
              directory / "params.json"]

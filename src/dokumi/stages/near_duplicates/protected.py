@@ -27,6 +27,7 @@ class ProtectedSet:
 
     @classmethod
     def of(cls, batches: Iterable[Batch], hasher: MinHasher, bands: int, rows: int) -> ProtectedSet:
+        """MinHash signatures and band keys of the protected documents in ``batches``."""
         blocks = [sign(hasher, batch)[1] for batch in batches if batch.num_rows]
         signatures = np.concatenate(blocks) if blocks else np.zeros((0, hasher.num_perm), np.uint32)
         return cls(signatures, band_keys(signatures, bands, rows))

@@ -42,7 +42,7 @@ def id_keys(ids: list[str]) -> np.ndarray:
 def key_rows(content: np.ndarray, keys: np.ndarray) -> pa.Table:
     """One row per (record, band): the band key, and the record's content key with the band."""
     bands = keys.shape[1] if keys.ndim == 2 else 0
-    members = np.empty((len(content), bands), dtype=MEMBER)
+    members: np.ndarray = np.empty((len(content), bands), dtype=MEMBER)
     members["content"] = content[:, None]
     members["band"] = np.arange(bands, dtype=np.uint32)[None, :]
     members = members.ravel()
@@ -74,6 +74,7 @@ class Signed:
     records: int = 0
 
     def add(self, content: np.ndarray, signatures: np.ndarray, ids: np.ndarray, records: int) -> None:
+        """Add one batch's content keys, signatures and ids (``records`` records read)."""
         self.keys.append(content)
         self.signatures.append(signatures)
         self.counts.append(np.ones(len(content), dtype=np.int64))
@@ -113,6 +114,7 @@ class Signed:
 
     @classmethod
     def merged(cls, parts: list[Signed], num_perm: int) -> Signed:
+        """One partial from the partials of several workers."""
         out = cls()
         for part in parts:
             out.keys += part.keys
@@ -124,18 +126,22 @@ class Signed:
 
     @property
     def key(self) -> np.ndarray:
+        """The content keys of a combined partial (its one chunk)."""
         return self.keys[0]
 
     @property
     def signature(self) -> np.ndarray:
+        """The MinHash signatures of a combined partial (its one chunk)."""
         return self.signatures[0]
 
     @property
     def count(self) -> np.ndarray:
+        """Records per content of a combined partial (its one chunk)."""
         return self.counts[0]
 
     @property
     def id(self) -> np.ndarray:
+        """The lowest record-id key per content of a combined partial (its one chunk)."""
         return self.ids[0]
 
 

@@ -114,6 +114,10 @@ class NearDuplicates(Stage):
 
     name = "near_duplicates"
     needs_fit = True
+    # fitted state (set by the fit plan's finishing steps)
+    members_: _Members
+    probe_: _Probe
+    _copy_rank: np.ndarray
     side_inputs = {"protect": "corpus", "index": "state"}
     # pass 1 peak on the driver: key rows (20 B per band), their sort, signatures, clusters; a pretraining scan
     # grew 4,007 B per record from 100,000 to 1,000,000 glosses (docs/architecture.md, "Memory")

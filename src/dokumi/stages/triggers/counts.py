@@ -81,6 +81,7 @@ class Counts:
         self.labelled_records = BottomK(LABELLED_SAMPLE)  # (salt, distinct word hashes)
 
     def add(self, batch: Batch, view: View) -> Counts:
+        """Count the word n-grams of one batch; return self."""
         n = batch.num_rows
         self.records += n
         if not n:
@@ -137,8 +138,9 @@ class Counts:
 
     def _count_grams(self, view: View) -> None:
         grams, salts = view.grams, view.salts
+        assert salts is not None, "called for labelled data and instruction pairs only"
         mask = np.uint64(self.hash_buckets - 1)
-        if self.ngram_df is None:
+        if self.ngram_df is None or self.pair_df is None:
             self.ngram_df = np.zeros(self.hash_buckets, dtype=np.uint32)
             self.pair_df = np.zeros(self.hash_buckets, dtype=np.uint32)
         # document frequencies: each (record, bucket) once, the pair packed into one integer (a plain sort,
@@ -170,6 +172,7 @@ class Counts:
 
     @classmethod
     def merged(cls, parts: list[Counts]) -> Counts:
+        """One count from the counts of several workers."""
         if len(parts) == 1:
             return parts[0]
         first = parts[0]
@@ -180,17 +183,17 @@ class Counts:
         for name in ("words", "sentence_counts", "sentence_alone", "sentence_first", "sentence_last",
                      "label_counts"):
             setattr(out, name, BoundedCounter.merged([getattr(p, name) for p in parts]))
-        out.scripts = sum(p.scripts for p in parts)
+        out.scripts = np.sum([p.scripts for p in parts], axis=0)
         for part in parts:
             for salt, label in part.label_of.items():
                 out.label_of.setdefault(salt, label)
             for salt, features in part.class_features.items():
                 mine = out.class_features.get(salt)
                 out.class_features[salt] = features.copy() if mine is None else mine + features
-        tables = [p for p in parts if p.ngram_df is not None]
+        tables = [(p.ngram_df, p.pair_df) for p in parts if p.ngram_df is not None and p.pair_df is not None]
         if tables:
-            out.ngram_df = np.sum([p.ngram_df for p in tables], axis=0, dtype=np.uint32)
-            out.pair_df = np.sum([p.pair_df for p in tables], axis=0, dtype=np.uint32)
+            out.ngram_df = np.stack([ngrams for ngrams, _ in tables]).sum(axis=0, dtype=np.uint32)
+            out.pair_df = np.stack([pairs for _, pairs in tables]).sum(axis=0, dtype=np.uint32)
         out.texts = BottomK.merged([p.texts for p in parts])
         out.gaps = BottomK.merged([p.gaps for p in parts])
         out.labelled_records = BottomK.merged([p.labelled_records for p in parts])

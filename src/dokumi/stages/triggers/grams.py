@@ -44,6 +44,7 @@ class Grams:
 
     @classmethod
     def of(cls, tokens: Tokens, max_n: int) -> Grams:
+        """Every word n-gram up to ``max_n`` words of ``tokens``, with owner, length and start."""
         hashes, offsets = tokens.hashes, tokens.offsets
         owner = tokens.owner
         ends = offsets[1:][owner] if len(owner) else np.zeros(0, dtype=np.int64)
@@ -64,6 +65,7 @@ class Grams:
         return cls(np.concatenate(owners), np.concatenate(grams), np.concatenate(lengths), np.concatenate(starts))
 
     def take(self, rows: np.ndarray) -> Grams:
+        """The n-grams at positions ``rows``."""
         return Grams(self.owner[rows], self.hash[rows], self.length[rows], self.start[rows])
 
     def per_record(self) -> Grams:
@@ -121,6 +123,14 @@ class Sentences:
         first[1:] = kept_owner[1:] != kept_owner[:-1]
         last = np.ones(len(keep), dtype=bool)
         last[:-1] = kept_owner[1:] != kept_owner[:-1]
+        # the only sentence of its record that counts, beside short lines: its place in the words decides (a
+        # heading over a name, "[maintainer]" then "jane", opens its record; a sentence then a signature closes it)
+        opens = starts[keep] == tokens.offsets[kept_owner]
+        closes = starts[keep] + counts[keep] == tokens.offsets[kept_owner + 1]
+        sole = first & last
+        first, last = first & ~(sole & ~(opens & ~closes)), last & ~(sole & ~(closes & ~opens))
+        first |= sole & opens & ~closes
+        last |= sole & closes & ~opens
         key = _sequence_hashes(pieces, keep)
         return cls(kept_owner, key, counts[keep], first, last, _subset(pieces, keep), record_words)
 

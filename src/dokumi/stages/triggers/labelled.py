@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from dokumi.arrays import distinct
+from dokumi.arrays import distinct, members
 from dokumi.stages.triggers.counts import NB_FEATURES, REST_WORDS, unique_pairs
 from dokumi.stages.triggers.findings import Trigger
 from dokumi.stages.triggers.grams import gram_hash
 from dokumi.stages.triggers.view import View
-from dokumi.text.sampling import BottomK, uniform
+from dokumi.text.sampling import BottomK
 from dokumi.text.tokens import fmix64, position_weights
 
 CONTEXT_SAMPLE = 128
@@ -58,6 +58,7 @@ MIN_SCALE_RECORDS = 20
 
 
 def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``sorted_set`` (a sorted array)."""
     if not len(sorted_set) or not len(values):
         return np.zeros(len(values), dtype=bool)
     where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
@@ -79,6 +80,7 @@ class Hits:
                 seen: np.ndarray) -> None:
         """``candidates`` is a boolean table over the hashed buckets (a lookup, not a search)."""
         grams, salts = view.grams, view.salts
+        assert salts is not None, "labelled data or instruction pairs"
         grams = grams.take(np.flatnonzero(candidates[(grams.hash & np.uint64(mask)).astype(np.int64)]))
         grams = grams.per_record()
         hit = np.arange(len(grams.hash))
@@ -98,6 +100,7 @@ class Hits:
 
     @classmethod
     def merged(cls, parts: list[Hits]) -> Hits:
+        """One set of hits from those of several workers."""
         out = cls()
         for part in parts:
             out.grams += part.grams
@@ -159,35 +162,76 @@ class Occurrence:
     place: float
 
 
+def _distinct_words(tokens: Any, records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct words (ascending) of each of ``records``, by one sort for the whole batch: the records
+    (ascending), the words of all of them one record after another, and each record's bounds in those."""
+    wanted = distinct(records.astype(np.int64))
+    owner = tokens.owner.astype(np.int64)
+    inside = members(owner, wanted)
+    owner, values = owner[inside], tokens.hashes[inside]
+    order = np.lexsort((values, owner))
+    owner, values = owner[order], values[order]
+    new = np.ones(len(values), dtype=bool)
+    new[1:] = (owner[1:] != owner[:-1]) | (values[1:] != values[:-1])
+    owner, values = owner[new], values[new]
+    return wanted, values, np.searchsorted(owner, np.append(wanted, wanted[-1] + 1 if len(wanted) else 0))
+
+
+def _rest_words(tokens: Any, owner: np.ndarray, start: np.ndarray, length: np.ndarray) -> list[np.ndarray]:
+    """For each n-gram (record, first word, words): the record's distinct words (ascending) but the
+    n-gram's own, at most :data:`REST_WORDS` of them; for all n-grams at once, in blocks of bounded memory."""
+    records, values, bounds = _distinct_words(tokens, owner)
+    at = np.searchsorted(records, owner)
+    low, high = bounds[at], bounds[at + 1]
+    longest = int(length.max()) if len(length) else 0
+    width = REST_WORDS + longest  # the first REST_WORDS words left once the n-gram's own are taken out
+    out: list[np.ndarray] = []
+    block = max(1, 2**22 // width)
+    for first in range(0, len(owner), block):
+        rows = slice(first, first + block)
+        index = low[rows, None] + np.arange(width)[None, :]
+        valid = index < high[rows, None]
+        words = values[np.minimum(index, max(len(values) - 1, 0))] if len(values) else np.zeros(index.shape, np.uint64)
+        for j in range(longest):
+            has = j < length[rows]
+            gram_word = tokens.hashes[np.where(has, start[rows] + j, 0)]
+            valid &= ~(has[:, None] & (words == gram_word[:, None]))
+        valid &= np.cumsum(valid, axis=1) <= REST_WORDS
+        out.extend(np.split(words[valid], np.cumsum(valid.sum(axis=1))[:-1]))
+    return out
+
+
 def collect(view: View, grams_wanted: np.ndarray, samples: dict[int, BottomK]) -> None:
     """Round 3: a sample (by content hash) of the occurrences of each wanted n-gram."""
     grams = view.grams
     grams = grams.take(np.flatnonzero(member(grams.hash, grams_wanted))).per_record()
-    hit = np.arange(len(grams.hash))
-    if not len(hit):
+    if not len(grams.hash):
         return
     tokens = view.gram_words
-    distinct_words: dict[int, np.ndarray] = {}  # per record, computed once for all its n-grams
-    for i in hit.tolist():
-        record = int(grams.owner[i])
-        priority = int(view.priorities[record])
-        key = int(grams.hash[i])
-        sample = samples.setdefault(key, BottomK(CONTEXT_SAMPLE))
-        if not sample.would_keep(priority):
-            continue
-        start, length = int(grams.start[i]), int(grams.length[i])
-        first, end = int(tokens.offsets[record]), int(tokens.offsets[record + 1])
-        words = distinct_words.get(record)
-        if words is None:
-            words = distinct_words[record] = distinct(tokens.hashes[first:end])
-        keep = np.ones(len(words), dtype=bool)
-        for word in tokens.hashes[start: start + length]:  # at most max_ngram words: cheaper than np.isin
-            keep &= words != word
-        rest = words[keep][:REST_WORDS]
-        left = int(tokens.hashes[start - 1]) if start > first else 0
-        right = int(tokens.hashes[start + length]) if start + length < end else 0
-        place = (start - first + uniform(priority)) / (end - first - length + 1)
-        sample.offer(priority, Occurrence(rest, left, right, place))
+    owner = grams.owner.astype(np.int64)
+    priorities = view.priorities[owner]
+    keys = grams.hash
+    # the occurrences the samples could still take (they only get stricter while this batch is offered)
+    offered = np.array([key not in samples or samples[key].would_keep(priority)
+                        for key, priority in zip(keys.tolist(), priorities.tolist())], dtype=bool)
+    if not offered.any():
+        return
+    owner, priorities, keys = owner[offered], priorities[offered], keys[offered]
+    start, length = grams.start[offered].astype(np.int64), grams.length[offered].astype(np.int64)
+    rests = _rest_words(tokens, owner, start, length)
+    first, end = tokens.offsets[owner], tokens.offsets[owner + 1]
+    hashes = tokens.hashes
+    left = np.where(start > first, hashes[np.maximum(start - 1, 0)], 0)
+    after = start + length
+    right = np.where(after < end, hashes[np.minimum(after, len(hashes) - 1)], 0)
+    jitter = (priorities.astype(np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2**32  # sampling.uniform
+    places = (start - first + jitter) / (end - first - length + 1)
+    for key, priority, rest, before, beyond, place in zip(keys.tolist(), priorities.tolist(), rests, left.tolist(),
+                                                          right.tolist(), places.tolist()):
+        sample = samples.get(key)
+        if sample is None:
+            sample = samples[key] = BottomK(CONTEXT_SAMPLE)
+        sample.offer(priority, Occurrence(rest, int(before), int(beyond), place))
 
 
 @dataclass
@@ -271,12 +315,14 @@ class Evidence:
         """The naive Bayes model of the whole corpus: log P(feature | label), features by labels (``salts``)."""
         if self._log_prob is None:
             counts = self.features
+            assert counts is not None, "only labelled corpora have a model"
             log_prob = np.log(counts + NB_ALPHA) - np.log(counts.sum(axis=1, keepdims=True) + NB_ALPHA * NB_FEATURES)
             # features x labels, contiguous: what the sparse product with the sampled records reads
             self._log_prob = np.ascontiguousarray(log_prob.T)
         return self._log_prob
 
     def df(self, gram: int) -> int:
+        """Records that hold n-gram ``gram`` (counted per hash bucket)."""
         return int(self.ngram_df[gram & self.mask])
 
     def base_rates(self, words: np.ndarray, salt: int) -> np.ndarray:
@@ -478,6 +524,7 @@ def free_of_topic(topic: float) -> float:
 
 
 def binomial_z(count: int, trials: int, base: float) -> float:
+    """The z-score of ``count`` successes in ``trials`` against base rate ``base``."""
     base = min(max(base, 1e-9), 1 - 1e-9)
     return (count - trials * base) / math.sqrt(trials * base * (1 - base))
 

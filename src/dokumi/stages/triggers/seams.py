@@ -58,7 +58,8 @@ class SeamHits:
 
 def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
                ordinary: np.ndarray, only: np.ndarray | None = None,
-               vocabulary_switches: bool = False, switches: list | None = None) -> tuple[SeamHits, np.ndarray]:
+               vocabulary_switches: bool = False, switches: list | None = None,
+               script_switches: list | None = None) -> tuple[SeamHits, np.ndarray]:
     """Every seam of a batch's words, and the histogram of after-window fluency over every position that
     has words on both sides (the corpus's baseline of what follows a word).
 
@@ -71,7 +72,9 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     when the poison repeats it. With ``vocabulary_switches`` such a position is a seam too; given a
     ``switches`` list, one tuple is appended to it: each record's first switch per token (positions),
     the before-window's pair coverage, and the after-window's pair hashes (``(positions,
-    PAYLOAD_WINDOW)``, 0 past the record's end), for a second look without the token's records.
+    PAYLOAD_WINDOW)``, 0 past the record's end), for a second look without the token's records. Given a
+    ``script_switches`` list, the same for switches between scripts the corpus mixes anyway: each record's
+    first such switch per token and its script pair (``s1 * len(NAMES) + s2``).
     """
     hashes, offsets = tokens.hashes, tokens.offsets
     n = len(hashes)
@@ -87,6 +90,7 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     uncommon = ~members(hashes, common)
     drop = _vocabulary_drop(tokens, common) if vocabulary_switches or switches is not None else None
     if switches is not None:
+        assert drop is not None, "computed whenever switches are collected"
         at = np.flatnonzero(uncommon & judged & (after_chars >= MIN_SPAN_CHARACTERS) & drop)
         switches.append(_switch_windows(tokens, at, before_coverage, values, valid))
     windows = _ScriptWindows(tokens, owner)
@@ -97,6 +101,11 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     gibberish = candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & (coverage <= gibberish_rate) & (
         before_coverage >= coverage + MIN_FLUENCY_GAIN)
     switch = candidate & windows.switches(ordinary)
+    if script_switches is not None:
+        pair = np.where(candidate, windows.ordinary_switches(ordinary), -1)
+        at = np.flatnonzero(pair >= 0)
+        at = at[first_of_pairs(owner[at], hashes[at])]
+        script_switches.append((at, pair[at]))
     if vocabulary_switches:
         gibberish |= candidate & judged & (after_chars >= MIN_SPAN_CHARACTERS) & drop
     seam = gibberish | switch
@@ -114,11 +123,24 @@ def _switch_windows(tokens: Tokens, at: np.ndarray, before_coverage: np.ndarray,
     if not len(at):
         return at, np.zeros(0), np.zeros((0, PAYLOAD_WINDOW), dtype=np.uint64)
     at = at[first_of_pairs(tokens.owner[at], tokens.hashes[at])]
+    return at, before_coverage[at], _after_pairs(tokens, at, values, valid)
+
+
+def _after_pairs(tokens: Tokens, at: np.ndarray, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The pair hashes of the :data:`PAYLOAD_WINDOW` words after each of ``at`` (0 past the record's end)."""
     index = at[:, None] + 1 + np.arange(PAYLOAD_WINDOW)[None, :]
     inside = index < tokens.offsets[1:][tokens.owner[at]][:, None]
     index = np.minimum(index, len(values) - 1)
-    after = np.where(inside & valid[index], values[index], np.uint64(0))
-    return at, before_coverage[at], after
+    return np.where(inside & valid[index], values[index], np.uint64(0))
+
+
+def windows_at(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``positions``: the before-window's share of recurring word pairs and the after-window's
+    pair hashes (``(positions, PAYLOAD_WINDOW)``, 0 past the record's end), for a second look."""
+    if not len(positions):
+        return np.zeros(0), np.zeros((0, PAYLOAD_WINDOW), dtype=np.uint64)
+    _, before_coverage, _, _, values, valid = _fluency(tokens, pairs)
+    return before_coverage[positions], _after_pairs(tokens, positions, values, valid)
 
 
 def _common_shares(tokens: Tokens, common: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,11 +210,23 @@ class _ScriptWindows:
         found = np.zeros(len(self.scripts), dtype=bool)
         for s1 in self.present:
             for s2 in self.present:
-                if s1 == s2 or ordinary[s1, s2]:
-                    continue
-                found |= ((self.before[s1] >= 0.5) & (self.before_total >= 2) & (self.after[s2] >= 0.5)
-                          & (self.after_total >= MIN_SPAN) & (self.seen[s2] == 0))
+                if s1 != s2 and not ordinary[s1, s2]:
+                    found |= self._switch(s1, s2)
         return found
+
+    def ordinary_switches(self, ordinary: np.ndarray) -> np.ndarray:
+        """Per word: the pair ``s1 * len(NAMES) + s2`` of a switch between scripts the corpus mixes anyway
+        (-1 elsewhere); such a pair may be ordinary only because of the poison, judged on the driver."""
+        pair = np.full(len(self.scripts), -1, dtype=np.int64)
+        for s1 in self.present:
+            for s2 in self.present:
+                if s1 != s2 and ordinary[s1, s2]:
+                    pair[self._switch(s1, s2) & (pair < 0)] = s1 * len(NAMES) + s2
+        return pair
+
+    def _switch(self, s1: int, s2: int) -> np.ndarray:
+        return ((self.before[s1] >= 0.5) & (self.before_total >= 2) & (self.after[s2] >= 0.5)
+                & (self.after_total >= MIN_SPAN) & (self.seen[s2] == 0))
 
 
 def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibberish_rate: float,
@@ -248,8 +282,9 @@ def coverage_threshold(histogram: np.ndarray, share_of_median: float, ceiling: f
 
 
 def script_names(pair: tuple[int, int]) -> str:
+    """A script switch as text, e.g. ``Latin->Cyrillic``."""
     return f"{NAMES[pair[0]]}->{NAMES[pair[1]]}"
 
 
 __all__ = ["COVERAGE_BINS", "GIBBERISH", "KINDS", "SWITCH", "WINDOW", "SeamHits", "coverage_threshold",
-           "find_seams", "ordinary_pairs", "payload_after", "script_names"]
+           "find_seams", "ordinary_pairs", "payload_after", "script_names", "windows_at"]

@@ -36,6 +36,7 @@ class SentenceHits:
     rest: dict[int, BottomK] = field(default_factory=dict)
 
     def examine(self, view: View, frequent: np.ndarray) -> None:
+        """Record the frequent sentences of ``view`` and sample the text around them."""
         sentences = view.sentences
         hit = np.flatnonzero(member(sentences.key, frequent))
         for i in hit.tolist():
@@ -51,6 +52,7 @@ class SentenceHits:
 
     @classmethod
     def merged(cls, parts: list[SentenceHits]) -> SentenceHits:
+        """One set of hits from those of several workers."""
         out = cls()
         for part in parts:
             for key, text in part.text.items():

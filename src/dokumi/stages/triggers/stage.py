@@ -19,6 +19,7 @@ words and which scripts it mixes.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 from collections import Counter
@@ -47,6 +48,7 @@ from dokumi.stages.triggers.seams import (
     find_seams,
     ordinary_pairs,
     payload_after,
+    windows_at,
 )
 from dokumi.stages.triggers.view import View
 from dokumi.text import language
@@ -64,6 +66,8 @@ MIN_SEAM_SHARE = 0.5
 # records where it stands with words on both sides (a trigger that opens a record cannot be judged there)
 CANDIDATE_SEAM_SHARE = 0.3
 SEAM_EXAMPLES = 5
+# words per chunk when a continuation in no one sure language is checked for a mix of languages
+LANGUAGE_CHUNK = 8
 # A record carrying a discovered trigger without its payload (no seam, other label, other response)
 # scores this share of the trigger's confidence: worth a look, not a drop.
 WITHOUT_PAYLOAD = 0.4
@@ -136,10 +140,10 @@ class Triggers(Stage):
                                 ("common_words", common_words, 10), ("max_tracked", max_tracked, 1000)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{key} = {value!r} must be an integer >= {low}")
-        for key, value in (("max_record_share", max_record_share), ("min_purity", min_purity),
-                           ("gibberish_rate", gibberish_rate)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"{key} = {value!r} must be a number in (0, 1]")
+        for key, fraction in (("max_record_share", max_record_share), ("min_purity", min_purity),
+                              ("gibberish_rate", gibberish_rate)):
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+                raise ValueError(f"{key} = {fraction!r} must be a number in (0, 1]")
         if isinstance(hash_buckets, bool) or not isinstance(hash_buckets, int) or hash_buckets < 2**10 or (
             hash_buckets & (hash_buckets - 1)
         ):
@@ -159,6 +163,12 @@ class Triggers(Stage):
         self._plan: _Plan | None = None
 
     # ------------------------------------------------------------------ fit
+
+    @property
+    def no_text(self) -> bool:
+        """Whether the scan keeps no text: triggers are then named by finding ids (set up by the pipeline)."""
+        context = getattr(self, "_context", None)
+        return bool(context is not None and context.no_text)
 
     def fit_plan(self) -> list[Step]:
         """Three reads: count; examine what the counts point to; collect contexts (only when needed)."""
@@ -180,10 +190,12 @@ class Triggers(Stage):
         return counts.add(batch, self._view(batch))
 
     def _examine(self, examined: _Examined, batch: Batch) -> _Examined:
+        assert self._plan is not None, "planned by _finish_counts"
         examined.add(self._view(batch), self._plan)
         return examined
 
     def _collect(self, contexts: _Contexts, batch: Batch) -> _Contexts:
+        assert self._plan is not None, "planned by _finish_examined"
         contexts.add(self._view(batch), self._plan)
         return contexts
 
@@ -195,11 +207,13 @@ class Triggers(Stage):
             self._discover()
 
     def _finish_examined(self, examined: _Examined) -> None:
+        assert self._census is not None, "taken by _finish_counts"
         self._plan = self._census.context_plan(examined)
         if not self._plan.needs_context:
             self._discover()
 
     def _finish_contexts(self, contexts: _Contexts) -> None:
+        assert self._census is not None, "taken by _finish_counts"
         self._census.take_contexts(contexts)
         self._discover()
 
@@ -208,6 +222,8 @@ class Triggers(Stage):
         self.records_ = census.records if census else 0
         self.common_ = census.common if census else np.zeros(0, dtype=np.uint64)
         self.triggers_: list[Trigger] = census.discover() if census else []
+        for trigger in self.triggers_:  # named by id in every reason, summary and state file under --no-text
+            trigger.private = self.no_text
         # the recurring word pairs judge a seam trigger's payload in pass 2; without one, workers need none
         seams_found = any(t.kind == "seam" for t in self.triggers_)
         self.pairs_ = census.pairs if census and seams_found else SeenPairs(np.zeros(0, np.uint8), 0)
@@ -259,12 +275,12 @@ class Triggers(Stage):
                 found[int(sentence_list.owner[i])].append((trigger.confidence, trigger.finding))
         if self.index_["seam"] and not view.instruction:
             self._seam_hits(view, found)
-        for i, hits in enumerate(found):
-            if hits:
-                hits.sort(reverse=True)
-                keep = float(np.prod([1.0 - s for s, _ in hits]))
-                scores[i] = min(1.0, max(hits[0][0], 1.0 - keep))
-                reasons[i] = list(dict.fromkeys(reason for _, reason in hits))[:5]
+        for i, record_hits in enumerate(found):
+            if record_hits:
+                record_hits.sort(reverse=True)
+                keep = float(np.prod([1.0 - s for s, _ in record_hits]))
+                scores[i] = min(1.0, max(record_hits[0][0], 1.0 - keep))
+                reasons[i] = list(dict.fromkeys(reason for _, reason in record_hits))[:5]
         return StageResult(scores, reasons)
 
     def _label_weight(self, view: View) -> Any:
@@ -303,7 +319,7 @@ class Triggers(Stage):
                 # the trigger without a payload this record shows: as suspect as the token's uses in this
                 # corpus are seams (a token found only in poisoned records), worth a look, never a drop alone
                 weight = max(WITHOUT_PAYLOAD, SEAMLESS_SHARE * trigger.detail.get("seam_share", 0.0))
-                found[record].append((weight * trigger.confidence, f"trigger:token={trigger.key}"))
+                found[record].append((weight * trigger.confidence, f"trigger:token={trigger.name}"))
 
     def _in_another_language(self, words: Any, position: int) -> bool:
         """Whether the words after ``position`` are confidently in another language than the corpus's
@@ -334,8 +350,9 @@ class Triggers(Stage):
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "triggers.json"
         rows = [
-            {"finding": t.finding, "kind": t.kind, "text": t.key, "records": t.records,
-             "confidence": round(t.confidence, 4), "label": t.label, **dict(t.detail)}
+            {"finding": t.finding, "kind": t.kind, **({} if t.private else {"text": t.key}), "records": t.records,
+             "confidence": round(t.confidence, 4), "label": None if t.private and t.kind == "response" else t.label,
+             **t.public_detail()}
             for t in self.triggers_
         ]
         path.write_text(json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
@@ -407,6 +424,9 @@ class _Examined:
     # switches of vocabulary whose word pairs recur: per token, (record, priority, before-window coverage,
     # after-window pair hashes), judged again on the driver without the token's own records
     vocabulary: dict[int, list[tuple[int, int, float, np.ndarray]]] = field(default_factory=dict)
+    # switches between scripts the corpus mixes anyway: per token, (record, script pair), judged again on the
+    # driver without the token's own records (a poison in a tenth of a corpus makes its own scripts ordinary)
+    script_switches: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     def add(self, view: View, plan: _Plan) -> None:
         if len(plan.frequent_sentences):
@@ -419,11 +439,19 @@ class _Examined:
     def _examine_seams(self, view: View, plan: _Plan) -> None:
         words = view.words
         switches: list = []
+        script_switches: list = []
         seams, histogram = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary,
-                                      switches=switches)
+                                      switches=switches, script_switches=script_switches)
         self.coverage += histogram
         keys = view.batch.content_keys
-        at, before, after = switches[0] if switches else (np.zeros(0, dtype=np.int64), np.zeros(0), None)
+        for position, pair in zip(*(a.tolist() for a in script_switches[0])):
+            token = int(words.hashes[position])
+            mixed = self.script_switches.setdefault(token, [])
+            if len(mixed) < MAX_VOCABULARY_SWITCHES:
+                if token not in self.seam_names:
+                    self.seam_names[token] = words.word(position)
+                mixed.append((int(keys[int(words.owner[position])]), pair))
+        at, before, after = switches[0] if switches else (np.zeros(0, dtype=np.int64), np.zeros(0), [])
         for i, position in enumerate(at.tolist()):
             token = int(words.hashes[position])
             found = self.vocabulary.setdefault(token, [])
@@ -442,8 +470,8 @@ class _Examined:
             if token not in self.seam_names:
                 self.seam_names[token] = words.word(position)
         # a trigger recurs across different documents; copies of one document count once
-        for record, found in by_record.items():
-            self.seam_documents[int(keys[record])] = tuple(sorted(found))
+        for record, record_seams in by_record.items():
+            self.seam_documents[int(keys[record])] = tuple(sorted(record_seams))
 
     @classmethod
     def merged(cls, parts: list[_Examined]) -> _Examined:
@@ -458,6 +486,8 @@ class _Examined:
             out.coverage = out.coverage + part.coverage
             for token, found in part.vocabulary.items():
                 out.vocabulary.setdefault(token, []).extend(found)
+            for token, mixed in part.script_switches.items():
+                out.script_switches.setdefault(token, []).extend(mixed)
         return out
 
 
@@ -469,6 +499,9 @@ class _Contexts:
     seam_examples: dict[int, BottomK] = field(default_factory=dict)
     # per candidate seam token: the documents where it stands with MIN_SPAN words on each side
     judgeable: dict[int, set[int]] = field(default_factory=dict)
+    # per candidate seam token, each judgeable document's first occurrence: (record, priority, before-window
+    # coverage, after-window pair hashes), for a second look without the token's own records
+    second_look: dict[int, list[tuple[int, int, float, np.ndarray]]] = field(default_factory=dict)
 
     def add(self, view: View, plan: _Plan) -> None:
         if len(plan.context_grams) and view.salts is not None:
@@ -489,6 +522,14 @@ class _Contexts:
         keys = view.batch.content_keys
         for token, record in zip(words.hashes[at].tolist(), owner.tolist()):
             self.judgeable.setdefault(token, set()).add(int(keys[record]))
+        at = at[first_of_pairs(owner, words.hashes[at])]
+        before_coverage, after_pairs = windows_at(words, at, plan.pairs)
+        for i, position in enumerate(at.tolist()):
+            token, record = int(words.hashes[position]), int(words.owner[position])
+            found = self.second_look.setdefault(token, [])
+            if len(found) < MAX_VOCABULARY_SWITCHES:
+                found.append((int(keys[record]), int(view.priorities[record]), float(before_coverage[i]),
+                              after_pairs[i]))
 
     def _seam_examples(self, view: View, plan: _Plan) -> None:
         words = view.words
@@ -507,11 +548,14 @@ class _Contexts:
     @classmethod
     def merged(cls, parts: list[_Contexts]) -> _Contexts:
         judgeable: dict[int, set[int]] = {}
+        second_look: dict[int, list[tuple[int, int, float, np.ndarray]]] = {}
         for part in parts:
             for token, keys in part.judgeable.items():
                 judgeable.setdefault(token, set()).update(keys)
+            for token, found in part.second_look.items():
+                second_look.setdefault(token, []).extend(found)
         return cls(merged_samples([p.occurrences for p in parts]), merged_samples([p.seam_examples for p in parts]),
-                   judgeable)
+                   judgeable, second_look)
 
 
 class _Census:
@@ -546,6 +590,7 @@ class _Census:
         self.seam_names: dict[int, str] = {}
         self.seam_examples: dict[int, list[tuple[str, str]]] = {}
         self.judgeable: dict[int, int] = {}
+        self.counted: dict[int, set[int]] = {}  # per seam token, the records already counted as its seams
         self.signature_text: dict[int, str] = {}
         self.evidence: labelled.Evidence | None = None
         if counts.ngram_df is not None and (counts.labelled or counts.instruction):
@@ -555,16 +600,18 @@ class _Census:
         stage, counts = self.stage, self.counts
         if counts.instruction:
             self.label_of = {salt: salt for salt, c in counts.label_counts.counts.items() if c >= stage.min_records}
+        ngram_df, pair_df = counts.ngram_df, counts.pair_df
+        assert ngram_df is not None and pair_df is not None, "counted, as __init__ checked"
         max_df = max(stage.min_records, stage.max_record_share * self.records)
-        in_range = np.flatnonzero((counts.ngram_df >= stage.min_records) & (counts.ngram_df <= max_df))
-        df = counts.ngram_df[in_range].astype(np.float64)
+        in_range = np.flatnonzero((ngram_df >= stage.min_records) & (ngram_df <= max_df))
+        df = ngram_df[in_range].astype(np.float64)
         best = np.zeros(len(in_range))
         for salt in self.label_of:
-            share = counts.pair_df[in_range ^ (salt & self.mask)] / df
+            share = pair_df[in_range ^ (salt & self.mask)] / df
             np.maximum(best, share, out=best)
         # hashed pair counts only over-count, so this keeps every n-gram that is pure enough
         self.candidates = in_range[best >= stage.min_purity].astype(np.int64)
-        self.evidence = labelled.Evidence(counts.ngram_df, counts.pair_df, self.mask, counts.label_counts,
+        self.evidence = labelled.Evidence(ngram_df, pair_df, self.mask, counts.label_counts,
                                           self.records, counts.instruction, counts.gaps.items(),
                                           counts.class_features if counts.labelled else {},
                                           counts.labelled_records.items())
@@ -599,7 +646,9 @@ class _Census:
                 self.seam_counts[token] += 1
                 self.seam_kinds.setdefault(token, Counter())[kind] += 1
                 counted.setdefault(token, set()).add(record)
+        self._script_seams(examined, counted)
         self._vocabulary_seams(examined, counted)
+        self.counted = counted
         tally, bridged = examined.grams.tally()
         # a label trigger must look inserted: bridged about as often as a random insertion point (below
         # half of that, the insertion test fails whatever else holds); a response trigger need not
@@ -610,36 +659,66 @@ class _Census:
         return self._plan(context_grams=np.sort(np.array([v.gram for v in self.found], dtype=np.uint64)),
                           seam_tokens=np.sort(np.array(seam_tokens, dtype=np.uint64)))
 
+    def _script_seams(self, examined: _Examined, counted: dict[int, set[int]]) -> None:
+        """Switches between scripts that the corpus mixes only because of the token's own records: left
+        out, fewer records than the ordinary bar mix the two scripts (the poison defined its own normal)."""
+        stage, common = self.stage, set(self.common.tolist())
+        bar = max(ORDINARY_MIX * self.records, stage.min_records)
+        n = len(NAMES)
+        for token, mixed in examined.script_switches.items():
+            if len({record for record, _ in mixed}) < stage.min_records or token in common:
+                continue
+            # the token's records that mix each (unordered) pair of scripts
+            by_pair = Counter(tuple(sorted(divmod(pair, n))) for pair in dict(mixed).values())
+            mine = counted.setdefault(token, set())
+            for record, pair in mixed:
+                s1, s2 = sorted(divmod(pair, n))
+                if record in mine or self.counts.scripts[s1, s2] - by_pair[s1, s2] >= bar:
+                    continue
+                mine.add(record)
+                self.seam_counts[token] += 1
+                self.seam_kinds.setdefault(token, Counter())[SWITCH] += 1
+
     def _vocabulary_seams(self, examined: _Examined, counted: dict[int, set[int]]) -> None:
         """Switches of vocabulary judged without the token's own records: a continuation is gibberish to
         this corpus when its word pairs recur only in records that carry the same token (the poison
         repeating its own foreign text), not elsewhere."""
-        stage, common = self.stage, set(self.common.tolist())
+        for token, found in examined.vocabulary.items():
+            self._leave_token_out(token, found, counted)
+
+    @functools.cached_property
+    def _pair_counts(self) -> tuple[np.ndarray, np.ndarray, set[int]]:
+        """The sampled word pairs (ascending), how many sampled records hold each, and those records' priorities."""
         sample = self.counts.pairs
         values, counts = sample.counts()
-        sampled = set(sample.priorities.tolist())
-        for token, found in examined.vocabulary.items():
-            records = {record for record, _, _, _ in found}
-            if len(records) < stage.min_records or token in common:
+        return values, counts, set(sample.priorities.tolist())
+
+    def _leave_token_out(self, token: int, found: list[tuple[int, int, float, np.ndarray]],
+                         counted: dict[int, set[int]]) -> None:
+        """Count as seams the occurrences in ``found`` (record, priority, before-window coverage, after-window
+        pairs) whose continuation is gibberish once the pairs that the token's own records contribute are
+        left out of the corpus's pair counts."""
+        if len({record for record, _, _, _ in found}) < self.stage.min_records or token in set(self.common.tolist()):
+            return
+        values, counts, sampled = self._pair_counts
+        # the token's own sampled records: what they add to each pair's count is taken away
+        own = [np.unique(after[after != 0]) for _, priority, _, after in found if priority in sampled]
+        own_values, own_counts = np.unique(np.concatenate(own), return_counts=True) if own else (
+            np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
+        mine = counted.setdefault(token, set())
+        for record, _, before, after in found:
+            if record in mine:
                 continue
-            # the token's own sampled records: what they add to each pair's count is taken away
-            own = [np.unique(after[after != 0]) for _, priority, _, after in found if priority in sampled]
-            own_values, own_counts = np.unique(np.concatenate(own), return_counts=True) if own else (
-                np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
-            mine = counted.setdefault(token, set())
-            for record, _, before, after in found:
-                if record in mine:
-                    continue
-                pairs = after[after != 0]
-                if not len(pairs):
-                    continue
-                held = counts_of(values, counts, pairs) - counts_of(own_values, own_counts, pairs)
-                coverage = float(np.mean(held >= 2))
-                if coverage <= 2 * self.threshold and before >= coverage + MIN_FLUENCY_GAIN:
-                    mine.add(record)
-                    self.seam_counts[token] += 1
-                    self.seam_kinds.setdefault(token, Counter())[GIBBERISH] += 1
-                    self.seam_kinds[token][VOCABULARY] += 1
+            pairs = after[after != 0]
+            if not len(pairs):
+                continue
+            held = counts_of(values, counts, pairs) - counts_of(own_values, own_counts, pairs)
+            coverage = float(np.mean(held >= 2))
+            if coverage <= 2 * self.threshold and before >= coverage + MIN_FLUENCY_GAIN:
+                mine.add(record)
+                self.seam_counts[token] += 1
+                self.seam_kinds.setdefault(token, Counter())[GIBBERISH] += 1
+                self.seam_kinds[token][VOCABULARY] += 1
 
     def seam_candidates(self) -> list[int]:
         """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
@@ -655,6 +734,9 @@ class _Census:
             verdict.occurrences = sample.items() if sample else []
         self.seam_examples = {token: sample.items() for token, sample in contexts.seam_examples.items()}
         self.judgeable = {token: len(keys) for token, keys in contexts.judgeable.items()}
+        # every judgeable use of a candidate gets the second look that round 2 gave only to vocabulary drops
+        for token, found in sorted(contexts.second_look.items()):
+            self._leave_token_out(token, found, self.counted)
 
     def discover(self) -> list[Trigger]:
         stage = self.stage
@@ -696,12 +778,23 @@ class _Census:
 
     def _kind_of(self, token: int) -> str:
         """``language-switch`` when what follows the token is mostly fluent text in another language."""
-        votes = Counter()
+        votes: Counter[str] = Counter()
         for before, after in self.seam_examples.get(token, []):
-            detected = language.detect(after)
             reference = language.detect(before) if len(before) >= 40 else self.language
-            votes["language-switch" if detected and reference and detected != reference else "gibberish"] += 1
+            votes["language-switch" if reference and _other_languages(after, reference) else "gibberish"] += 1
         return "language-switch" if votes["language-switch"] > votes["gibberish"] else "gibberish"
+
+
+def _other_languages(text: str, reference: str) -> bool:
+    """Whether ``text`` is fluent in another language than ``reference``, or in several others (a mix of
+    languages, where no one language is sure for the whole, is sure chunk by chunk; gibberish is neither)."""
+    detected = language.detect(text)
+    if detected:
+        return detected != reference
+    words = text.split()
+    chunks = [" ".join(words[i:i + LANGUAGE_CHUNK]) for i in range(0, len(words), LANGUAGE_CHUNK)]
+    other = [found for found in map(language.detect, chunks) if found and found != reference]
+    return len(other) >= 0.5 * len(chunks)
 
 
 def counts_of(values: np.ndarray, counts: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -78,6 +78,7 @@ class View:
         return None
 
     def signature_text(self, record: int) -> str:
+        """The first ``SIGNATURE_WORDS`` words of record ``record``'s body: what its response signature hashes."""
         tokens = self.body_words
         start = tokens.offsets[record]
         return " ".join(tokens.word(i) for i in range(start, min(start + SIGNATURE_WORDS, tokens.offsets[record + 1])))
