@@ -15,7 +15,7 @@ from collections import Counter
 import distributed
 import pyarrow as pa
 import pytest
-from conftest import assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
+from conftest import PLUMBING, assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
 
 from dokumi import InputError, Pipeline, Policy, Stage, StageResult, scan
 from dokumi.cli import main
@@ -510,3 +510,88 @@ def test_triggers_partials_merge_to_the_same_state_in_any_order_and_grouping(tmp
         [(t.key, t.records, t.confidence, t.detail) for t in whole.triggers_]
     assert [t.key for t in whole.triggers_] == ["zqx"]
     assert driver._census is None and len(pickle.dumps(driver)) < 20_000
+
+
+def test_the_local_cluster_accepts_no_client_without_its_temporary_credentials():
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    import dask
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def identity(address, security):
+        args = security.get_connection_args("client") if security is not None else {}
+        comm = await connect(address, timeout="3s", **args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    with DaskEngine(workers=1) as engine:
+        scheduler = engine.cluster_.scheduler_address
+        workers = list(engine.client_.scheduler_info()["workers"])
+        assert scheduler.startswith("tls://127.0.0.1:") and workers and workers[0].startswith("tls://")
+        # of the web pages that would answer anyone, only /health is left
+        pages = f"http://127.0.0.1:{engine.cluster_.scheduler.http_server.port}"
+        assert urllib.request.urlopen(f"{pages}/health", timeout=5).status == 200
+        for page in ("/info/main/workers.html", "/json/counts.json", "/metrics"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(pages + page, timeout=5)
+        # this scan's client holds the credentials: the members answer it
+        assert asyncio.run(identity(scheduler, engine.security_))["type"] == "Scheduler"
+        assert asyncio.run(identity(workers[0], engine.security_))["type"] == "Worker"
+        with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):
+            for address in (scheduler, workers[0]):
+                # in plain TCP, or in TLS with a certificate of its own, another local process is refused
+                with pytest.raises((OSError, TimeoutError)):
+                    asyncio.run(identity(address.replace("tls://", "tcp://"), None))
+                with pytest.raises((OSError, TimeoutError)):
+                    asyncio.run(identity(address, Security.temporary()))
+            with pytest.raises((OSError, TimeoutError)):
+                distributed.Client(scheduler.replace("tls://", "tcp://"), timeout="3s")
+
+
+def test_a_scan_interrupted_on_the_local_engine_resumes_on_dask_to_the_same_outputs(tmp_path):
+    from test_resume import interrupted
+
+    from dokumi.checkpoint import CHECKPOINT_DIR
+
+    inputs, out, staging = interrupted(tmp_path)
+    assert len(list((staging / CHECKPOINT_DIR / "shards").glob("*.json"))) == 1
+    reference = scan(inputs, out=tmp_path / "reference", policy=PLUMBING)
+    result = scan(inputs, out=out, policy=PLUMBING, engine="dask", workers=1, resume=True)
+    assert "--resume: reused the scores of 1 of 3 shard(s)" in result.notes
+    assert_accounted(out, 90)
+    assert [(o["path"], o["sha256"]) for o in result.manifest["outputs"]] == \
+        [(o["path"], o["sha256"]) for o in reference.manifest["outputs"]]
+
+
+def test_the_local_cluster_s_processes_end_with_a_driver_killed_by_sigkill(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from test_operations import SRC, wait_until_gone
+
+    children = tmp_path / "children.json"
+    driver = textwrap.dedent(f"""
+        import json, os, signal
+        import psutil
+        from dokumi.engines.dask import DaskEngine
+        with DaskEngine(workers=1):
+            found = [(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)]
+            with open({str(children)!r}, "w") as handle:
+                json.dump(found, handle)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    killed = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": SRC})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    processes = [tuple(p) for p in json.loads(children.read_text())]
+    assert processes  # the worker (and multiprocessing's helper) were running
+    assert wait_until_gone(processes) == []

@@ -67,9 +67,13 @@ def test_refuses_non_empty_out_unless_overwrite(tmp_path):
     scan(tmp_path / "a.parquet", out=out)
     with pytest.raises(InputError, match="not empty; pass --overwrite"):
         scan(tmp_path / "a.parquet", out=out)
-    (out / "stale-file.txt").write_text("from an older run")
     scan(tmp_path / "a.parquet", out=out, overwrite=True)
-    assert not (out / "stale-file.txt").exists()
+    assert_accounted(out, 3)
+    # a file the scan's manifest does not list is not dokumi's: --overwrite deletes nothing then
+    (out / "notes.txt").write_text("the user's own")
+    with pytest.raises(InputError, match=r"manifest does not list notes.txt\); nothing was deleted"):
+        scan(tmp_path / "a.parquet", out=out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "the user's own"
     assert_accounted(out, 3)
 
 
@@ -216,7 +220,7 @@ def test_terminated_cli_scan_removes_its_partial_output(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "dokumi", "scan", str(tmp_path / "big.parquet"),
                                 "--out", str(out), "--workers", "1"], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not [p for p in tmp_path.iterdir() if ".dokumi-partial-" in p.name] and time.time() < deadline:
+    while not [p for p in tmp_path.iterdir() if ".dokumi-partial" in p.name] and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)

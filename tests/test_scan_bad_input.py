@@ -188,7 +188,12 @@ def test_out_inside_the_input_folder_is_refused_and_hidden_folders_are_skipped(t
     scan(tmp_path / "data", out=tmp_path / "data" / "scan")
     assert_accounted(tmp_path / "data" / "scan", 3)
     with pytest.raises(InputError, match="lies inside --out"):
+        scan(tmp_path / "data" / "scan" / "clean", out=tmp_path / "data" / "scan", overwrite=True)
+    # the input folder itself is no scan: --overwrite is refused before anything is read or deleted
+    with pytest.raises(InputError, match="not a dokumi scan folder"):
         scan(tmp_path / "data", out=tmp_path / "data", overwrite=True)
+    assert_accounted(tmp_path / "data" / "scan", 3)
+    assert (tmp_path / "data" / ".cache" / "old.parquet").is_file()
 
 
 def test_text_column_of_wrong_type_in_parquet_is_an_error(tmp_path):

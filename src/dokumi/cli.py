@@ -36,8 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dokumi: error: {printable(str(error))}", file=sys.stderr)  # one line, whatever the data holds
         return 2
     except KeyboardInterrupt:
-        log.error("interrupted; no output was written")
-        print("dokumi: interrupted; no output was written", file=sys.stderr)
+        if getattr(args, "resume", False):
+            log.error("interrupted; the work done so far is kept for --resume")
+            print("dokumi: interrupted; the work done so far is kept: run the same command again to continue",
+                  file=sys.stderr)
+        else:
+            log.error("interrupted; no output was written")
+            print("dokumi: interrupted; no output was written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
@@ -89,7 +94,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="decoded batches the local engine keeps between reads of the corpus (default 512; "
                            "0: read the files again in every round)")
     scan.add_argument("--batch-size", type=int, default=1024, help="records per batch (default: 1024)")
-    scan.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    scan.add_argument("--overwrite", action="store_true",
+                      help="replace a non-empty --out folder (only one that holds a dokumi scan and nothing else)")
+    scan.add_argument("--resume", action="store_true",
+                      help="reuse what an interrupted scan of the same inputs, policy and dokumi version finished "
+                           "(pass 1, each shard of pass 2), and keep this scan's work if it is interrupted")
     scan.add_argument("--engine", choices=("local", "dask"), default="local",
                       help="local: processes on this machine (default); dask: a Dask cluster (docs/scaling.md)")
     scan.add_argument("--scheduler", metavar="ADDRESS",
@@ -218,6 +227,7 @@ def _run_scan(args: argparse.Namespace) -> int:
         no_text=args.no_text,
         sign_key=args.sign_key,
         output_format=args.output_format,
+        resume=args.resume,
     )
     print(result.summary())
     return 0

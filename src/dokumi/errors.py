@@ -11,3 +11,7 @@ class InputError(DokumiError):
 
 class PolicyError(DokumiError):
     """A policy recipe with an unknown key or a bad value."""
+
+
+class OutputError(DokumiError):
+    """The scan's outputs cannot be written (a full disk, a folder in the way)."""

@@ -184,12 +184,15 @@ def _relative(path: str | None, folder: Path) -> str | None:
         return Path(path).resolve().as_posix()
 
 
-def list_remaining_files(manifest: dict[str, Any], out: Path) -> None:
+def list_remaining_files(manifest: dict[str, Any], out: Path, leave_out: tuple[str, ...] = ()) -> None:
     """Add to ``manifest["files"]`` every file under ``out`` that it does not list yet (the report, ...),
-    so that the manifest commits to the whole scan folder; call it after the last file is written."""
+    so that the manifest commits to the whole scan folder; call it after the last file is written.
+    ``leave_out``: entries of ``out`` (files or folders) that are removed before it is published."""
     listed = {entry["path"] for entry in manifest["outputs"] + manifest["state"] + manifest["files"]}
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out).as_posix()
+        if relative.split("/")[0] in leave_out:
+            continue
         if path.is_file() and relative not in listed and relative not in UNLISTED:
             manifest["files"].append({"path": relative, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
 

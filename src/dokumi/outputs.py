@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -150,38 +148,3 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def refuse_existing(out: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, or a non-empty folder without ``overwrite``."""
-    from dokumi.errors import InputError
-
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-
-def staging_folder(out: Path) -> Path:
-    """A hidden sibling of ``out`` to write a scan into; renamed into place when complete."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.dokumi-partial-", dir=out.parent.resolve()))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output folder should not be
-    return staging
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder into place; a crash leaves only a hidden partial folder."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.dokumi-old-", dir=out.parent))
-        os.replace(out, old / "previous")
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)

@@ -8,6 +8,7 @@ the two passes (:mod:`dokumi.engines`), per-shard scoring
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -17,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from dokumi.engines import make_engine
+from dokumi.checkpoint import CHECKPOINT_DIR, Checkpoint, scan_key
+from dokumi.engines import Engine, make_engine
+from dokumi.errors import InputError, OutputError
 from dokumi.logs import log
 from dokumi.manifest import build_manifest, list_remaining_files, write_manifest
-from dokumi.outputs import publish, refuse_existing, staging_folder
+from dokumi.outfolder import MARKER, OutFolder
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, Pipeline
 from dokumi.policy import Policy, load_policy, with_side_inputs
 from dokumi.records import Columns
@@ -36,6 +39,9 @@ from dokumi.sources import (
     usable_shards,
 )
 from dokumi.summary import ScanResult
+
+# what the staging folder holds for the scan's own bookkeeping: removed before it becomes --out, never listed
+PRIVATE = (CHECKPOINT_DIR, MARKER)
 
 
 def scan(
@@ -59,15 +65,21 @@ def scan(
     scheduler: str | None = None,
     cache_mb: int | None = None,
     output_format: str | None = None,
+    resume: bool = False,
 ) -> ScanResult:
     """Scan ``inputs`` with ``policy``; write the routed records, scores/, hashes/ and manifest.json to ``out``.
 
     The outputs appear all at once: they are written to a hidden sibling folder
-    and renamed into place only when complete. ``workers`` (scoring processes)
-    defaults to one per core, per shard and per 32 MB of input files: a process
-    costs 2-4 CPU-seconds to start. ``cache_mb`` (default 512) bounds the decoded
-    batches the local engine keeps between reads of the corpus; 0 reads the
-    files again in every round.
+    and renamed into place only when complete. One scan at a time writes to an
+    ``out``; ``overwrite`` replaces only a folder that is a dokumi scan. With
+    ``resume``, the work an interrupted scan of the same inputs, recipe and
+    dokumi version finished (pass 1, each shard of pass 2) is reused, and the
+    work of this one is kept if it fails (docs/outputs.md).
+
+    ``workers`` (scoring processes) defaults to one per core, per shard and per
+    32 MB of input files: a process costs 2-4 CPU-seconds to start. ``cache_mb``
+    (default 512) bounds the decoded batches the local engine keeps between
+    reads of the corpus; 0 reads the files again in every round.
 
     Side inputs go to the stages that declare them: ``reference`` (trusted data
     that ``embedding_anomaly`` fits on), ``protect`` (documents whose
@@ -93,61 +105,114 @@ def scan(
     output_format_for(None, output_format)  # an unknown format fails before any data is read
     # a dict names some roles; the recipe's [columns] (or the defaults) name the rest
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
-    out = Path(out)
-    refuse_existing(out, overwrite)
-    pipeline.setup()  # side inputs loaded and checked before any data is read
-    notices: list[str] = []  # files left out of the inputs' folders and globs, named
-    shards, warnings, empty_inputs = usable_shards(open_inputs(inputs, notices))
-    warnings = notices + warnings
-    refuse_inputs_inside(shards, out)
-    pipeline.check(shards)
-    warnings += schema_warnings(shards)
-    if scheduler and workers is not None:
-        warnings.append(f"workers={workers} is ignored when joining the Dask cluster at {scheduler}")
-    staging = staging_folder(out)
-    log.info("scan of %d shard(s) with policy %r (sha256 %s) into %s, engine %s", len(shards), policy.name,
-             policy.sha256, out, engine)
-    try:
-        if pipeline.needs_fit or engine == "dask":  # Dask workers cannot be handed a generator
-            shards = spill_one_shot(shards, pipeline.columns, pipeline.batch_size, staging / "spill")
-        with runner:
-            if pipeline.needs_fit:
-                warnings += runner.fit(pipeline, shards, progress)
-                pipeline.fitted_ = True
-            results = runner.score(pipeline, shards, staging, progress, no_text=policy.no_text,
-                                   output_format=output_format, flag_folder=policy.flag_folder)
-        warnings += [note for r in results for note in r.notes]  # unreadable lines, broken streams
-        warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
-        # a stage (or one of its detectors) that stood aside on this corpus says so in the summary
-        warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
-                     for reason in stage.summary().get("skipped", [])]
-        warnings += duplicate_id_warnings(results, shards, pipeline)
-        for warning in warnings:
-            log.warning(warning)
-        for stage in pipeline.stages:
-            stage.save_state(staging / "state" / stage.name)
-        shutil.rmtree(staging / "spill", ignore_errors=True)
-        manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
-        write_report(staging, manifest=manifest)  # before the manifest is written: it lists the report too
-        list_remaining_files(manifest, staging)
-        write_manifest(manifest, staging / "manifest.json")
-        if sign_key is not None:
-            from dokumi.signing import sign_manifest
-
-            sign_manifest(staging / "manifest.json", sign_key)
-        publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with OutFolder(out, overwrite=overwrite, resume=resume, private=(CHECKPOINT_DIR,)) as folder:
+        folder.check()  # before any data is read: a refused --out costs nothing
+        notices: list[str] = []  # files left out of the inputs' folders and globs, named
+        shards = open_inputs(inputs, notices)
+        refuse_inputs_inside(shards, folder.out)
+        pipeline.setup()  # side inputs loaded and checked before any data is read
+        shards, warnings, empty_inputs = usable_shards(shards)
+        warnings = notices + warnings
+        pipeline.check(shards)
+        warnings += schema_warnings(shards)
+        if scheduler and workers is not None:
+            warnings.append(f"workers={workers} is ignored when joining the Dask cluster at {scheduler}")
+        from_files = all(shard.path is not None for shard in shards)
+        if resume and not from_files:
+            raise InputError("--resume needs every input read from files (Parquet, JSONL or CSV): "
+                             "an in-memory table or iterator cannot be recognised again")
+        log.info("scan of %d shard(s) with policy %r (sha256 %s) into %s, engine %s", len(shards), policy.name,
+                 policy.sha256, folder.out, engine)
+        options = {"no_text": policy.no_text, "output_format": output_format, "flag_folder": policy.flag_folder}
+        staging = None
+        try:
+            staging, earlier = folder.staging()
+            checkpoint = Checkpoint.open(staging, scan_key(policy, pipeline, shards, options), resume=earlier) \
+                if from_files else None
+            results, manifest = _run(pipeline, policy, shards, staging, folder.out, runner, warnings, empty_inputs,
+                                     checkpoint if earlier else None, checkpoint, progress, engine, sign_key, options)
+            folder.seal(staging)
+        except BaseException as error:
+            if staging is not None and not resume:
+                folder.discard(staging)
+            if isinstance(error, OSError) and out_of_space(error):
+                kept = "kept: free some space and run again with --resume" if resume else "removed"
+                raise OutputError(f"no space left on the device while writing the scan next to {folder.out} "
+                                  f"({first_line(error)}); the partial output was {kept}") from None
+            raise
+        # sealed: from here a crash leaves a journal, and the next scan into this --out finishes the move
+        folder.publish(staging)
     log.info("scan done: %s", ", ".join(f"{d} {n}" for d, n in manifest["counts"]["decisions"].items()))
+    notes = folder.notes + (checkpoint.notes if checkpoint is not None else [])
     return ScanResult(
-        out=out,
+        out=folder.out,
         policy=policy.name,
         shards=results,
         warnings=warnings,
         seconds=time.perf_counter() - started,
         manifest=manifest,
+        notes=notes,
     )
+
+
+def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path, out: Path, runner: Engine,
+         warnings: list[str], empty_inputs: list[dict[str, Any]], earlier: Checkpoint | None,
+         checkpoint: Checkpoint | None, progress: bool | None, engine: str,
+         sign_key: str | os.PathLike | None, options: dict[str, Any]) -> tuple[list[ShardResult], dict[str, Any]]:
+    """Both passes, the state, manifest and report into ``staging``, reusing what ``earlier`` (the
+    checkpoints of an interrupted attempt) holds and keeping new ``checkpoint``s as it goes.
+    ``options`` go to :func:`~dokumi.scoring.score_shard`."""
+    fitted = earlier.load_fitted() if earlier is not None and pipeline.needs_fit else None
+    if pipeline.needs_fit or engine == "dask":  # Dask workers cannot be handed a generator
+        shards = spill_one_shot(shards, pipeline.columns, pipeline.batch_size, staging / "spill")
+    with runner:
+        if fitted is not None:
+            pipeline.stages, fit_warnings = fitted
+            warnings += fit_warnings
+        else:
+            fit_warnings = runner.fit(pipeline, shards, progress) if pipeline.needs_fit else []
+            warnings += fit_warnings
+            # saved before pass 2 (scoring never changes fitted state), while this process holds all of it:
+            # the copies that scoring processes (and a resumed scan) receive leave out what only state/ needs
+            shutil.rmtree(staging / "state", ignore_errors=True)  # an interrupted attempt's, not vouched for
+            for stage in pipeline.stages:
+                stage.save_state(staging / "state" / stage.name)
+            if checkpoint is not None and pipeline.needs_fit:
+                checkpoint.save_fitted(pipeline.stages, fit_warnings)
+        pipeline.fitted_ = True
+        finished = earlier.finished_shards(shards) if earlier is not None else {}
+        results = runner.score(pipeline, shards, staging, progress, finished=finished,
+                               on_result=checkpoint.save_shard if checkpoint is not None else None, **options)
+    warnings += [note for r in results for note in r.notes]  # unreadable lines, broken streams
+    warnings += [f"shard {r.shard} has no records" for r in results if not r.records + r.unreadable]
+    # a stage (or one of its detectors) that stood aside on this corpus says so in the summary
+    warnings += [f"stage {stage.name}: {reason}" for stage in pipeline.stages
+                 for reason in stage.summary().get("skipped", [])]
+    warnings += duplicate_id_warnings(results, shards, pipeline)
+    for warning in warnings:
+        log.warning(warning)
+    shutil.rmtree(staging / "spill", ignore_errors=True)
+    manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
+    write_report(staging, manifest=manifest)  # before the manifest is written: it lists the report too
+    list_remaining_files(manifest, staging, leave_out=PRIVATE)
+    write_manifest(manifest, staging / "manifest.json")
+    if sign_key is not None:
+        from dokumi.signing import sign_manifest
+
+        sign_manifest(staging / "manifest.json", sign_key)
+    return results, manifest
+
+
+def out_of_space(error: OSError) -> bool:
+    """Whether ``error`` says the disk (or the user's quota) is full; Arrow's errors name it only in words."""
+    codes = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    return error.errno in codes or any(words in str(error) for words in ("No space left", "Disk quota exceeded"))
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none): messages stay one line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def duplicate_id_warnings(

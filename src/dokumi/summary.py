@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class ScanResult:
     warnings: list[str]
     seconds: float
     manifest: dict[str, Any]
+    # what the scan did about an earlier one's leftovers (resumed, restored, removed); not in the manifest
+    notes: list[str] = field(default_factory=list)
 
     @property
     def records(self) -> int:
@@ -71,6 +73,7 @@ class ScanResult:
             lines += [f"  {e['decision']:<5} {e['id']:<32} {', '.join(e['reasons'])}" for e in examples]
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
+        lines += [f"note: {note}" for note in self.notes]
         folders = " ".join(f"{name}/" for name in OUTPUT_FOLDERS if (self.out / name).is_dir())
         lines += ["", f"outputs in {self.out}/: {folders} manifest.json report.html"]
         # ids, reasons, findings and file names come from the data: none may break a line or drive the terminal

@@ -10,6 +10,7 @@ lets each stage finish on the driver. Pass 2 scores each shard with
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,13 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def score(self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
-              **options: Any) -> list[ShardResult]:
-        """Score every shard into ``staging``; results in input order. ``options`` go to ``score_shard``."""
+              finished: Mapping[int, ShardResult] | None = None,
+              on_result: Callable[[int, ShardResult], Any] | None = None, **options: Any) -> list[ShardResult]:
+        """Score every shard into ``staging``; results in input order. ``options`` go to ``score_shard``.
+
+        ``finished``: results of shards scored earlier (by index), not scored again. ``on_result`` is
+        called in this process with each shard's index and result as soon as the shard is done.
+        """
 
 
 def make_engine(name: str, workers: int | None = None, scheduler: str | None = None,

@@ -37,13 +37,14 @@ import os
 import pickle
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 
+from dokumi.checkpoint import hash_outputs
 from dokumi.engines import Engine
 from dokumi.engines.local import CACHE_BYTES, CorpusBatches, fit_plans, total_rows
 from dokumi.errors import InputError
@@ -103,20 +104,29 @@ class DaskEngine(Engine):
         # (0.6 s -> 1.0 s for 10,000 glosses). glibc's own default adapts the threshold to the allocations.
         # Its workers also sample their own stacks every 10 ms for the dashboard's profile, which this
         # engine's cluster does not show: off, a shard's fit runs about 10% faster.
+        security = _temporary_security()
+        # Of the scheduler's and workers' web pages, only /health: the others (task names, logs, metrics)
+        # would answer any local process, and the cluster's TLS does not cover them.
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                              "distributed.worker.profile.enabled": False}):
-            self.cluster_ = self._local_cluster(LocalCluster)
-        self.client_ = Client(self.cluster_)
+                              "distributed.worker.profile.enabled": False,
+                              "distributed.scheduler.http.routes": ["distributed.http.health"],
+                              "distributed.worker.http.routes": ["distributed.http.health"]}):
+            self.cluster_ = self._local_cluster(LocalCluster, security)
+        self.client_ = Client(self.cluster_, security=security)
         return self
 
-    def _local_cluster(self, LocalCluster: Any) -> Any:  # noqa: N803 (the class, imported lazily)
+    def _local_cluster(self, LocalCluster: Any, security: Any) -> Any:  # noqa: N803 (the class, imported lazily)
         return LocalCluster(
             n_workers=self.workers or os.cpu_count() or 1,
             threads_per_worker=1,  # stages run Python code: processes, not threads, give parallelism
             processes=True,
             host="127.0.0.1",
+            # TLS both ways with a key and certificate made for this cluster alone: only this scan's
+            # client (and the cluster's own workers) hold them, so no other local process can connect
+            protocol="tls://",
+            security=security,
             dashboard_address=None,
-            # the scheduler's health and metrics pages still listen: on loopback, on a free port
+            # the scheduler's health page still listens: on loopback, on a free port
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             # a failed task reaches the scan as its exception; the cluster's own logs (heartbeats
             # missed while it shuts down on a busy machine) would only clutter the CLI's output
@@ -129,6 +139,11 @@ class DaskEngine(Engine):
         if self.cluster_ is not None:
             self.cluster_.close()
         self.client_ = self.cluster_ = None
+
+    @property
+    def security_(self) -> Any:
+        """The TLS credentials of the local cluster this engine started (None when it joined one)."""
+        return self.cluster_.security if self.cluster_ is not None else None
 
     def _start_scan(self, shards: list[Shard]) -> None:
         """Name this scan (the workers' batch caches are keyed on it) and place its shards on workers."""
@@ -237,33 +252,40 @@ class DaskEngine(Engine):
 
     def score(
         self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
+        finished: Mapping[int, ShardResult] | None = None, on_result: Callable[[int, ShardResult], Any] | None = None,
         **score_options: Any,
     ) -> list[ShardResult]:
-        """Pass 2: one task per shard; returns the shards' results in input order.
+        """Pass 2: one task per shard not ``finished``; returns the shards' results in input order.
 
-        ``score_options`` are passed on to :func:`~dokumi.scoring.score_shard`.
+        ``on_result`` is called on the driver as each shard is done; ``score_options`` are passed on
+        to :func:`~dokumi.scoring.score_shard`.
         """
+        done: dict[int, ShardResult] = dict(finished or {})
+        todo = [index for index in range(len(shards)) if index not in done]
         pipeline_file = staging / PRIVATE_DIRS[1] / "pipeline.pkl"
         pipeline_file.parent.mkdir(parents=True, exist_ok=True)
         with open(pipeline_file, "wb") as handle:
             pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
         self._start_scan(shards)
         futures = [
-            self._submit(_score_task, str(pipeline_file), index, _for_workers(shard), str(staging), score_options,
-                         self.scan_id_, home=self.homes_[index])
-            for index, shard in enumerate(shards)
+            self._submit(_score_task, str(pipeline_file), index, _for_workers(shards[index]), str(staging),
+                         score_options, self.scan_id_, home=self.homes_[index])
+            for index in todo
         ]
-        position = {future.key: index for index, future in enumerate(futures)}
-        done: dict[int, ShardResult] = {}
-        bar = progress_bar(total_rows(shards), "score", enabled=progress)
+        position = {future.key: index for index, future in zip(todo, futures)}
+        bar = progress_bar(total_rows([shards[index] for index in todo]), "score", enabled=progress)
         try:
             from distributed import as_completed
 
             for future in as_completed(futures):
-                result = done[position[future.key]] = future.result()
+                index = position[future.key]
+                result = done[index] = future.result()
+                result.path = shards[index].path  # as given, not made absolute: the manifest keeps paths portable
                 # Forget the result on the cluster: were its worker to die now, Dask would
                 # otherwise run the task again while the driver hashes the published files.
                 future.release()
+                if on_result is not None:
+                    on_result(index, result)
                 bar.update(result.records + result.unreadable)
         except BaseException:
             self.client_.cancel(futures)
@@ -271,13 +293,23 @@ class DaskEngine(Engine):
         finally:
             bar.close()
         results = [done[index] for index in range(len(shards))]
-        for result, shard in zip(results, shards):
-            result.path = shard.path  # as given, not made absolute: the manifest keeps paths portable
         for name in PRIVATE_DIRS:
             shutil.rmtree(staging / name, ignore_errors=True)
         self.client_.run(_forget_scan, self.scan_id_)  # the workers' cached batches of this scan
         del self.scan_id_  # no scan placed now
         return results
+
+
+def _temporary_security() -> Any:
+    """TLS credentials for one local cluster: a fresh self-signed key and certificate that every member
+    (scheduler, workers, this client) must present, held in memory, never written to disk."""
+    try:
+        from distributed.security import Security
+
+        return Security.temporary()
+    except ImportError:
+        raise InputError("--engine dask needs the cryptography package for its cluster's TLS: "
+                         "pip install 'dokumi[dask]'") from None
 
 
 def _for_workers(shard: Shard) -> Shard:
@@ -466,7 +498,7 @@ def _score_task(pipeline_file: str, index: int, shard: Shard, staging: str, scor
         published.append({**output, "path": target})
     result.outputs = published
     shutil.rmtree(attempt, ignore_errors=True)
-    return result
+    return hash_outputs(result)
 
 
 __all__ = ["DaskEngine"]

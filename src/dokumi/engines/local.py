@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dokumi.checkpoint import hash_outputs
 from dokumi.engines import Engine
+from dokumi.errors import DokumiError
 from dokumi.fitplan import GroupByKey, KeyPartial, Reduce, Step, partition_partials, shared_key_groups
 from dokumi.progress import progress_bar
 from dokumi.records import Batch, Columns
@@ -206,36 +212,96 @@ class LocalEngine(Engine):
         return []
 
     def score(self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,
-              **options: Any) -> list[ShardResult]:
-        bar = progress_bar(total_rows(shards), "score", enabled=progress)
-        workers = min(self.workers, len(shards)) if self.workers else default_workers(shards)
-        parallel = workers > 1 and all(shard.path is not None for shard in shards)
+              finished: Mapping[int, ShardResult] | None = None,
+              on_result: Callable[[int, ShardResult], Any] | None = None, **options: Any) -> list[ShardResult]:
+        results = dict(finished or {})
+        todo = [i for i in range(len(shards)) if i not in results]
+
+        def done(index: int, result: ShardResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        bar = progress_bar(total_rows([shards[i] for i in todo]), "score", enabled=progress)
+        workers = min(self.workers, len(todo)) if self.workers else default_workers([shards[i] for i in todo])
+        parallel = workers > 1 and all(shards[i].path is not None for i in todo)
         try:
-            if not parallel:
+            if parallel:
+                _score_in_pool(pipeline, shards, todo, staging, workers, bar.update, done, options)
+            else:
                 # in this process, the batches the fit kept (with their words and hashes) are scored as they are
                 corpus = self.corpus_ if self.corpus_ is not None and self.corpus_.shards is shards else None
-                return [score_shard(pipeline, i, shard, staging, bar.update,
-                                    batches=corpus.cached(i) if corpus else None, **options)
-                        for i, shard in enumerate(shards)]
-            context = multiprocessing.get_context("spawn")
-            queue = context.Queue()
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(pipeline, queue)) as pool:
-                futures = [pool.submit(_score_in_worker, i, shard, staging, options) for i, shard in enumerate(shards)]
-                while not all(f.done() for f in futures):
-                    _drain(queue, bar.update, timeout=0.2)
-                _drain(queue, bar.update, timeout=0)
-                return [f.result() for f in futures]
+                for i in todo:
+                    done(i, score_shard(pipeline, i, shards[i], staging, bar.update,
+                                        batches=corpus.cached(i) if corpus else None, **options))
         finally:
             bar.close()
+        return [results[i] for i in range(len(shards))]
+
+
+# Times the shards left are scored again, in a new pool of half as many processes, after a scoring process
+# died (killed, or out of memory): a death that comes back ends the scan with a one-line error.
+POOL_RETRIES = 1
+
+
+def _score_in_pool(pipeline: Pipeline, shards: list[Shard], todo: list[int], staging: Path, workers: int,
+                   update: Callable[[int], Any], done: Callable[[int, ShardResult], Any],
+                   options: dict[str, Any]) -> None:
+    """Score the shards ``todo`` in ``workers`` spawned processes, calling ``done`` as each finishes."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dokumi.checkpoint import discard_shard_outputs
+
+    context = multiprocessing.get_context("spawn")
+    left = list(todo)
+    for attempt in range(POOL_RETRIES + 1):
+        queue = context.Queue()
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                     initargs=(pipeline, queue, os.getpid())) as pool:
+                futures = {pool.submit(_score_in_worker, i, shards[i], staging, options): i for i in left}
+                pending = set(futures)
+                try:
+                    while pending:
+                        complete, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        _drain(queue, update, timeout=0)
+                        for future in complete:
+                            result = future.result()
+                            index = futures[future]
+                            left.remove(index)
+                            done(index, result)
+                except BaseException:
+                    for future in pending:  # the scan stops: no shard that has not started is started
+                        future.cancel()
+                    raise
+                _drain(queue, update, timeout=0)
+            return
+        except BrokenProcessPool:
+            for index in left:  # a dead process may have written part of a shard: start those again from nothing
+                discard_shard_outputs(staging, index, shards[index].name)
+            if attempt == POOL_RETRIES:
+                names = ", ".join(shards[i].name for i in left[:3]) + (", ..." if len(left) > 3 else "")
+                raise DokumiError(
+                    f"a scoring process died (killed, or out of memory) while scoring {len(left)} shard(s) "
+                    f"({names}), again after {POOL_RETRIES} retry; try fewer --workers or smaller shards"
+                ) from None
+            workers = max(1, workers // 2)
+        finally:
+            queue.close()
 
 
 _worker_pipeline: Pipeline | None = None
 _worker_queue: Any = None
 
+# Seconds between a scoring process's checks that the scan that started it is alive (where the
+# operating system cannot kill it with its parent).
+PARENT_POLL_SECONDS = 1.0
 
-def _init_worker(pipeline: Pipeline, queue: Any) -> None:
+
+def _init_worker(pipeline: Pipeline, queue: Any, parent: int) -> None:
     global _worker_pipeline, _worker_queue
+    die_with_parent(parent)
     _worker_pipeline, _worker_queue = pipeline, queue
     # one process per core already: threaded BLAS in each would oversubscribe the cores
     from threadpoolctl import threadpool_limits
@@ -243,9 +309,37 @@ def _init_worker(pipeline: Pipeline, queue: Any) -> None:
     threadpool_limits(1)
 
 
+def die_with_parent(parent: int) -> None:
+    """End this process as soon as process ``parent`` (the scan) dies, even by SIGKILL: a scoring process
+    must not go on writing into a staging folder that a resumed or later scan owns.
+
+    On Linux the kernel kills it (``PR_SET_PDEATHSIG``); everywhere a daemon thread checks
+    every :data:`PARENT_POLL_SECONDS` that the parent is still this process's parent.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the kernel was asked to tell
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="dokumi-watch-parent", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
 def _score_in_worker(index: int, shard: Shard, staging: Path, options: dict[str, Any]) -> ShardResult:
     assert _worker_pipeline is not None, "set by the pool's initializer"
-    return score_shard(_worker_pipeline, index, shard, staging, _worker_queue.put, **options)
+    return hash_outputs(score_shard(_worker_pipeline, index, shard, staging, _worker_queue.put, **options))
 
 
 def _drain(queue: Any, update: Callable[[int], Any], timeout: float) -> None:
@@ -259,5 +353,5 @@ def _drain(queue: Any, update: Callable[[int], Any], timeout: float) -> None:
         pass
 
 
-__all__ = ["CACHE_BYTES", "CorpusBatches", "LocalEngine", "finish_locally", "fit_plans", "fit_stages", "total_rows",
-           "within_limit"]
+__all__ = ["CACHE_BYTES", "CorpusBatches", "LocalEngine", "die_with_parent", "finish_locally", "fit_plans",
+           "fit_stages", "total_rows", "within_limit"]
