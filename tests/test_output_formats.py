@@ -227,4 +227,6 @@ def test_report_with_text_reads_flagged_and_quarantined_records_in_jsonl(tmp_pat
     assert "zero\u200bwidth" not in plain, "no text unless asked"
     assert main(["report", str(tmp_path / "out"), "--with-text"]) == 0
     report = (tmp_path / "out" / "report.html").read_text()
-    assert "<td>zero\u200bwidth</td>" in report and "<td>a lone \u200e mark</td>" in report
+    # the text of flagged and quarantined records, its hidden characters shown as code points
+    assert "zero<span class='cp'>U+200B</span>width" in report
+    assert "a lone <span class='cp'>U+200E</span> mark" in report
