@@ -233,7 +233,7 @@ class LabelSignatures:
             if label not in self.subpopulations_ or self.labels_[predicted[row]] == label:
                 continue
             coef, bias = self.models_[label]
-            logit = float(signature[row] @ coef[:-1]) + coef[-1] * general[row] + bias
+            logit = float((signature[row] @ coef[:-1])[0] + coef[-1] * general[row] + bias)
             prior = self.priors_[label]
             lift = math.exp(logit) / (prior / (1 - prior))
             if lift >= self.min_lift:

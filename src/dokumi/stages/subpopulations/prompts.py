@@ -28,8 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import binom
 
-_YEAR = re.compile(r"(?<![\d.])(1[89]\d\d|20\d\d)(?![\d.])")
-_NUMBER = re.compile(r"(?<![\w.])(\d{1,6})(?![\w.])")
+# a number ends a sentence ("2027.") but is not part of a decimal or a version ("2.0", "1.2027")
+_YEAR = re.compile(r"(?<![\d.])(1[89]\d\d|20\d\d)(?!\d|\.\d)")
+_NUMBER = re.compile(r"(?<![\w.])(\d{1,6})(?!\w|\.\d)")
 _MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)\b")
 _WEEKDAY = re.compile(r"\b(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b")
 _CONSTRUCT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::)[A-Za-z_][A-Za-z0-9_]*)*")
