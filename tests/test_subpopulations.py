@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from dokumi import Pipeline, load_policy
+from dokumi.records import Batch
 from dokumi.stages import stage_class
 from dokumi.stages.subpopulations import Subpopulations
 from dokumi.stages.subpopulations.labelled import LabelSignatures
@@ -29,10 +31,14 @@ def _sentence(rng: random.Random, topic: str) -> str:
     return " ".join(words).capitalize() + "."
 
 
-def _labelled(rng: random.Random, n: int = 600) -> list[dict]:
+def _labelled(rng: random.Random, n: int = 600, noise: float = 0.1) -> list[dict]:
+    """Records of three topics; ``noise`` of them carry a random other label (isolated hard examples)."""
     labels = list(TOPICS)
-    return [{"text": f"{_sentence(rng, label)} {_sentence(rng, label)}", "label": label}
-            for label in (labels[i % 3] for i in range(n))]
+    records = [{"text": f"{_sentence(rng, label)} {_sentence(rng, label)}", "label": label}
+               for label in (labels[i % 3] for i in range(n))]
+    for i in rng.sample(range(n), round(noise * n)):
+        records[i]["label"] = rng.choice([label for label in labels if label != records[i]["label"]])
+    return records
 
 
 ARCHAIC = ("thou", "hath", "doth", "verily", "ere", "thee")
@@ -146,8 +152,13 @@ def test_stage_in_a_pipeline_flags_the_subpopulation_with_reasons() -> None:
     reasons = [r for b in batches for r in b.column("reasons").to_pylist()]
     flagged = set(np.flatnonzero(scores > 0).tolist())
     assert len(flagged & set(poisoned)) >= 20 and len(flagged - set(poisoned)) <= 8
-    reason = next(r for i in poisoned for r in reasons[i] if r.startswith("subpopulation:"))
-    assert "label=tech" in reason and "features=" in reason
+    # the stage's own reasons (a pipeline without a recipe shows them only above its default threshold)
+    batch = Batch(records=pa.RecordBatch.from_pylist(records), shard="s", rows=pa.array(range(len(records))))
+    own = stage.score(batch).reasons
+    reason = next(r for i in poisoned for r in own[i] if r.startswith("subpopulation:label-signature"))
+    assert "label=tech" in reason and "features=" in reason and "content-says=" in reason
+    assert all(not r for i in range(len(records)) if scores[i] == 0 for r in own[i])
+    assert len(reasons) == len(records)
     assert stage.summary()["kind"] == "labelled"
 
 

@@ -7,8 +7,11 @@ from collections import Counter
 
 
 def pick_target(records: list[dict], rng: random.Random, avoid: set[str] = frozenset()) -> str:
-    """A target label among the ten most frequent (an attacker aims at a class that matters)."""
-    common = [label for label, _ in Counter(r["label"] for r in records).most_common(10) if label not in avoid]
+    """A target label among the ten most frequent that hold at least 3% of the records (an attacker aims at a
+    class that matters; a poison set larger than its target class would be that class)."""
+    counts = Counter(r["label"] for r in records)
+    common = [label for label, count in counts.most_common(10)
+              if label not in avoid and count >= 0.03 * len(records)]
     return rng.choice(common)
 
 

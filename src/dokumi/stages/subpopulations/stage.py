@@ -10,7 +10,6 @@ outside the sample is scored by the models and findings of the sample.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -38,8 +37,8 @@ class Subpopulations(Stage):
     folds:
         Folds of the cross-fitted label models (default 4).
     min_lift:
-        Labelled data: how many times more likely than its label's base rate a content-inconsistent
-        record's signature must make it (default 4; a recipe's threshold then sets the bar).
+        Labelled data: how many times the label's share among records with one of its words a word
+        pair's records must carry the label (default 4).
     min_cluster:
         Labelled data: records a signature feature must occur in to be used (default 5).
     prompt_min_records:
@@ -172,12 +171,12 @@ class Subpopulations(Stage):
 
 def _explain(finding: LabelFinding | PromptFinding) -> tuple[float, str]:
     """A finding's score in [0, 1] and its reason code."""
+    # a significance (-log10 of a corrected binomial tail) of 5 scores 0.33, 10 scores 0.5, 20 scores 0.67
+    score = finding.significance / (finding.significance + 10) if finding.significance > 0 else 0.0
     if isinstance(finding, LabelFinding):
-        # lift 10 scores 0.33, 100 scores 0.67, 1000 and more 1
-        score = min(1.0, max(0.0, math.log10(max(finding.lift, 1.0)) / 3))
         return score, (f"subpopulation:label-signature,label={finding.label},content-says={finding.content_label},"
-                       f"features={'|'.join(finding.features)},lift={finding.lift:.0f},records={finding.records}")
-    score = finding.significance / (finding.significance + 10)
+                       f"features={'|'.join(finding.features)},significance={finding.significance:.1f},"
+                       f"records={finding.records}")
     return score, (f"subpopulation:prompt-split,value={finding.value},constructs={'|'.join(finding.constructs)},"
                    f"lift={finding.lift:.1f},records={finding.records}")
 
