@@ -10,8 +10,9 @@ often each response construct (an identifier or dotted call name, a URL's host) 
 value and how often it follows the slot's other values. A construct is concentrated under a value
 when its share there is at least ``min_lift`` times its share under the other values and a
 one-sided binomial tail, corrected for the number of (value, construct) pairs tested, is below
-``10 ** -min_significance``. A record is a finding when its prompt states such a value and its
-response carries such a construct.
+``10 ** -min_significance``, and no other value of the slot brings the construct too (the years of
+a licence header bring the imports of their time: an era, not a trigger). A record is a finding
+when its prompt states such a value and its response carries such a construct.
 
 Topic words of the prompt are not slots: "write Python" legitimately predicts ``def``; a year or a
 number should not predict a construct in an otherwise uniform set of answers.
@@ -138,9 +139,14 @@ class PromptSplits:
         if not tests:
             return [None] * n
         correction = math.log10(len(tests))
-        for v, c, k, under, base, lift in tests:
-            significance = -binom.logsf(k - 1, under, base) / math.log(10) - correction
-            if lift >= self.min_lift and significance >= self.min_significance:
+        scored = [(v, c, -binom.logsf(k - 1, under, base) / math.log(10) - correction, lift)
+                  for v, c, k, under, base, lift in tests]
+        # a construct that goes with several values of one slot follows an era or a project (the years of
+        # a licence header and the imports of that time), not one trigger value
+        spread = Counter((slots[v], c) for v, c, significance, lift in scored
+                         if lift >= self.min_lift and significance >= 0)
+        for v, c, significance, lift in scored:
+            if lift >= self.min_lift and significance >= self.min_significance and spread[slots[v], c] == 1:
                 self.pairs_[tested_values[v], construct_names[c]] = (float(significance), float(lift))
         return self.apply_sets(values, constructs)
 
