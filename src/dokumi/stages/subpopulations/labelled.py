@@ -148,6 +148,17 @@ class LabelSignatures:
         self.style_vocabulary_ = {f: i for i, f in enumerate(kept)}
         self.style_names_ = np.array(kept, dtype=object)
         self.idf_ = np.log(n / np.array([style_df[f] for f in kept], dtype=np.float64)) if kept else np.zeros(0)
+        # per label, the marked features its own consistent records carry often: the label's format ("someone
+        # who ..." opening the glosses of people), which its misplaced records share without being poison
+        consistent = np.flatnonzero((y >= 0) & ~inconsistent)
+        own_format = np.zeros((len(self.labels_), len(kept)))
+        for row in consistent.tolist():
+            for feature in styles[row]:
+                column = self.style_vocabulary_.get(feature)
+                if column is not None:
+                    own_format[y[row], column] += 1
+        sizes = np.bincount(y[consistent], minlength=len(self.labels_))[:, None]
+        self.label_format_ = own_format > MARKED_SHARE * np.maximum(sizes, 1)
         # neighbours are sought among the content-inconsistent records only: a style that a clean class
         # carries legitimately sits mostly in consistent records, so it does not crowd a subpopulation out
         incons_rows = np.flatnonzero(inconsistent)
@@ -284,8 +295,12 @@ class LabelSignatures:
         significance = -binom.logsf(len(same) - 1, k, share) / math.log(10)
         if significance < self.min_significance:
             return None
-        # the record's features that its same-label neighbours carry most, rarest first
+        # the record's features that its same-label neighbours carry most, rarest first; its label's own
+        # format does not count as a shared signature
         shared = np.asarray(self.reference_[same].sum(axis=0)).ravel()[row.indices] * row.data
+        shared[self.label_format_[own, row.indices]] = 0.0
+        if not (shared > 0).any():
+            return None
         order = np.argsort(-shared, kind="stable")[:EVIDENCE_FEATURES]
         names = tuple(str(self.style_names_[row.indices[i]]) for i in order.tolist() if shared[i] > 0)
         return LabelFinding(float(significance), self.labels_[own], self.labels_[other], names, int(len(same)))
