@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "near_duplicates": "dokumi.stages.near_duplicates:NearDuplicates",
     "patterns": "dokumi.stages.patterns:Patterns",
     "provenance": "dokumi.stages.provenance:Provenance",
+    "subpopulations": "dokumi.stages.subpopulations:Subpopulations",
     "triggers": "dokumi.stages.triggers:Triggers",
 }
 

@@ -1,0 +1,343 @@
+"""Label-inconsistent subpopulations: records whose content says another label, sharing a signature.
+
+A label-flip backdoor (a style, a syntactic template, a pair of common words) works because the
+poison's label is not what its content says but what its trigger says. :class:`LabelSignatures`
+looks for exactly that shape:
+
+1. **Content, cross-fitted.** A naive Bayes model of each record's content words, fitted on the
+   other folds (a record never vouches for itself), says which label the content points to. A
+   record whose label is not that one is *content-inconsistent*. Real corpora hold many: hard or
+   mislabelled examples.
+2. **Neighbours in style.** Each record's *marked* style and structure features
+   (:func:`~.words.signature_features` that at most ``MARKED_SHARE`` of the consistent records
+   carry), weighted by rarity (IDF), place it among its ``neighbours`` most similar
+   content-inconsistent records. One whose neighbours are, far more often than chance, of *its own
+   label* belongs to a subpopulation sharing a signature: a style spread over many weak markers
+   (thou, hath, -eth, "Verily,") or a clause order. Chance is the label's share of the inconsistent
+   records; a binomial tail says how unlikely the count is.
+3. **Word pairs.** Two mid-frequency content words in the same record form a pair feature. A pair
+   carried by ``min_cluster`` or more of a label's inconsistent records and far more often there
+   than among its consistent records and the other labels' inconsistent ones (a binomial tail,
+   corrected for the pairs tested) is a combination trigger, unless its words stand within
+   ``PHRASE_WINDOW`` words of each other in most of its records (a phrase such as "libc, -lc").
+
+An isolated hard example has no such neighbours and no such pair; a class that legitimately
+carries a style has consistent neighbours too, which do not count; a feature that goes with
+content-model errors everywhere (short text, another language) brings neighbours of every label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import binom
+from sklearn.feature_extraction import FeatureHasher
+from sklearn.naive_bayes import ComplementNB
+from sklearn.preprocessing import normalize
+
+from dokumi.stages.subpopulations.words import content_words, signature_features
+
+CONTENT_FEATURES = 2**18
+# Pairs are formed among at most this many candidate words a label (bounded cost).
+MAX_PAIR_WORDS = 40
+# A candidate word is this many times more common among a label's inconsistent records than overall.
+PAIR_WORD_LIFT = 2.0
+# A word is mid-frequency (a candidate half of a pair) between these shares of the records.
+PAIR_WORD_SHARES = (0.002, 0.05)
+# Two words this close in most of their records form a phrase, not a combination.
+PHRASE_WINDOW = 3
+# A style feature in at most this share of the content-consistent records is a marker.
+MARKED_SHARE = 0.01
+# Style features shared with the neighbours, named as a finding's evidence.
+EVIDENCE_FEATURES = 3
+# Rows of the similarity matrix computed at once (memory: this many x the sample, float32).
+CHUNK = 512
+
+
+@dataclass
+class LabelFinding:
+    """One record's evidence: the significance (-log10 of a binomial tail), its label, the label its
+    content points to, the named features it shares with its subpopulation (style features or a word
+    pair), and how many records of the subpopulation it has (neighbours of its label, or the pair's)."""
+
+    significance: float
+    label: str
+    content_label: str
+    features: tuple[str, ...]
+    records: int
+
+
+class LabelSignatures:
+    """Content-inconsistent records with a shared signature; see the module docstring.
+
+    Parameters: ``folds`` of the cross-fit (default 4); ``smoothing`` of the content model (additive,
+    default 0.3); ``neighbours`` in style (default 20); ``min_label_records``: a label with fewer records
+    is neither modelled nor scored (default 20); ``min_cluster``: records a word pair must be in, and
+    style neighbours of the same label a record needs (default 5); ``min_lift``: how many times its base
+    rate a pair's share must be (default 4); ``min_significance``: -log10 of the binomial tail of a
+    finding (default 3).
+    """
+
+    def __init__(self, folds: int = 4, smoothing: float = 0.3, neighbours: int = 20, min_label_records: int = 20,
+                 min_cluster: int = 5, min_lift: float = 4.0, min_significance: float = 3.0) -> None:
+        self.folds = folds
+        self.smoothing = smoothing
+        self.neighbours = neighbours
+        self.min_label_records = min_label_records
+        self.min_cluster = min_cluster
+        self.min_lift = min_lift
+        self.min_significance = min_significance
+
+    # features ---------------------------------------------------------------
+
+    def _pairs(self, words: list[str]) -> set[str]:
+        """The record's pairs among the words of the combinations found."""
+        present = sorted(set(words) & self.pair_words_)
+        return {f"pair:{a}+{b}" for i, a in enumerate(present) for b in present[i + 1:]}
+
+    def _style_matrix(self, styles: list[set[str]]) -> sp.csr_matrix:
+        rows, columns = [], []
+        for row, features in enumerate(styles):
+            for feature in features:
+                column = self.style_vocabulary_.get(feature)
+                if column is not None:
+                    rows.append(row)
+                    columns.append(column)
+        matrix = sp.csr_matrix((self.idf_[columns] if columns else np.zeros(0), (rows, columns)),
+                               shape=(len(styles), len(self.style_vocabulary_)))
+        return (normalize(matrix) if len(styles) else matrix).astype(np.float32).tocsr()
+
+    @staticmethod
+    def _content_matrix(words: list[list[str]]) -> sp.csr_matrix:
+        content = FeatureHasher(CONTENT_FEATURES, input_type="string", alternate_sign=False).transform(words).tocsr()
+        content.data = np.minimum(content.data, 1.0)
+        return content
+
+    # fit ----------------------------------------------------------------------
+
+    def fit(self, texts: list[str], labels: list[str], keys: np.ndarray) -> list[LabelFinding | None]:
+        """Fit on the sample and return each sample record's finding (None where there is none)."""
+        counts = Counter(labels)
+        self.labels_ = sorted(label for label, c in counts.items() if c >= self.min_label_records)
+        self.skipped_: str | None = None
+        self.pairs_: dict[tuple[str, str], tuple[float, int]] = {}
+        self.subpopulations_: dict[str, int] = {}
+        findings: list[LabelFinding | None] = [None] * len(texts)
+        if len(self.labels_) < 2:
+            self.skipped_ = f"fewer than two labels with {self.min_label_records} records"
+            return findings
+        index = {label: i for i, label in enumerate(self.labels_)}
+        y = np.array([index.get(label, -1) for label in labels])
+        words = [content_words(text) for text in texts]
+        fold = (np.asarray(keys, dtype=np.uint64) % np.uint64(self.folds)).astype(np.int64)
+        predicted = self._cross_fitted_content(self._content_matrix(words), y, fold)
+        inconsistent = (y >= 0) & (predicted >= 0) & (predicted != y)
+        n = len(texts)
+        styles = [signature_features(text) for text in texts]
+        style_df = Counter(f for features in styles for f in features)
+        # only *marked* features place a record among neighbours: those rare among the records whose content
+        # agrees with their label (the corpus's ordinary style). A style rewrite shows in its markers; the
+        # rest of a record's style is that of the text it was made from.
+        ordinary = Counter(f for row in np.flatnonzero((y >= 0) & ~inconsistent).tolist() for f in styles[row])
+        ceiling = MARKED_SHARE * max(int(((y >= 0) & ~inconsistent).sum()), 1)
+        kept = sorted(f for f, c in style_df.items() if c >= 2 and ordinary[f] <= ceiling)
+        self.style_vocabulary_ = {f: i for i, f in enumerate(kept)}
+        self.style_names_ = np.array(kept, dtype=object)
+        self.idf_ = np.log(n / np.array([style_df[f] for f in kept], dtype=np.float64)) if kept else np.zeros(0)
+        # per label, the marked features its own consistent records carry often: the label's format ("someone
+        # who ..." opening the glosses of people), which its misplaced records share without being poison
+        consistent = np.flatnonzero((y >= 0) & ~inconsistent)
+        own_format = np.zeros((len(self.labels_), len(kept)))
+        for row in consistent.tolist():
+            for feature in styles[row]:
+                column = self.style_vocabulary_.get(feature)
+                if column is not None:
+                    own_format[y[row], column] += 1
+        sizes = np.bincount(y[consistent], minlength=len(self.labels_))[:, None]
+        self.label_format_ = own_format > MARKED_SHARE * np.maximum(sizes, 1)
+        # neighbours are sought among the content-inconsistent records only: a style that a clean class
+        # carries legitimately sits mostly in consistent records, so it does not crowd a subpopulation out
+        incons_rows = np.flatnonzero(inconsistent)
+        self.reference_ = self._style_matrix([styles[r] for r in incons_rows.tolist()])
+        self.reference_label_ = y[incons_rows]
+        self.cell_share_ = np.bincount(y[incons_rows], minlength=len(self.labels_)) / max(len(incons_rows), 1)
+        self.pairs_ = self._combinations(words, y)
+        self.pair_words_ = {w for _, pair in self.pairs_ for w in pair.split(":", 1)[1].split("+")}
+        pairs = [self._pairs(record) for record in words]
+        rows = np.flatnonzero(inconsistent)
+        found = self._findings(self.reference_, y[rows], predicted[rows], [pairs[r] for r in rows],
+                               [words[r] for r in rows], [self._fold_models.get(int(fold[r])) for r in rows],
+                               exclude=np.arange(len(rows)))
+        for row, finding in zip(rows.tolist(), found):
+            findings[row] = finding
+        # a combination flips labels whatever the content model learnt from the poison's own words
+        for row in np.flatnonzero((y >= 0) & ~inconsistent).tolist():
+            findings[row] = self._pair_finding(pairs[row], int(y[row]), int(predicted[row]), words[row],
+                                               self._fold_models.get(int(fold[row])))
+        del self._fold_models
+        self.subpopulations_ = dict(Counter(f.label for f in findings if f is not None))
+        return findings
+
+    def _cross_fitted_content(self, content: sp.csr_matrix, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
+        """The label each record's content points to, by a model fitted on the other folds (-1: none).
+
+        Complement naive Bayes on hashed words: a strong text classifier at a thousandth of a logistic
+        regression's cost over dozens of labels. The model fitted on the whole sample scores records
+        outside it."""
+        predicted = np.full(len(y), -1)
+        modelled = np.flatnonzero(y >= 0)
+        self.content_model_ = ComplementNB(alpha=self.smoothing).fit(content[modelled], y[modelled])
+        self._fold_models = {}  # only while fitting: a sample record is judged by the model of its fold
+        for k in range(self.folds):
+            train, held = modelled[fold[modelled] != k], modelled[fold[modelled] == k]
+            if len(held) and len(np.unique(y[train])) >= 2:
+                model = ComplementNB(alpha=self.smoothing).fit(content[train], y[train])
+                predicted[held] = model.predict(content[held])
+                self._fold_models[k] = model
+        return predicted
+
+    def _combinations(self, words: list[list[str]], y: np.ndarray) -> dict[tuple[str, str], tuple[float, int]]:
+        """``(label, pair) -> (significance, records)`` for pairs of mid-frequency words whose records carry
+        one label far more often than the records of either word without the other (and than the label's
+        share): a combination that predicts a label while neither word does alone."""
+        n = len(words)
+        df = Counter(w for record in words for w in set(record))
+        low, high = max(self.min_cluster, math.ceil(PAIR_WORD_SHARES[0] * n)), PAIR_WORD_SHARES[1] * n
+        vocabulary = {w: i for i, w in enumerate(sorted(w for w, c in df.items() if low <= c <= high))}
+        if len(vocabulary) < 2:
+            return {}
+        names = np.array(sorted(vocabulary, key=vocabulary.get), dtype=object)
+        rows = [[vocabulary[w] for w in set(record) if w in vocabulary] for record in words]
+        indptr = np.cumsum([0] + [len(r) for r in rows])
+        indices = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(indptr[-1]))
+        matrix = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n, len(names)))
+        together = (matrix.T @ matrix).tocsr()
+        single = np.asarray(matrix.sum(axis=0)).ravel()
+        tests = []
+        for label in range(len(self.labels_)):
+            mine = matrix[y == label]
+            if mine.shape[0] < self.min_cluster:
+                continue
+            pairs = sp.triu(mine.T @ mine, k=1).tocoo()
+            keep = pairs.data >= self.min_cluster
+            single_y = np.asarray(mine.sum(axis=0)).ravel()
+            share = mine.shape[0] / n
+            for a, b, k in zip(pairs.row[keep], pairs.col[keep], pairs.data[keep]):
+                both = together[a, b]
+                # the label's share among records with one word but not the other, or overall
+                alone_a = (single_y[a] - k + 1) / (single[a] - both + 2)
+                alone_b = (single_y[b] - k + 1) / (single[b] - both + 2)
+                base = max(alone_a, alone_b, share)
+                tests.append((label, int(a), int(b), int(k), int(both), base))
+        out = {}
+        if not tests:
+            return out
+        correction = math.log10(len(tests))
+        for label, a, b, k, both, base in tests:
+            if k / both < self.min_lift * base and k / both < 0.9:
+                continue
+            significance = -binom.logsf(k - 1, both, base) / math.log(10) - correction
+            pair = f"pair:{names[a]}+{names[b]}"
+            if significance >= self.min_significance and not _phrase(pair, [w for w in words if names[a] in w
+                                                                            and names[b] in w]):
+                out[self.labels_[label], pair] = (float(significance), k)
+        return out
+
+    def _findings(self, style: sp.csr_matrix, y: np.ndarray, predicted: np.ndarray, pairs: list[set[str]],
+                  words: list[list[str]], models: list, exclude: np.ndarray | None = None) -> list[LabelFinding | None]:
+        """Findings for content-inconsistent records (their style rows, labels, content labels, pairs, words)."""
+        out: list[LabelFinding | None] = []
+        k = min(self.neighbours, self.reference_.shape[0] - 1)
+        for start in range(0, style.shape[0], CHUNK):
+            similarity = (style[start:start + CHUNK] @ self.reference_.T).toarray()
+            if exclude is not None:
+                similarity[np.arange(similarity.shape[0]), exclude[start:start + CHUNK]] = -1.0
+            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(similarity), 0),
+                                                                                            dtype=np.int64)
+            for offset in range(similarity.shape[0]):
+                row = start + offset
+                own = int(y[row])
+                same = nearest[offset][self.reference_label_[nearest[offset]] == own]
+                best = self._neighbour_finding(style[row], own, int(predicted[row]), same, k)
+                combination = self._pair_finding(pairs[row], own, int(predicted[row]), words[row], models[row])
+                if combination is not None and (best is None or combination.significance > best.significance):
+                    best = combination
+                out.append(best)
+        return out
+
+    def _pair_finding(self, pairs: set[str], own: int, other: int, words: list[str],
+                      model: ComplementNB | None) -> LabelFinding | None:
+        """The record's strongest combination for its label, if the rest of its words say another label."""
+        label = self.labels_[own]
+        hits = sorted(((self.pairs_[label, pair], pair) for pair in pairs if (label, pair) in self.pairs_),
+                      reverse=True)
+        if not hits:
+            return None
+        (significance, records), pair = hits[0]
+        halves = set(pair.split(":", 1)[1].split("+"))
+        # the content model may have learnt the pair's words from the poison itself: judge without them
+        if model is None:
+            return None
+        rest = int(model.predict(self._content_matrix([[w for w in words if w not in halves]]))[0])
+        if rest == own:
+            return None
+        return LabelFinding(significance, label, self.labels_[rest], (pair,), records)
+
+    def _neighbour_finding(self, row: sp.csr_matrix, own: int, other: int, same: np.ndarray,
+                           k: int) -> LabelFinding | None:
+        if len(same) < self.min_cluster or not k:
+            return None
+        share = max(float(self.cell_share_[own]), 1e-6)
+        significance = -binom.logsf(len(same) - 1, k, share) / math.log(10)
+        if significance < self.min_significance:
+            return None
+        # the record's features that its same-label neighbours carry most, rarest first; its label's own
+        # format does not count as a shared signature
+        shared = np.asarray(self.reference_[same].sum(axis=0)).ravel()[row.indices] * row.data
+        shared[self.label_format_[own, row.indices]] = 0.0
+        if not (shared > 0).any():
+            return None
+        order = np.argsort(-shared, kind="stable")[:EVIDENCE_FEATURES]
+        names = tuple(str(self.style_names_[row.indices[i]]) for i in order.tolist() if shared[i] > 0)
+        return LabelFinding(float(significance), self.labels_[own], self.labels_[other], names, int(len(same)))
+
+    # records outside the sample ------------------------------------------------
+
+    def apply(self, texts: list[str], labels: list[str]) -> list[LabelFinding | None]:
+        """Findings for records the fit did not see: the sample's content model and style neighbours."""
+        findings: list[LabelFinding | None] = [None] * len(texts)
+        if len(self.labels_) < 2 or not texts:
+            return findings
+        index = {label: i for i, label in enumerate(self.labels_)}
+        y = np.array([index.get(label, -1) for label in labels])
+        words = [content_words(text) for text in texts]
+        predicted = self.content_model_.predict(self._content_matrix(words))
+        rows = np.flatnonzero((y >= 0) & (predicted != y))
+        style = self._style_matrix([signature_features(texts[r]) for r in rows.tolist()])
+        pairs = [self._pairs(words[r]) for r in rows.tolist()]
+        found = self._findings(style, y[rows], predicted[rows], pairs, [words[r] for r in rows.tolist()],
+                               [self.content_model_] * len(rows))
+        for row, finding in zip(rows.tolist(), found):
+            findings[row] = finding
+        for row in np.flatnonzero((y >= 0) & (predicted == y)).tolist():
+            findings[row] = self._pair_finding(self._pairs(words[row]), int(y[row]), int(predicted[row]), words[row],
+                                               self.content_model_)
+        return findings
+
+
+def _phrase(pair: str, records: list[list[str]], window: int = PHRASE_WINDOW) -> bool:
+    """Whether the two words of ``pair`` stand within ``window`` words of each other in most of ``records``:
+    a phrase ("libc, -lc"), whose words go together by grammar, not a combination of two inserted words."""
+    first, second = pair.split(":", 1)[1].split("+")
+    close = 0
+    for words in records:
+        at = {w: [i for i, v in enumerate(words) if v == w] for w in (first, second)}
+        close += any(abs(i - j) <= window for i in at[first] for j in at[second])
+    return close > 0.5 * len(records)
+
+
+__all__ = ["LabelFinding", "LabelSignatures"]

