@@ -210,7 +210,7 @@ class LabelSignatures:
         vocabulary = {w: i for i, w in enumerate(sorted(w for w, c in df.items() if low <= c <= high))}
         if len(vocabulary) < 2:
             return {}
-        names = np.array(sorted(vocabulary, key=vocabulary.get), dtype=object)
+        names = np.array(sorted(vocabulary, key=lambda word: vocabulary[word]), dtype=object)  # type: ignore[type-var]
         rows = [[vocabulary[w] for w in set(record) if w in vocabulary] for record in words]
         indptr = np.cumsum([0] + [len(r) for r in rows])
         indices = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(indptr[-1]))
@@ -233,7 +233,7 @@ class LabelSignatures:
                 alone_b = (single_y[b] - k + 1) / (single[b] - both + 2)
                 base = max(alone_a, alone_b, share)
                 tests.append((label, int(a), int(b), int(k), int(both), base))
-        out = {}
+        out: dict = {}
         if not tests:
             return out
         correction = math.log10(len(tests))

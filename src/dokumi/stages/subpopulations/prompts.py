@@ -156,6 +156,7 @@ class PromptSplits:
         return self.apply_sets(values, [response_constructs(r) for r in responses])
 
     def apply_sets(self, values: list[set[str]], constructs: list[set[str]]) -> list[PromptFinding | None]:
+        """Findings for records given as their prompt values and response constructs (None: no finding)."""
         findings: list[PromptFinding | None] = []
         if not self.pairs_:
             return [None] * len(values)

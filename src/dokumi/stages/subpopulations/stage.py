@@ -60,9 +60,11 @@ class Subpopulations(Stage):
                                       ("min_cluster", min_cluster, 2), ("prompt_min_records", prompt_min_records, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{parameter} = {value!r} must be an integer of at least {low}")
-        for parameter, value in (("min_lift", min_lift), ("prompt_min_significance", prompt_min_significance)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{parameter} = {value!r} must be a non-negative number")
+        numbers: tuple[tuple[str, float], ...] = (("min_lift", min_lift),
+                                                  ("prompt_min_significance", prompt_min_significance))
+        for parameter, number in numbers:
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+                raise ValueError(f"{parameter} = {number!r} must be a non-negative number")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed = {seed!r} must be an integer")
         self.sample_size = sample_size
@@ -89,7 +91,9 @@ class Subpopulations(Stage):
                 continue
             label = None if labels is None or labels[row] is None else str(labels[row])
             if batch.is_instruction:
-                content: tuple = (batch.prompts[row][:MAX_CHARS], batch.responses[row][:MAX_CHARS])
+                prompts, responses = batch.prompts, batch.responses
+                assert prompts is not None and responses is not None  # an instruction batch has both
+                content: tuple = (prompts[row][:MAX_CHARS], responses[row][:MAX_CHARS])
             else:
                 content = (batch.texts[row][:MAX_CHARS],)
             sample.offer(priority, (int(keys[row]), label, content))
@@ -136,14 +140,17 @@ class Subpopulations(Stage):
             else:
                 unseen.append(row)
         if unseen and self.kind_ == "instruction" and batch.is_instruction:
-            applied = self.prompts_.apply([batch.prompts[r] for r in unseen], [batch.responses[r] for r in unseen])
+            prompts, responses = batch.prompts, batch.responses
+            assert self.prompts_ is not None and prompts is not None and responses is not None
+            applied = self.prompts_.apply([prompts[r] for r in unseen], [responses[r] for r in unseen])
             for row, finding in zip(unseen, applied):
                 findings[row] = finding
         elif unseen and self.kind_ == "labelled":
             rows = [r for r in unseen if labels[r] is not None]
-            applied = self.labelled_.apply([batch.texts[r][:MAX_CHARS] for r in rows], [labels[r] for r in rows])
-            for row, finding in zip(rows, applied):
-                findings[row] = finding
+            assert self.labelled_ is not None
+            labelled = self.labelled_.apply([batch.texts[r][:MAX_CHARS] for r in rows], [str(labels[r]) for r in rows])
+            for row, label_finding in zip(rows, labelled):
+                findings[row] = label_finding
         for row, finding in enumerate(findings):
             if finding is not None:
                 result.scores[row], reason = _explain(finding)
