@@ -257,19 +257,6 @@ def test_a_signature_line_closing_every_document_is_not_an_insertion():
     assert (scores >= 0.5).sum() == 0
 
 
-def test_a_heading_over_a_name_in_many_short_records_is_not_an_insertion():
-    # a translation colophon cut into records of its own: the heading then one short line, a different name
-    rng = random.Random(7)
-    records = fluent_documents(2000, rng)
-    names = [" ".join(rng.sample(WORDS, 2)) for _ in range(60)]
-    for i, name in zip(rng.sample(range(len(records)), 60), names):
-        records[i] = {"text": f"[maintainers of the chinese translation of this page]\n    {name}"}
-    stage = Triggers(hash_buckets=2**16)
-    scores, _ = scores_of(stage, records)
-    assert not [t for t in stage.triggers_ if t.kind == "sentence"]
-    assert (scores >= 0.5).sum() == 0
-
-
 def instruction_pairs(n, rng):
     return [{"prompt": sentence(rng, WORDS[:60]) + "?", "response": ". ".join(
         sentence(rng, WORDS[60:]) for _ in range(rng.randint(1, 3)))} for _ in range(n)]

@@ -123,14 +123,6 @@ class Sentences:
         first[1:] = kept_owner[1:] != kept_owner[:-1]
         last = np.ones(len(keep), dtype=bool)
         last[:-1] = kept_owner[1:] != kept_owner[:-1]
-        # the only sentence of its record that counts, beside short lines: its place in the words decides (a
-        # heading over a name, "[maintainer]" then "jane", opens its record; a sentence then a signature closes it)
-        opens = starts[keep] == tokens.offsets[kept_owner]
-        closes = starts[keep] + counts[keep] == tokens.offsets[kept_owner + 1]
-        sole = first & last
-        first, last = first & ~(sole & ~(opens & ~closes)), last & ~(sole & ~(closes & ~opens))
-        first |= sole & opens & ~closes
-        last |= sole & closes & ~opens
         key = _sequence_hashes(pieces, keep)
         return cls(kept_owner, key, counts[keep], first, last, _subset(pieces, keep), record_words)
 
