@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dokumi import remote
 from dokumi.engines import make_engine
 from dokumi.logs import log
 from dokumi.manifest import build_manifest, list_remaining_files, write_manifest
@@ -82,6 +84,8 @@ def scan(
     ``scheduler`` address, else a local one of ``workers`` processes
     (docs/scaling.md); the outputs are the same. ``output_format`` (``parquet`` or ``jsonl``)
     is the format of the routed records; default: each input's own (docs/outputs.md).
+    ``inputs`` and ``out`` may be fsspec URLs (``s3://``, ``gs://``, ``hf://``, ``memory://``): inputs are
+    streamed, and an ``out`` URL gets the finished scan uploaded, ``manifest.json`` last (docs/object-storage.md).
     """
     started = time.perf_counter()
     runner = make_engine(engine, workers=workers, scheduler=scheduler, cache_mb=cache_mb)
@@ -93,13 +97,17 @@ def scan(
     output_format_for(None, output_format)  # an unknown format fails before any data is read
     # a dict names some roles; the recipe's [columns] (or the defaults) name the rest
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
-    out = Path(out)
+    target = remote.destination(out)  # an --out URL: scanned into a local folder, then published there
+    if target is not None:
+        target.refuse_existing(overwrite)
+        local_root = tempfile.mkdtemp(prefix="dokumi-remote-out-")
+    out = Path(remote.localize(out)) if target is None else Path(local_root) / "scan"
     refuse_existing(out, overwrite)
     pipeline.setup()  # side inputs loaded and checked before any data is read
     notices: list[str] = []  # files left out of the inputs' folders and globs, named
     shards, warnings, empty_inputs = usable_shards(open_inputs(inputs, notices))
     warnings = notices + warnings
-    refuse_inputs_inside(shards, out)
+    refuse_inputs_inside(shards, target.url if target else out)
     pipeline.check(shards)
     warnings += schema_warnings(shards)
     if scheduler and workers is not None:
@@ -127,7 +135,8 @@ def scan(
         for stage in pipeline.stages:
             stage.save_state(staging / "state" / stage.name)
         shutil.rmtree(staging / "spill", ignore_errors=True)
-        manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
+        manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging,
+                                  destination=target.url if target else out)
         write_report(staging, manifest=manifest)  # before the manifest is written: it lists the report too
         list_remaining_files(manifest, staging)
         write_manifest(manifest, staging / "manifest.json")
@@ -136,12 +145,17 @@ def scan(
 
             sign_manifest(staging / "manifest.json", sign_key)
         publish(staging, out)
+        if target is not None:
+            target.publish(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if target is not None:
+            shutil.rmtree(local_root, ignore_errors=True)
     log.info("scan done: %s", ", ".join(f"{d} {n}" for d, n in manifest["counts"]["decisions"].items()))
     return ScanResult(
-        out=out,
+        out=target.url if target else out,
         policy=policy.name,
         shards=results,
         warnings=warnings,

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dokumi import remote
 from dokumi.engines import Engine
 from dokumi.fitplan import GroupByKey, KeyPartial, Reduce, Step, partition_partials, shared_key_groups
 from dokumi.progress import progress_bar
@@ -184,7 +185,7 @@ BYTES_PER_WORKER = 32 * 2**20
 
 def default_workers(shards: list[Shard]) -> int:
     """One scoring process per core, per shard and per :data:`BYTES_PER_WORKER` of input files."""
-    size = sum(os.path.getsize(shard.path) for shard in shards if shard.path is not None)
+    size = sum(remote.size(shard.path) for shard in shards if shard.path is not None)
     return max(1, min(os.cpu_count() or 1, len(shards), -(-size // BYTES_PER_WORKER)))
 
 
