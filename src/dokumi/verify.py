@@ -45,6 +45,7 @@ from dokumi.merkle import (
     shard_leaf,
 )
 from dokumi.records import Columns
+from dokumi.remote import is_url
 from dokumi.signing import SignatureCheck, signature_path_for, verify_signature
 
 PROOF_SCHEMA = "dokumi.proof/2"
@@ -357,6 +358,9 @@ def _check_input(
         report.notes.append(f"input {entry['name']} was not a file: checked through its sidecar only")
         return
     if folder is None:
+        if is_url(entry["path"]):
+            report.notes.append(f"input {entry['name']} is in object storage ({entry['path'][:200]}): not re-read; "
+                                "give --data DIR, a local copy, to re-hash it")
         return
     path = folder / entry["name"]
     shown = str(path)

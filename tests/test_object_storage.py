@@ -1,0 +1,240 @@
+"""Object storage: scans read from and write to a real S3 API (moto's server on loopback) and memory://."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import PLUMBING, write_jsonl
+
+from dokumi import scan
+from dokumi.cli import main
+from dokumi.errors import InputError
+
+pytest.importorskip("s3fs", reason="the test extra installs s3fs")
+pytest.importorskip("moto.server", reason="the test extra installs moto[server]")
+
+CORPUS = Path(__file__).parent.parent / "examples" / "corpus"
+ROWS_PER_FILE = 250
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3 API server on 127.0.0.1 (moto), reached through the standard variables, AWS_ENDPOINT_URL included."""
+    import logging
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    patch = pytest.MonkeyPatch()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        patch.delenv(name, raising=False)
+    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    patch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("bucket")
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+    patch.undo()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A local folder of two Parquet files of several row groups each, and a JSONL file, from the example corpus."""
+    folder = tmp_path_factory.mktemp("corpus") / "data"
+    folder.mkdir()
+    for name in ("part-0000.parquet", "part-0001.parquet"):
+        table = pq.read_table(CORPUS / name).slice(0, ROWS_PER_FILE)
+        pq.write_table(table, folder / name, row_group_size=100)
+    extra = pq.read_table(CORPUS / "part-0001.parquet").slice(ROWS_PER_FILE, 120).to_pylist()
+    extra[0]["text"] += " \u202eevil\u202c"  # a record the invisible-character stage flags
+    write_jsonl(folder / "extra.jsonl", extra)
+    return folder
+
+
+def _decisions(scores: pa.Table) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {row["id"]: (row["decision"], tuple(row["reasons"])) for row in scores.select(
+        ["id", "decision", "reasons"]).to_pylist()}
+
+
+def _s3_table(fs, prefix: str) -> pa.Table:
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return pq.read_table(prefix, filesystem=PyFileSystem(FSSpecHandler(fs)))
+
+
+def _listing(fs, prefix: str) -> dict[str, bytes]:
+    return {path[len(prefix) + 1:]: fs.cat_file(path) for path in fs.find(prefix)}
+
+
+def test_s3_scan_equals_local_scan_and_publishes_every_file_with_the_manifest(s3, corpus, tmp_path):
+    for file in corpus.iterdir():
+        s3.put_file(str(file), f"bucket/data/{file.name}")
+    result = scan(["s3://bucket/data/*.parquet", "s3://bucket/data/extra.jsonl"], "s3://bucket/out",
+                  progress=False, workers=1)
+    local = scan([str(corpus / "part-0000.parquet"), str(corpus / "part-0001.parquet"), str(corpus / "extra.jsonl")],
+                 tmp_path / "local", progress=False, workers=1)
+
+    remote_decisions = _decisions(_s3_table(s3, "bucket/out/scores"))
+    assert remote_decisions == _decisions(pq.read_table(tmp_path / "local" / "scores"))
+    assert len(remote_decisions) == 2 * ROWS_PER_FILE + 120
+    assert {decision for decision, _ in remote_decisions.values()} > {"keep"}  # something was caught
+    assert result.manifest["counts"] == local.manifest["counts"]
+    assert [i["name"] for i in result.manifest["inputs"]] == [i["name"] for i in local.manifest["inputs"]]
+    assert result.manifest["merkle"]["root"] == local.manifest["merkle"]["root"]
+
+    # every object is listed by the manifest with its sha256; nothing else is there (no staging prefix left)
+    objects = _listing(s3, "bucket/out")
+    manifest = json.loads(objects.pop("manifest.json"))
+    listed = {e["path"]: e["sha256"] for key in ("outputs", "state", "files") for e in manifest[key]}
+    assert listed == {path: hashlib.sha256(body).hexdigest() for path, body in objects.items()}
+    assert "report.html" in listed
+    # inputs are recorded by URL, with the hash of the object's bytes
+    inputs = {entry["path"]: entry["sha256"] for entry in manifest["inputs"]}
+    assert inputs == {f"s3://bucket/data/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
+                      for f in sorted(corpus.iterdir())}
+
+    # the routed records read back with pandas straight from S3 (through s3fs), JSONL kept as JSONL
+    import pandas as pd
+
+    clean = pd.read_parquet("s3://bucket/out/clean/00000-part-0000.parquet")
+    assert list(clean.columns) == ["id", "text", "source"]
+    kept = {i for i, (decision, _) in remote_decisions.items() if decision == "keep"}
+    assert set(clean["id"]) <= kept and len(clean) > 0
+    planted = json.loads((corpus / "extra.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert remote_decisions[planted["id"]][0] in ("flag", "drop")
+    routed = [json.loads(line) for path, body in objects.items()
+              if path.endswith("-extra.jsonl") and not path.startswith("clean/") for line in body.splitlines()]
+    assert planted["text"] in [record["text"] for record in routed if record["id"] == planted["id"]]
+    assert result.out == "s3://bucket/out"
+    assert "outputs in s3://bucket/out/" in result.summary()
+
+
+def test_s3_out_replaces_an_earlier_scan_but_never_foreign_objects(s3, corpus):
+    s3.put_file(str(corpus / "part-0000.parquet"), "bucket/two/a/part-0000.parquet")
+    s3.put_file(str(corpus / "part-0001.parquet"), "bucket/two/b/part-0001.parquet")
+    # two scoring processes: each opens its shard's URL itself
+    scan("s3://bucket/two", "s3://bucket/scan", policy=PLUMBING, progress=False, workers=2)
+    first = set(_listing(s3, "bucket/scan"))
+    assert any(p.startswith("clean/") and "part-0001" in p for p in first), sorted(first)
+
+    with pytest.raises(InputError, match="is not empty; pass --overwrite"):
+        scan("s3://bucket/two/a", "s3://bucket/scan", policy=PLUMBING, progress=False)
+    # a smaller scan over the earlier one: the earlier outputs it does not write again are removed
+    scan("s3://bucket/two/a", "s3://bucket/scan", policy=PLUMBING, progress=False, overwrite=True)
+    second = _listing(s3, "bucket/scan")
+    manifest = json.loads(second.pop("manifest.json"))
+    assert set(second) == {e["path"] for key in ("outputs", "state", "files") for e in manifest[key]}
+    assert not any("part-0001" in path for path in second)
+
+    s3.pipe_file("bucket/scan/notes.txt", b"mine, not dokumi's")
+    with pytest.raises(InputError, match="does not list.*notes.txt"):
+        scan("s3://bucket/two/a", "s3://bucket/scan", policy=PLUMBING, progress=False, overwrite=True)
+    s3.pipe_file("bucket/theirs/readme.md", b"a folder that is not a scan")
+    with pytest.raises(InputError, match="no manifest.json: not a dokumi scan"):
+        scan("s3://bucket/two/a", "s3://bucket/theirs", policy=PLUMBING, progress=False, overwrite=True)
+    assert s3.cat_file("bucket/scan/notes.txt") == b"mine, not dokumi's"
+    assert s3.cat_file("bucket/theirs/readme.md") == b"a folder that is not a scan"
+    assert json.loads(s3.cat_file("bucket/scan/manifest.json")) == manifest  # the refused scans changed nothing
+
+
+def test_s3_prefix_lists_data_objects_and_names_what_it_skips(s3, corpus, capsys):
+    s3.put_file(str(corpus / "extra.jsonl"), "bucket/mixed/docs/extra.jsonl")
+    s3.pipe_file("bucket/mixed/README.txt", b"about the data")
+    s3.pipe_file("bucket/mixed/.hidden/x.parquet", b"not read")
+    code = main(["scan", "s3://bucket/mixed/", "--out", "s3://bucket/mixed-out", "--policy", str(PLUMBING),
+                 "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "skipped 2 entries; not Parquet, JSONL or CSV: README.txt; hidden: .hidden/x.parquet" in printed
+    scores = _s3_table(s3, "bucket/mixed-out/scores")
+    assert scores.num_rows == 120
+
+    code = main(["scan", "s3://bucket/mixed/nope.parquet", "--out", "s3://bucket/x", "--no-progress"])
+    error = capsys.readouterr().err
+    assert code != 0 and "input 's3://bucket/mixed/nope.parquet' does not exist" in error
+    assert "Traceback" not in error and len(error.strip().splitlines()) == 1
+    code = main(["scan", "s3://bucket/mixed/*.parquet", "--out", "s3://bucket/x", "--no-progress"])
+    assert code != 0 and "no object matches" in capsys.readouterr().err
+
+
+def test_inputs_inside_a_remote_out_are_refused(s3, corpus):
+    s3.put_file(str(corpus / "extra.jsonl"), "bucket/self-in/extra.jsonl")
+    scan("s3://bucket/self-in", "s3://bucket/self", policy=PLUMBING, progress=False)
+    before = s3.cat_file("bucket/self/manifest.json")
+    with pytest.raises(InputError, match="lies inside --out s3://bucket/self"):
+        scan("s3://bucket/self/clean", "s3://bucket/self", policy=PLUMBING, progress=False, overwrite=True)
+    assert s3.cat_file("bucket/self/manifest.json") == before
+
+
+def test_memory_round_trip_equals_a_local_scan(corpus, tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for file in corpus.iterdir():
+        memory.pipe_file(f"/dokumi-test/in/{file.name}", file.read_bytes())
+    try:
+        result = scan("memory://dokumi-test/in", "memory://dokumi-test/out", progress=False)
+        local = scan(str(corpus), tmp_path / "local", progress=False)
+        scores = pq.read_table(memory.open("/dokumi-test/out/scores/00000-extra.parquet"))
+        assert scores.num_rows == 120
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        remote_scores = pq.read_table("/dokumi-test/out/scores", filesystem=PyFileSystem(FSSpecHandler(memory)))
+        assert _decisions(remote_scores) == _decisions(pq.read_table(tmp_path / "local" / "scores"))
+        assert result.manifest["merkle"]["root"] == local.manifest["merkle"]["root"]
+        manifest = json.loads(memory.cat_file("/dokumi-test/out/manifest.json"))
+        assert manifest["inputs"][0]["path"] == "memory:///dokumi-test/in/extra.jsonl"
+    finally:
+        memory.rm("/dokumi-test", recursive=True)
+
+
+def test_file_urls_are_local_paths(corpus, tmp_path):
+    result = scan(corpus.as_uri(), (tmp_path / "out").as_uri(), policy=PLUMBING, progress=False)
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert result.manifest["counts"]["records"] == 2 * ROWS_PER_FILE + 120
+
+
+def test_an_unknown_protocol_is_a_one_line_error(capsys):
+    code = main(["scan", "nosuchstore://bucket/x.parquet", "--out", "unused", "--no-progress"])
+    error = capsys.readouterr().err
+    assert code != 0 and "nosuchstore://bucket/x.parquet" in error and "Traceback" not in error
+
+
+def test_verify_of_a_downloaded_remote_scan_asks_for_the_inputs_folder(s3, corpus, tmp_path):
+    from dokumi.verify import verify
+
+    s3.put_file(str(corpus / "extra.jsonl"), "bucket/v/in/extra.jsonl")
+    scan("s3://bucket/v/in", "s3://bucket/v/out", policy=PLUMBING, progress=False)
+    s3.get("bucket/v/out", str(tmp_path / "copy"), recursive=True)
+    report = verify(tmp_path / "copy" / "manifest.json")
+    assert report.ok and report.files == 5 and report.records == 0, report.text()
+    assert "input extra.jsonl is in object storage (s3://bucket/v/in/extra.jsonl): not re-read" in report.text()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "extra.jsonl").write_bytes((corpus / "extra.jsonl").read_bytes())
+    report = verify(tmp_path / "copy" / "manifest.json", data=tmp_path / "data")
+    assert report.ok and report.records == 120, report.text()
+    kept = tmp_path / "copy" / "clean" / "00000-extra.jsonl"
+    assert kept.is_file()
+    kept.write_text("{}\n")
+    assert not verify(tmp_path / "copy" / "manifest.json").ok
