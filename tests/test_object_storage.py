@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import socket
 from pathlib import Path
@@ -194,7 +195,7 @@ def test_memory_round_trip_equals_a_local_scan(corpus, tmp_path):
     for file in corpus.iterdir():
         memory.pipe_file(f"/dokumi-test/in/{file.name}", file.read_bytes())
     try:
-        result = scan("memory://dokumi-test/in", "memory://dokumi-test/out", progress=False)
+        result = scan("memory://dokumi-test/in", "memory://dokumi-test/out", progress=False, workers=2)
         local = scan(str(corpus), tmp_path / "local", progress=False)
         scores = pq.read_table(memory.open("/dokumi-test/out/scores/00000-extra.parquet"))
         assert scores.num_rows == 120
@@ -238,3 +239,57 @@ def test_verify_of_a_downloaded_remote_scan_asks_for_the_inputs_folder(s3, corpu
     assert kept.is_file()
     kept.write_text("{}\n")
     assert not verify(tmp_path / "copy" / "manifest.json").ok
+
+
+class _CountingFile(io.BytesIO):
+    """A memory object that counts the bytes read from it."""
+
+    read_bytes = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        _CountingFile.read_bytes += len(data)
+        return data
+
+
+def test_objects_are_streamed_not_downloaded(tmp_path):
+    """Opening a shard reads a Parquet footer or the first lines of JSONL, not the whole object."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from dokumi.records import Columns
+    from dokumi.sources import open_inputs
+
+    class CountingMemory(MemoryFileSystem):
+        protocol = "dokumicounting"
+        store: dict = {}
+        pseudo_dirs = [""]
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return super()._strip_protocol(path.removeprefix("dokumicounting://"))
+
+        def _open(self, path, mode="rb", **kwargs):
+            if "r" not in mode:
+                return super()._open(path, mode, **kwargs)
+            return _CountingFile(self.cat_file(path))
+
+    fsspec.register_implementation("dokumicounting", CountingMemory, clobber=True)
+    fs = CountingMemory()
+    rows = [{"id": f"r{i}", "text": f"record {i} " + "x" * 1000} for i in range(6000)]
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink, row_group_size=1000, compression="none")
+    fs.pipe_file("/s/big.parquet", sink.getvalue())
+    fs.pipe_file("/s/big.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    parquet, jsonl = open_inputs(["dokumicounting:///s/big.parquet", "dokumicounting:///s/big.jsonl"])
+    size = len(sink.getvalue())
+
+    _CountingFile.read_bytes = 0
+    assert parquet.num_rows() == 6000 and parquet.schema_names() == ["id", "text"]
+    assert _CountingFile.read_bytes < size / 20  # the footer
+    first = next(parquet.batches(Columns(), 500))
+    assert first.num_rows == 500 and _CountingFile.read_bytes < size / 3  # one row group, not the file
+    _CountingFile.read_bytes = 0
+    assert jsonl.schema_names() == ["id", "text"]
+    assert _CountingFile.read_bytes <= 2 << 20 < size  # the first chunk of a 6 MB object
+    assert sum(batch.num_rows for batch in jsonl.batches(Columns(), 1000)) == 6000

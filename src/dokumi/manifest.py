@@ -93,7 +93,7 @@ def build_manifest(
     from dokumi import __version__
 
     # an --out URL stays a string: Path would fold its "//"
-    destination = destination if is_url(destination) else Path(destination or out)
+    destination = destination if isinstance(destination, str) and is_url(destination) else Path(destination or out)
     decisions: Counter = Counter()
     reasons: Counter = Counter()
     inputs = [

@@ -55,6 +55,16 @@ def localize(path: Any) -> Any:
     return path
 
 
+def shareable(path: str) -> bool:
+    """Whether another process can open ``path``: not a ``memory://`` object, which lives in this process."""
+    return not (is_url(path) and path.lower().startswith("memory:"))
+
+
+def _missing(path: str) -> InputError:
+    hint = "" if shareable(path) else "; memory:// lives in one process, so another process cannot read it"
+    return InputError(f"input {path} does not exist (any more){hint}")
+
+
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec filesystem of ``url`` and the path within it; a missing protocol package is a one-line error."""
     import fsspec
@@ -144,7 +154,7 @@ def size(path: str) -> int:
     try:
         return int(fs.size(inner))
     except FileNotFoundError:
-        raise InputError(f"input {path} does not exist (any more)") from None
+        raise _missing(path) from None
 
 
 def sha256(path: str, chunk_size: int = READ_BLOCK) -> str:
@@ -164,7 +174,7 @@ def open_binary(path: str) -> BinaryIO:
     try:
         return fs.open(inner, "rb", block_size=READ_BLOCK, cache_type="readahead")
     except FileNotFoundError:
-        raise InputError(f"input {path} does not exist (any more)") from None
+        raise _missing(path) from None
 
 
 def open_random_access(path: str) -> Any:
@@ -308,4 +318,4 @@ def destination(out: Any) -> RemoteOut | None:
 
 
 __all__ = ["RemoteOut", "destination", "filesystem", "find_files", "input_stream", "is_url", "localize",
-           "open_binary", "open_random_access", "sha256", "shard_names", "size"]
+           "open_binary", "open_random_access", "sha256", "shard_names", "shareable", "size"]

@@ -531,9 +531,10 @@ def _unique_names(shards: list[Shard]) -> list[Shard]:
 def _file_shards(specs: list[str | os.PathLike], notices: list[str] | None = None) -> list[Shard]:
     specs = [remote.localize(spec) for spec in specs]
     if any(remote.is_url(spec) for spec in specs):  # object storage: listed through fsspec (dokumi.remote)
-        files, found_notices = [], []
+        files: list[str] = []
+        found_notices: list[str] = []
         for spec in specs:
-            found = remote.find_files([spec]) if remote.is_url(spec) else find_files([spec])
+            found = remote.find_files([str(spec)]) if remote.is_url(spec) else find_files([spec])
             files, found_notices = files + found[0], found_notices + found[1]
         files = list(dict.fromkeys(files))
     else:

@@ -210,7 +210,8 @@ class LocalEngine(Engine):
               **options: Any) -> list[ShardResult]:
         bar = progress_bar(total_rows(shards), "score", enabled=progress)
         workers = min(self.workers, len(shards)) if self.workers else default_workers(shards)
-        parallel = workers > 1 and all(shard.path is not None for shard in shards)
+        # a memory:// object exists only in this process
+        parallel = workers > 1 and all(shard.path is not None and remote.shareable(shard.path) for shard in shards)
         try:
             if not parallel:
                 # in this process, the batches the fit kept (with their words and hashes) are scored as they are
