@@ -57,7 +57,7 @@ def localize(path: Any) -> Any:
 
 def shareable(path: str) -> bool:
     """Whether another process can open ``path``: not a ``memory://`` object, which lives in this process."""
-    return not (is_url(path) and path.lower().startswith("memory:"))
+    return not (is_url(path) and "memory" in path.split("://", 1)[0].lower().split("::"))
 
 
 def _missing(path: str) -> InputError:
