@@ -159,6 +159,36 @@ def test_s3_out_replaces_an_earlier_scan_but_never_foreign_objects(s3, corpus):
     assert json.loads(s3.cat_file("bucket/scan/manifest.json")) == manifest  # the refused scans changed nothing
 
 
+def test_a_publish_that_dies_part_way_leaves_an_unfinished_folder_the_next_overwrite_repairs(s3, corpus,
+                                                                                             monkeypatch):
+    s3.put_file(str(corpus / "part-0000.parquet"), "bucket/crash-in/a/part-0000.parquet")
+    s3.put_file(str(corpus / "part-0001.parquet"), "bucket/crash-in/b/part-0001.parquet")
+    scan("s3://bucket/crash-in", "s3://bucket/crash", policy=PLUMBING, progress=False)
+    copies = []
+    real_copy = s3.copy
+
+    def copy_then_fail(source, target, **kwargs):  # the store fails on the third copy into place
+        copies.append(target)
+        if len(copies) == 3:
+            raise ConnectionError("connection reset by peer")
+        return real_copy(source, target, **kwargs)
+
+    monkeypatch.setattr(s3, "copy", copy_then_fail)
+    with pytest.raises(InputError, match="connection reset.*unfinished .no manifest.json.; pass --overwrite"):
+        scan("s3://bucket/crash-in/a", "s3://bucket/crash", policy=PLUMBING, progress=False, overwrite=True)
+    monkeypatch.undo()
+    left = set(_listing(s3, "bucket/crash"))
+    assert "manifest.json" not in left  # unfinished, by the rule readers follow
+    assert any(p.startswith(".dokumi-staging-") and p.endswith("/replacing.json") for p in left)
+    assert any("part-0001" in p and not p.startswith(".") for p in left)  # an earlier file not yet removed
+
+    scan("s3://bucket/crash-in/a", "s3://bucket/crash", policy=PLUMBING, progress=False, overwrite=True)
+    objects = _listing(s3, "bucket/crash")
+    manifest = json.loads(objects.pop("manifest.json"))
+    assert set(objects) == {e["path"] for key in ("outputs", "state", "files") for e in manifest[key]}
+    assert [entry["path"] for entry in manifest["inputs"]] == ["s3://bucket/crash-in/a/part-0000.parquet"]
+
+
 def test_s3_prefix_lists_data_objects_and_names_what_it_skips(s3, corpus, capsys):
     s3.put_file(str(corpus / "extra.jsonl"), "bucket/mixed/docs/extra.jsonl")
     s3.pipe_file("bucket/mixed/README.txt", b"about the data")
@@ -222,11 +252,14 @@ def test_an_unknown_protocol_is_a_one_line_error(capsys):
     assert code != 0 and "nosuchstore://bucket/x.parquet" in error and "Traceback" not in error
 
 
-def test_verify_of_a_downloaded_remote_scan_asks_for_the_inputs_folder(s3, corpus, tmp_path):
+def test_verify_of_a_downloaded_remote_scan_asks_for_the_inputs_folder(s3, corpus, tmp_path, capsys):
     from dokumi.verify import verify
 
     s3.put_file(str(corpus / "extra.jsonl"), "bucket/v/in/extra.jsonl")
     scan("s3://bucket/v/in", "s3://bucket/v/out", policy=PLUMBING, progress=False)
+    assert main(["verify", "s3://bucket/v/out"]) != 0
+    error = capsys.readouterr().err
+    assert "verify reads a local copy of the scan folder" in error and "Traceback" not in error
     s3.get("bucket/v/out", str(tmp_path / "copy"), recursive=True)
     report = verify(tmp_path / "copy" / "manifest.json")
     assert report.ok and report.files == 5 and report.records == 0, report.text()

@@ -36,6 +36,7 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(::[A-Za-z][A-Za-z0-9+.\-]*)*://")
 _LOCAL_PROTOCOLS = ("file", "local")
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".dokumi-staging-"
+JOURNAL = "replacing.json"  # in a staging prefix: the files of the earlier scan that a publish replaces
 READ_BLOCK = 8 << 20  # bytes a sequential read asks the store for at once
 
 
@@ -229,28 +230,42 @@ class RemoteOut:
             raise _store_error(self.url, error) from None
 
     def _previous_scan(self, objects: list[str], current: str = "") -> set[str]:
-        """The files an earlier scan published here (its manifest lists them) and the staging prefixes of
-        publishes that died part way (dokumi's by their name; ``current``, this publish's, left out), or an
-        error naming what is not dokumi's: --overwrite never deletes an object dokumi did not write."""
-        staged = {o for o in objects if o.startswith(STAGING_PREFIX) and not (current and o.startswith(current))}
+        """The objects dokumi wrote here, or an error naming those it did not: --overwrite never deletes them.
+
+        Dokumi's are the files the destination's manifest lists, the staging prefixes of publishes that died
+        part way (``current``, this publish's, left out), and the files such a publish's journal names: the
+        new manifest it was publishing and the earlier scan's files it was replacing.
+        """
+        staged = sorted(o for o in objects if o.startswith(STAGING_PREFIX) and not (current and o.startswith(current)))
         objects = [o for o in objects if not o.startswith(STAGING_PREFIX)]
         if not objects:
-            return staged
-        if MANIFEST not in objects:
+            return set(staged)
+        ours = {MANIFEST, MANIFEST + ".sig"}
+        manifests = [MANIFEST] if MANIFEST in objects else []
+        manifests += [o for o in staged if o.endswith("/" + MANIFEST) and o.count("/") == 1]
+        for journal in [o for o in staged if o.endswith("/" + JOURNAL) and o.count("/") == 1]:
+            ours |= set(self._read_listing(journal, "files"))
+        if not manifests and len(ours) == 2:
             raise InputError(f"--out {self.url} holds {len(objects):,} objects and no {MANIFEST}: not a dokumi "
                              f"scan, so --overwrite will not replace it (e.g. {_listed(objects)})")
-        try:
-            manifest = json.loads(self.fs.cat_file(f"{self.root}/{MANIFEST}"))
-            listed = {entry["path"] for key in ("outputs", "state", "files") for entry in manifest.get(key, [])}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise InputError(f"--out {self.url}: its {MANIFEST} is not a dokumi manifest; --overwrite will not "
-                             "replace the folder") from None
-        ours = listed | {MANIFEST, MANIFEST + ".sig"}
+        for manifest in manifests:
+            ours |= {entry["path"] for key in ("outputs", "state", "files")
+                     for entry in self._read_listing(manifest, key)}
         foreign = [o for o in objects if o not in ours]
         if foreign:
             raise InputError(f"--out {self.url} holds {len(foreign):,} objects its {MANIFEST} does not list; "
                              f"--overwrite never deletes what dokumi did not write: {_listed(foreign)}")
-        return set(objects) | staged
+        return set(objects) | set(staged)
+
+    def _read_listing(self, name: str, key: str) -> list[Any]:
+        try:
+            listing = json.loads(self.fs.cat_file(f"{self.root}/{name}"))[key]
+            if not isinstance(listing, list):
+                raise TypeError(key)
+            return listing
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InputError(f"--out {self.url}: {name} is not a dokumi manifest; --overwrite will not replace "
+                             "the folder") from None
 
     def refuse_existing(self, overwrite: bool) -> None:
         """Refuse a non-empty destination without ``overwrite``, and with it one holding foreign objects."""
@@ -270,8 +285,9 @@ class RemoteOut:
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         if MANIFEST not in files:
             raise InputError(f"{folder}: no {MANIFEST} to publish")
-        name = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
-        staging = f"{self.root}/{name}"
+        staging_name = f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        staging = f"{self.root}/{staging_name}"
+        replacing = False
         try:
             self.fs.put([str(folder / f) for f in files], [f"{staging}/{f}" for f in files])
             uploaded = {posixpath.relpath(p, staging): info["size"]
@@ -281,27 +297,30 @@ class RemoteOut:
                 raise InputError(f"--out {self.url}: upload incomplete ({_listed(short)}); the earlier contents "
                                  "are unchanged")
             # checked again: objects written since the scan began are not replaced either
-            previous = self._previous_scan(self._objects(), current=name + "/")
+            previous = self._previous_scan(self._objects(), current=staging_name + "/")
+            # the journal lets a later --overwrite recognise the earlier files if this publish dies part way
+            self.fs.pipe_file(f"{staging}/{JOURNAL}", json.dumps({"files": sorted(previous)}).encode())
+            replacing = True
             last = [MANIFEST + ".sig", MANIFEST]  # the signature before the manifest that it signs
             # from here the destination has no manifest until the new one is written
             for name in last:
                 if name in previous:
                     self.fs.rm_file(f"{self.root}/{name}")
-            body = [f for f in files if f not in last]
-            for name in body + [n for n in last if n in files]:
+            for name in [f for f in files if f not in last] + [n for n in last if n in files]:
                 self.fs.copy(f"{staging}/{name}", f"{self.root}/{name}")
             stale = [o for o in previous if o not in files and not o.startswith(STAGING_PREFIX)]
             if stale:
                 self.fs.rm([f"{self.root}/{o}" for o in stale])
-            leftovers = {o.split("/", 1)[0] for o in previous if o.startswith(STAGING_PREFIX)}
-            for old in leftovers:  # staging prefixes of publishes that died part way
-                self.fs.rm(f"{self.root}/{old}", recursive=True)
-        except InputError:
-            self._remove(staging)
+            for old in {o.split("/", 1)[0] for o in previous if o.startswith(STAGING_PREFIX)}:
+                self.fs.rm(f"{self.root}/{old}", recursive=True)  # of publishes that died part way
+        except BaseException as error:
+            if not replacing:
+                self._remove(staging)
+            if isinstance(error, Exception) and not isinstance(error, InputError):
+                state = (f"the folder is unfinished (no {MANIFEST}); pass --overwrite to write it again" if replacing
+                         else "the earlier contents are unchanged")
+                raise InputError(f"{_store_error(self.url, error)}; {state}") from None
             raise
-        except Exception as error:
-            self._remove(staging)
-            raise _store_error(self.url, error) from None
         self._remove(staging)
 
     def _remove(self, prefix: str) -> None:

@@ -155,6 +155,9 @@ def verify(
 
 
 def _manifest_file(path: str | os.PathLike) -> Path:
+    if is_url(path):
+        raise InputError(f"{path}: verify reads a local copy of the scan folder; download it first "
+                         "(docs/object-storage.md)")
     path = Path(path)
     return path / "manifest.json" if path.is_dir() else path
 
