@@ -84,10 +84,6 @@ def _prefix(url: str) -> str:
     return url[: url.index("://") + 3]
 
 
-def _join_url(prefix: str, path: str) -> str:
-    return prefix + path
-
-
 def _store_error(url: str, error: Exception) -> InputError:
     """A one-line error for a failed request: missing credentials, access denied, an unreachable endpoint."""
     return InputError(f"{url}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'failed'}")
@@ -113,7 +109,7 @@ def find_files(specs: list[str]) -> tuple[list[str], list[str]]:
                 found = sorted(p for p, info in fs.glob(path, detail=True).items() if info.get("type") == "file")
                 if not found:
                     raise InputError(f"no object matches {spec!r}")
-                files += [_join_url(prefix, p) for p in found]
+                files += [prefix + p for p in found]
             else:
                 raise InputError(f"input {spec!r} does not exist")
         except InputError:
@@ -130,7 +126,7 @@ def _walk(fs: Any, root: str, prefix: str, spec: str) -> tuple[list[str], str | 
         if any(part.startswith(".") for part in relative.split("/")):
             hidden.append(relative)
         elif is_data_file(posixpath.basename(path)):
-            found.append(_join_url(prefix, path))
+            found.append(prefix + path)
         else:
             other.append(relative)
     parts = [f"{label}: {_listed(names)}" for names, label in ((other, "not Parquet, JSONL or CSV"),
