@@ -139,6 +139,8 @@ def test_s3_out_replaces_an_earlier_scan_but_never_foreign_objects(s3, corpus):
     first = set(_listing(s3, "bucket/scan"))
     assert any(p.startswith("clean/") and "part-0001" in p for p in first), sorted(first)
 
+    with pytest.raises(InputError, match="is an object, not a folder"):
+        scan("s3://bucket/two/a", "s3://bucket/two/b/part-0001.parquet", policy=PLUMBING, progress=False)
     with pytest.raises(InputError, match="is not empty; pass --overwrite"):
         scan("s3://bucket/two/a", "s3://bucket/scan", policy=PLUMBING, progress=False)
     # a smaller scan over the earlier one: the earlier outputs it does not write again are removed
@@ -326,3 +328,24 @@ def test_objects_are_streamed_not_downloaded(tmp_path):
     assert jsonl.schema_names() == ["id", "text"]
     assert _CountingFile.read_bytes <= 2 << 20 < size  # the first chunk of a 6 MB object
     assert sum(batch.num_rows for batch in jsonl.batches(Columns(), 1000)) == 6000
+
+
+def test_a_signed_scan_publishes_its_signature_and_verifies_from_a_copy(corpus, tmp_path):
+    import fsspec
+
+    pytest.importorskip("pqcrypto", reason="the test extra installs dokumi[sign]")
+    from dokumi.signing import write_keys
+    from dokumi.verify import verify
+
+    secret, public = write_keys(tmp_path / "keys" / "k")
+    memory = fsspec.filesystem("memory")
+    memory.pipe_file("/dokumi-signed/in/extra.jsonl", (corpus / "extra.jsonl").read_bytes())
+    try:
+        scan("memory://dokumi-signed/in", "memory://dokumi-signed/out", policy=PLUMBING, progress=False,
+             sign_key=secret)
+        assert memory.isfile("/dokumi-signed/out/manifest.json.sig")
+        memory.get("/dokumi-signed/out", str(tmp_path / "copy"), recursive=True)
+    finally:
+        memory.rm("/dokumi-signed", recursive=True)
+    report = verify(tmp_path / "copy", key=public, require_signature=True)
+    assert report.ok and report.signed, report.text()
