@@ -349,3 +349,33 @@ def test_a_signed_scan_publishes_its_signature_and_verifies_from_a_copy(corpus, 
         memory.rm("/dokumi-signed", recursive=True)
     report = verify(tmp_path / "copy", key=public, require_signature=True)
     assert report.ok and report.signed, report.text()
+
+
+def test_compressed_csv_and_jsonl_objects_read_as_their_local_files(tmp_path):
+    import gzip
+
+    import fsspec
+
+    from dokumi.records import Columns
+    from dokumi.sources import open_inputs
+
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(b'id,text\n1,"a, quoted\nline"\n2,caf\xc3\xa9\n3,007\n'))
+    (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(b'{"id": "j1", "text": "x"}\nnot json\n'))
+    memory = fsspec.filesystem("memory")
+    for name in ("t.csv.gz", "t.jsonl.gz"):
+        memory.pipe_file(f"/dokumi-csv/{name}", (tmp_path / name).read_bytes())
+    try:
+        for name in ("t.csv.gz", "t.jsonl.gz"):
+            [remote_shard] = open_inputs(f"memory://dokumi-csv/{name}")
+            [local_shard] = open_inputs(str(tmp_path / name))
+            remote_batches = list(remote_shard.batches(Columns(), 10))
+            local_batches = list(local_shard.batches(Columns(), 10))
+            assert [b.records.to_pylist() for b in remote_batches] == [b.records.to_pylist() for b in local_batches]
+            assert [[u.reason for u in b.unreadable] for b in remote_batches] == \
+                [[u.reason for u in b.unreadable] for b in local_batches]
+        assert local_batches[0].unreadable  # the JSONL's second line is quarantined, in both
+        [csv_shard] = open_inputs("memory://dokumi-csv/t.csv.gz")
+        assert next(csv_shard.batches(Columns(), 10)).records.column("text").to_pylist() == \
+            ["a, quoted\nline", "café", "007"]
+    finally:
+        memory.rm("/dokumi-csv", recursive=True)
