@@ -137,7 +137,7 @@ def test_resume_without_an_interrupted_scan_runs_from_the_beginning(tmp_path):
 
 
 def test_resume_needs_inputs_read_from_files(tmp_path):
-    with pytest.raises(InputError, match="--resume needs every input read from files"):
+    with pytest.raises(InputError, match="--resume needs every input read from local files"):
         scan(clean_rows(5), out=tmp_path / "out", policy=PLUMBING, resume=True)
     assert not (tmp_path / "out").exists()
 

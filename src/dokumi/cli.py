@@ -67,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     scan = commands.add_parser("scan", help="score and filter Parquet, JSONL or CSV/TSV shards")
-    scan.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or globs (quote globs)")
+    scan.add_argument("inputs", nargs="+", metavar="INPUT",
+                      help="files, directories or globs (quote globs); also fsspec URLs: s3://, gs://, hf://, memory://")
     scan.add_argument("--out", required=True,
-                      help="output folder (clean/, flagged/, duplicates/, quarantine/, scores/, manifest.json)")
+                      help="output folder (clean/, flagged/, duplicates/, quarantine/, scores/, manifest.json), "
+                           "or an object-store URL (s3://bucket/prefix): uploaded once complete, manifest.json last")
     scan.add_argument("--output-format", choices=("parquet", "jsonl"), default=None,
                       help="format of the records written to clean/, flagged/, duplicates/ and quarantine/ "
                            "(default: each input's own; JSONL from .gz input is written as .jsonl.gz; "

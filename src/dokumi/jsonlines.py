@@ -55,7 +55,9 @@ def open_chunks(path: str, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
     Raises :class:`StreamError` where a compressed stream breaks after some bytes were read, and
     :class:`~dokumi.errors.InputError` when not one byte can be decompressed.
     """
-    with open(path, "rb") as handle:
+    from dokumi.remote import open_binary  # a local file, or an object streamed in ranged requests
+
+    with open_binary(path) as handle:
         if not path.lower().endswith(".gz"):
             while chunk := handle.read(chunk_size):
                 yield chunk

@@ -30,6 +30,7 @@ from dokumi.merkle import ALGORITHM as MERKLE_ALGORITHM
 from dokumi.merkle import EMPTY_ROOT, merkle_root, shard_leaf
 from dokumi.outputs import file_sha256
 from dokumi.records import Columns
+from dokumi.remote import is_url
 from dokumi.routing import routes
 from dokumi.sidecar import SKETCH
 
@@ -85,13 +86,14 @@ def build_manifest(
     empty_inputs: list[dict[str, Any]],
     warnings: list[str],
     out: Path,
-    destination: Path | None = None,
+    destination: Path | str | None = None,
 ) -> dict[str, Any]:
     """The manifest of a scan whose outputs are in ``out``; ``destination`` is the folder the
     manifest will finally live in (``out`` unless the scan writes to a staging folder first)."""
     from dokumi import __version__
 
-    destination = Path(destination or out)
+    # an --out URL stays a string: Path would fold its "//"
+    destination = destination if isinstance(destination, str) and is_url(destination) else Path(destination or out)
     decisions: Counter = Counter()
     reasons: Counter = Counter()
     inputs = [
@@ -173,11 +175,15 @@ def build_manifest(
     }
 
 
-def _relative(path: str | None, folder: Path) -> str | None:
+def _relative(path: str | None, folder: Path | str) -> str | None:
     """``path`` relative to ``folder`` (the manifest's), so that both can move together; absolute
-    only where no relative path exists (another drive)."""
+    only where no relative path exists (another drive, or a manifest in object storage); a URL as given."""
     if path is None:
         return None
+    if is_url(path):
+        return path
+    if is_url(folder):
+        return Path(path).resolve().as_posix()
     try:
         return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
     except ValueError:
@@ -238,7 +244,7 @@ def data_folder(inputs: list[dict[str, Any]]) -> str | None:
         problem = unsafe_relative_path(name)
         if problem:
             raise InputError(f"input shard name {name[:200]!r}: {problem}")
-        if path is None:
+        if path is None or is_url(path):  # in memory, or in object storage: verify reads it only with --data
             continue
         if path.startswith("/") or PureWindowsPath(path).drive:
             raise InputError(f"input {name!r} has an absolute path in the manifest; give --data DIR")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dokumi import remote
 from dokumi.checkpoint import CHECKPOINT_DIR, Checkpoint, scan_key
 from dokumi.engines import Engine, make_engine
 from dokumi.errors import InputError, OutputError
@@ -94,6 +96,8 @@ def scan(
     ``scheduler`` address, else a local one of ``workers`` processes
     (docs/scaling.md); the outputs are the same. ``output_format`` (``parquet`` or ``jsonl``)
     is the format of the routed records; default: each input's own (docs/outputs.md).
+    ``inputs`` and ``out`` may be fsspec URLs (``s3://``, ``gs://``, ``hf://``, ``memory://``): inputs are
+    streamed, and an ``out`` URL gets the finished scan uploaded, ``manifest.json`` last (docs/object-storage.md).
     """
     started = time.perf_counter()
     runner = make_engine(engine, workers=workers, scheduler=scheduler, cache_mb=cache_mb)
@@ -105,11 +109,34 @@ def scan(
     output_format_for(None, output_format)  # an unknown format fails before any data is read
     # a dict names some roles; the recipe's [columns] (or the defaults) name the rest
     pipeline = Pipeline.from_policy(policy, columns=columns or policy.columns, batch_size=batch_size)
+    target = remote.destination(out)  # an --out URL: scanned into a local folder, then published there
+    local_root: str | None = None
+    if target is not None:
+        if resume:
+            raise InputError("--resume needs a local --out: a scan to an object store starts again from nothing")
+        target.refuse_existing(overwrite)
+        local_root = tempfile.mkdtemp(prefix="dokumi-remote-out-")
+        out = Path(local_root) / "scan"
+    else:
+        out = Path(remote.localize(out))
+    try:
+        result = _scan_into(out, target, inputs, overwrite, resume, pipeline, policy, runner, scheduler, workers,
+                            progress, engine, sign_key, output_format, started)
+    finally:
+        if local_root is not None:
+            shutil.rmtree(local_root, ignore_errors=True)
+    return result
+
+
+def _scan_into(out: Path, target: Any, inputs: Any, overwrite: bool, resume: bool, pipeline: Pipeline,
+               policy: Policy, runner: Engine, scheduler: str | None, workers: int | None, progress: bool | None,
+               engine: str, sign_key: Any, output_format: str | None, started: float) -> ScanResult:
+    """The scan into the local folder ``out``; published to ``target`` (an object store) when given."""
     with OutFolder(out, overwrite=overwrite, resume=resume, private=(CHECKPOINT_DIR,)) as folder:
         folder.check()  # before any data is read: a refused --out costs nothing
         notices: list[str] = []  # files left out of the inputs' folders and globs, named
         shards = open_inputs(inputs, notices)
-        refuse_inputs_inside(shards, folder.out)
+        refuse_inputs_inside(shards, target.url if target else folder.out)
         pipeline.setup()  # side inputs loaded and checked before any data is read
         shards, warnings, empty_inputs = usable_shards(shards)
         warnings = notices + warnings
@@ -117,10 +144,11 @@ def scan(
         warnings += schema_warnings(shards)
         if scheduler and workers is not None:
             warnings.append(f"workers={workers} is ignored when joining the Dask cluster at {scheduler}")
-        from_files = all(shard.path is not None for shard in shards)
+        # checkpoints identify local files (size, modification time); an object store's are read afresh
+        from_files = all(shard.path is not None and not remote.is_url(shard.path) for shard in shards)
         if resume and not from_files:
-            raise InputError("--resume needs every input read from files (Parquet, JSONL or CSV): "
-                             "an in-memory table or iterator cannot be recognised again")
+            raise InputError("--resume needs every input read from local files (Parquet, JSONL or CSV): "
+                             "an in-memory table, an iterator or an object-store URL is not recognised again")
         log.info("scan of %d shard(s) with policy %r (sha256 %s) into %s, engine %s", len(shards), policy.name,
                  policy.sha256, folder.out, engine)
         options = {"no_text": policy.no_text, "output_format": output_format, "flag_folder": policy.flag_folder}
@@ -129,7 +157,8 @@ def scan(
             staging, earlier = folder.staging()
             checkpoint = Checkpoint.open(staging, scan_key(policy, pipeline, shards, options), resume=earlier) \
                 if from_files else None
-            results, manifest = _run(pipeline, policy, shards, staging, folder.out, runner, warnings, empty_inputs,
+            results, manifest = _run(pipeline, policy, shards, staging, target.url if target else folder.out, runner,
+                                     warnings, empty_inputs,
                                      checkpoint if earlier else None, checkpoint, progress, engine, sign_key, options)
             folder.seal(staging)
         except BaseException as error:
@@ -142,10 +171,12 @@ def scan(
             raise
         # sealed: from here a crash leaves a journal, and the next scan into this --out finishes the move
         folder.publish(staging)
+        if target is not None:
+            target.publish(folder.out)
     log.info("scan done: %s", ", ".join(f"{d} {n}" for d, n in manifest["counts"]["decisions"].items()))
     notes = folder.notes + (checkpoint.notes if checkpoint is not None else [])
     return ScanResult(
-        out=folder.out,
+        out=target.url if target else folder.out,
         policy=policy.name,
         shards=results,
         warnings=warnings,
@@ -155,7 +186,7 @@ def scan(
     )
 
 
-def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path, out: Path, runner: Engine,
+def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path, out: Path | str, runner: Engine,
          warnings: list[str], empty_inputs: list[dict[str, Any]], earlier: Checkpoint | None,
          checkpoint: Checkpoint | None, progress: bool | None, engine: str,
          sign_key: str | os.PathLike | None, options: dict[str, Any]) -> tuple[list[ShardResult], dict[str, Any]]:

@@ -7,7 +7,6 @@ chooses; the :class:`ShardResult` it returns is small enough to send back.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dokumi import routing
+from dokumi import remote, routing
 from dokumi.decisions import ALARMS
 from dokumi.manifest import reason_kind
 from dokumi.merkle import MerkleBuilder, record_leaves
-from dokumi.outputs import PartWriter, file_sha256, output_stem
+from dokumi.outputs import PartWriter, output_stem
 from dokumi.records import Batch
 from dokumi.sidecar import SIDECAR_DIR, sidecar_batch
 from dokumi.sources import Shard
@@ -106,8 +105,8 @@ def score_shard(
             result.outputs.append({"kind": kind, "path": path, "records": count})
     result.merkle_root, result.leaves = tree.root().hex(), tree.size
     if shard.path is not None:
-        result.input_bytes = os.path.getsize(shard.path)
-        result.input_sha256 = file_sha256(shard.path)
+        result.input_bytes = remote.size(shard.path)  # a local file or an object-store URL
+        result.input_sha256 = remote.sha256(shard.path)
     return result
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dokumi import remote
 from dokumi.errors import InputError
 from dokumi.inputfiles import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES, find_files
 from dokumi.jsonlines import (
@@ -88,11 +89,11 @@ class ParquetShard(Shard):
         return self.file
 
     def _open(self) -> pq.ParquetFile:
-        size = os.path.getsize(self.file)
+        size = remote.size(self.file)
         if size == 0:
             raise InputError(f"shard {self.name}: empty file (0 bytes), not a Parquet file")
         try:
-            return pq.ParquetFile(self.file)
+            return pq.ParquetFile(remote.open_random_access(self.file))
         except (pa.ArrowInvalid, OSError) as error:
             raise InputError(f"shard {self.name}: corrupt or not a Parquet file ({error})") from None
 
@@ -289,7 +290,7 @@ class CsvShard(Shard):
         convert = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary()) if names else None,
                                      strings_can_be_null=False, quoted_strings_can_be_null=False)
         try:
-            return csv.open_csv(pa.input_stream(self.file, compression="detect"), parse_options=parse,
+            return csv.open_csv(remote.input_stream(self.file), parse_options=parse,
                                 convert_options=convert)
         except (pa.ArrowInvalid, OSError) as error:
             raise InputError(f"shard {self.name}: not a readable CSV file ({error})") from None
@@ -528,7 +529,16 @@ def _unique_names(shards: list[Shard]) -> list[Shard]:
 
 
 def _file_shards(specs: list[str | os.PathLike], notices: list[str] | None = None) -> list[Shard]:
-    files, found_notices = find_files(specs)
+    specs = [remote.localize(spec) for spec in specs]
+    if any(remote.is_url(spec) for spec in specs):  # object storage: listed through fsspec (dokumi.remote)
+        files: list[str] = []
+        found_notices: list[str] = []
+        for spec in specs:
+            found = remote.find_files([str(spec)]) if remote.is_url(spec) else find_files([spec])
+            files, found_notices = files + found[0], found_notices + found[1]
+        files = list(dict.fromkeys(files))
+    else:
+        files, found_notices = find_files(specs)
     if notices is not None:
         notices.extend(found_notices)
     names = _shard_names(files)
@@ -549,6 +559,8 @@ def _file_shards(specs: list[str | os.PathLike], notices: list[str] | None = Non
 
 def _shard_names(files: list[str]) -> list[str]:
     """Names relative to the inputs' common folder: unique, short and stable across machines."""
+    if any(remote.is_url(f) for f in files):
+        return remote.shard_names(files)
     if len(files) == 1:
         return [os.path.basename(files[0])]
     root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
@@ -559,7 +571,7 @@ def usable_shards(shards: list[Shard]) -> tuple[list[Shard], list[str], list[dic
     """Set aside 0-byte files (no records, so nothing to lose) with a warning and their manifest entry."""
     usable, warnings, empty = [], [], []
     for shard in shards:
-        if shard.path is not None and os.path.getsize(shard.path) == 0:
+        if shard.path is not None and remote.size(shard.path) == 0:
             warnings.append(f"shard {shard.name} is empty (0 bytes): no records")
             empty.append({"path": shard.path, "name": shard.name, "bytes": 0,
                           "sha256": hashlib.sha256(b"").hexdigest(), "records": 0})
@@ -596,10 +608,18 @@ def schema_warnings(shards: list[Shard]) -> list[str]:
     return warnings
 
 
-def refuse_inputs_inside(shards: list[Shard], out: Path) -> None:
+def refuse_inputs_inside(shards: list[Shard], out: Path | str) -> None:
     """Scanning a folder that holds --out would read an earlier scan's outputs as input."""
-    root = out.resolve()
+    if remote.is_url(out):
+        prefix = str(out).rstrip("/") + "/"
+        for shard in shards:
+            if shard.path is not None and shard.path.startswith(prefix):
+                raise InputError(f"input {shard.path} lies inside --out {out}; choose an --out outside the inputs")
+        return
+    root = Path(out).resolve()
     for shard in shards:
+        if shard.path is not None and remote.is_url(shard.path):
+            continue
         if shard.path is not None and Path(shard.path).resolve().is_relative_to(root):
             raise InputError(f"input {shard.path} lies inside --out {out}; choose an --out outside the inputs")
 

@@ -20,7 +20,7 @@ OUTPUT_FOLDERS = (*RECORD_FOLDERS, "scores", "hashes", "state")
 class ScanResult:
     """The outcome of a scan; ``summary()`` is what the CLI prints."""
 
-    out: Path
+    out: Path | str  # a str for an object-store URL
     policy: str
     shards: list[ShardResult]
     warnings: list[str]
@@ -74,7 +74,9 @@ class ScanResult:
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         lines += [f"note: {note}" for note in self.notes]
-        folders = " ".join(f"{name}/" for name in OUTPUT_FOLDERS if (self.out / name).is_dir())
+        written = {entry["path"].split("/", 1)[0] for key in ("outputs", "state") for entry in self.manifest[key]}
+        folders = " ".join(f"{name}/" for name in OUTPUT_FOLDERS
+                           if ((self.out / name).is_dir() if isinstance(self.out, Path) else name in written))
         lines += ["", f"outputs in {self.out}/: {folders} manifest.json report.html"]
         # ids, reasons, findings and file names come from the data: none may break a line or drive the terminal
         return "\n".join(printable(line) for line in lines)

@@ -45,6 +45,7 @@ from dokumi.merkle import (
     shard_leaf,
 )
 from dokumi.records import Columns
+from dokumi.remote import is_url
 from dokumi.signing import SignatureCheck, signature_path_for, verify_signature
 
 PROOF_SCHEMA = "dokumi.proof/2"
@@ -154,6 +155,9 @@ def verify(
 
 
 def _manifest_file(path: str | os.PathLike) -> Path:
+    if is_url(path):
+        raise InputError(f"{path}: verify reads a local copy of the scan folder; download it first "
+                         "(docs/object-storage.md)")
     path = Path(path)
     return path / "manifest.json" if path.is_dir() else path
 
@@ -357,6 +361,9 @@ def _check_input(
         report.notes.append(f"input {entry['name']} was not a file: checked through its sidecar only")
         return
     if folder is None:
+        if is_url(entry["path"]):
+            report.notes.append(f"input {entry['name']} is in object storage ({entry['path'][:200]}): not re-read; "
+                                "give --data DIR, a local copy, to re-hash it")
         return
     path = folder / entry["name"]
     shown = str(path)

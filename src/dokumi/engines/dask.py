@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pyarrow as pa
 
+from dokumi import remote
 from dokumi.checkpoint import hash_outputs
 from dokumi.engines import Engine
 from dokumi.engines.local import CACHE_BYTES, CorpusBatches, fit_plans, total_rows
@@ -315,7 +316,7 @@ def _temporary_security() -> Any:
 def _for_workers(shard: Shard) -> Shard:
     """A file shard by its absolute path, so workers with another working directory find it."""
     file = getattr(shard, "file", None)
-    if not file or os.path.isabs(file):
+    if not file or os.path.isabs(file) or remote.is_url(file):  # a URL reads the same from every node
         return shard
     return dataclasses.replace(cast(Any, shard), file=os.path.abspath(file))  # a file shard: it has ``file``
 

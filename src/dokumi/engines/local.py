@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dokumi import remote
 from dokumi.checkpoint import hash_outputs
 from dokumi.engines import Engine
 from dokumi.errors import DokumiError
@@ -190,7 +191,7 @@ BYTES_PER_WORKER = 32 * 2**20
 
 def default_workers(shards: list[Shard]) -> int:
     """One scoring process per core, per shard and per :data:`BYTES_PER_WORKER` of input files."""
-    size = sum(os.path.getsize(shard.path) for shard in shards if shard.path is not None)
+    size = sum(remote.size(shard.path) for shard in shards if shard.path is not None)
     return max(1, min(os.cpu_count() or 1, len(shards), -(-size // BYTES_PER_WORKER)))
 
 
@@ -224,7 +225,9 @@ class LocalEngine(Engine):
 
         bar = progress_bar(total_rows([shards[i] for i in todo]), "score", enabled=progress)
         workers = min(self.workers, len(todo)) if self.workers else default_workers([shards[i] for i in todo])
-        parallel = workers > 1 and all(shards[i].path is not None for i in todo)
+        # a memory:// object exists only in this process
+        paths = [shards[i].path for i in todo]
+        parallel = workers > 1 and all(path is not None and remote.shareable(path) for path in paths)
         try:
             if parallel:
                 _score_in_pool(pipeline, shards, todo, staging, workers, bar.update, done, options)
