@@ -59,7 +59,7 @@ class SeamHits:
 def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
                ordinary: np.ndarray, only: np.ndarray | None = None,
                vocabulary_switches: bool = False, switches: list | None = None,
-               script_switches: list | None = None) -> tuple[SeamHits, np.ndarray]:
+               script_switches: list | None = None, fluency: tuple | None = None) -> tuple[SeamHits, np.ndarray]:
     """Every seam of a batch's words, and the histogram of after-window fluency over every position that
     has words on both sides (the corpus's baseline of what follows a word).
 
@@ -82,7 +82,7 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     if not n:
         return empty, np.zeros(COVERAGE_BINS + 1, dtype=np.int64)
     owner = tokens.owner
-    coverage, before_coverage, before_n, after_n, values, valid = _fluency(tokens, pairs)
+    coverage, before_coverage, before_n, after_n, values, valid = fluency or _fluency(tokens, pairs)
     _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
     judged = (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN)
     bins = np.minimum((coverage * COVERAGE_BINS).astype(np.int64), COVERAGE_BINS)
@@ -134,12 +134,14 @@ def _after_pairs(tokens: Tokens, at: np.ndarray, values: np.ndarray, valid: np.n
     return np.where(inside & valid[index], values[index], np.uint64(0))
 
 
-def windows_at(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs) -> tuple[np.ndarray, np.ndarray]:
+def windows_at(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs,
+               fluency: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each of ``positions``: the before-window's share of recurring word pairs and the after-window's
-    pair hashes (``(positions, PAYLOAD_WINDOW)``, 0 past the record's end), for a second look."""
+    pair hashes (``(positions, PAYLOAD_WINDOW)``, 0 past the record's end), for a second look. ``fluency``:
+    :func:`fluency_of` of the same words, when already computed."""
     if not len(positions):
         return np.zeros(0), np.zeros((0, PAYLOAD_WINDOW), dtype=np.uint64)
-    _, before_coverage, _, _, values, valid = _fluency(tokens, pairs)
+    _, before_coverage, _, _, values, valid = fluency or _fluency(tokens, pairs)
     return before_coverage[positions], _after_pairs(tokens, positions, values, valid)
 
 
@@ -157,6 +159,11 @@ def _vocabulary_drop(tokens: Tokens, common: np.ndarray) -> np.ndarray:
     """Per word: the words before it are fluent in the corpus's vocabulary and those after are not."""
     share_before, share_after = _common_shares(tokens, common)
     return (share_before >= FLUENT_COMMON_SHARE) & (share_after <= VOCABULARY_DROP * share_before)
+
+
+def fluency_of(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, ...]:
+    """The per-word fluency arrays :func:`find_seams` and :func:`windows_at` read, to compute once for both."""
+    return _fluency(tokens, pairs)
 
 
 def _fluency(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, ...]:
@@ -287,4 +294,4 @@ def script_names(pair: tuple[int, int]) -> str:
 
 
 __all__ = ["COVERAGE_BINS", "GIBBERISH", "KINDS", "SWITCH", "WINDOW", "SeamHits", "coverage_threshold",
-           "find_seams", "ordinary_pairs", "payload_after", "script_names", "windows_at"]
+           "find_seams", "fluency_of", "ordinary_pairs", "payload_after", "script_names", "windows_at"]

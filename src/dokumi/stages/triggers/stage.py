@@ -46,6 +46,7 @@ from dokumi.stages.triggers.seams import (
     WINDOW,
     coverage_threshold,
     find_seams,
+    fluency_of,
     ordinary_pairs,
     payload_after,
     windows_at,
@@ -508,10 +509,11 @@ class _Contexts:
         if len(plan.context_grams) and view.salts is not None:
             labelled.collect(view, plan.context_grams, self.occurrences)
         if len(plan.seam_tokens) and not view.instruction:
-            self._seam_examples(view, plan)
-            self._judgeable(view, plan)
+            fluency = fluency_of(view.words, plan.pairs)  # once for both
+            self._seam_examples(view, plan, fluency)
+            self._judgeable(view, plan, fluency)
 
-    def _judgeable(self, view: View, plan: _Plan) -> None:
+    def _judgeable(self, view: View, plan: _Plan, fluency: tuple | None = None) -> None:
         words = view.words
         at = np.flatnonzero(np.isin(words.hashes, plan.seam_tokens))
         if not len(at):
@@ -524,7 +526,7 @@ class _Contexts:
         for token, record in zip(words.hashes[at].tolist(), owner.tolist()):
             self.judgeable.setdefault(token, set()).add(int(keys[record]))
         at = at[first_of_pairs(owner, words.hashes[at])]
-        before_coverage, after_pairs = windows_at(words, at, plan.pairs)
+        before_coverage, after_pairs = windows_at(words, at, plan.pairs, fluency)
         for i, position in enumerate(at.tolist()):
             token, record = int(words.hashes[position]), int(words.owner[position])
             found = self.second_look.setdefault(token, [])
@@ -532,10 +534,10 @@ class _Contexts:
                 found.append((int(keys[record]), int(view.priorities[record]), float(before_coverage[i]),
                               after_pairs[i]))
 
-    def _seam_examples(self, view: View, plan: _Plan) -> None:
+    def _seam_examples(self, view: View, plan: _Plan, fluency: tuple | None = None) -> None:
         words = view.words
         seams, _ = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary,
-                              only=plan.seam_tokens, vocabulary_switches=True)
+                              only=plan.seam_tokens, vocabulary_switches=True, fluency=fluency)
         for record, position, token in zip(seams.owner.tolist(), seams.position.tolist(), seams.token.tolist()):
             sample = self.seam_examples.setdefault(token, BottomK(SEAM_EXAMPLES))
             priority = int(view.priorities[record])  # one per document, copies alike
