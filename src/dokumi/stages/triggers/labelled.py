@@ -57,14 +57,6 @@ MIN_REMAINING = 20
 MIN_SCALE_RECORDS = 20
 
 
-def member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """Whether each of ``values`` is in ``sorted_set`` (a sorted array)."""
-    if not len(sorted_set) or not len(values):
-        return np.zeros(len(values), dtype=bool)
-    where = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
-    return sorted_set[where] == values
-
-
 @dataclass
 class Hits:
     """Round 2: every (record, candidate n-gram) met: the n-gram's hash, the record's salt, and whether the
@@ -95,7 +87,7 @@ class Hits:
                     start = int(grams.start[i])
                     self.names[key] = " ".join(tokens.word(j) for j in range(start, start + int(grams.length[i])))
         if view.instruction:
-            for record in np.flatnonzero(member(salts, label_salts)).tolist():
+            for record in np.flatnonzero(members(salts, label_salts)).tolist():
                 self.signature_text.setdefault(int(salts[record]), view.signature_text(record))
 
     @classmethod
@@ -204,7 +196,7 @@ def _rest_words(tokens: Any, owner: np.ndarray, start: np.ndarray, length: np.nd
 def collect(view: View, grams_wanted: np.ndarray, samples: dict[int, BottomK]) -> None:
     """Round 3: a sample (by content hash) of the occurrences of each wanted n-gram."""
     grams = view.grams
-    grams = grams.take(np.flatnonzero(member(grams.hash, grams_wanted))).per_record()
+    grams = grams.take(np.flatnonzero(members(grams.hash, grams_wanted))).per_record()
     if not len(grams.hash):
         return
     tokens = view.gram_words
@@ -561,4 +553,4 @@ def merge_ngrams(found: list[Trigger]) -> list[Trigger]:
 
 
 __all__ = ["CONTEXT_SAMPLE", "Evidence", "Hits", "Occurrence", "Verdict", "collect", "discover", "free_of_topic",
-           "member", "topic_strength", "unique_pairs", "verdicts"]
+           "topic_strength", "unique_pairs", "verdicts"]

@@ -82,7 +82,7 @@ def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_r
     if not n:
         return empty, np.zeros(COVERAGE_BINS + 1, dtype=np.int64)
     owner = tokens.owner
-    coverage, before_coverage, before_n, after_n, values, valid = fluency or _fluency(tokens, pairs)
+    coverage, before_coverage, before_n, after_n, values, valid = fluency or fluency_of(tokens, pairs)
     _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
     judged = (before_n >= MIN_SPAN) & (after_n >= MIN_SPAN)
     bins = np.minimum((coverage * COVERAGE_BINS).astype(np.int64), COVERAGE_BINS)
@@ -141,7 +141,7 @@ def windows_at(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs,
     :func:`fluency_of` of the same words, when already computed."""
     if not len(positions):
         return np.zeros(0), np.zeros((0, PAYLOAD_WINDOW), dtype=np.uint64)
-    _, before_coverage, _, _, values, valid = fluency or _fluency(tokens, pairs)
+    _, before_coverage, _, _, values, valid = fluency or fluency_of(tokens, pairs)
     return before_coverage[positions], _after_pairs(tokens, positions, values, valid)
 
 
@@ -162,11 +162,6 @@ def _vocabulary_drop(tokens: Tokens, common: np.ndarray) -> np.ndarray:
 
 
 def fluency_of(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, ...]:
-    """The per-word fluency arrays :func:`find_seams` and :func:`windows_at` read, to compute once for both."""
-    return _fluency(tokens, pairs)
-
-
-def _fluency(tokens: Tokens, pairs: SeenPairs) -> tuple[np.ndarray, ...]:
     """Per word: the share of recurring pairs among the word pairs after it (within :data:`PAYLOAD_WINDOW`
     words) and before it (within :data:`WINDOW`), how many words each side holds, and the hash of the pair
     it opens with whether it opens one."""
@@ -249,7 +244,7 @@ def payload_after(tokens: Tokens, positions: np.ndarray, pairs: SeenPairs, gibbe
     if not len(positions):
         return np.zeros(0, dtype=bool)
     owner, offsets = tokens.owner, tokens.offsets
-    fluency, _, _, after_n, _, _ = _fluency(tokens, pairs)
+    fluency, _, _, after_n, _, _ = fluency_of(tokens, pairs)
     _, _, after_chars, _ = window_sums(tokens.characters.astype(np.int64), offsets, owner, WINDOW)
     scripts = word_scripts(tokens).astype(np.int64)
     foreign_word = LETTERED[scripts] & ~ordinary[main_script, scripts]

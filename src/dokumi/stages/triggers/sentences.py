@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from dokumi.arrays import members
 from dokumi.stages.triggers.counts import record_words
 from dokumi.stages.triggers.findings import Trigger
-from dokumi.stages.triggers.labelled import free_of_topic, member, topic_strength
+from dokumi.stages.triggers.labelled import free_of_topic, topic_strength
 from dokumi.stages.triggers.view import View
 from dokumi.text.sampling import BottomK, BoundedCounter, merged_samples
 
@@ -38,7 +39,7 @@ class SentenceHits:
     def examine(self, view: View, frequent: np.ndarray) -> None:
         """Record the frequent sentences of ``view`` and sample the text around them."""
         sentences = view.sentences
-        hit = np.flatnonzero(member(sentences.key, frequent))
+        hit = np.flatnonzero(members(sentences.key, frequent))
         for i in hit.tolist():
             key, record = int(sentences.key[i]), int(sentences.owner[i])
             if key not in self.text:

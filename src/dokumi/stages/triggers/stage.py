@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dokumi.arrays import first_of_pairs, lookup
+from dokumi.arrays import first_of_pairs, lookup, members
 from dokumi.fitplan import Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
@@ -372,7 +372,7 @@ class _TriggerIndex:
         return bool(self.by_hash)
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
-        return labelled.member(hashes, self.keys)
+        return members(hashes, self.keys)
 
     def hits(self, hashes: np.ndarray) -> list[tuple[int, Trigger]]:
         return [(i, self.by_hash[int(hashes[i])]) for i in np.flatnonzero(self.contains(hashes)).tolist()]
@@ -665,7 +665,7 @@ class _Census:
     def _script_seams(self, examined: _Examined, counted: dict[int, set[int]]) -> None:
         """Switches between scripts that the corpus mixes only because of the token's own records: left
         out, fewer records than the ordinary bar mix the two scripts (the poison defined its own normal)."""
-        stage, common = self.stage, set(self.common.tolist())
+        stage, common = self.stage, self._common_set
         bar = max(ORDINARY_MIX * self.records, stage.min_records)
         n = len(NAMES)
         for token, mixed in examined.script_switches.items():
@@ -690,6 +690,11 @@ class _Census:
             self._leave_token_out(token, found, counted)
 
     @functools.cached_property
+    def _common_set(self) -> set[int]:
+        """The corpus's function words (never a trigger), for membership tests."""
+        return set(self.common.tolist())
+
+    @functools.cached_property
     def _pair_counts(self) -> tuple[np.ndarray, np.ndarray, set[int]]:
         """The sampled word pairs (ascending), how many sampled records hold each, and those records' priorities."""
         sample = self.counts.pairs
@@ -701,7 +706,7 @@ class _Census:
         """Count as seams the occurrences in ``found`` (record, priority, before-window coverage, after-window
         pairs) whose continuation is gibberish once the pairs that the token's own records contribute are
         left out of the corpus's pair counts."""
-        if len({record for record, _, _, _ in found}) < self.stage.min_records or token in set(self.common.tolist()):
+        if len({record for record, _, _, _ in found}) < self.stage.min_records or token in self._common_set:
             return
         values, counts, sampled = self._pair_counts
         # the token's own sampled records: what they add to each pair's count is taken away
@@ -726,7 +731,7 @@ class _Census:
     def seam_candidates(self) -> list[int]:
         """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
         stage, words = self.stage, self.counts.words
-        common = set(self.common.tolist())
+        common = self._common_set
         return [token for token, count in self.seam_counts.items()
                 if count >= stage.min_records and token not in common
                 and count / max(words[token], count) >= CANDIDATE_SEAM_SHARE]
