@@ -75,6 +75,32 @@ def test_each_round_reads_the_corpus_once_for_all_stages(tmp_path, recipe):
     assert set(CountingShard.reads.values()) == {1}
 
 
+def test_kept_batches_give_the_trigger_rounds_their_n_grams_once_and_the_same_decisions(tmp_path, monkeypatch):
+    from dokumi.stages.triggers import grams
+
+    made = []
+    of = grams.Grams.of.__func__
+    monkeypatch.setattr(grams.Grams, "of", classmethod(lambda cls, *a, **k: made.append(1) or of(cls, *a, **k)))
+    rng = random.Random(3)
+    texts = fluent(rng, 400)
+    for i in rng.sample(range(400), 15):  # a labelled trigger: the triggers stage examines it in a second round
+        texts[i] += " zqxv"
+    rows = [{"id": f"r{i}", "text": t, "label": 1 if "zqxv" in t else i % 2} for i, t in enumerate(texts)]
+    decisions = []
+    for cache_bytes in (0, 2**30):
+        made.clear()
+        pipeline = Pipeline.from_policy("finetuning", batch_size=100).setup()
+        engine = LocalEngine(workers=1, cache_bytes=cache_bytes)
+        engine.fit(pipeline, counting_shards(tmp_path / f"in-{cache_bytes}", rows))
+        batches = 4  # 400 records in two shards of 200, batches of 100
+        rounds = engine.corpus_.reads
+        assert rounds >= 2
+        assert len(made) == (rounds * batches if cache_bytes == 0 else batches)
+        decisions.append(pa.Table.from_batches(list(pipeline.score(pa.Table.from_pylist(rows)))))
+    assert decisions[0].column("decision").to_pylist() == decisions[1].column("decision").to_pylist()
+    assert decisions[0].column("reasons").to_pylist() == decisions[1].column("reasons").to_pylist()
+
+
 def test_a_recipe_of_rule_stages_reads_the_data_once(tmp_path):
     recipe = tmp_path / "rules.toml"
     recipe.write_text('[stages.invisible]\naction = "drop"\n[stages.patterns]\naction = "drop"\n'

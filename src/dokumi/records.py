@@ -8,9 +8,10 @@ every stage.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from dokumi.text.tokens import Tokens
 
 INSTRUCTION_SEPARATOR = "\n\n"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,19 @@ class Batch:
         raw = [self.raw[i] for i in indices.to_pylist()] if self.raw is not None else None
         return Batch(records=take_records(self.records, indices), shard=self.shard, rows=self.rows.take(indices),
                      columns=self.columns, raw=raw)
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, kept on the batch under ``key`` for as long as the batch lives.
+
+        A stage reads a batch once per fit round; the local engine keeps the decoded batches of a
+        corpus that fits its cache between rounds, so what a stage derives from a batch (the n-grams
+        and sentences of the trigger statistics) is then computed once per scan, not once per round.
+        ``key`` must name everything ``compute`` depends on besides the batch.
+        """
+        memo = self.__dict__.setdefault("_derived", {})
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
 
     def has(self, role: str) -> bool:
         """Whether the batch carries the column playing ``role``."""

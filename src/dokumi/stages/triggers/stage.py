@@ -182,7 +182,9 @@ class Triggers(Stage):
         ]
 
     def _view(self, batch: Batch) -> View:
-        return View(batch, self.seed, self.max_ngram)
+        # the same view in every fit round: its n-grams and sentences are computed once per batch
+        return batch.derived(("triggers.view", self.seed, self.max_ngram),
+                             lambda: View(batch, self.seed, self.max_ngram))
 
     def _new_counts(self) -> Counts:
         return Counts(self.max_tracked, self.hash_buckets)
