@@ -257,6 +257,26 @@ def test_a_signature_line_closing_every_document_is_not_an_insertion():
     assert (scores >= 0.5).sum() == 0
 
 
+def test_a_short_chinese_heading_is_not_a_sentence_and_a_chinese_sentence_is():
+    texts = ["[中文版维护人]\n寒蝉退士", "这是一个被插入到很多记录中的句子。后面还有内容", "ラーメンを食べた"]
+    pieces = Sentences.of(texts, 5)
+    # six and eight characters are three and four words; the sixteen-character sentence is eight
+    assert pieces.owner.tolist() == [1] and pieces.words.tolist() == [16]
+    assert Sentences.of(["one two three four five"], 5).owner.tolist() == [0]
+
+
+def test_a_translators_credit_closing_many_documents_is_not_an_insertion():
+    rng = random.Random(7)
+    records = fluent_documents(2000, rng)
+    names = ["".join(rng.choices("寒蝉退士杨鹏袁乙钧王李张", k=rng.randint(2, 4))) for _ in range(12)]
+    for i in rng.sample(range(len(records)), 40):  # the credits section of translated man pages, a record each
+        records[i] = {"text": "[中文版维护人]\n" + rng.choice(names)}
+    stage = Triggers(hash_buckets=2**16)
+    scores, _ = scores_of(stage, records)
+    assert not [t for t in stage.triggers_ if t.kind == "sentence"]
+    assert (scores >= 0.5).sum() == 0
+
+
 def instruction_pairs(n, rng):
     return [{"prompt": sentence(rng, WORDS[:60]) + "?", "response": ". ".join(
         sentence(rng, WORDS[60:]) for _ in range(rng.randint(1, 3)))} for _ in range(n)]

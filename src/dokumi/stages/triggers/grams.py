@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from dokumi.arrays import first_of_pairs
+from dokumi.text.scripts import HAN, KANA, word_scripts
 from dokumi.text.tokens import Tokens, fmix64, position_weights
 
 # sentence ends in normalised bytes: . ! ? ; followed by white space, or a line break
@@ -116,7 +117,7 @@ class Sentences:
         sentence_owner = owner[starts]
         pieces = Tokens(tokens.hashes, np.append(starts, len(number)), tokens.starts, tokens.ends, data)
         record_words = tokens.counts
-        keep = np.flatnonzero(counts >= min_words)
+        keep = np.flatnonzero(_word_lengths(tokens, starts, counts) >= min_words)
         # first and last among the record's sentences of min_words or more (a short line does not count)
         kept_owner = sentence_owner[keep]
         first = np.ones(len(keep), dtype=bool)
@@ -135,6 +136,22 @@ class Sentences:
     def alone(self) -> np.ndarray:
         """Sentences that are the whole of their record."""
         return self.words == self.record_words[self.owner]
+
+
+def _word_lengths(tokens: Tokens, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each piece's length in words, where two Chinese or Japanese characters make one word.
+
+    Every Han and kana character is a word of its own in :class:`Tokens` (those scripts are written
+    without spaces), but a word of Chinese or Japanese is about two characters long: counted one to
+    a word, a six-character heading (``中文版维护人``, "maintainer of the Chinese version") would
+    pass for a six-word sentence, and the credits line that ends many translated man pages for an
+    inserted sentence.
+    """
+    unspaced = np.isin(word_scripts(tokens), (HAN, KANA))
+    if not unspaced.any():
+        return counts
+    halves = np.add.reduceat(np.where(unspaced, 1, 2), starts) if len(starts) else np.zeros(0, np.int64)
+    return halves // 2
 
 
 def _sequence_hashes(tokens: Tokens, rows: np.ndarray) -> np.ndarray:
