@@ -61,9 +61,12 @@ class LexicalVectors:
 
     def fit(self, texts: list[str] | Tokens) -> LexicalVectors:
         """Learn the vocabulary and smoothed IDF weights from ``texts``; return self."""
-        counts = self._counts(texts)
+        return self._fit_counts(self._counts(texts))
+
+    def _fit_counts(self, counts: sp.csr_matrix) -> LexicalVectors:
+        """:meth:`fit` from the texts' word counts (:meth:`_counts`)."""
         self.features_, document_frequency = np.unique(counts.indices, return_counts=True)
-        n = len(texts)
+        n = counts.shape[0]
         # smooth IDF as in scikit-learn's TfidfTransformer
         self.idf_ = (np.log((1 + n) / (1 + document_frequency)) + 1).astype(np.float32)
         self.unseen_idf_ = float(np.log((1 + n) / 2) + 1)
@@ -87,9 +90,10 @@ class LexicalVectors:
         """L2-normalised TF-IDF vectors of ``texts`` (a sparse matrix, one row per text)."""
         return normalize(self._tfidf(texts)[0])
 
-    def _tfidf(self, texts: list[str] | Tokens) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Sublinear TF-IDF before normalisation, and each stored entry's position in ``features_`` (-1: unseen)."""
-        counts = self._counts(texts)
+    def _tfidf(self, texts: list[str] | Tokens | sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Sublinear TF-IDF before normalisation, and each stored entry's position in ``features_`` (-1: unseen),
+        of texts or of their word counts (:meth:`_counts`, which this changes)."""
+        counts = texts if isinstance(texts, sp.csr_matrix) else self._counts(texts)
         position = self._position[counts.indices]
         seen = position >= 0
         weights = np.full(len(position), self.unseen_idf_, dtype=np.float32)
@@ -146,8 +150,9 @@ class HashingSvdEmbedder(Embedder):
         return self
 
     def fit_transform(self, items: list[str] | Tokens) -> np.ndarray:
-        items = items if isinstance(items, Tokens) else Tokens.of(items)  # the words once, for fit and transform
-        self.lexical_ = LexicalVectors().fit(items)
+        self.lexical_ = LexicalVectors()
+        counts = self.lexical_._counts(items)  # the words counted once, for fit and transform
+        self.lexical_._fit_counts(counts)
         frequent = np.flatnonzero(self.lexical_.document_frequency_ >= 2)
         if len(frequent) > self.max_features:
             order = np.argsort(-self.lexical_.document_frequency_[frequent], kind="stable")
@@ -155,7 +160,7 @@ class HashingSvdEmbedder(Embedder):
         # each sample word's column in the SVD input (-1: a word the SVD does not keep)
         self.column_of_ = np.full(len(self.lexical_.features_), -1, dtype=np.int32)
         self.column_of_[frequent] = np.arange(len(frequent), dtype=np.int32)
-        vectors = self._restricted(items)
+        vectors = self._restricted(counts)
         rank = min(self.dimensions, vectors.shape[1] - 1, vectors.shape[0] - 1)
         if rank < 1:
             self.components_ = np.zeros((0, vectors.shape[1]), dtype=np.float32)
@@ -166,8 +171,9 @@ class HashingSvdEmbedder(Embedder):
             self.components_ = svd.components_.astype(np.float32)
         return np.asarray(vectors @ self.components_.T, dtype=np.float32)
 
-    def _restricted(self, items: list[str] | Tokens) -> sp.csr_matrix:
-        """Unit-norm TF-IDF vectors of ``items`` (norm over all their words), on the columns the SVD keeps."""
+    def _restricted(self, items: list[str] | Tokens | sp.csr_matrix) -> sp.csr_matrix:
+        """Unit-norm TF-IDF vectors of ``items`` (norm over all their words; texts, their words or their word
+        counts), on the columns the SVD keeps."""
         tfidf, position = self.lexical_._tfidf(items)
         rows = np.repeat(np.arange(tfidf.shape[0]), np.diff(tfidf.indptr))
         norms = np.sqrt(np.bincount(rows, weights=np.square(tfidf.data, dtype=np.float64), minlength=tfidf.shape[0]))
