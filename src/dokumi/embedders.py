@@ -31,6 +31,30 @@ HASHED_FEATURES = 2**20
 MIN_WORD_CHARS = 2
 
 
+class SampledWords:
+    """The words of sampled records as the hashing embedders read them: the hashes of each record's
+    words of at least :data:`MIN_WORD_CHARS` characters, ``hashes[offsets[i]:offsets[i + 1]]``."""
+
+    def __init__(self, hashes: np.ndarray, offsets: np.ndarray) -> None:
+        self.hashes, self.offsets = hashes, offsets
+
+    @classmethod
+    def of(cls, records: list[np.ndarray]) -> SampledWords:
+        """One record's word hashes per array."""
+        offsets = np.zeros(len(records) + 1, dtype=np.int64)
+        np.cumsum([len(words) for words in records], out=offsets[1:])
+        return cls(np.concatenate(records) if records else np.zeros(0, dtype=np.uint64), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def at_least(self, min_chars: int) -> tuple[np.ndarray, np.ndarray]:
+        """The hashes and offsets (the words kept are already those of :data:`MIN_WORD_CHARS` characters)."""
+        if min_chars != MIN_WORD_CHARS:
+            raise ValueError(f"sampled words hold words of {MIN_WORD_CHARS} characters or more, not {min_chars}")
+        return self.hashes, self.offsets
+
+
 class LexicalVectors:
     """L2-normalised word TF-IDF vectors in a hashed space, with IDF from a reference sample.
 
@@ -46,10 +70,11 @@ class LexicalVectors:
     def __init__(self, n_features: int = HASHED_FEATURES) -> None:
         self.n_features = n_features
 
-    def _counts(self, texts: list[str] | Tokens) -> sp.csr_matrix:
-        """Word counts, one row per text, from the texts' words (:class:`dokumi.text.tokens.Tokens`, given
-        or computed here), words of fewer than :data:`MIN_WORD_CHARS` characters left out."""
-        tokens = texts if isinstance(texts, Tokens) else Tokens.of(texts)
+    def _counts(self, texts: list[str] | Tokens | SampledWords) -> sp.csr_matrix:
+        """Word counts, one row per text, from the texts' words (:class:`dokumi.text.tokens.Tokens` or
+        :class:`SampledWords`, given, or computed here), words of fewer than :data:`MIN_WORD_CHARS`
+        characters left out."""
+        tokens = texts if isinstance(texts, (Tokens, SampledWords)) else Tokens.of(texts)
         hashes, offsets = tokens.at_least(MIN_WORD_CHARS)
         rows = np.repeat(np.arange(len(tokens), dtype=np.int64), np.diff(offsets))
         features = (hashes % np.uint64(self.n_features)).astype(np.int64)
@@ -149,7 +174,7 @@ class HashingSvdEmbedder(Embedder):
         self.fit_transform(items)
         return self
 
-    def fit_transform(self, items: list[str] | Tokens) -> np.ndarray:
+    def fit_transform(self, items: list[str] | Tokens | SampledWords) -> np.ndarray:
         self.lexical_ = LexicalVectors()
         counts = self.lexical_._counts(items)  # the words counted once, for fit and transform
         self.lexical_._fit_counts(counts)
@@ -294,6 +319,7 @@ __all__ = [
     "Embedder",
     "HashingSvdEmbedder",
     "LexicalVectors",
+    "SampledWords",
     "SentenceTransformerEmbedder",
     "make_embedder",
 ]

@@ -21,11 +21,12 @@ from sklearn.preprocessing import normalize
 from threadpoolctl import ThreadpoolController
 
 from dokumi.detectors import DETECTORS, Detector, Embedded, ResponseClusterDetector, TailCalibrator
-from dokumi.embedders import Embedder, HashingSvdEmbedder, LexicalVectors, make_embedder
+from dokumi.embedders import MIN_WORD_CHARS, Embedder, HashingSvdEmbedder, LexicalVectors, SampledWords, make_embedder
 from dokumi.fitplan import Fold, Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageContext, StageResult
 from dokumi.text.sampling import priorities
+from dokumi.text.tokens import Tokens
 
 DEFAULT_DETECTORS = tuple(DETECTORS)
 # Only the first characters of a record are embedded, so the sample's memory stays bounded.
@@ -175,12 +176,13 @@ class EmbeddingAnomaly(Stage):
     # whatever the partitioning; records are kept by a seeded hash of their content
 
     def _empty_sample(self) -> dict[str, Any]:
-        return _empty_sample(self.embedder == "column")
+        return _empty_sample(self.embedder == "column", self.embedder == "hashing")
 
     def _sample_batch(self, sample: dict[str, Any], batch: Batch) -> dict[str, Any]:
         # once the sample is full, only records below its highest priority can enter it
         below = sample["priority"][-1] if len(sample["priority"]) >= self.sample_size else None
-        candidates = _batch_sample(batch, self.seed, sample["vectors"] is not None, below)
+        candidates = _batch_sample(batch, self.seed, sample["vectors"] is not None, below,
+                                   with_words=sample.get("words") is not None)
         return _bottom_k([sample, candidates], self.sample_size)
 
     def _merge_samples(self, partials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -198,8 +200,13 @@ class EmbeddingAnomaly(Stage):
             self.skipped_.append(f"the reference holds {self.reference_records_} records; "
                                  f"at least {MIN_REFERENCE_RECORDS} are needed")
             return
-        vectors = self.embedder_.fit_transform(
-            sample["vectors"] if self.embedder_.source == "embedding" else sample["texts"])
+        if self.embedder_.source == "embedding":
+            vectors = self.embedder_.fit_transform(sample["vectors"])
+        elif sample.get("words") is not None:  # the sampled records' words, kept from their batches' tokens
+            assert isinstance(self.embedder_, HashingSvdEmbedder), "words are sampled for the hashing embedder"
+            vectors = self.embedder_.fit_transform(SampledWords.of(sample["words"]))
+        else:
+            vectors = self.embedder_.fit_transform(sample["texts"])
         if vectors.shape[1] == 0:
             self.skipped_.append("the reference's words are too few to embed (a vocabulary of fewer than two "
                                  "words seen twice)")
@@ -323,13 +330,13 @@ class EmbeddingAnomaly(Stage):
         return described
 
 
-SAMPLE_COLUMNS = ("priority", "texts", "token_counts", "labels", "prompts", "responses", "vectors")
+SAMPLE_COLUMNS = ("priority", "texts", "token_counts", "labels", "prompts", "responses", "vectors", "words")
 
 
-def _empty_sample(with_vectors: bool) -> dict[str, Any]:
+def _empty_sample(with_vectors: bool, with_words: bool = False) -> dict[str, Any]:
     sample: dict[str, Any] = {key: [] for key in SAMPLE_COLUMNS}
     sample.update(priority=np.zeros(0, dtype=np.uint64), prompts=None, responses=None, seen=0,
-                  vectors=[] if with_vectors else None)
+                  vectors=[] if with_vectors else None, words=[] if with_words else None)
     return sample
 
 
@@ -338,9 +345,13 @@ def _priorities(batch: Batch, seed: int) -> np.ndarray:
     return priorities(batch.content_keys, seed, "embedding_anomaly")
 
 
-def _batch_sample(batch: Batch, seed: int, with_vectors: bool, below: np.uint64 | None = None) -> dict[str, Any]:
-    """The records of ``batch`` with priority under ``below`` (all when None), in sample form; counts all as seen."""
-    sample = _empty_sample(with_vectors)
+def _batch_sample(batch: Batch, seed: int, with_vectors: bool, below: np.uint64 | None = None,
+                  with_words: bool = False) -> dict[str, Any]:
+    """The records of ``batch`` with priority under ``below`` (all when None), in sample form; counts all as seen.
+
+    ``with_words``: also each record's words as the hashing embedder reads them (:func:`_sampled_words`).
+    """
+    sample = _empty_sample(with_vectors, with_words)
     sample["seen"] = batch.num_rows
     if not batch.num_rows:
         return sample
@@ -359,8 +370,24 @@ def _batch_sample(batch: Batch, seed: int, with_vectors: bool, below: np.uint64 
         responses=[responses[i][:MAX_EMBEDDED_CHARS] for i in rows.tolist()] if pairs and responses is not None
         else None,
         vectors=[vectors[i] for i in rows.tolist()] if vectors is not None else None,
+        words=_sampled_words(batch, rows, texts) if with_words else None,
     )
     return sample
+
+
+def _sampled_words(batch: Batch, rows: np.ndarray, texts: list[str]) -> list[np.ndarray]:
+    """The hashes of the words the hashing embedder reads (:data:`MIN_WORD_CHARS` characters or more) of
+    each sampled record: from the batch's shared words, so the fit does not tokenise the sample again;
+    a record longer than :data:`MAX_EMBEDDED_CHARS` from its embedded start only."""
+    hashes, offsets = batch.words.at_least(MIN_WORD_CHARS)
+    long = np.flatnonzero(batch.content_bytes[rows] > MAX_EMBEDDED_CHARS)
+    words = [hashes[offsets[i]: offsets[i + 1]].copy() for i in rows.tolist()]
+    if len(long):
+        cut_hashes, cut_offsets = Tokens.of([texts[i][:MAX_EMBEDDED_CHARS] for i in long.tolist()]).at_least(
+            MIN_WORD_CHARS)
+        for k, i in enumerate(long.tolist()):
+            words[i] = cut_hashes[cut_offsets[k]: cut_offsets[k + 1]].copy()
+    return words
 
 
 def _bottom_k(samples: list[dict[str, Any]], size: int) -> dict[str, Any]:
@@ -373,7 +400,7 @@ def _bottom_k(samples: list[dict[str, Any]], size: int) -> dict[str, Any]:
     instruction = any(s["prompts"] is not None for s in samples)
     for key in SAMPLE_COLUMNS[1:]:
         present = [s[key] for s in samples if s[key] is not None]
-        if key in ("prompts", "responses") and not instruction or key == "vectors" and not present:
+        if key in ("prompts", "responses") and not instruction or key in ("vectors", "words") and not present:
             merged[key] = None
             continue
         if key in ("prompts", "responses"):
