@@ -146,9 +146,11 @@ class Counts:
         # document frequencies: each (record, bucket) once, the pair packed into one integer (a plain sort,
         # no argsort); two n-grams of one record in one bucket count once, as they share the counter anyway
         shift = np.uint64(int(self.hash_buckets).bit_length() - 1)
-        owner = grams.owner.astype(np.uint64) << shift
-        _add_counts(self.ngram_df, _bucket_of(distinct(owner | (grams.hash & mask)), mask))
-        _add_counts(self.pair_df, _bucket_of(distinct(owner | ((grams.hash ^ salts[grams.owner]) & mask)), mask))
+        seen = distinct((grams.owner.astype(np.uint64) << shift) | (grams.hash & mask))
+        _add_counts(self.ngram_df, _bucket_of(seen, mask))
+        # a record's salt is one constant: XOR-ing it into its buckets maps its distinct buckets one to one
+        # onto its distinct (n-gram, label) buckets, so the same distinct set serves both counts
+        _add_counts(self.pair_df, _bucket_of(seen ^ (salts[(seen >> shift).astype(np.int64)] & mask), mask))
         values, counts = np.unique(salts, return_counts=True)
         self.label_counts.update(dict(zip(values.tolist(), counts.tolist())))
         if view.labels is None:
