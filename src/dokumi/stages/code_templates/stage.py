@@ -29,9 +29,10 @@ from dokumi.text.sampling import stable_hash
 # A key row's member, 17 bytes: the record's content key, the fill's hash, and how the record uses the key.
 MEMBER = np.dtype([("record", "<u8"), ("fill", "<u8"), ("use", "u1")])
 KEY_SCHEMA = pa.schema([("key", pa.uint64()), ("member", pa.binary(MEMBER.itemsize))])
-# how a record uses a template: one fill that occurs nowhere else in it, or otherwise (several fills,
-# or a fill the record uses elsewhere: a name it defines or calls)
-SINGLE, OTHER = 1, 0
+# how a record uses a template: with one fill that occurs nowhere else in it (ISOLATED), with one fill
+# that the record also uses elsewhere (SINGLE: a name it defines or calls, or a chance match), or with
+# several fills (MANY: a generated table, a family of declarations)
+ISOLATED, SINGLE, MANY = 2, 1, 0
 # Only the first characters of a record are read: a bound pair is local, and huge records are data.
 MAX_CHARS = 200_000
 # Templates are shown up to this many characters in reason codes.
@@ -61,20 +62,20 @@ class Finding:
 
     @property
     def strength(self) -> int:
-        """The evidence: distinct identifiers of the weaker of the two templates."""
-        return min(self.comment.fills, self.code.fills)
+        """The evidence: distinct identifiers that the comment template binds."""
+        return self.comment.fills
 
 
 def _uses(pairs: list[Bound]) -> dict[tuple[str, str], tuple[int, str | None]]:
-    """Per (side, template) of one record: ``(SINGLE, fill)`` when it binds one identifier, isolated, else
-    ``(OTHER, None)``."""
+    """Per (side, template) of one record: ``(ISOLATED or SINGLE, fill)`` when it binds one identifier,
+    ``(MANY, None)`` when it binds several."""
     fills: dict[tuple[str, str], set[str]] = {}
     isolated: dict[tuple[str, str], bool] = {}
     for pair in pairs:
         for side_template in (("comment", pair.comment), ("code", pair.code)):
             fills.setdefault(side_template, set()).add(pair.fill)
             isolated[side_template] = isolated.get(side_template, True) and pair.isolated
-    return {key: ((SINGLE, next(iter(names))) if len(names) == 1 and isolated[key] else (OTHER, None))
+    return {key: ((ISOLATED if isolated[key] else SINGLE, next(iter(names))) if len(names) == 1 else (MANY, None))
             for key, names in fills.items()}
 
 
@@ -86,8 +87,13 @@ class CodeTemplates(Stage):
     window:
         Lines below a comment in which its code line is looked for (default 6).
     min_fills:
-        Distinct identifiers a template needs, each in a record that binds it once and uses it nowhere
-        else, to vary (default 4).
+        Distinct identifiers the comment template needs, each in a record that binds it to one identifier,
+        to vary (default 3): the trigger, and the evidence.
+    min_code_fills:
+        Distinct identifiers the code template needs (default 2): the payload, recurring with another
+        identifier at least once. Code lines recur with varying names honestly far more often than prose
+        does (``func TestX(t *testing.T) {`` under a different doc comment each), so the comment carries
+        the evidence and the code line confirms it.
     min_share:
         Share of the records carrying a template that must be such records (default 0.5): an honest
         template that records mostly bind to names they also define or call does not vary.
@@ -103,9 +109,10 @@ class CodeTemplates(Stage):
     # record of source code (bound pairs x 2 sides; prose yields almost none). Only varying templates stay.
     state_bytes_per_record = 150.0
 
-    def __init__(self, window: int = 6, min_fills: int = 4, min_share: float = 0.5, min_comment_words: int = 3,
-                 min_code_tokens: int = 3) -> None:
+    def __init__(self, window: int = 6, min_fills: int = 3, min_code_fills: int = 2, min_share: float = 0.5,
+                 min_comment_words: int = 3, min_code_tokens: int = 3) -> None:
         for parameter, value, low in (("window", window, 1), ("min_fills", min_fills, 2),
+                                      ("min_code_fills", min_code_fills, 2),
                                       ("min_comment_words", min_comment_words, 1),
                                       ("min_code_tokens", min_code_tokens, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -114,6 +121,7 @@ class CodeTemplates(Stage):
             raise ValueError(f"min_share = {min_share!r} must be a number from 0 to 1")
         self.window = window
         self.min_fills = min_fills
+        self.min_code_fills = min_code_fills
         self.min_share = float(min_share)
         self.min_comment_words = min_comment_words
         self.min_code_tokens = min_code_tokens
@@ -156,15 +164,17 @@ class CodeTemplates(Stage):
 
     def _varies(self, members: np.ndarray) -> Varying | None:
         """The template's evidence when its records bind it with many identifiers, once each, else None."""
-        if len(members) < self.min_fills:
+        if len(members) < min(self.min_fills, self.min_code_fills):
             return None
-        # identical records count once; a record's single use of the template carries its fill
-        records = np.unique(members["record"])
-        single = members[members["use"] == SINGLE]
+        # identical records count once; a record that binds the template to one identifier carries it
+        records = len(np.unique(members["record"]))
+        single = members[members["use"] != MANY]
         fills = len(np.unique(single["fill"]))
-        if fills < self.min_fills or fills < self.min_share * len(records):
+        isolated = len(np.unique(single["record"][single["use"] == ISOLATED]))
+        singles = len(np.unique(single["record"]))
+        if fills < min(self.min_fills, self.min_code_fills) or fills < self.min_share * records or isolated < self.min_share * singles:
             return None
-        return Varying(fills, len(records))
+        return Varying(fills, records)
 
     def _add_pairs(self, pairs: dict, batch: Batch) -> dict:
         for record, text in zip(batch.content_keys.tolist(), batch.texts):
@@ -183,15 +193,14 @@ class CodeTemplates(Stage):
 
     def findings(self, text: str) -> list[Finding]:
         """The bound pairs of ``text`` whose comment and code templates both vary (strongest first)."""
-        pairs = self._pairs(text)
-        uses = _uses(pairs)
         out = []
-        for pair in pairs:
-            if uses[("comment", pair.comment)][0] != SINGLE or uses[("code", pair.code)][0] != SINGLE:
-                continue
+        # whether the template varies is the corpus's evidence; a record binding both templates carries the
+        # pair even where its identifier also occurs elsewhere in it (a random keyword may, by chance)
+        for pair in self._pairs(text):
             comment = self.varying_.get(template_key("comment", pair.comment))
             code = self.varying_.get(template_key("code", pair.code))
-            if comment is not None and code is not None:
+            if comment is not None and code is not None and comment.fills >= self.min_fills \
+                    and code.fills >= self.min_code_fills:
                 out.append(Finding(pair, comment, code))
         return sorted(out, key=lambda f: -f.strength)
 
@@ -256,8 +265,8 @@ def _shown(template: str) -> str:
 
 
 def _score(strength: int) -> float:
-    # 4 distinct identifiers on the weaker side score 0.5, 8 score 0.67, 20 score 0.83
-    return strength / (strength + 4)
+    # 3 distinct identifiers of the comment template score 0.5, 6 score 0.67, 12 score 0.8, 27 score 0.9
+    return strength / (strength + 3)
 
 
 __all__ = ["CodeTemplates", "Finding", "Varying", "template_key"]

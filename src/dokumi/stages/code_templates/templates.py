@@ -15,14 +15,15 @@ from dataclasses import dataclass
 
 SLOT = "§"
 # code tokens: identifiers, numbers, string literals (one line), any other character
-CODE_TOKEN = re.compile(r"""[A-Za-z_$][A-Za-z0-9_$]*|\d[\w.]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`[^`\n]*`|\S""")
+CODE_TOKEN = re.compile(r"""[A-Za-z_][A-Za-z0-9_]*|\d[\w.]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`[^`\n]*`|\S""")
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
-IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NUMBER = re.compile(r"\d")
 # a comment that fills a whole line, by its opening marker; C preprocessor lines are code
 LINE_COMMENT = re.compile(r"^\s*(//+|/\*+|\*+(?!/)|#+(?=\s)|--(?=\s)|;+|\"\"\"|''')")
 PREPROCESSOR = re.compile(r"^\s*#\s*(include|define|undef|if|ifdef|ifndef|elif|else|endif|pragma|error|line)\b")
-BLOCK_END = re.compile(r"\*/|\"\"\"|'''")
+# a comment line that is code itself (a doc example: "/// let n = metrics.count(0);") is not prose about code
+CODE_IN_COMMENT = re.compile(r";\s*$|\s=\s|[{}]|->|=>|::")
 # longer lines are minified or generated data, not code a person reads
 MAX_LINE = 400
 
@@ -46,12 +47,13 @@ def _code_tokens(line: str) -> list[str]:
 
 
 def split_lines(text: str) -> list[tuple[bool, str]]:
-    """``(is_comment, line)`` for each line; lines inside a block comment or docstring are comments."""
+    """``(is_comment, line)`` for each line, a comment's line without its opening marker; lines inside a
+    block comment or docstring are comments."""
     out: list[tuple[bool, str]] = []
     in_block: str | None = None
     for line in text.split("\n"):
         if in_block is not None:
-            out.append((True, line))
+            out.append((True, line.lstrip().lstrip("*")))
             if in_block in line:
                 in_block = None
             continue
@@ -59,9 +61,8 @@ def split_lines(text: str) -> list[tuple[bool, str]]:
         if match is None or PREPROCESSOR.match(line):
             out.append((False, line))
             continue
-        marker = match.group(1)
-        out.append((True, line))
-        rest = line[match.end():]
+        marker, rest = match.group(1), line[match.end():]
+        out.append((True, rest))
         if marker.startswith("/*") and "*/" not in rest:
             in_block = "*/"
         elif marker in ('"""', "'''") and marker not in rest:
@@ -86,9 +87,11 @@ def bound_pairs(text: str, window: int = 6, min_comment_words: int = 3, min_code
     for i, (is_comment, line) in enumerate(lines):
         if not is_comment or len(line) > MAX_LINE:
             continue
+        if CODE_IN_COMMENT.search(line):
+            continue
         words = _comment_words(line)
         names = {w for w in words if len(w) >= 3 and not w[0].isdigit()}
-        if len(words) <= min_comment_words or not names:
+        if not names:
             continue
         comment_counts = Counter(w for w in words if w in names)
         for j in range(i + 1, min(len(lines), i + 1 + window)):
