@@ -259,8 +259,9 @@ def template_id(side: str, template: str) -> str:
 
 
 def _shown(template: str) -> str:
-    """A template as a reason code shows it: quoted, at most SHOWN characters, no commas or quotes inside."""
-    text = template.replace('"', "'").replace(",", ";")
+    """A template as a reason code shows it: quoted, at most SHOWN characters; commas (which separate a reason
+    code's fields) and quotes written as %2C and %22."""
+    text = template.replace("%", "%25").replace('"', "%22").replace(",", "%2C")
     return '"' + (text if len(text) <= SHOWN else text[: SHOWN - 1] + "…") + '"'
 
 
