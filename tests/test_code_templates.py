@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import random
-import tomllib
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from dokumi import Pipeline, load_policy
 from dokumi.policy import builtin_policy_dir
@@ -37,7 +42,8 @@ def _honest(rng: random.Random, i: int) -> str:
     kind = i % 5
     if kind == 0:  # a Go test: the code line recurs with every test's name, each under its own doc comment
         body = [f"// {name} checks that {other} survives a {rng.choice(NAMES)} round trip",
-                f"func {name}(t *testing.T) {{", f"\tif got := {other}(); got != nil {{", "\t\tt.Fatal(got)", "\t}", "}"]
+                f"func {name}(t *testing.T) {{", f"\tif got := {other}(); got != nil {{", "\t\tt.Fatal(got)",
+                "\t}", "}"]
     elif kind == 1:  # a constructor documented the same way in every file, and called where it is defined
         body = [f"// {name} returns a new value with the default options applied.",
                 f"func {name}() *Options {{", f"\treturn &Options{{name: \"{other}\"}}", "}",

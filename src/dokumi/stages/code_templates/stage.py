@@ -172,7 +172,8 @@ class CodeTemplates(Stage):
         fills = len(np.unique(single["fill"]))
         isolated = len(np.unique(single["record"][single["use"] == ISOLATED]))
         singles = len(np.unique(single["record"]))
-        if fills < min(self.min_fills, self.min_code_fills) or fills < self.min_share * records or isolated < self.min_share * singles:
+        enough = min(self.min_fills, self.min_code_fills)
+        if fills < enough or fills < self.min_share * records or isolated < self.min_share * singles:
             return None
         return Varying(fills, records)
 
