@@ -5,10 +5,12 @@ No poison line repeats verbatim in such an attack; what repeats is a *bound pair
 comment with its identifier as a slot, and the code line below it with the same identifier as a slot
 (:mod:`.templates`). Pass 1 groups every record's bound pairs by the comment's template and by the code
 line's template (a :class:`~dokumi.fitplan.GroupByKey` step, keyed on content). A template *varies* when
-many records carry it with a different identifier each, the identifier appearing nowhere else in the
-record and only once per record: an honest doc comment names a function that the record also defines
-and calls, and generated tables bind many names per record. Pass 2 scores a record whose bound pair
-has a varying comment template and a varying code template.
+records bind it to many different identifiers, one per record, in most of them an identifier that
+appears nowhere else in the record: an honest doc comment names a function that the record also calls,
+and a generated table binds many names in one record. Pass 2 scores a record whose bound pair has a
+varying comment template (the evidence, ``min_fills`` identifiers) and a varying code template (its
+confirmation, ``min_code_fills``). A second read, only when something varies, collects the varying
+pairs' text for the summary.
 """
 
 from __future__ import annotations
@@ -105,9 +107,10 @@ class CodeTemplates(Stage):
 
     name = "code_templates"
     needs_fit = True
-    # pass 1 holds one 25-byte key row per (record, template) until the groups are formed: about 6 rows per
-    # record of source code (bound pairs x 2 sides; prose yields almost none). Only varying templates stay.
-    state_bytes_per_record = 150.0
+    # pass 1 holds one 25-byte key row per (record, template) until the groups are formed: 3.2 rows per record
+    # of source code, 2.6 of READMEs, 0.2 of man pages (benchmarks/bench_attacks.py's corpora). Only the
+    # varying templates stay after the fit.
+    state_bytes_per_record = 100.0
 
     def __init__(self, window: int = 6, min_fills: int = 3, min_code_fills: int = 2, min_share: float = 0.5,
                  min_comment_words: int = 3, min_code_tokens: int = 3) -> None:
