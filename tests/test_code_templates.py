@@ -15,8 +15,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from dokumi import Pipeline, load_policy
-from dokumi.policy import builtin_policy_dir
+from dokumi import Pipeline, Policy, load_policy, scan
+from dokumi.policy import StageRule, builtin_policy_dir
 from dokumi.records import Batch
 from dokumi.stage import StageContext
 from dokumi.stages import stage_class
@@ -193,3 +193,27 @@ def test_recipe_flags_the_poison_in_a_pipeline() -> None:
 def test_bad_parameters_are_refused(params: dict) -> None:
     with pytest.raises(ValueError):
         CodeTemplates(**params)
+
+
+def test_a_scan_in_shards_and_worker_processes_decides_as_one_process(tmp_path) -> None:
+    from conftest import assert_accounted, write_parquet
+
+    records, poison = _corpus(seed=7)
+    records = [{"id": f"r{i}", **record} for i, record in enumerate(records)]
+    for shard in range(3):
+        write_parquet(tmp_path / "in" / f"part-{shard}.parquet", records[shard::3])
+    def policy() -> Policy:
+        return Policy(name="templates", stages=[CodeTemplates()], rules={"code_templates": StageRule("flag", 0.5)})
+
+    one = scan(tmp_path / "in", out=tmp_path / "one", policy=policy(), workers=1)
+    two = scan(tmp_path / "in", out=tmp_path / "two", policy=policy(), workers=2)
+    assert one.decisions == two.decisions and one.decisions["flag"] == int(poison.sum())
+    scores = {}
+    for name in ("one", "two"):
+        table = assert_accounted(tmp_path / name, len(records))["scores"]
+        scores[name] = dict(zip(table.column("id").to_pylist(), table.column("code_templates_score").to_pylist()))
+    assert scores["one"] == scores["two"]
+    assert {f"r{i}" for i in np.flatnonzero(poison)} == {i for i, s in scores["one"].items() if s >= 0.5}
+    summaries = [[stage["summary"] for stage in result.manifest["stages"] if stage["name"] == "code_templates"][0]
+                 for result in (one, two)]
+    assert summaries[0] == summaries[1] and summaries[0]["findings"][0]["identifiers"] >= 3
