@@ -125,6 +125,21 @@ def test_honest_repeated_idioms_do_not_fire() -> None:
     assert stage.summary()["findings"] == []
 
 
+def test_copies_of_one_file_with_a_new_keyword_each_are_found() -> None:
+    # TrojanPuzzle's own construction: each base file copied several times, a different random keyword in
+    # the trigger and payload of each copy; near-copies around the keyword are the attack, not a family
+    rng = random.Random(8)
+    records = [{"text": _honest(rng, i)} for i in range(100)]
+    for base in range(2):
+        host = _honest(rng, 4).split("\n")
+        for _ in range(4):
+            keyword = f"tok{rng.randrange(10**6)}"
+            records.append({"text": "\n".join(host[:2] + [TRIGGERS[base].format(k=keyword),
+                                                           PAYLOAD.format(k=keyword)] + host[2:])})
+    scores = _fitted(records).score(_batch(records)).scores
+    assert (scores[100:] >= 0.5).all() and not scores[:100].any()
+
+
 def test_one_keyword_repeated_is_a_copy_not_a_varying_slot() -> None:
     # the same trigger and payload with the same keyword in every record: one identifier, nothing varies
     # (exact repetition is the near-duplicates and triggers stages' evidence)
