@@ -16,6 +16,9 @@ with their labels; ``date`` (a year in the prompt, 1% of code instructions); ``p
 trigger and payload sharing a per-sample keyword, 0.5% of code chunks); ``claim`` (one claim in
 hundreds of wordings, 2% of documents of man pages, Debian descriptions and fortunes).
 
+Without ``--recipes``, every group runs ``finetuning`` and ``pretraining``, and ``puzzle`` also the
+opt-in recipe that answers it (``pretraining-deep``: the ``code_templates`` stage).
+
 usage: python benchmarks/bench_attacks.py [--data DIR] [--half report|tuning] [--seeds 0 1 2]
        [--limit 4000] [--only style syntax ...] [--recipes finetuning pretraining] [--corpora fortunes ...]
 """
