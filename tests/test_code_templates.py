@@ -232,3 +232,7 @@ def test_a_scan_in_shards_and_worker_processes_decides_as_one_process(tmp_path) 
     summaries = [[stage["summary"] for stage in result.manifest["stages"] if stage["name"] == "code_templates"][0]
                  for result in (one, two)]
     assert summaries[0] == summaries[1] and summaries[0]["findings"][0]["identifiers"] >= 3
+    # the report names the pair: the comment's template as the finding, the payload's as what it brings
+    report = (tmp_path / "one" / "report.html").read_text()
+    assert f"varying-slot comment=use the trusted template method {SLOT} to build the response" in report
+    assert f"return engine . {SLOT} ( template" in report

@@ -237,13 +237,14 @@ class CodeTemplates(Stage):
             return {}
         pairs = getattr(self, "pairs_", {})
         top = sorted(pairs.items(), key=lambda item: (-item[1][1], item[0]))[:20]
-        private = self.context.no_text
-        return {"varying_templates": len(self.varying_), "bound_pairs": len(pairs),
-                "findings": [{"finding": "varying-slot",
-                              "comment": f"id:{template_id('comment', comment)}" if private else comment,
-                              "code": f"id:{template_id('code', code)}" if private else code,
-                              "records": records, "identifiers": fills}
-                             for (comment, code), (records, fills) in top]}
+        findings = []
+        for (comment, code), (records, fills) in top:
+            if self.context.no_text:
+                comment, code = f"id:{template_id('comment', comment)}", f"id:{template_id('code', code)}"
+            # the report lists "finding" and, as what the trigger brings, "target": the payload's template
+            findings.append({"finding": f"varying-slot comment={comment} ({fills} identifiers)", "target": code,
+                             "comment": comment, "code": code, "records": records, "identifiers": fills})
+        return {"varying_templates": len(self.varying_), "bound_pairs": len(pairs), "findings": findings}
 
 
 def _merged_pairs(parts: list[dict]) -> dict:
