@@ -50,7 +50,7 @@ def template_key(side: str, template: str) -> int:
 class Varying:
     """A template that many records bind with a different identifier each."""
 
-    fills: int  # distinct identifiers among the records that use it once, isolated
+    fills: int  # distinct identifiers of the records that bind it to one identifier
     records: int  # distinct records that carry it at all
 
 
@@ -216,7 +216,7 @@ class CodeTemplates(Stage):
             found = self.findings(text)
             if found:
                 result.scores[row] = _score(found[0].strength)
-                result.reasons[row] = [self._reason(finding) for finding in found[:3]]
+                result.reasons[row] = list(dict.fromkeys(self._reason(finding) for finding in found))[:3]
         return result
 
     def _reason(self, finding: Finding) -> str:
