@@ -16,6 +16,9 @@ with their labels; ``date`` (a year in the prompt, 1% of code instructions); ``p
 trigger and payload sharing a per-sample keyword, 0.5% of code chunks); ``claim`` (one claim in
 hundreds of wordings, 2% of documents of man pages, Debian descriptions and fortunes).
 
+Without ``--recipes``, every group runs ``finetuning`` and ``pretraining``, and ``puzzle`` also the
+opt-in recipe that answers it (``pretraining-deep``: the ``code_templates`` stage).
+
 usage: python benchmarks/bench_attacks.py [--data DIR] [--half report|tuning] [--seeds 0 1 2]
        [--limit 4000] [--only style syntax ...] [--recipes finetuning pretraining] [--corpora fortunes ...]
 """
@@ -124,6 +127,8 @@ def scenarios(name: str, args: argparse.Namespace, seed: int):
 
 
 GROUPS = ("style", "syntax", "combination", "date", "puzzle", "claim")
+# opt-in recipes scanned beside --recipes' default for one scenario group: the recipe that answers it
+DEEP_RECIPES = {"puzzle": ["pretraining-deep"]}
 
 
 def main() -> None:
@@ -133,7 +138,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--limit", type=int, default=4000, help="records per scenario and seed")
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS))
-    parser.add_argument("--recipes", nargs="+", default=["finetuning", "pretraining"])
+    parser.add_argument("--recipes", nargs="+", default=None,
+                        help="recipes to scan with (default: finetuning and pretraining, plus pretraining-deep "
+                             "for puzzle)")
     parser.add_argument("--corpora", nargs="+", choices=corpora.LABELLED, default=list(corpora.LABELLED),
                         help="labelled corpora of the label-flip scenarios")
     parser.add_argument("--details", action="store_true", help="print the reasons behind alarms")
@@ -150,8 +157,9 @@ def main() -> None:
     for group in args.only:
         results: dict[tuple[str, str], list[Run]] = collections.defaultdict(list)
         for seed in args.seeds:
+            recipes = args.recipes or ["finetuning", "pretraining", *DEEP_RECIPES.get(group, [])]
             for label, records, poison, columns in scenarios(group, args, seed):
-                for recipe in args.recipes:
+                for recipe in recipes:
                     results[label, recipe].append(scan(label, recipe, records, poison, columns))
         for (label, recipe), runs in results.items():
             mean = {key: float(np.mean([getattr(r, key) for r in runs]))
