@@ -17,7 +17,7 @@ trigger and payload sharing a per-sample keyword, 0.5% of code chunks); ``claim`
 hundreds of wordings, 2% of documents of man pages, Debian descriptions and fortunes).
 
 usage: python benchmarks/bench_attacks.py [--data DIR] [--half report|tuning] [--seeds 0 1 2]
-       [--limit 4000] [--only style syntax ...] [--recipes finetuning pretraining] [--corpora fortunes ...]
+       [--limit 4000] [--only style syntax ...] [--recipes finetuning pretraining ...] [--corpora fortunes ...]
 """
 
 from __future__ import annotations
@@ -124,6 +124,9 @@ def scenarios(name: str, args: argparse.Namespace, seed: int):
 
 
 GROUPS = ("style", "syntax", "combination", "date", "puzzle", "claim")
+DEFAULT_RECIPES = ("finetuning", "pretraining")
+# the opt-in recipe that carries a group's detector, scanned too unless --recipes says otherwise
+DEEP_RECIPES = {"claim": ("pretraining-deep",)}
 
 
 def main() -> None:
@@ -133,7 +136,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--limit", type=int, default=4000, help="records per scenario and seed")
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS))
-    parser.add_argument("--recipes", nargs="+", default=["finetuning", "pretraining"])
+    parser.add_argument("--recipes", nargs="+", default=None,
+                        help=f"recipes to scan with (default: {' '.join(DEFAULT_RECIPES)}, and per group its "
+                             "opt-in recipe: claim -> pretraining-deep)")
     parser.add_argument("--corpora", nargs="+", choices=corpora.LABELLED, default=list(corpora.LABELLED),
                         help="labelled corpora of the label-flip scenarios")
     parser.add_argument("--details", action="store_true", help="print the reasons behind alarms")
@@ -149,9 +154,10 @@ def main() -> None:
     print("-" * len(header))
     for group in args.only:
         results: dict[tuple[str, str], list[Run]] = collections.defaultdict(list)
+        recipes = args.recipes or [*DEFAULT_RECIPES, *DEEP_RECIPES.get(group, ())]
         for seed in args.seeds:
             for label, records, poison, columns in scenarios(group, args, seed):
-                for recipe in args.recipes:
+                for recipe in recipes:
                     results[label, recipe].append(scan(label, recipe, records, poison, columns))
         for (label, recipe), runs in results.items():
             mean = {key: float(np.mean([getattr(r, key) for r in runs]))
