@@ -28,6 +28,12 @@ MAX_SENTENCE_WORDS = 40
 MIN_SENTENCE_WORDS = 3
 # documents with fewer sentences have no rest to judge a sentence against
 MIN_CONTEXT_SENTENCES = 3
+# characters of code, markup, paths and URLs: a claim is stated in prose
+_CODE = re.compile(r"[{}\[\]<>=/\\#*_|`@$%&~^+]|://")
+# share of a prose sentence's space-separated tokens that are words (an attribution "-- Kirk, \"Catspaw\",
+# stardate 3018.2" or a list of numbers is not prose)
+MIN_WORD_SHARE = 0.7
+_PROSE_TOKEN = re.compile(r"^[(\"']*[^\W\d_][\w'-]*[)\"'.,;:!?]*$")
 
 
 def normalise(word: str) -> str:
@@ -47,13 +53,24 @@ def normalise(word: str) -> str:
 
 
 def content_words(sentence: str) -> list[str]:
-    """The normalised content words of ``sentence``, in order (function words and single letters left out)."""
-    return [normalise(w) for w in _WORD.findall(sentence.lower()) if len(w) > 1 and w not in FUNCTION_WORDS]
+    """The normalised content words of ``sentence``, in order (function words, numbers and single letters left
+    out: numbers count in lists and tables, not in what a claim says)."""
+    return [normalise(w) for w in _WORD.findall(sentence.lower())
+            if len(w) > 1 and w not in FUNCTION_WORDS and not w[0].isdigit()]
+
+
+def is_prose(sentence: str) -> bool:
+    """Whether ``sentence`` reads as prose: no code, markup, path or URL characters, and mostly words."""
+    if len(_CODE.findall(sentence)) > 1:
+        return False
+    tokens = sentence.split()
+    return bool(tokens) and sum(bool(_PROSE_TOKEN.match(token)) for token in tokens) >= MIN_WORD_SHARE * len(tokens)
 
 
 @dataclass(frozen=True)
 class Sentence:
-    """One sentence of a document: its text, its content words in order, and whether it is foreign."""
+    """One sentence of a document: its text, its content words in order, and whether it is a foreign
+    sentence in prose (one that could state a claim)."""
 
     text: str
     words: tuple[str, ...]
@@ -61,8 +78,8 @@ class Sentence:
 
 
 def parse(text: str, min_foreign: float) -> list[Sentence]:
-    """The sentences of ``text`` that could state a claim (3-40 content words), each marked foreign when
-    at least ``min_foreign`` of its distinct content words occur in no other sentence of the text."""
+    """The sentences of ``text`` of 3-40 content words, each marked foreign when it is prose and at least
+    ``min_foreign`` of its distinct content words occur in no other sentence of the text."""
     pieces = [(piece.strip(), content_words(piece)) for piece in _SENTENCE.split(text)]
     pieces = [(piece, words) for piece, words in pieces if words]
     # in how many sentences each word occurs
@@ -74,8 +91,9 @@ def parse(text: str, min_foreign: float) -> list[Sentence]:
         if not MIN_SENTENCE_WORDS <= len(distinct) or len(words) > MAX_SENTENCE_WORDS:
             continue
         alone = sum(spread[word] == 1 for word in distinct) / len(distinct)
-        out.append(Sentence(piece, tuple(words), alone >= min_foreign if judged else True))
+        foreign = alone >= min_foreign if judged else True
+        out.append(Sentence(piece, tuple(words), foreign and is_prose(piece)))
     return out
 
 
-__all__ = ["MAX_SENTENCE_WORDS", "Sentence", "content_words", "normalise", "parse"]
+__all__ = ["MAX_SENTENCE_WORDS", "Sentence", "content_words", "is_prose", "normalise", "parse"]
