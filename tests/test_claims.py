@@ -119,6 +119,24 @@ def test_honest_repetition_is_no_claim() -> None:
     assert turned_down and all(e.host_ratio > finder.max_host_ratio for e in turned_down)
 
 
+def test_a_lone_collocation_is_no_claim() -> None:
+    rng = random.Random(5)
+    texts = honest(rng)
+    # two words said together in many unrelated documents, everything else about each sentence differs
+    for i in rng.sample(range(len(texts)), 30):
+        words = rng.sample([w for topic in TOPICS for w in topic], 4)
+        texts[i] += f" The {words[0]} problem of {words[1]} was solved by {words[2]} {words[3]}."
+    assert ClaimFinder().fit(texts).claims_ == []
+    lone = ClaimFinder(min_pairs=1).fit(texts).claims_
+    assert [claim.core for claim in lone] == [("problem", "solv")]
+
+
+def test_empty_and_textless_records() -> None:
+    stage = Claims()
+    assert len(_scores(stage, ["", "   ", "One. Two."])) == 3
+    assert stage.summary()["claims"] == 0
+
+
 def test_stage_in_a_pipeline_flags_with_evidence_and_keeps_text_out_when_asked() -> None:
     rng = random.Random(3)
     texts, poisoned = plant(honest(rng, 900), rng, 32)

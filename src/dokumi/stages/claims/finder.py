@@ -18,8 +18,10 @@ mid-frequency words is counted once per document, and a pair is a claim's when
    wordings, but in documents about the same thing (Rust crates packaged for Debian, network
    servers); an inserted claim sits in documents about anything.
 
-Claim pairs that share a word form one claim (every pair about "gzip"). A document is the claim's
-when one of its foreign sentences holds one of the claim's pairs.
+Claim pairs that share a word form one claim (every pair about "gzip"); a claim needs ``min_pairs``
+of them (a claim reworded many times pairs its subject with several interchangeable words, an honest
+collocation such as "solve a problem" is one pair). A document is the claim's when one of its foreign
+sentences holds one of the claim's pairs.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ that ..."). :func:`parse` splits a text into sentences and keeps, per sentence, 
 content words (function words left out, a light suffix stripping so that "corrupts", "corrupted"
 and "corrupt" are one word), in order.
 
-:func:`foreign` tells which sentences are unlike the rest of their document: most of their
-content words occur in no other sentence of it. An inserted claim is such a sentence; most
-sentences of a real document share words with their neighbours. Documents of one or two
-sentences have no rest to compare with: each of their sentences counts as foreign.
+:func:`parse` also tells which sentences are *foreign*: unlike the rest of their document (most of
+their content words occur in no other sentence of it) and written in prose (:func:`is_prose`). An
+inserted claim is such a sentence; most sentences of a real document share words with their
+neighbours. Documents of one or two sentences have no rest to compare with: each of their prose
+sentences counts as foreign.
 """
 
 from __future__ import annotations

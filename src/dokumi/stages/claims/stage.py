@@ -15,7 +15,7 @@ from typing import Any
 from dokumi.fitplan import Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
-from dokumi.stages.claims.finder import Claim, ClaimFinder, ClaimMatch
+from dokumi.stages.claims.finder import Claim, ClaimFinder, ClaimMatch, sentence_id
 from dokumi.text.sampling import BottomK, priorities
 
 # Only the first characters of a record are kept in the sample and read (a claim needs one sentence).
@@ -50,6 +50,9 @@ class Claims(Stage):
     max_host_ratio:
         Most the pair's host documents may resemble each other, over how much they resemble documents at
         random (default 2).
+    min_pairs:
+        Word pairs a claim needs (default 3): a claim reworded many times pairs its subject with several
+        interchangeable words; an honest collocation is one pair.
     seed:
         Seed of the sample (default 0).
     """
@@ -61,8 +64,10 @@ class Claims(Stage):
 
     def __init__(self, sample_size: int = 20_000, min_records: int = 8, max_share: float = 0.05,
                  min_foreign: float = 0.5, min_significance: float = 5.0, max_phrase_share: float = 0.5,
-                 max_sentence_similarity: float = 0.5, max_host_ratio: float = 2.0, seed: int = 0) -> None:
-        for parameter, value, low in (("sample_size", sample_size, 100), ("min_records", min_records, 2)):
+                 max_sentence_similarity: float = 0.5, max_host_ratio: float = 2.0, min_pairs: int = 3,
+                 seed: int = 0) -> None:
+        for parameter, value, low in (("sample_size", sample_size, 100), ("min_records", min_records, 2),
+                                      ("min_pairs", min_pairs, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{parameter} = {value!r} must be an integer of at least {low}")
         for parameter, number, high in (("max_share", max_share, 1.0), ("min_foreign", min_foreign, 1.0),
@@ -82,6 +87,7 @@ class Claims(Stage):
         self.max_phrase_share = float(max_phrase_share)
         self.max_sentence_similarity = float(max_sentence_similarity)
         self.max_host_ratio = float(max_host_ratio)
+        self.min_pairs = min_pairs
         self.seed = seed
 
     @property
@@ -110,7 +116,7 @@ class Claims(Stage):
         self.records_sampled_ = len(texts)
         self.finder_ = ClaimFinder(self.min_records, self.max_share, self.min_foreign, self.min_significance,
                                    self.max_phrase_share, self.max_sentence_similarity,
-                                   self.max_host_ratio).fit(texts)
+                                   self.max_host_ratio, self.min_pairs).fit(texts)
 
     # pass 2 -------------------------------------------------------------------
 
@@ -145,8 +151,6 @@ class Claims(Stage):
     def summary(self) -> dict[str, Any]:
         if not hasattr(self, "finder_"):
             return {}
-        from dokumi.stages.claims.finder import sentence_id
-
         listed = []
         for claim in self.finder_.claims_[:MAX_LISTED]:
             entry: dict[str, Any] = {"claim": self._core(claim), "records": claim.records,
