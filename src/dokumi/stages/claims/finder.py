@@ -153,7 +153,7 @@ class ClaimFinder:
             for pair in combinations(words, 2):
                 if pair in candidates:
                     occurrences[pair].append((d, s))
-        hosts: dict[tuple[int, int], frozenset] = {}
+        hosts: dict[tuple[int, int], tuple[frozenset, float]] = {}  # words, mean similarity to the baseline
         baseline = [self._host(documents[d], -1, usable) for d in range(0, n, max(1, n // BASELINE_DOCUMENTS))]
         baseline = [host for host in baseline if host]
         evidence: list[PairEvidence] = []
@@ -176,8 +176,10 @@ class ClaimFinder:
             wordings = len({frozenset(documents[d][s].words) for d, s in places})
             for d, s in compared:
                 if (d, s) not in hosts:
-                    hosts[d, s] = self._host(documents[d], s, usable)
-            ratio = self._host_ratio([hosts[d, s] for d, s in compared], baseline)
+                    host = self._host(documents[d], s, usable)
+                    at_random = sum(_jaccard(host, other) for other in baseline) / len(baseline) if baseline else 0.0
+                    hosts[d, s] = (host, at_random)
+            ratio = self._host_ratio([hosts[d, s] for d, s in compared])
             evidence.append(PairEvidence(pair, count, expected, significance, phrase, similarity, ratio, wordings))
         self.evidence_ = evidence
         kept = [e for e in evidence if e.sentence_similarity <= self.max_sentence_similarity
@@ -207,16 +209,16 @@ class ClaimFinder:
         return spans.most_common(1)[0][1] / max(len(sentences), 1)
 
     @staticmethod
-    def _host_ratio(hosts: list[frozenset], baseline: list[frozenset]) -> float:
-        """How much more the hosts resemble each other than documents at random (1: unrelated).
+    def _host_ratio(hosts: list[tuple[frozenset, float]]) -> float:
+        """How much more the hosts resemble each other than documents at random (1: unrelated), from each
+        host's words and its mean similarity to the baseline documents.
 
         Infinite when too few hosts have a rest to compare (such a pair is no claim's: unproven)."""
-        present = [host for host in hosts if host]
-        if len(present) < max(3, len(hosts) // 2) or not baseline:
+        present = [(host, at_random) for host, at_random in hosts if host]
+        if len(present) < max(3, len(hosts) // 2):
             return math.inf
-        among = _mean_jaccard(present)
-        pairs = len(present) * len(baseline)
-        at_random = sum(_jaccard(host, other) for host in present for other in baseline) / pairs
+        among = _mean_jaccard([host for host, _ in present])
+        at_random = sum(value for _, value in present) / len(present)
         return among / at_random if at_random > 0 else (math.inf if among > 0 else 1.0)
 
     def _group(self, kept: list[PairEvidence], occurrences: dict, documents: list[list[Sentence]]) -> list[Claim]:
@@ -256,6 +258,8 @@ class ClaimFinder:
     def _index(self) -> None:
         self._by_pair = {pair: claim for claim in self.claims_ for pair in claim.pairs}
         self._words = {word for claim in self.claims_ for word in claim.core}
+        # what every spelling of a core word starts with ("bodies" -> "body": "bod"), to skip texts quickly
+        self._prefixes = sorted({word[:max(2, len(word) - 1)] for word in self._words})
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -268,6 +272,9 @@ class ClaimFinder:
         """The strongest claim a foreign sentence of ``text`` states, if any."""
         if not self._words:
             return None
+        lower = text.lower()
+        if sum(prefix in lower for prefix in self._prefixes) < 2:
+            return None  # a claim's pair needs two of its core words
         best: ClaimMatch | None = None
         for sentence in parse(text, self.min_foreign):
             if not sentence.foreign:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from dokumi.stages.subpopulations.words import FUNCTION_WORDS
 
@@ -37,6 +38,7 @@ MIN_WORD_SHARE = 0.7
 _PROSE_TOKEN = re.compile(r"^[(\"']*[^\W\d_][\w'-]*[)\"'.,;:!?]*$")
 
 
+@lru_cache(maxsize=1 << 16)
 def normalise(word: str) -> str:
     """``word`` without a plural, past or progressive ending, nor a final "e" ("files" and "file" ->
     "fil", "damaged" and "damages" -> "damag"): crude, but the same for every wording."""
