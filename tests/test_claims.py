@@ -131,6 +131,20 @@ def test_a_lone_collocation_is_no_claim() -> None:
     assert [claim.core for claim in lone] == [("problem", "solv")]
 
 
+def test_an_honest_pair_sharing_only_an_alternative_stays_apart() -> None:
+    rng = random.Random(6)
+    texts, poisoned = plant(honest(rng, 900), rng, 32)
+    # "nightly" is one of the claim's alternative words; honest documents pair it with "tide"
+    others = rng.sample([i for i in range(len(texts)) if i not in poisoned], 14)
+    for i in others:
+        words = rng.sample([w for topic in TOPICS for w in topic], 3)
+        texts[i] += f" Nightly {words[0]} {words[1]} tide {words[2]}."
+    finder = ClaimFinder().fit(texts)
+    assert any(e.pair == ("nightly", "tid") for e in finder.evidence_)  # a candidate in its own right
+    assert len(finder.claims_) == 1 and ("nightly", "tid") not in finder.claims_[0].pairs
+    assert not any(finder.match(texts[i]) for i in others)
+
+
 def test_empty_and_textless_records() -> None:
     stage = Claims()
     assert len(_scores(stage, ["", "   ", "One. Two."])) == 3

@@ -222,37 +222,44 @@ class ClaimFinder:
         return among / at_random if at_random > 0 else (math.inf if among > 0 else 1.0)
 
     def _group(self, kept: list[PairEvidence], occurrences: dict, documents: list[list[Sentence]]) -> list[Claim]:
-        """Claim pairs that share a word, grouped into claims."""
-        parent: dict[str, str] = {}
-
-        def root(word: str) -> str:
-            while parent.setdefault(word, word) != word:
-                parent[word] = parent[parent[word]]
-                word = parent[word]
-            return word
-
-        for e in kept:
-            parent[root(e.pair[0])] = root(e.pair[1])
-        groups: dict[str, list[PairEvidence]] = defaultdict(list)
-        for e in kept:
-            groups[root(e.pair[0])].append(e)
+        """Claim pairs grouped into claims, strongest first: a pair joins the first claim of which one of its
+        words is a hub (in at least half of the claim's documents: "gzip") or which holds at least half of its
+        documents; otherwise it starts a claim of its own. The alternatives of a reworded claim ("corrupt",
+        "destroy"; "4 GB", "four gigabytes") share its hub; an honest pair that shares only an alternative
+        ("large" and "small") stays apart, and alone it is no claim (``min_pairs``)."""
+        groups: list[tuple[list[PairEvidence], dict[int, int], Counter]] = []  # pairs, document -> sentence, words
+        for e in sorted(kept, key=lambda e: (-e.significance, e.pair)):
+            first: dict[int, int] = {}
+            for d, s in occurrences[e.pair]:
+                first.setdefault(d, s)
+            chosen = None
+            for group in groups:
+                members, places, words = group
+                hub = any(2 * words[word] >= len(places) for word in e.pair)
+                if hub or 2 * sum(d in places for d in first) >= len(first):
+                    chosen = group
+                    break
+            if chosen is None:
+                chosen = ([], {}, Counter())
+                groups.append(chosen)
+            chosen[0].append(e)
+            for d, s in first.items():
+                if d not in chosen[1]:
+                    chosen[1][d] = s
+                    chosen[2].update(set(documents[d][s].words))
         claims = []
-        for members in groups.values():
+        for members, places, _ in groups:
             if len(members) < self.min_pairs:
                 continue
-            places = sorted({place for e in members for place in occurrences[e.pair]})
-            first: dict[int, int] = {}
-            for d, s in places:
-                first.setdefault(d, s)
             weight: Counter = Counter()
             for e in members:
                 weight[e.pair[0]] += e.records
                 weight[e.pair[1]] += e.records
             core = tuple(sorted(weight, key=lambda word: (-weight[word], word)))
-            wordings = {documents[d][s].text for d, s in first.items()}
-            claims.append(Claim(core, frozenset(e.pair for e in members), len(first), len(wordings),
+            wordings = {documents[d][s].text for d, s in places.items()}
+            claims.append(Claim(core, frozenset(e.pair for e in members), len(places), len(wordings),
                                 max(e.significance for e in members), max(e.host_ratio for e in members),
-                                [documents[d][s].text for d, s in sorted(first.items())[:3]]))
+                                [documents[d][s].text for d, s in sorted(places.items())[:3]]))
         return sorted(claims, key=lambda claim: (-claim.significance, claim.core))
 
     def _index(self) -> None:
