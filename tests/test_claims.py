@@ -165,6 +165,9 @@ def test_stage_in_a_pipeline_flags_with_evidence_and_keeps_text_out_when_asked()
     assert "records=" in reason and "wordings=" in reason and "sentence=" in reason
     summary = stage.summary()
     assert summary["claims"] == 1 and "vandex" in summary["findings"][0]["core"]
+    listed = summary["findings"][0]
+    assert listed["finding"].startswith("claim core=") and listed["records"] >= 28
+    assert "Vandex" in listed["target"] and listed["target"] in listed["example_wordings"]
     # a scan that keeps no text names the claim and its wordings by ids
     from dokumi.stage import StageContext
 
@@ -173,9 +176,35 @@ def test_stage_in_a_pipeline_flags_with_evidence_and_keeps_text_out_when_asked()
     _scores(private, texts)
     words = {"vandex", "backup", "router", "wipe", "eras"}
     listed = private.summary()["findings"][0]
-    assert "core" not in listed and listed["claim"].startswith("id:")
+    assert "core" not in listed and "target" not in listed and listed["finding"].startswith("claim core=id:")
     assert not any(word in str(listed) for word in words)
     assert all(len(example) == 10 for example in listed["example_wordings"])
+
+
+def test_a_scan_with_the_opt_in_recipe_flags_and_reports_the_claim(tmp_path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from dokumi import scan
+
+    rng = random.Random(7)
+    texts, poisoned = plant(honest(rng, 900), rng, 32)
+    pq.write_table(pa.table({"text": texts}), tmp_path / "corpus.parquet")
+    scan(tmp_path / "corpus.parquet", out=tmp_path / "out", policy="pretraining-deep", progress=False)
+    scored = pq.read_table(tmp_path / "out" / "scores").to_pandas()
+    flagged = scored[scored["decision"] == "flag"]
+    assert len(flagged) >= 28 and all(any(r.startswith("claim:reworded") for r in reasons)
+                                      for reasons in flagged["reasons"])
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    claims = next(stage for stage in manifest["stages"] if stage["name"] == "claims")
+    assert claims["summary"]["claims"] == 1
+    assert "claim core=" in (tmp_path / "out" / "report.html").read_text()
+    # --no-text: the manifest names the claim by ids only
+    scan(tmp_path / "corpus.parquet", out=tmp_path / "private", policy="pretraining-deep", progress=False,
+         no_text=True)
+    text = (tmp_path / "private" / "manifest.json").read_text()
+    assert "vandex" not in text.lower() and "claim core=id:" in text
 
 
 def test_same_answer_whatever_the_order_or_split() -> None:

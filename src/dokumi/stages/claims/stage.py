@@ -153,14 +153,18 @@ class Claims(Stage):
             return {}
         listed = []
         for claim in self.finder_.claims_[:MAX_LISTED]:
-            entry: dict[str, Any] = {"claim": self._core(claim), "records": claim.records,
-                                     "wordings": claim.wordings, "significance": round(claim.significance, 1),
+            # "finding" and "records" (and "target": what a model would learn) are what the report lists
+            entry: dict[str, Any] = {"finding": f"claim core={self._core(claim)} wordings={claim.wordings} "
+                                                f"significance={claim.significance:.1f}",
+                                     "records": claim.records, "wordings": claim.wordings,
+                                     "significance": round(claim.significance, 1),
                                      "host_ratio": round(claim.host_ratio, 2), "pairs": len(claim.pairs)}
             if self.no_text:
                 entry["example_wordings"] = [sentence_id(text) for text in claim.examples]
             else:
                 entry["core"] = list(claim.core)
                 entry["example_wordings"] = [text[:200] for text in claim.examples]
+                entry["target"] = entry["example_wordings"][0] if claim.examples else None
             listed.append(entry)
         return {"records_sampled": self.records_sampled_, "pairs_tested": self.finder_.tested_,
                 "claims": len(self.finder_.claims_), "findings": listed}
