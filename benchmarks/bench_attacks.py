@@ -2,7 +2,8 @@
 
 Each scenario plants one attack of ``benchmarks/tokenless`` into real text of the shared corpora
 (``DOKUMI_DATA``): the content-hash report half by default (``--half tuning`` for tuning), a sample
-of ``--limit`` records per seed. Every recipe named by ``--recipes`` scans it through
+of ``--limit`` records per seed. Every recipe named by ``--recipes`` (by default ``finetuning`` and
+``pretraining``, and for ``claim`` also the opt-in ``pretraining-deep``) scans it through
 :class:`dokumi.Pipeline` as ``dokumi scan`` would, and the table gives per recipe:
 
 - recall and FPR at the recipe's decision (``flag`` or ``drop`` counts as an alarm; ``duplicate``
