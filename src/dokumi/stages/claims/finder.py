@@ -83,6 +83,7 @@ class Claim:
 
     @property
     def id(self) -> str:
+        """A stable short id of the claim (a hash of its core words)."""
         return core_id(self.core)
 
 
