@@ -4,6 +4,7 @@ corpora; every check could fail."""
 from __future__ import annotations
 
 import itertools
+import pickle
 import random
 
 import numpy as np
@@ -225,6 +226,12 @@ def test_same_answer_whatever_the_order_or_split() -> None:
     two._finish(BottomK.merged(parts[::-1]))
     assert [c.core for c in one.finder_.claims_] == [c.core for c in two.finder_.claims_]
     assert one.finder_.claims_
+    # the fitted stage travels to worker processes by pickle and scores the same there
+    batch = Batch(records=pa.RecordBatch.from_pylist([{"text": t} for t in texts]), shard="s",
+                  rows=pa.array(range(len(texts))))
+    copy = pickle.loads(pickle.dumps(one))
+    assert one.score(batch).scores.max() > 0
+    assert np.array_equal(copy.score(batch).scores, one.score(batch).scores)
 
 
 def test_registered_and_in_the_opt_in_recipe_only() -> None:
