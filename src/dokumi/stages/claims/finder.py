@@ -266,8 +266,9 @@ class ClaimFinder:
     def _index(self) -> None:
         self._by_pair = {pair: claim for claim in self.claims_ for pair in claim.pairs}
         self._words = {word for claim in self.claims_ for word in claim.core}
-        # what every spelling of a core word starts with ("bodies" -> "body": "bod"), to skip texts quickly
-        self._prefixes = sorted({word[:max(2, len(word) - 1)] for word in self._words})
+        # what every spelling of a core word starts with ("bodies" -> "body": "bod"), to skip texts quickly;
+        # one per word, so that two words with the same prefix count twice (a test that never misses)
+        self._prefixes = sorted(word[:max(2, len(word) - 1)] for word in self._words)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -293,9 +294,8 @@ class ClaimFinder:
                 claim = self._by_pair.get(pair)
                 if claim is not None:
                     hits[claim.id] += 1
-                    found = claim
                     if best is None or (hits[claim.id], claim.significance) > (best.pairs, best.claim.significance):
-                        best = ClaimMatch(found, hits[claim.id], sentence_id(sentence.text))
+                        best = ClaimMatch(claim, hits[claim.id], sentence_id(sentence.text))
         return best
 
 
