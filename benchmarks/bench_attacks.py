@@ -2,7 +2,8 @@
 
 Each scenario plants one attack of ``benchmarks/tokenless`` into real text of the shared corpora
 (``DOKUMI_DATA``): the content-hash report half by default (``--half tuning`` for tuning), a sample
-of ``--limit`` records per seed. Every recipe named by ``--recipes`` scans it through
+of ``--limit`` records per seed. Every recipe named by ``--recipes`` (by default ``finetuning`` and
+``pretraining``, and for ``claim`` also the opt-in ``pretraining-deep``) scans it through
 :class:`dokumi.Pipeline` as ``dokumi scan`` would, and the table gives per recipe:
 
 - recall and FPR at the recipe's decision (``flag`` or ``drop`` counts as an alarm; ``duplicate``
@@ -16,11 +17,11 @@ with their labels; ``date`` (a year in the prompt, 1% of code instructions); ``p
 trigger and payload sharing a per-sample keyword, 0.5% of code chunks); ``claim`` (one claim in
 hundreds of wordings, 2% of documents of man pages, Debian descriptions and fortunes).
 
-Without ``--recipes``, every group runs ``finetuning`` and ``pretraining``, and ``puzzle`` also the
-opt-in recipe that answers it (``pretraining-deep``: the ``code_templates`` stage).
+Without ``--recipes``, every group runs ``finetuning`` and ``pretraining``, and ``puzzle`` and ``claim``
+also the opt-in recipe that answers them (``pretraining-deep``: the ``code_templates`` and ``claims`` stages).
 
 usage: python benchmarks/bench_attacks.py [--data DIR] [--half report|tuning] [--seeds 0 1 2]
-       [--limit 4000] [--only style syntax ...] [--recipes finetuning pretraining] [--corpora fortunes ...]
+       [--limit 4000] [--only style syntax ...] [--recipes finetuning pretraining ...] [--corpora fortunes ...]
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def scenarios(name: str, args: argparse.Namespace, seed: int):
 
 
 GROUPS = ("style", "syntax", "combination", "date", "puzzle", "claim")
-# opt-in recipes scanned beside --recipes' default for one scenario group: the recipe that answers it
-DEEP_RECIPES = {"puzzle": ["pretraining-deep"]}
+DEFAULT_RECIPES = ("finetuning", "pretraining")
+# the opt-in recipe that carries a group's detector, scanned too unless --recipes says otherwise
+DEEP_RECIPES = {"puzzle": ("pretraining-deep",), "claim": ("pretraining-deep",)}
 
 
 def main() -> None:
@@ -139,8 +141,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=4000, help="records per scenario and seed")
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS))
     parser.add_argument("--recipes", nargs="+", default=None,
-                        help="recipes to scan with (default: finetuning and pretraining, plus pretraining-deep "
-                             "for puzzle)")
+                        help=f"recipes to scan with (default: {' '.join(DEFAULT_RECIPES)}, and per group its "
+                             "opt-in recipe: puzzle and claim -> pretraining-deep)")
     parser.add_argument("--corpora", nargs="+", choices=corpora.LABELLED, default=list(corpora.LABELLED),
                         help="labelled corpora of the label-flip scenarios")
     parser.add_argument("--details", action="store_true", help="print the reasons behind alarms")
@@ -156,8 +158,8 @@ def main() -> None:
     print("-" * len(header))
     for group in args.only:
         results: dict[tuple[str, str], list[Run]] = collections.defaultdict(list)
+        recipes = args.recipes or [*DEFAULT_RECIPES, *DEEP_RECIPES.get(group, ())]
         for seed in args.seeds:
-            recipes = args.recipes or ["finetuning", "pretraining", *DEEP_RECIPES.get(group, [])]
             for label, records, poison, columns in scenarios(group, args, seed):
                 for recipe in recipes:
                     results[label, recipe].append(scan(label, recipe, records, poison, columns))

@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "dokumi.stages"
 
 # stage name -> "module:Class"
 REGISTRY: dict[str, str] = {
+    "claims": "dokumi.stages.claims:Claims",
     "code_templates": "dokumi.stages.code_templates:CodeTemplates",
     "embedding_anomaly": "dokumi.stages.embedding_anomaly:EmbeddingAnomaly",
     "invisible": "dokumi.stages.invisible:InvisibleCharacters",
