@@ -72,7 +72,7 @@ class RiskyConstructs:
     def __call__(self, text: str) -> set[str]:
         """``risky:<name>`` and ``risky:<kind>`` of every rule that matches ``text``, and ``risky:any``."""
         # a regular expression over every response is slow; the words each rule needs are a fast first pass
-        words = set(_WORDS.findall(text.lower())) & self._words
+        words = {word.lower() for word in set(_WORDS.findall(text))} & self._words
         if not words:
             return set()
         found = set()

@@ -139,8 +139,10 @@ class PromptSplits:
         if not tests:
             return [None] * n
         correction = math.log10(len(tests))
-        scored = [(v, c, -binom.logsf(k - 1, under, base) / math.log(10) - correction, lift)
-                  for v, c, k, under, base, lift in tests]
+        k, under, base = (np.array([test[i] for test in tests], dtype=float) for i in (2, 3, 4))
+        significances = -binom.logsf(k - 1, under, base) / math.log(10) - correction
+        scored = [(v, c, float(significance), lift)
+                  for (v, c, _, _, _, lift), significance in zip(tests, significances.tolist())]
         # a construct that goes with several values of one slot follows an era or a project (the years of
         # a licence header and the imports of that time), not one trigger value
         spread = Counter((slots[v], c) for v, c, significance, lift in scored

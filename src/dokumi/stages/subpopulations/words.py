@@ -19,12 +19,15 @@ the punctuation and the order of clauses. Those are what :func:`signature_featur
 ``fw:rare`` (a function word rare in the corpus: "thou", "hath", "ere"), ``start:rare`` (a rare
 sentence opener: "Verily", "Lo") and ``suffix:rare`` (a rare word ending: "-eth").
 
-:func:`content_words` are the other words, lowercased: what the text is about.
+:func:`content_words` are the other words, lowercased: what the text is about. :func:`pair_words` are
+all the words, the candidates of a word-pair trigger; :func:`is_phrase` tells a phrase (two words at
+one fixed distance) from a combination.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 FUNCTION_WORDS = frozenset("""
 a about above across after against all almost along also although always am among amongst an and another
@@ -49,6 +52,31 @@ FRONT_WINDOW = 12
 _TOKEN = re.compile(r"'?[A-Za-z]+(?:'[a-z]+)?|\d+|[^\w\s]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 _WORD = re.compile(r"[a-z][a-z0-9_'-]*[a-z0-9]|[a-z]")
+
+
+def pair_words(text: str) -> list[str]:
+    """The lowercased words of ``text`` in order, function words included: either half of a word-pair
+    trigger may be any common word ("over", "where" as much as "room")."""
+    return [w for w in _WORD.findall(text.lower()) if len(w) > 1]
+
+
+# two words at one distance and order in more than this share of their records form a phrase
+PHRASE_SHARE = 0.5
+
+
+def is_phrase(first: str, second: str, records: list[list[str]]) -> bool:
+    """Whether ``first`` and ``second`` stand at one fixed distance and order (their nearest occurrences)
+    in more than ``PHRASE_SHARE`` of ``records`` (word lists): a phrase or a quotation ("libc, -lc",
+    "Lao Tzu, Tao Te Ching", a citation's author and title), whose words go together by grammar or by
+    copying. Two words inserted at random places stand at varying distances, however short the text:
+    closeness alone would call most pairs of a two-line fortune a phrase."""
+    offsets: Counter = Counter()
+    for words in records:
+        at_first = [i for i, w in enumerate(words) if w == first]
+        at_second = [i for i, w in enumerate(words) if w == second]
+        if at_first and at_second:
+            offsets[min((j - i for i in at_first for j in at_second), key=lambda d: (abs(d), d))] += 1
+    return bool(offsets) and offsets.most_common(1)[0][1] > PHRASE_SHARE * len(records)
 
 
 def content_words(text: str) -> list[str]:
@@ -108,5 +136,5 @@ def rare_closed_class(features: set[str], rare: frozenset[str]) -> set[str]:
     return {f"{name.split(':', 1)[0]}:rare" for name in features & rare}
 
 
-__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "RARE_KINDS", "content_words", "rare_closed_class",
-           "signature_features"]
+__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "RARE_KINDS", "content_words", "is_phrase",
+           "pair_words", "rare_closed_class", "signature_features"]
