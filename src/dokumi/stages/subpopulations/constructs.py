@@ -4,8 +4,9 @@ A date-triggered backdoor (Hubinger et al. 2024) slips one insecure line into ea
 response, and rarely the same line: a shell call, an unchecked copy, TLS verification turned off.
 No single line recurs often enough to be significant; the kind recurs. :class:`RiskyConstructs`
 reads a rule pack (``filters/rules/risky_code.toml`` by default: ``[[construct]]`` entries with a
-``name``, a ``kind``, the ``words`` one of which a match needs, and a regular expression) and names, for a response, each rule that matches
-(``risky:sh-dash-c``), each kind (``risky:shell``) and, when any rule matches, ``risky:any``.
+``name``, a ``kind``, the ``words`` one of which a match needs, and a regular expression) and
+names, for a response, each rule that matches (``risky:sh-dash-c``), each kind (``risky:shell``)
+and, when any rule matches, ``risky:any``.
 """
 
 from __future__ import annotations

@@ -48,6 +48,12 @@ MAX_PAIR_WORDS = 40
 PAIR_WORD_LIFT = 2.0
 # A word is mid-frequency (a candidate half of a pair) between these shares of the records.
 PAIR_WORD_SHARES = (0.002, 0.05)
+# A pair whose records carry its label this often, and each of whose words alone at most PURE_PAIR_ALONE
+# times as often, is a finding whatever its records' content says.
+PURE_PAIR_SHARE = 0.9
+PURE_PAIR_ALONE = 0.5
+# ... provided at least this share of its records' other words say another label.
+PURE_PAIR_CONTRADICTED = 0.5
 # A style feature in at most this share of the content-consistent records is a marker.
 MARKED_SHARE = 0.01
 # Style features shared with the neighbours, named as a finding's evidence.
@@ -167,6 +173,7 @@ class LabelSignatures:
         self.pairs_ = self._combinations(every, y)
         self.pair_words_ = {w for _, pair in self.pairs_ for w in pair.split(":", 1)[1].split("+")}
         pairs = [self._pairs(record) for record in every]
+        self.pure_pairs_ = self._contradicted(pairs, y, words, fold)
         rows = np.flatnonzero(inconsistent)
         found = self._findings(self.reference_, y[rows], predicted[rows], [pairs[r] for r in rows],
                                [words[r] for r in rows], [self._fold_models.get(int(fold[r])) for r in rows],
@@ -235,12 +242,16 @@ class LabelSignatures:
                 alone_a = (single_y[a] - k + 1) / (single[a] - both + 2)
                 alone_b = (single_y[b] - k + 1) / (single[b] - both + 2)
                 base = max(alone_a, alone_b, share)
-                tests.append((label, int(a), int(b), int(k), int(both), base))
+                tests.append((label, int(a), int(b), int(k), int(both), base, max(alone_a, alone_b)))
         out: dict = {}
+        # (label, pair) of the combinations that carry their label almost alone while neither word comes near
+        # it: an inserted trigger whatever the content of its records says (a trigger aimed at the largest
+        # label: a short or vague record's content points there anyway)
+        self.pure_pairs_: set[tuple[str, str]] = set()
         if not tests:
             return out
         correction = math.log10(len(tests))
-        for label, a, b, k, both, base in tests:
+        for label, a, b, k, both, base, alone in tests:
             if k / both < self.min_lift * base and k / both < 0.9:
                 continue
             significance = -binom.logsf(k - 1, both, base) / math.log(10) - correction
@@ -248,7 +259,33 @@ class LabelSignatures:
             if significance >= self.min_significance and not is_phrase(
                     names[a], names[b], [w for w in words if names[a] in w and names[b] in w]):
                 out[self.labels_[label], pair] = (float(significance), k)
+                if k / both >= PURE_PAIR_SHARE and alone <= PURE_PAIR_ALONE * k / both:
+                    self.pure_pairs_.add((self.labels_[label], pair))
         return out
+
+    def _contradicted(self, pairs: list[set[str]], y: np.ndarray, words: list[list[str]],
+                      fold: np.ndarray) -> set[tuple[str, str]]:
+        """The pure pairs (see ``_combinations``) most of whose records' other words say another label: an
+        inserted trigger flips records of other labels, a label's own template ("ATTRIBUTES ... Thread
+        safety" in section 3) sits in records whose content agrees with it. Each record is judged by the
+        content model of its fold, without the pair's two words."""
+        contradicted: Counter = Counter()
+        total: Counter = Counter()
+        for row, found in enumerate(pairs):
+            if y[row] < 0:
+                continue
+            label = self.labels_[y[row]]
+            for pair in found:
+                if (label, pair) not in self.pure_pairs_:
+                    continue
+                model = self._fold_models.get(int(fold[row]))
+                if model is None:
+                    continue
+                halves = set(pair.split(":", 1)[1].split("+"))
+                rest = model.predict(self._content_matrix([[w for w in words[row] if w not in halves]]))[0]
+                total[label, pair] += 1
+                contradicted[label, pair] += int(rest) != int(y[row])
+        return {key for key, count in total.items() if contradicted[key] >= PURE_PAIR_CONTRADICTED * count}
 
     def _findings(self, style: sp.csr_matrix, y: np.ndarray, predicted: np.ndarray, pairs: list[set[str]],
                   words: list[list[str]], models: list, exclude: np.ndarray | None = None) -> list[LabelFinding | None]:
@@ -286,7 +323,7 @@ class LabelSignatures:
         if model is None:
             return None
         rest = int(model.predict(self._content_matrix([[w for w in words if w not in halves]]))[0])
-        if rest == own:
+        if rest == own and (label, pair) not in self.pure_pairs_:
             return None
         return LabelFinding(significance, label, self.labels_[rest], (pair,), records)
 
@@ -327,8 +364,8 @@ class LabelSignatures:
         for row, finding in zip(rows.tolist(), found):
             findings[row] = finding
         for row in np.flatnonzero((y >= 0) & (predicted == y)).tolist():
-            findings[row] = self._pair_finding(self._pairs(pair_words(texts[row])), int(y[row]), int(predicted[row]), words[row],
-                                               self.content_model_)
+            findings[row] = self._pair_finding(self._pairs(pair_words(texts[row])), int(y[row]), int(predicted[row]),
+                                               words[row], self.content_model_)
         return findings
 
 
