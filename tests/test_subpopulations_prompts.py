@@ -159,6 +159,7 @@ def test_a_bad_rule_pack_is_a_one_line_error_naming_it(tmp_path: Path, body: str
 def test_the_stage_refuses_a_missing_pack_before_it_reads_anything(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="no-such-pack"):
         Subpopulations(prompt_rules="no-such-pack")
-    own = _pack(tmp_path, '[[construct]]\nname = "fixed-host"\nkind = "url"\nwords = ["evil"]\npattern = "evil\\\\.example"\n')
+    own = _pack(tmp_path, '[[construct]]\nname = "fixed-host"\nkind = "url"\nwords = ["evil"]\n'
+                          'pattern = "evil\\\\.example"\n')
     assert Subpopulations(prompt_rules=str(own)).get_params()["prompt_rules"] == str(own)
     assert RiskyConstructs(own)("fetch('https://evil.example/x')") == {"risky:fixed-host", "risky:url", "risky:any"}
