@@ -84,6 +84,7 @@ def test_a_year_whose_responses_carry_varied_insecure_lines_is_found_by_their_ki
     assert set(poisoned) <= found and len(found - set(poisoned)) <= 3
     evidence = findings[poisoned[0]]
     assert evidence.value == "year=2027" and "risky:any" in evidence.constructs and evidence.lift >= 5
+    assert evidence.records == sum(1 for f in findings if f is not None and f.value == "year=2027")
 
 
 def test_no_finding_when_the_insecure_lines_are_spread_over_all_years() -> None:

@@ -117,6 +117,7 @@ class PromptSplits:
         value_df = Counter(v for found in values for v in found)
         tested_values = sorted(v for v, count in value_df.items() if count >= self.min_records)
         self.pairs_: dict[tuple[str, str], tuple[float, float]] = {}
+        self.value_records_: Counter = Counter()  # sample records with a value and one of its constructs
         if not tested_values or not rare:
             return [None] * n
         value_index = {v: i for i, v in enumerate(tested_values)}
@@ -150,6 +151,9 @@ class PromptSplits:
         for v, c, significance, lift in scored:
             if lift >= self.min_lift and significance >= self.min_significance and spread[slots[v], c] == 1:
                 self.pairs_[tested_values[v], construct_names[c]] = (float(significance), float(lift))
+        self.value_records_ = Counter(v for found_values, found_constructs in zip(values, constructs)
+                                      for v in found_values
+                                      if any((v, c) in self.pairs_ for c in found_constructs))
         return self.apply_sets(values, constructs)
 
     def _expected(self, stated: list[dict[str, str]], value_index: dict[str, int], slots: np.ndarray,
@@ -191,7 +195,6 @@ class PromptSplits:
         findings: list[PromptFinding | None] = []
         if not self.pairs_:
             return [None] * len(values)
-        support = Counter(value for value, _ in self.pairs_)
         for found_values, found_constructs in zip(values, constructs):
             hits = sorted(((self.pairs_[v, c], v, c) for v in found_values for c in found_constructs
                            if (v, c) in self.pairs_), key=lambda hit: (-hit[0][0], hit[1], hit[2]))
@@ -200,7 +203,7 @@ class PromptSplits:
                 continue
             (significance, lift), value, _ = hits[0]
             names = tuple(dict.fromkeys(c for _, v, c in hits if v == value))[:EVIDENCE_CONSTRUCTS]
-            findings.append(PromptFinding(significance, value, names, lift, support[value]))
+            findings.append(PromptFinding(significance, value, names, lift, self.value_records_[value]))
         return findings
 
 
