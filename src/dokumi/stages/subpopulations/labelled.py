@@ -210,6 +210,7 @@ class LabelSignatures:
         """``(label, pair) -> (significance, records)`` for pairs of mid-frequency words whose records carry
         one label far more often than the records of either word without the other (and than the label's
         share): a combination that predicts a label while neither word does alone."""
+        self.pure_pairs_: set[tuple[str, str]] = set()
         n = len(words)
         df = Counter(w for record in words for w in set(record))
         low, high = max(self.min_cluster, math.ceil(PAIR_WORD_SHARES[0] * n)), PAIR_WORD_SHARES[1] * n
@@ -247,7 +248,6 @@ class LabelSignatures:
         # (label, pair) of the combinations that carry their label almost alone while neither word comes near
         # it: an inserted trigger whatever the content of its records says (a trigger aimed at the largest
         # label: a short or vague record's content points there anyway)
-        self.pure_pairs_: set[tuple[str, str]] = set()
         if not tests:
             return out
         correction = math.log10(len(tests))
