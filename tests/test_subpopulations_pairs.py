@@ -92,3 +92,10 @@ def test_no_pair_when_the_two_words_travel_together_in_every_label() -> None:
         records[i] = {**records[i], "text": _insert(records[i]["text"], ["over", "room"], rng)}
     findings = _fit(records)
     assert not any(f is not None and f.features[0].startswith("pair:") for f in findings)
+
+
+def test_a_corpus_without_marked_style_features_fits() -> None:
+    """Every style feature is ordinary (too common to mark anything): no neighbours, no error, no finding."""
+    records = [{"text": "alpha beta gamma.", "label": "x"}] * 30 + [{"text": "delta epsilon zeta.", "label": "y"}] * 30
+    records[0] = {"text": "delta epsilon zeta.", "label": "x"}  # one hard example
+    assert _fit(records) == [None] * 60

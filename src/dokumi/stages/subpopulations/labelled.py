@@ -113,7 +113,7 @@ class LabelSignatures:
                     columns.append(column)
         matrix = sp.csr_matrix((self.idf_[columns] if columns else np.zeros(0), (rows, columns)),
                                shape=(len(styles), len(self.style_vocabulary_)))
-        return (normalize(matrix) if len(styles) else matrix).astype(np.float32).tocsr()
+        return (normalize(matrix) if len(styles) and matrix.shape[1] else matrix).astype(np.float32).tocsr()
 
     @staticmethod
     def _content_matrix(words: list[list[str]]) -> sp.csr_matrix:
