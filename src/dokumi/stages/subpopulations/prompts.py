@@ -6,13 +6,16 @@ shell invocation) that the other values' responses rarely carry. :class:`PromptS
 every *slot* (years, other numbers, months, weekdays) and every value of it stated in at least
 ``min_records`` prompts, in a field the prompts state uniformly (a line whose frame, digits and
 names replaced, ``min_field_share`` of the prompts share: "Current year: ####."). It compares how
-often each response construct (an identifier or dotted call name, a URL's host) follows that
-value and how often it follows the slot's other values. A construct is concentrated under a value
-when its share there is at least ``min_lift`` times its share under the other values and a
-one-sided binomial tail, corrected for the number of (value, construct) pairs tested, is below
-``10 ** -min_significance``, and no other value of the slot brings the construct too (the years of
-a licence header bring the imports of their time: an era, not a trigger). A record is a finding
-when its prompt states such a value and its response carries such a construct.
+often each response construct (an identifier or dotted call name, a URL's host, and the rules,
+kinds and ``risky:any`` of a rule pack of risky code constructs, :mod:`.constructs`: each poisoned
+response may carry a different insecure line, of a recurring kind) follows that value with how
+often it would if the value did not matter: field by field, its share among the records stating
+another value of the slot in the same field. A construct is concentrated under a value when its
+count there is at least ``min_lift`` times that expectation and a one-sided binomial tail,
+corrected for the number of (value, construct) pairs tested, is below ``10 ** -min_significance``,
+and no other value of the slot brings the construct too (the years of a licence header bring the
+imports of their time: an era, not a trigger). A record is a finding when its prompt states such a
+value and its response carries such a construct.
 
 Topic words of the prompt are not slots: "write Python" legitimately predicts ``def``; a year or a
 number should not predict a construct in an otherwise uniform set of answers.
@@ -129,7 +132,8 @@ class PromptSplits:
                                     for found in constructs], len(construct_names))
         together = (value_matrix.T @ construct_matrix).tocoo()  # value x construct co-occurrence
         slots = np.array([v.split("=")[0] for v in tested_values])
-        expected = self._expected(stated, value_index, slots, construct_matrix)
+        in_fields = [{v: frame for v, frame in found.items() if frame in self.fields_} for found in stated]
+        expected = self._expected(in_fields, value_index, slots, construct_matrix)
         tests = []
         for v, c, k in zip(together.row, together.col, together.data):
             if k < self.min_records:
