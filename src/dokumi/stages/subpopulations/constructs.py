@@ -76,7 +76,7 @@ class RiskyConstructs:
         words = {word.lower() for word in set(_WORDS.findall(text))} & self._words
         if not words:
             return set()
-        found = set()
+        found: set[str] = set()
         for rule in self.rules:
             if not rule.words.isdisjoint(words) and rule.pattern.search(text):
                 found.update((f"risky:{rule.name}", f"risky:{rule.kind}"))

@@ -129,6 +129,7 @@ class LabelSignatures:
         self.labels_ = sorted(label for label, c in counts.items() if c >= self.min_label_records)
         self.skipped_: str | None = None
         self.pairs_: dict[tuple[str, str], tuple[float, int]] = {}
+        self.pure_pairs_: set[tuple[str, str]] = set()
         self.subpopulations_: dict[str, int] = {}
         findings: list[LabelFinding | None] = [None] * len(texts)
         if len(self.labels_) < 2:
@@ -210,7 +211,7 @@ class LabelSignatures:
         """``(label, pair) -> (significance, records)`` for pairs of mid-frequency words whose records carry
         one label far more often than the records of either word without the other (and than the label's
         share): a combination that predicts a label while neither word does alone."""
-        self.pure_pairs_: set[tuple[str, str]] = set()
+        self.pure_pairs_ = set()
         n = len(words)
         df = Counter(w for record in words for w in set(record))
         low, high = max(self.min_cluster, math.ceil(PAIR_WORD_SHARES[0] * n)), PAIR_WORD_SHARES[1] * n

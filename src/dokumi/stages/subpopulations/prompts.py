@@ -144,8 +144,8 @@ class PromptSplits:
         if not tests:
             return [None] * n
         correction = math.log10(len(tests))
-        k, under, base = (np.array([test[i] for test in tests], dtype=float) for i in (2, 3, 4))
-        significances = -binom.logsf(k - 1, under, base) / math.log(10) - correction
+        counts, sizes, bases = (np.array([test[i] for test in tests], dtype=float) for i in (2, 3, 4))
+        significances = -binom.logsf(counts - 1, sizes, bases) / math.log(10) - correction
         scored = [(v, c, float(significance), lift)
                   for (v, c, _, _, _, lift), significance in zip(tests, significances.tolist())]
         # a construct that goes with several values of one slot follows an era or a project (the years of
