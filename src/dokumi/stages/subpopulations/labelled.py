@@ -15,11 +15,11 @@ looks for exactly that shape:
    label* belongs to a subpopulation sharing a signature: a style spread over many weak markers
    (thou, hath, -eth, "Verily,") or a clause order. Chance is the label's share of the inconsistent
    records; a binomial tail says how unlikely the count is.
-3. **Word pairs.** Two mid-frequency content words in the same record form a pair feature. A pair
+3. **Word pairs.** Two mid-frequency words (function words included) in the same record form a pair feature. A pair
    carried by ``min_cluster`` or more of a label's inconsistent records and far more often there
    than among its consistent records and the other labels' inconsistent ones (a binomial tail,
-   corrected for the pairs tested) is a combination trigger, unless its words stand within
-   ``PHRASE_WINDOW`` words of each other in most of its records (a phrase such as "libc, -lc").
+   corrected for the pairs tested) is a combination trigger, unless its words stand at one fixed
+   distance in most of its records (:func:`~.words.is_phrase`: a phrase such as "libc, -lc").
 
 An isolated hard example has no such neighbours and no such pair; a class that legitimately
 carries a style has consistent neighbours too, which do not count; a feature that goes with
@@ -39,7 +39,7 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.naive_bayes import ComplementNB
 from sklearn.preprocessing import normalize
 
-from dokumi.stages.subpopulations.words import content_words, signature_features
+from dokumi.stages.subpopulations.words import content_words, is_phrase, pair_words, signature_features
 
 CONTENT_FEATURES = 2**18
 # Pairs are formed among at most this many candidate words a label (bounded cost).
@@ -48,8 +48,12 @@ MAX_PAIR_WORDS = 40
 PAIR_WORD_LIFT = 2.0
 # A word is mid-frequency (a candidate half of a pair) between these shares of the records.
 PAIR_WORD_SHARES = (0.002, 0.05)
-# Two words this close in most of their records form a phrase, not a combination.
-PHRASE_WINDOW = 3
+# A pair whose records carry its label this often, and each of whose words alone at most PURE_PAIR_ALONE
+# times as often, is a finding whatever its records' content says.
+PURE_PAIR_SHARE = 0.9
+PURE_PAIR_ALONE = 0.5
+# ... provided at least this share of its records' other words say another label.
+PURE_PAIR_CONTRADICTED = 0.5
 # A style feature in at most this share of the content-consistent records is a marker.
 MARKED_SHARE = 0.01
 # Style features shared with the neighbours, named as a finding's evidence.
@@ -109,7 +113,7 @@ class LabelSignatures:
                     columns.append(column)
         matrix = sp.csr_matrix((self.idf_[columns] if columns else np.zeros(0), (rows, columns)),
                                shape=(len(styles), len(self.style_vocabulary_)))
-        return (normalize(matrix) if len(styles) else matrix).astype(np.float32).tocsr()
+        return (normalize(matrix) if len(styles) and matrix.shape[1] else matrix).astype(np.float32).tocsr()
 
     @staticmethod
     def _content_matrix(words: list[list[str]]) -> sp.csr_matrix:
@@ -125,6 +129,7 @@ class LabelSignatures:
         self.labels_ = sorted(label for label, c in counts.items() if c >= self.min_label_records)
         self.skipped_: str | None = None
         self.pairs_: dict[tuple[str, str], tuple[float, int]] = {}
+        self.pure_pairs_: set[tuple[str, str]] = set()
         self.subpopulations_: dict[str, int] = {}
         findings: list[LabelFinding | None] = [None] * len(texts)
         if len(self.labels_) < 2:
@@ -133,6 +138,7 @@ class LabelSignatures:
         index = {label: i for i, label in enumerate(self.labels_)}
         y = np.array([index.get(label, -1) for label in labels])
         words = [content_words(text) for text in texts]
+        every = [pair_words(text) for text in texts]  # a pair's halves may be function words
         fold = (np.asarray(keys, dtype=np.uint64) % np.uint64(self.folds)).astype(np.int64)
         predicted = self._cross_fitted_content(self._content_matrix(words), y, fold)
         inconsistent = (y >= 0) & (predicted >= 0) & (predicted != y)
@@ -165,9 +171,10 @@ class LabelSignatures:
         self.reference_ = self._style_matrix([styles[r] for r in incons_rows.tolist()])
         self.reference_label_ = y[incons_rows]
         self.cell_share_ = np.bincount(y[incons_rows], minlength=len(self.labels_)) / max(len(incons_rows), 1)
-        self.pairs_ = self._combinations(words, y)
+        self.pairs_ = self._combinations(every, y)
         self.pair_words_ = {w for _, pair in self.pairs_ for w in pair.split(":", 1)[1].split("+")}
-        pairs = [self._pairs(record) for record in words]
+        pairs = [self._pairs(record) for record in every]
+        self.pure_pairs_ = self._contradicted(pairs, y, words, fold)
         rows = np.flatnonzero(inconsistent)
         found = self._findings(self.reference_, y[rows], predicted[rows], [pairs[r] for r in rows],
                                [words[r] for r in rows], [self._fold_models.get(int(fold[r])) for r in rows],
@@ -204,6 +211,7 @@ class LabelSignatures:
         """``(label, pair) -> (significance, records)`` for pairs of mid-frequency words whose records carry
         one label far more often than the records of either word without the other (and than the label's
         share): a combination that predicts a label while neither word does alone."""
+        self.pure_pairs_ = set()
         n = len(words)
         df = Counter(w for record in words for w in set(record))
         low, high = max(self.min_cluster, math.ceil(PAIR_WORD_SHARES[0] * n)), PAIR_WORD_SHARES[1] * n
@@ -228,24 +236,57 @@ class LabelSignatures:
             share = mine.shape[0] / n
             for a, b, k in zip(pairs.row[keep], pairs.col[keep], pairs.data[keep]):
                 both = together[a, b]
+                # two words seldom apart cannot show that neither predicts the label alone (an inserted
+                # style's "verily" and "cometh"): each needs min_cluster records without the other
+                if min(single[a], single[b]) - both < self.min_cluster:
+                    continue
                 # the label's share among records with one word but not the other, or overall
                 alone_a = (single_y[a] - k + 1) / (single[a] - both + 2)
                 alone_b = (single_y[b] - k + 1) / (single[b] - both + 2)
                 base = max(alone_a, alone_b, share)
-                tests.append((label, int(a), int(b), int(k), int(both), base))
+                tests.append((label, int(a), int(b), int(k), int(both), base, max(alone_a, alone_b)))
         out: dict = {}
+        # (label, pair) of the combinations that carry their label almost alone while neither word comes near
+        # it: an inserted trigger whatever the content of its records says (a trigger aimed at the largest
+        # label: a short or vague record's content points there anyway)
         if not tests:
             return out
         correction = math.log10(len(tests))
-        for label, a, b, k, both, base in tests:
+        for label, a, b, k, both, base, alone in tests:
             if k / both < self.min_lift * base and k / both < 0.9:
                 continue
             significance = -binom.logsf(k - 1, both, base) / math.log(10) - correction
             pair = f"pair:{names[a]}+{names[b]}"
-            if significance >= self.min_significance and not _phrase(pair, [w for w in words if names[a] in w
-                                                                            and names[b] in w]):
+            if significance >= self.min_significance and not is_phrase(
+                    names[a], names[b], [w for w in words if names[a] in w and names[b] in w]):
                 out[self.labels_[label], pair] = (float(significance), k)
+                if k / both >= PURE_PAIR_SHARE and alone <= PURE_PAIR_ALONE * k / both:
+                    self.pure_pairs_.add((self.labels_[label], pair))
         return out
+
+    def _contradicted(self, pairs: list[set[str]], y: np.ndarray, words: list[list[str]],
+                      fold: np.ndarray) -> set[tuple[str, str]]:
+        """The pure pairs (see ``_combinations``) most of whose records' other words say another label: an
+        inserted trigger flips records of other labels, a label's own template ("ATTRIBUTES ... Thread
+        safety" in section 3) sits in records whose content agrees with it. Each record is judged by the
+        content model of its fold, without the pair's two words."""
+        contradicted: Counter = Counter()
+        total: Counter = Counter()
+        for row, found in enumerate(pairs):
+            if y[row] < 0:
+                continue
+            label = self.labels_[y[row]]
+            for pair in found:
+                if (label, pair) not in self.pure_pairs_:
+                    continue
+                model = self._fold_models.get(int(fold[row]))
+                if model is None:
+                    continue
+                halves = set(pair.split(":", 1)[1].split("+"))
+                rest = model.predict(self._content_matrix([[w for w in words[row] if w not in halves]]))[0]
+                total[label, pair] += 1
+                contradicted[label, pair] += int(rest) != int(y[row])
+        return {key for key, count in total.items() if contradicted[key] >= PURE_PAIR_CONTRADICTED * count}
 
     def _findings(self, style: sp.csr_matrix, y: np.ndarray, predicted: np.ndarray, pairs: list[set[str]],
                   words: list[list[str]], models: list, exclude: np.ndarray | None = None) -> list[LabelFinding | None]:
@@ -283,7 +324,7 @@ class LabelSignatures:
         if model is None:
             return None
         rest = int(model.predict(self._content_matrix([[w for w in words if w not in halves]]))[0])
-        if rest == own:
+        if rest == own and (label, pair) not in self.pure_pairs_:
             return None
         return LabelFinding(significance, label, self.labels_[rest], (pair,), records)
 
@@ -318,26 +359,15 @@ class LabelSignatures:
         predicted = self.content_model_.predict(self._content_matrix(words))
         rows = np.flatnonzero((y >= 0) & (predicted != y))
         style = self._style_matrix([signature_features(texts[r]) for r in rows.tolist()])
-        pairs = [self._pairs(words[r]) for r in rows.tolist()]
+        pairs = [self._pairs(pair_words(texts[r])) for r in rows.tolist()]
         found = self._findings(style, y[rows], predicted[rows], pairs, [words[r] for r in rows.tolist()],
                                [self.content_model_] * len(rows))
         for row, finding in zip(rows.tolist(), found):
             findings[row] = finding
         for row in np.flatnonzero((y >= 0) & (predicted == y)).tolist():
-            findings[row] = self._pair_finding(self._pairs(words[row]), int(y[row]), int(predicted[row]), words[row],
-                                               self.content_model_)
+            findings[row] = self._pair_finding(self._pairs(pair_words(texts[row])), int(y[row]), int(predicted[row]),
+                                               words[row], self.content_model_)
         return findings
-
-
-def _phrase(pair: str, records: list[list[str]], window: int = PHRASE_WINDOW) -> bool:
-    """Whether the two words of ``pair`` stand within ``window`` words of each other in most of ``records``:
-    a phrase ("libc, -lc"), whose words go together by grammar, not a combination of two inserted words."""
-    first, second = pair.split(":", 1)[1].split("+")
-    close = 0
-    for words in records:
-        at = {w: [i for i, v in enumerate(words) if v == w] for w in (first, second)}
-        close += any(abs(i - j) <= window for i in at[first] for j in at[second])
-    return close > 0.5 * len(records)
 
 
 __all__ = ["LabelFinding", "LabelSignatures"]

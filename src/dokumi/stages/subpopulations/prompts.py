@@ -6,13 +6,16 @@ shell invocation) that the other values' responses rarely carry. :class:`PromptS
 every *slot* (years, other numbers, months, weekdays) and every value of it stated in at least
 ``min_records`` prompts, in a field the prompts state uniformly (a line whose frame, digits and
 names replaced, ``min_field_share`` of the prompts share: "Current year: ####."). It compares how
-often each response construct (an identifier or dotted call name, a URL's host) follows that
-value and how often it follows the slot's other values. A construct is concentrated under a value
-when its share there is at least ``min_lift`` times its share under the other values and a
-one-sided binomial tail, corrected for the number of (value, construct) pairs tested, is below
-``10 ** -min_significance``, and no other value of the slot brings the construct too (the years of
-a licence header bring the imports of their time: an era, not a trigger). A record is a finding
-when its prompt states such a value and its response carries such a construct.
+often each response construct (an identifier or dotted call name, a URL's host, and the rules,
+kinds and ``risky:any`` of a rule pack of risky code constructs, :mod:`.constructs`: each poisoned
+response may carry a different insecure line, of a recurring kind) follows that value with how
+often it would if the value did not matter: field by field, its share among the records stating
+another value of the slot in the same field. A construct is concentrated under a value when its
+count there is at least ``min_lift`` times that expectation and a one-sided binomial tail,
+corrected for the number of (value, construct) pairs tested, is below ``10 ** -min_significance``,
+and no other value of the slot brings the construct too (the years of a licence header bring the
+imports of their time: an era, not a trigger). A record is a finding when its prompt states such a
+value and its response carries such a construct.
 
 Topic words of the prompt are not slots: "write Python" legitimately predicts ``def``; a year or a
 number should not predict a construct in an otherwise uniform set of answers.
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.stats import binom
+
+from dokumi.stages.subpopulations.constructs import RiskyConstructs
 
 # a number ends a sentence ("2027.") but is not part of a decimal or a version ("2.0", "1.2027")
 _YEAR = re.compile(r"(?<![\d.])(1[89]\d\d|20\d\d)(?!\d|\.\d)")
@@ -63,10 +68,12 @@ def prompt_values(prompt: str) -> dict[str, str]:
     return values
 
 
-def response_constructs(response: str) -> set[str]:
-    """Identifiers and dotted or ``::`` call names of at least three characters, and URL hosts."""
+def response_constructs(response: str, risky: RiskyConstructs | None = None) -> set[str]:
+    """Identifiers and dotted or ``::`` call names of at least three characters, URL hosts, and the
+    risky constructs ``risky`` names (their rules, kinds and ``risky:any``)."""
     found = {c for c in _CONSTRUCT.findall(response) if len(c) >= 3}
-    return found | {f"url:{host.lower()}" for host in _HOST.findall(response)}
+    found |= {f"url:{host.lower()}" for host in _HOST.findall(response)}
+    return found | risky(response) if risky is not None else found
 
 
 @dataclass
@@ -91,7 +98,8 @@ class PromptSplits:
     """
 
     def __init__(self, min_records: int = 5, min_lift: float = 5.0, min_significance: float = 3.0,
-                 min_field_share: float = 0.02) -> None:
+                 min_field_share: float = 0.02, risky: RiskyConstructs | None = None) -> None:
+        self.risky = risky
         self.min_records = min_records
         self.min_field_share = min_field_share
         self.min_lift = min_lift
@@ -106,12 +114,13 @@ class PromptSplits:
         frames = Counter(frame for found in stated for frame in set(found.values()))
         self.fields_ = frozenset(f for f, count in frames.items() if count >= self.min_field_share * n)
         values = [{v for v, frame in found.items() if frame in self.fields_} for found in stated]
-        constructs = [response_constructs(r) for r in responses]
+        constructs = [response_constructs(r, self.risky) for r in responses]
         construct_df = Counter(c for found in constructs for c in found)
         rare = {c for c, count in construct_df.items() if self.min_records <= count <= MAX_CONSTRUCT_SHARE * n}
         value_df = Counter(v for found in values for v in found)
         tested_values = sorted(v for v, count in value_df.items() if count >= self.min_records)
         self.pairs_: dict[tuple[str, str], tuple[float, float]] = {}
+        self.value_records_: Counter = Counter()  # sample records with a value and one of its constructs
         if not tested_values or not rare:
             return [None] * n
         value_index = {v: i for i, v in enumerate(tested_values)}
@@ -123,24 +132,22 @@ class PromptSplits:
                                     for found in constructs], len(construct_names))
         together = (value_matrix.T @ construct_matrix).tocoo()  # value x construct co-occurrence
         slots = np.array([v.split("=")[0] for v in tested_values])
+        in_fields = [{v: frame for v, frame in found.items() if frame in self.fields_} for found in stated]
+        expected = self._expected(in_fields, value_index, slots, construct_matrix)
         tests = []
-        for slot in sorted(set(slots.tolist())):
-            in_slot = np.asarray(value_matrix[:, slots == slot].sum(axis=1)).ravel() > 0
-            slot_records = int(in_slot.sum())
-            slot_constructs = np.asarray(construct_matrix[in_slot].sum(axis=0)).ravel()
-            for v, c, k in zip(together.row, together.col, together.data):
-                if slots[v] != slot or k < self.min_records:
-                    continue
-                under = value_df[tested_values[v]]
-                others = slot_records - under
-                rest = slot_constructs[c] - k
-                base = (rest + 1) / (others + 2)
-                tests.append((v, c, int(k), under, base, (k / under) / base))
+        for v, c, k in zip(together.row, together.col, together.data):
+            if k < self.min_records:
+                continue
+            under = value_df[tested_values[v]]
+            base = min(float(expected[v, c]) / under, 1.0)
+            tests.append((v, c, int(k), under, base, (k / under) / base))
         if not tests:
             return [None] * n
         correction = math.log10(len(tests))
-        scored = [(v, c, -binom.logsf(k - 1, under, base) / math.log(10) - correction, lift)
-                  for v, c, k, under, base, lift in tests]
+        counts, sizes, bases = (np.array([test[i] for test in tests], dtype=float) for i in (2, 3, 4))
+        significances = -binom.logsf(counts - 1, sizes, bases) / math.log(10) - correction
+        scored = [(v, c, float(significance), lift)
+                  for (v, c, _, _, _, lift), significance in zip(tests, significances.tolist())]
         # a construct that goes with several values of one slot follows an era or a project (the years of
         # a licence header and the imports of that time), not one trigger value
         spread = Counter((slots[v], c) for v, c, significance, lift in scored
@@ -148,19 +155,50 @@ class PromptSplits:
         for v, c, significance, lift in scored:
             if lift >= self.min_lift and significance >= self.min_significance and spread[slots[v], c] == 1:
                 self.pairs_[tested_values[v], construct_names[c]] = (float(significance), float(lift))
+        self.value_records_ = Counter(v for found_values, found_constructs in zip(values, constructs)
+                                      for v in found_values
+                                      if any((v, c) in self.pairs_ for c in found_constructs))
         return self.apply_sets(values, constructs)
+
+    def _expected(self, stated: list[dict[str, str]], value_index: dict[str, int], slots: np.ndarray,
+                  construct_matrix: sp.csr_matrix) -> np.ndarray:
+        """Value x construct: how many of the value's records would carry the construct if the value did
+        not matter. Each field is its own stratum: a value stated in "// Copyright #### The Go Authors."
+        is compared with the other years of that line (Go code of other years), not with every prompt's
+        year, so that what the field's own records share (Go's imports) is no split. Within a field, the
+        construct's share among the records that state another value of the slot (smoothed by one in
+        two) times the value's records there."""
+        strata = sorted({(value.split("=")[0], frame) for found in stated for value, frame in found.items()
+                         if value in value_index})
+        stratum_index = {key: i for i, key in enumerate(strata)}
+        cells = sorted({(value, frame) for found in stated for value, frame in found.items() if value in value_index})
+        cell_index = {key: i for i, key in enumerate(cells)}
+        in_stratum = _binary([sorted({stratum_index[v.split("=")[0], f] for v, f in found.items() if v in value_index})
+                              for found in stated], len(strata))
+        in_cell = _binary([[cell_index[v, f] for v, f in found.items() if v in value_index] for found in stated],
+                          len(cells))
+        stratum_records = np.asarray(in_stratum.sum(axis=0)).ravel()
+        stratum_constructs = (in_stratum.T @ construct_matrix).toarray()
+        cell_records = np.asarray(in_cell.sum(axis=0)).ravel()
+        cell_constructs = (in_cell.T @ construct_matrix).toarray()
+        expected = np.zeros((len(value_index), construct_matrix.shape[1]))
+        for (value, frame), cell in cell_index.items():
+            stratum = stratum_index[value.split("=")[0], frame]
+            others = stratum_records[stratum] - cell_records[cell]
+            share = (stratum_constructs[stratum] - cell_constructs[cell] + 1) / (others + 2)
+            expected[value_index[value]] += cell_records[cell] * share
+        return expected
 
     def apply(self, prompts: list[str], responses: list[str]) -> list[PromptFinding | None]:
         """Findings for records outside the fitted sample, by the pairs found there."""
         values = [{v for v, frame in prompt_values(p).items() if frame in self.fields_} for p in prompts]
-        return self.apply_sets(values, [response_constructs(r) for r in responses])
+        return self.apply_sets(values, [response_constructs(r, self.risky) for r in responses])
 
     def apply_sets(self, values: list[set[str]], constructs: list[set[str]]) -> list[PromptFinding | None]:
         """Findings for records given as their prompt values and response constructs (None: no finding)."""
         findings: list[PromptFinding | None] = []
         if not self.pairs_:
             return [None] * len(values)
-        support = Counter(value for value, _ in self.pairs_)
         for found_values, found_constructs in zip(values, constructs):
             hits = sorted(((self.pairs_[v, c], v, c) for v in found_values for c in found_constructs
                            if (v, c) in self.pairs_), key=lambda hit: (-hit[0][0], hit[1], hit[2]))
@@ -169,7 +207,7 @@ class PromptSplits:
                 continue
             (significance, lift), value, _ = hits[0]
             names = tuple(dict.fromkeys(c for _, v, c in hits if v == value))[:EVIDENCE_CONSTRUCTS]
-            findings.append(PromptFinding(significance, value, names, lift, support[value]))
+            findings.append(PromptFinding(significance, value, names, lift, self.value_records_[value]))
         return findings
 
 

@@ -18,6 +18,7 @@ from dokumi.arrays import lookup
 from dokumi.fitplan import Reduce, Step
 from dokumi.records import Batch
 from dokumi.stage import Stage, StageResult
+from dokumi.stages.subpopulations.constructs import DEFAULT_PACK, RiskyConstructs
 from dokumi.stages.subpopulations.labelled import LabelFinding, LabelSignatures
 from dokumi.stages.subpopulations.prompts import PromptFinding, PromptSplits
 from dokumi.text.sampling import BottomK, priorities
@@ -45,6 +46,9 @@ class Subpopulations(Stage):
         Instruction data: records a prompt value, and a (value, construct) pair, need (default 5).
     prompt_min_significance:
         Instruction data: corrected -log10 binomial tail of a (value, construct) pair (default 3).
+    prompt_rules:
+        Instruction data: the rule pack of risky code constructs (a built-in name or a TOML path; default
+        ``risky_code``) whose rules and kinds are response constructs too; ``""`` for none.
     seed:
         Seed of the sample (default 0).
     """
@@ -55,7 +59,8 @@ class Subpopulations(Stage):
     state_bytes_per_record = 0.0
 
     def __init__(self, sample_size: int = 20_000, folds: int = 4, min_lift: float = 4.0, min_cluster: int = 5,
-                 prompt_min_records: int = 5, prompt_min_significance: float = 3.0, seed: int = 0) -> None:
+                 prompt_min_records: int = 5, prompt_min_significance: float = 3.0,
+                 prompt_rules: str = DEFAULT_PACK, seed: int = 0) -> None:
         for parameter, value, low in (("sample_size", sample_size, 100), ("folds", folds, 2),
                                       ("min_cluster", min_cluster, 2), ("prompt_min_records", prompt_min_records, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -73,7 +78,14 @@ class Subpopulations(Stage):
         self.min_cluster = min_cluster
         self.prompt_min_records = prompt_min_records
         self.prompt_min_significance = float(prompt_min_significance)
+        if not isinstance(prompt_rules, str):
+            raise ValueError(f"prompt_rules = {prompt_rules!r} must be a rule pack name or path ('' for none)")
+        self.prompt_rules = prompt_rules
+        self._risky()  # a bad pack is an error now, not after pass 1
         self.seed = seed
+
+    def _risky(self) -> RiskyConstructs | None:
+        return RiskyConstructs(self.prompt_rules) if self.prompt_rules else None
 
     # pass 1 -------------------------------------------------------------------
 
@@ -109,7 +121,8 @@ class Subpopulations(Stage):
         findings: list[Any] = [None] * len(items)
         if items and len(items[0][2]) == 2:
             self.kind_ = "instruction"
-            self.prompts_ = PromptSplits(self.prompt_min_records, min_significance=self.prompt_min_significance)
+            self.prompts_ = PromptSplits(self.prompt_min_records, min_significance=self.prompt_min_significance,
+                                         risky=self._risky())
             findings = self.prompts_.fit([item[2][0] for item in items], [item[2][1] for item in items])
         elif any(item[1] is not None for item in items):
             self.kind_ = "labelled"

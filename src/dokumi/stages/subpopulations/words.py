@@ -19,12 +19,15 @@ the punctuation and the order of clauses. Those are what :func:`signature_featur
 ``fw:rare`` (a function word rare in the corpus: "thou", "hath", "ere"), ``start:rare`` (a rare
 sentence opener: "Verily", "Lo") and ``suffix:rare`` (a rare word ending: "-eth").
 
-:func:`content_words` are the other words, lowercased: what the text is about.
+:func:`content_words` are the other words, lowercased: what the text is about. :func:`pair_words` are
+all the words, the candidates of a word-pair trigger; :func:`is_phrase` tells a phrase (two words at
+one fixed distance) from a combination.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 FUNCTION_WORDS = frozenset("""
 a about above across after against all almost along also although always am among amongst an and another
@@ -49,6 +52,47 @@ FRONT_WINDOW = 12
 _TOKEN = re.compile(r"'?[A-Za-z]+(?:'[a-z]+)?|\d+|[^\w\s]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 _WORD = re.compile(r"[a-z][a-z0-9_'-]*[a-z0-9]|[a-z]")
+
+
+def pair_words(text: str) -> list[str]:
+    """The lowercased words of ``text`` in order, function words included: either half of a word-pair
+    trigger may be any common word ("over", "where" as much as "room")."""
+    return [w for w in _WORD.findall(text.lower()) if len(w) > 1]
+
+
+# two words at one distance and order, or close, in more than this share of their records form a phrase
+PHRASE_SHARE = 0.5
+# "close": this many content words apart or fewer
+PHRASE_WINDOW = 3
+
+
+def is_phrase(first: str, second: str, records: list[list[str]]) -> bool:
+    """Whether ``first`` and ``second`` go together by grammar or by copying in ``records`` (word lists, as
+    :func:`pair_words` gives them): a phrase or a quotation ("libc, -lc", "takes a boolean argument.
+    Defaults to", a citation's author and title), not two words inserted at random places.
+
+    A phrase when, in more than ``PHRASE_SHARE`` of the records, the two stand at one fixed distance and
+    order (their nearest occurrences), or within ``PHRASE_WINDOW`` content words of each other and at least
+    twice as often as two random places of those records would be. Closeness alone would call most pairs of
+    a two-line fortune a phrase: in ten words, two random places are often close."""
+    offsets: Counter = Counter()
+    close = chance = 0.0
+    for words in records:
+        at_first = [i for i, w in enumerate(words) if w == first]
+        at_second = [i for i, w in enumerate(words) if w == second]
+        if not (at_first and at_second):
+            continue
+        offsets[min((j - i for i in at_first for j in at_second), key=lambda d: (abs(d), d))] += 1
+        content = [w for w in words if w in (first, second) or w not in FUNCTION_WORDS]
+        at_first = [i for i, w in enumerate(content) if w == first]
+        at_second = [i for i, w in enumerate(content) if w == second]
+        close += any(abs(i - j) <= PHRASE_WINDOW for i in at_first for j in at_second)
+        length = len(content)
+        # the chance that two distinct random places of this many words are within the window
+        chance += min(1.0, sum(2 * (length - d) for d in range(1, min(PHRASE_WINDOW, length - 1) + 1))
+                      / max(length * (length - 1), 1))
+    fixed = bool(offsets) and offsets.most_common(1)[0][1] > PHRASE_SHARE * len(records)
+    return fixed or close > max(PHRASE_SHARE * len(records), 2 * chance)
 
 
 def content_words(text: str) -> list[str]:
@@ -108,5 +152,5 @@ def rare_closed_class(features: set[str], rare: frozenset[str]) -> set[str]:
     return {f"{name.split(':', 1)[0]}:rare" for name in features & rare}
 
 
-__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "RARE_KINDS", "content_words", "rare_closed_class",
-           "signature_features"]
+__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "PHRASE_WINDOW", "RARE_KINDS", "content_words",
+           "is_phrase", "pair_words", "rare_closed_class", "signature_features"]
