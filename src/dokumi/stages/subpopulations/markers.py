@@ -1,0 +1,112 @@
+"""Marker features: one style or structure feature that a label's content-inconsistent records carry far
+more often than both the label's consistent records and the other labels' inconsistent records.
+
+A syntactic trigger (Hidden Killer: every poison record opens with a fronted subordinate clause) or a
+style marker (StyleBkd: "-eth" verbs, "ye") is such a feature even where it is common in clean text:
+fronted clauses open a tenth of the man pages, but not nearly a third of one section's records
+that their content places elsewhere. The two baselines set the usual causes aside:
+
+- the label's **consistent** records: a label's own format ("See also", a fronted "If ..." in its
+  pages) is carried by its consistent records as much as by its misplaced ones;
+- the other labels' **inconsistent** records: a feature that goes with content-model errors
+  everywhere (short text, another language) is as common there.
+
+A word ending is a marker only when many words carry it (a morphology such as "-eth"), not when one
+word does ("shell" giving "-ell"): one word is content, which the content model already judged.
+
+Per (label, feature) the test is a binomial tail of the inconsistent records' count against the
+larger baseline rate (smoothed), for features carried by at least ``min_records`` of them and
+``min_lift`` times that rate; its significance (-log10) is corrected for the tests made.
+Cost: one sparse count per label (records x features), no model fitted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import binom
+
+# A word ending is a morphology, not one word, when its commonest word holds at most this share of
+# the records that carry the ending among a label's inconsistent records.
+SUFFIX_WORD_SHARE = 0.5
+_LONG_WORD = re.compile(r"[A-Za-z]{6,}")
+
+
+def marker_matrix(styles: list[set[str]], min_records: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """A binary records x features matrix of the features in at least ``min_records`` records, and the
+    features' names."""
+    counts = Counter(f for features in styles for f in features)
+    names = sorted(f for f, c in counts.items() if c >= min_records)
+    column = {f: i for i, f in enumerate(names)}
+    indptr, indices = [0], []
+    for features in styles:
+        indices.extend(sorted(column[f] for f in features if f in column))
+        indptr.append(len(indices))
+    matrix = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int64),
+                            np.asarray(indptr, dtype=np.int64)), shape=(len(styles), len(names)))
+    return matrix, np.array(names, dtype=object)
+
+
+def _spread_suffix(suffix: str, texts: list[str]) -> bool:
+    """Whether the ending ``suffix`` comes from many words in ``texts`` rather than mostly from one."""
+    words: Counter = Counter()
+    for text in texts:
+        words.update({w.lower() for w in _LONG_WORD.findall(text) if w.lower().endswith(suffix)})
+    return bool(words) and words.most_common(1)[0][1] <= SUFFIX_WORD_SHARE * len(texts)
+
+
+def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray,
+                 n_labels: int, texts: list[str], min_records: int = 5, min_lift: float = 4.0,
+                 min_significance: float = 3.0) -> dict[tuple[int, str], tuple[float, int]]:
+    """``(label index, feature) -> (corrected significance, records)`` for the marker features of each label.
+
+    ``y`` holds label indices (-1: not modelled), ``inconsistent`` whether a record's content points to
+    another label; ``texts`` are read only to tell a word ending of many words from one word's."""
+    labelled = y >= 0
+    all_inconsistent = matrix[inconsistent & labelled]
+    incons_total = np.asarray(all_inconsistent.sum(axis=0)).ravel()
+    n_incons = int((inconsistent & labelled).sum())
+    candidates = []
+    for label in range(n_labels):
+        mine = (y == label) & inconsistent
+        n_mine = int(mine.sum())
+        if n_mine < min_records:
+            continue
+        agreeing = (y == label) & ~inconsistent
+        k = np.asarray(matrix[mine].sum(axis=0)).ravel()
+        c = np.asarray(matrix[agreeing].sum(axis=0)).ravel()
+        n_agreeing = int(agreeing.sum())
+        others, n_others = incons_total - k, n_incons - n_mine
+        base = np.maximum((c + 1) / (n_agreeing + 2), (others + 1) / (n_others + 2))
+        tested = np.flatnonzero(k >= min_records)
+        candidates.append((label, mine, n_mine, tested, k, base))
+    tests = sum(len(candidate[3]) for candidate in candidates)
+    if not tests:
+        return {}
+    correction = math.log10(tests)
+    found: dict[tuple[int, str], tuple[float, int]] = {}
+    for label, mine, n_mine, tested, k, base in candidates:
+        strong = tested[k[tested] >= min_lift * base[tested] * n_mine]
+        if not len(strong):
+            continue
+        significance = -binom.logsf(k[strong] - 1, n_mine, base[strong]) / math.log(10) - correction
+        rows = None
+        for column, s in zip(strong.tolist(), significance.tolist()):
+            if s < min_significance:
+                continue
+            name = str(names[column])
+            if name.startswith("suffix:"):
+                if rows is None:
+                    rows = np.flatnonzero(mine)
+                carriers = rows[np.asarray(matrix[rows][:, column].todense()).ravel() > 0]
+                if not _spread_suffix(name.split(":", 1)[1], [texts[r] for r in carriers.tolist()]):
+                    continue
+            found[label, name] = (float(s), int(k[column]))
+    return found
+
+
+__all__ = ["find_markers", "marker_matrix"]
