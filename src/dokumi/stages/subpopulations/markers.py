@@ -30,6 +30,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import binom
 
+# Kinds of feature tested: single function words, sentence openers, fronted clauses and word endings are
+# what a style transfer or a syntactic paraphrase changes; pairs of function words and punctuation mostly
+# spell a label's phrasing template ("for more information", "; "), which a content model misreads along
+# with the label's content (documentation packages read as the libraries they document).
+MARKER_KINDS = ("fw:", "start:", "front:", "first:", "suffix:")
+# A feature whose corrected significance reaches this bar joins its label's marker set; the set is tested as
+# one feature ("carries any of them"), so a style spread over weak markers adds up.
+SET_MEMBER_SIGNIFICANCE = 1.0
 # A word ending is a morphology, not one word, when its commonest word holds at most this share of
 # the records that carry the ending among a label's inconsistent records.
 SUFFIX_WORD_SHARE = 0.5
@@ -37,9 +45,9 @@ _LONG_WORD = re.compile(r"[A-Za-z]{6,}")
 
 
 def marker_matrix(styles: list[set[str]], min_records: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """A binary records x features matrix of the features in at least ``min_records`` records, and the
-    features' names."""
-    counts = Counter(f for features in styles for f in features)
+    """A binary records x features matrix of the features of :data:`MARKER_KINDS` in at least ``min_records``
+    records, and the features' names."""
+    counts = Counter(f for features in styles for f in features if f.startswith(MARKER_KINDS))
     names = sorted(f for f, c in counts.items() if c >= min_records)
     column = {f: i for i, f in enumerate(names)}
     indptr, indices = [0], []
@@ -94,19 +102,37 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         if not len(strong):
             continue
         significance = -binom.logsf(k[strong] - 1, n_mine, base[strong]) / math.log(10) - correction
-        rows = None
+        rows = np.flatnonzero(mine)
+        members: list[tuple[int, float]] = []
         for column, s in zip(strong.tolist(), significance.tolist()):
-            if s < min_significance:
-                continue
             name = str(names[column])
+            if s < SET_MEMBER_SIGNIFICANCE:
+                continue
             if name.startswith("suffix:"):
-                if rows is None:
-                    rows = np.flatnonzero(mine)
                 carriers = rows[np.asarray(matrix[rows][:, column].todense()).ravel() > 0]
                 if not _spread_suffix(name.split(":", 1)[1], [texts[r] for r in carriers.tolist()]):
                     continue
-            found[label, name] = (float(s), int(k[column]))
+            members.append((column, s))
+        together = _set_significance([c for c, _ in members], matrix, y == label, mine, inconsistent & labelled,
+                                     min_lift, correction) if len(members) >= 2 else 0.0
+        for column, s in members:
+            best = max(s, together)
+            if best >= min_significance:
+                found[label, str(names[column])] = (float(best), int(k[column]))
     return found
 
 
-__all__ = ["find_markers", "marker_matrix"]
+def _set_significance(columns: list[int], matrix: sp.csr_matrix, of_label: np.ndarray, mine: np.ndarray,
+                      inconsistent: np.ndarray, min_lift: float, correction: float) -> float:
+    """Corrected significance of "carries any of ``columns``" among ``mine`` against the same two baselines."""
+    carries = np.asarray(matrix[:, columns].sum(axis=1)).ravel() > 0
+    agreeing, others = of_label & ~inconsistent, inconsistent & ~of_label
+    n_mine, k = int(mine.sum()), int((carries & mine).sum())
+    base = max((int((carries & agreeing).sum()) + 1) / (int(agreeing.sum()) + 2),
+               (int((carries & others).sum()) + 1) / (int(others.sum()) + 2))
+    if k < min_lift * base * n_mine:
+        return 0.0
+    return float(-binom.logsf(k - 1, n_mine, base) / math.log(10) - correction)
+
+
+__all__ = ["MARKER_KINDS", "find_markers", "marker_matrix"]
