@@ -176,7 +176,7 @@ class LabelSignatures:
         self.reference_ = self._style_matrix([styles[r] for r in incons_rows.tolist()])
         self.reference_label_ = y[incons_rows]
         self.cell_share_ = np.bincount(y[incons_rows], minlength=len(self.labels_)) / max(len(incons_rows), 1)
-        self.markers_ = self._markers(styles, y, inconsistent, texts)
+        self.markers_ = self._markers(styles, y, inconsistent, predicted, texts)
         self.pairs_ = self._combinations(words, y)
         self.pair_words_ = {w for _, pair in self.pairs_ for w in pair.split(":", 1)[1].split("+")}
         pairs = [self._pairs(record) for record in words]
@@ -259,11 +259,11 @@ class LabelSignatures:
                 out[self.labels_[label], pair] = (float(significance), k)
         return out
 
-    def _markers(self, styles: list[set[str]], y: np.ndarray, inconsistent: np.ndarray,
+    def _markers(self, styles: list[set[str]], y: np.ndarray, inconsistent: np.ndarray, predicted: np.ndarray,
                  texts: list[str]) -> dict[tuple[str, str], tuple[float, int]]:
         """``(label, feature) -> (significance, records)`` of the marker features (:mod:`.markers`)."""
         matrix, names = marker_matrix(styles, self.min_cluster)
-        found = find_markers(matrix, names, y, inconsistent, len(self.labels_), texts, self.min_cluster,
+        found = find_markers(matrix, names, y, inconsistent, predicted, len(self.labels_), texts, self.min_cluster,
                              MARKER_LIFT, self.min_significance)
         return {(self.labels_[label], feature): value for (label, feature), value in found.items()}
 

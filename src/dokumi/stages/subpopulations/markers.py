@@ -11,6 +11,13 @@ that their content places elsewhere. The two baselines set the usual causes asid
 - the other labels' **inconsistent** records: a feature that goes with content-model errors
   everywhere (short text, another language) is as common there.
 
+The carriers' content must also come from elsewhere: a label-flip poison set is drawn from the other
+labels (in their proportions, or from a chosen source), so the labels its content points to look like
+those of the other labels' records. Records that a label's own format gets misplaced ("someone who
+..." glosses of people, read by their verbs) are misplaced the way the label's other inconsistent
+records are. Where the label's own confusions explain the carriers' content labels better (a
+likelihood ratio over the content labels), the feature is the label's, not a marker.
+
 A word ending is a marker only when many words carry it (a morphology such as "-eth"), not when one
 word does ("shell" giving "-ell"): one word is content, which the content model already judged.
 
@@ -68,12 +75,13 @@ def _spread_suffix(suffix: str, texts: list[str]) -> bool:
 
 
 def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray,
-                 n_labels: int, texts: list[str], min_records: int = 5, min_lift: float = 4.0,
-                 min_significance: float = 3.0) -> dict[tuple[int, str], tuple[float, int]]:
+                 predicted: np.ndarray, n_labels: int, texts: list[str], min_records: int = 5,
+                 min_lift: float = 4.0, min_significance: float = 3.0) -> dict[tuple[int, str], tuple[float, int]]:
     """``(label index, feature) -> (corrected significance, records)`` for the marker features of each label.
 
     ``y`` holds label indices (-1: not modelled), ``inconsistent`` whether a record's content points to
-    another label; ``texts`` are read only to tell a word ending of many words from one word's."""
+    another label, ``predicted`` the label it points to; ``texts`` are read only to tell a word ending of
+    many words from one word's."""
     labelled = y >= 0
     all_inconsistent = matrix[inconsistent & labelled]
     incons_total = np.asarray(all_inconsistent.sum(axis=0)).ravel()
@@ -108,10 +116,12 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             name = str(names[column])
             if s < SET_MEMBER_SIGNIFICANCE:
                 continue
-            if name.startswith("suffix:"):
-                carriers = rows[np.asarray(matrix[rows][:, column].todense()).ravel() > 0]
-                if not _spread_suffix(name.split(":", 1)[1], [texts[r] for r in carriers.tolist()]):
-                    continue
+            carriers = rows[np.asarray(matrix[rows][:, column].todense()).ravel() > 0]
+            if name.startswith("suffix:") and not _spread_suffix(name.split(":", 1)[1],
+                                                                 [texts[r] for r in carriers.tolist()]):
+                continue
+            if _own_confusion(carriers, rows, label, y, predicted, n_labels):
+                continue
             members.append((column, s))
         together = _set_significance([c for c, _ in members], matrix, y == label, mine, inconsistent & labelled,
                                      min_lift, correction) if len(members) >= 2 else 0.0
@@ -120,6 +130,19 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             if best >= min_significance:
                 found[label, str(names[column])] = (float(best), int(k[column]))
     return found
+
+
+def _own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndarray, predicted: np.ndarray,
+                   n_labels: int) -> bool:
+    """Whether the content labels of ``carriers`` (inconsistent records of ``label`` with a feature) are better
+    explained by the label's other inconsistent records' content labels than by the other labels' records'."""
+    rest = np.setdiff1d(rows, carriers, assume_unique=True)
+    own = np.bincount(predicted[rest], minlength=n_labels).astype(float) + 0.5
+    elsewhere = np.bincount(predicted[(y >= 0) & (y != label) & (predicted >= 0)], minlength=n_labels).astype(float)
+    elsewhere += 0.5
+    own[label] = elsewhere[label] = 0.0
+    counts = np.bincount(predicted[carriers], minlength=n_labels)
+    return float(counts @ (np.log(own / own.sum() + 1e-300) - np.log(elsewhere / elsewhere.sum() + 1e-300))) > 0
 
 
 def _set_significance(columns: list[int], matrix: sp.csr_matrix, of_label: np.ndarray, mine: np.ndarray,
