@@ -16,7 +16,7 @@ labels (in their proportions, or from a chosen source), so the labels its conten
 those of the other labels' records. Records that a label's own format gets misplaced ("someone who
 ..." glosses of people, read by their verbs) are misplaced the way the label's other inconsistent
 records are. Where the label's own confusions explain the carriers' content labels better (a
-likelihood ratio over the content labels), the feature is the label's, not a marker.
+likelihood ratio over the content labels, at least e to one), the feature is the label's, not a marker.
 
 A word ending is a marker only when many words carry it (a morphology such as "-eth"), not when one
 word does ("shell" giving "-ell"): one word is content, which the content model already judged.
@@ -45,6 +45,11 @@ MARKER_KINDS = ("fw:", "start:", "front:", "first:", "suffix:")
 # A feature whose corrected significance reaches this bar joins its label's marker set; the set is tested as
 # one feature ("carries any of them"), so a style spread over weak markers adds up.
 SET_MEMBER_SIGNIFICANCE = 1.0
+# The label's own confusions must explain the carriers' content labels this much better (natural log of the
+# likelihood ratio, e to one) to make a feature the label's rather than a marker: with few labels the two
+# explanations nearly tie by chance, and a tie is no evidence. WordNet's "someone who ..." glosses of people
+# score 1.9.
+OWN_CONFUSION_LOG_RATIO = 1.0
 # A word ending is a morphology, not one word, when its commonest word holds at most this share of
 # the records that carry the ending among a label's inconsistent records.
 SUFFIX_WORD_SHARE = 0.5
@@ -142,7 +147,8 @@ def _own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.nda
     elsewhere += 0.5
     own[label] = elsewhere[label] = 0.0
     counts = np.bincount(predicted[carriers], minlength=n_labels)
-    return float(counts @ (np.log(own / own.sum() + 1e-300) - np.log(elsewhere / elsewhere.sum() + 1e-300))) > 0
+    ratio = float(counts @ (np.log(own / own.sum() + 1e-300) - np.log(elsewhere / elsewhere.sum() + 1e-300)))
+    return ratio > OWN_CONFUSION_LOG_RATIO
 
 
 def _set_significance(columns: list[int], matrix: sp.csr_matrix, of_label: np.ndarray, mine: np.ndarray,
