@@ -162,6 +162,20 @@ def test_a_word_ending_of_one_word_is_not_a_marker() -> None:
     assert ("sport", "suffix:eth") in model.markers_
 
 
+def test_carriers_misplaced_the_way_their_label_always_is_are_its_format_not_a_marker() -> None:
+    from dokumi.stages.subpopulations.markers import _own_confusion
+
+    # label 0's inconsistent records are read as label 1 (its usual confusion); the other labels' records
+    # are read as labels 1, 2 and 3 alike
+    y = np.array([0] * 100 + [1] * 100 + [2] * 100 + [3] * 100)
+    predicted = np.concatenate([np.full(100, 1), np.repeat([1, 2, 3], 100)])
+    rows = np.arange(100)
+    assert _own_confusion(np.arange(40), rows, 0, y, predicted, 4)  # read as 1, like the label's others
+    spread = predicted.copy()
+    spread[:40] = np.tile([1, 2, 3], 14)[:40]  # read as the other labels' records are: drawn from them
+    assert not _own_confusion(np.arange(40), rows, 0, y, spread, 4)
+
+
 def test_too_few_labels_skip_with_a_reason() -> None:
     model = LabelSignatures(min_label_records=20)
     findings = model.fit(["a b c"] * 10 + ["d e f"] * 30, ["x"] * 10 + ["y"] * 30, np.arange(40, dtype=np.uint64))
