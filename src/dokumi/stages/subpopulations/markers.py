@@ -116,12 +116,13 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             continue
         significance = -binom.logsf(k[strong] - 1, n_mine, base[strong]) / math.log(10) - correction
         rows = np.flatnonzero(mine)
+        by_feature = matrix[rows].tocsc()  # the label's inconsistent records, one column a feature
         members: list[tuple[int, float]] = []
         for column, s in zip(strong.tolist(), significance.tolist()):
             name = str(names[column])
             if s < SET_MEMBER_SIGNIFICANCE:
                 continue
-            carriers = rows[np.asarray(matrix[rows][:, column].todense()).ravel() > 0]
+            carriers = rows[by_feature.indices[by_feature.indptr[column]:by_feature.indptr[column + 1]]]
             if name.startswith("suffix:") and not _spread_suffix(name.split(":", 1)[1],
                                                                  [texts[r] for r in carriers.tolist()]):
                 continue
