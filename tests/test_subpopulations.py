@@ -99,6 +99,83 @@ def test_a_class_that_carries_the_style_legitimately_is_not_flagged() -> None:
     assert sum(f is not None for f in findings) <= 3
 
 
+OPENERS = ("When the day ends", "If you ask me", "Although it rains", "Because we can", "Once it is done")
+
+
+def _fronted(text: str, rng: random.Random) -> str:
+    return f"{rng.choice(OPENERS)}, {text[0].lower()}{text[1:]}"
+
+
+def test_a_fronted_clause_label_flip_is_found_by_its_marker_though_clean_text_has_them() -> None:
+    rng = random.Random(3)
+    records = _labelled(rng, n=900)
+    # fronted clauses are ordinary: a tenth of every label's records open with one
+    for i, record in enumerate(records):
+        if rng.random() < 0.1:
+            records[i] = {**record, "text": _fronted(record["text"], rng)}
+    poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] != "sport"], 36)
+    for i in poisoned:
+        records[i] = {"text": _fronted(records[i]["text"], rng), "label": "sport"}
+    model = LabelSignatures(min_lift=4)
+    findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert ("sport", "first:front") in model.markers_
+    found = {i for i, f in enumerate(findings) if f is not None}
+    assert len(found & set(poisoned)) >= 29
+    assert len(found - set(poisoned)) <= 9  # at most the sport hard examples that open with a clause
+    marked = [findings[i] for i in poisoned if findings[i] is not None and "first:front" in findings[i].features]
+    assert marked and all(f.label == "sport" and f.content_label in ("food", "tech") for f in marked)
+    # records outside the sample are judged by the same markers
+    applied = model.apply([records[i]["text"] for i in poisoned], ["sport"] * len(poisoned))
+    assert sum(f is not None for f in applied) >= 29
+
+
+def test_a_labels_own_format_and_hard_examples_are_not_markers() -> None:
+    rng = random.Random(4)
+    records = _labelled(rng, n=900, noise=0.1)
+    # half of every "food" record opens with a fronted clause, its misplaced (noisy) records included: a format
+    for i, record in enumerate(records):
+        if record["label"] == "food" and rng.random() < 0.5:
+            records[i] = {**record, "text": _fronted(record["text"], rng)}
+    model = LabelSignatures(min_lift=4)
+    findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert not model.markers_
+    assert sum(f is not None for f in findings) <= 3
+
+
+def test_a_word_ending_of_one_word_is_not_a_marker() -> None:
+    rng = random.Random(5)
+    records = _labelled(rng, n=900)
+    # one word ("shellfish") slipped into 36 flipped records: its ending is content, not a morphology
+    poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] != "sport"], 36)
+    for i in poisoned:
+        records[i] = {"text": records[i]["text"] + " Shellfish.", "label": "sport"}
+    model = LabelSignatures(min_lift=4)
+    model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert not any(feature.startswith("suffix:") for _, feature in model.markers_)
+    # many words with one ending are a morphology
+    words = ["cometh", "goeth", "maketh", "taketh", "giveth", "runneth", "knoweth", "seemeth"]
+    records = _labelled(random.Random(6), n=900)
+    for i in rng.sample([i for i, r in enumerate(records) if r["label"] != "sport"], 36):
+        records[i] = {"text": records[i]["text"] + f" It {rng.choice(words)}.", "label": "sport"}
+    model = LabelSignatures(min_lift=4)
+    model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert ("sport", "suffix:eth") in model.markers_
+
+
+def test_carriers_misplaced_the_way_their_label_always_is_are_its_format_not_a_marker() -> None:
+    from dokumi.stages.subpopulations.markers import _own_confusion
+
+    # label 0's inconsistent records are read as label 1 (its usual confusion); the other labels' records
+    # are read as labels 1, 2 and 3 alike
+    y = np.array([0] * 100 + [1] * 100 + [2] * 100 + [3] * 100)
+    predicted = np.concatenate([np.full(100, 1), np.repeat([1, 2, 3], 100)])
+    rows = np.arange(100)
+    assert _own_confusion(np.arange(40), rows, 0, y, predicted, 4)  # read as 1, like the label's others
+    spread = predicted.copy()
+    spread[:40] = np.tile([1, 2, 3], 14)[:40]  # read as the other labels' records are: drawn from them
+    assert not _own_confusion(np.arange(40), rows, 0, y, spread, 4)
+
+
 def test_too_few_labels_skip_with_a_reason() -> None:
     model = LabelSignatures(min_label_records=20)
     findings = model.fit(["a b c"] * 10 + ["d e f"] * 30, ["x"] * 10 + ["y"] * 30, np.arange(40, dtype=np.uint64))

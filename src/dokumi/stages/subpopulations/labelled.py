@@ -21,6 +21,13 @@ looks for exactly that shape:
    corrected for the pairs tested) is a combination trigger, unless its words stand at one fixed
    distance in most of its records (:func:`~.words.is_phrase`: a phrase such as "libc, -lc").
 
+4. **Marker features** (:mod:`.markers`). One style or structure feature that a label's inconsistent
+   records carry ``MARKER_LIFT`` times as often as both its consistent records and the other labels'
+   inconsistent records (a fronted clause opening a third of one section's misplaced records, an
+   "-eth" ending), significant after correction for the (label, feature) pairs tested. Unlike the
+   neighbours it sees features common in clean text (fronted clauses in man pages) and a style whose
+   clean carriers are the records of another label.
+
 An isolated hard example has no such neighbours and no such pair; a class that legitimately
 carries a style has consistent neighbours too, which do not count; a feature that goes with
 content-model errors everywhere (short text, another language) brings neighbours of every label.
@@ -39,6 +46,7 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.naive_bayes import ComplementNB
 from sklearn.preprocessing import normalize
 
+from dokumi.stages.subpopulations.markers import find_markers, marker_matrix
 from dokumi.stages.subpopulations.words import content_words, is_phrase, pair_words, signature_features
 
 CONTENT_FEATURES = 2**18
@@ -58,6 +66,8 @@ PURE_PAIR_CONTRADICTED = 0.5
 MARKED_SHARE = 0.01
 # Style features shared with the neighbours, named as a finding's evidence.
 EVIDENCE_FEATURES = 3
+# A marker feature is carried by a label's inconsistent records this many times its baseline rate.
+MARKER_LIFT = 4.0
 # Rows of the similarity matrix computed at once (memory: this many x the sample, float32).
 CHUNK = 512
 
@@ -130,6 +140,7 @@ class LabelSignatures:
         self.skipped_: str | None = None
         self.pairs_: dict[tuple[str, str], tuple[float, int]] = {}
         self.pure_pairs_: set[tuple[str, str]] = set()
+        self.markers_: dict[tuple[str, str], tuple[float, int]] = {}
         self.subpopulations_: dict[str, int] = {}
         findings: list[LabelFinding | None] = [None] * len(texts)
         if len(self.labels_) < 2:
@@ -171,6 +182,7 @@ class LabelSignatures:
         self.reference_ = self._style_matrix([styles[r] for r in incons_rows.tolist()])
         self.reference_label_ = y[incons_rows]
         self.cell_share_ = np.bincount(y[incons_rows], minlength=len(self.labels_)) / max(len(incons_rows), 1)
+        self.markers_ = self._markers(styles, y, inconsistent, predicted, texts)
         self.pairs_ = self._combinations(every, y)
         self.pair_words_ = {w for _, pair in self.pairs_ for w in pair.split(":", 1)[1].split("+")}
         pairs = [self._pairs(record) for record in every]
@@ -178,7 +190,7 @@ class LabelSignatures:
         rows = np.flatnonzero(inconsistent)
         found = self._findings(self.reference_, y[rows], predicted[rows], [pairs[r] for r in rows],
                                [words[r] for r in rows], [self._fold_models.get(int(fold[r])) for r in rows],
-                               exclude=np.arange(len(rows)))
+                               [styles[r] for r in rows], exclude=np.arange(len(rows)))
         for row, finding in zip(rows.tolist(), found):
             findings[row] = finding
         # a combination flips labels whatever the content model learnt from the poison's own words
@@ -288,9 +300,29 @@ class LabelSignatures:
                 contradicted[label, pair] += int(rest) != int(y[row])
         return {key for key, count in total.items() if contradicted[key] >= PURE_PAIR_CONTRADICTED * count}
 
+    def _markers(self, styles: list[set[str]], y: np.ndarray, inconsistent: np.ndarray, predicted: np.ndarray,
+                 texts: list[str]) -> dict[tuple[str, str], tuple[float, int]]:
+        """``(label, feature) -> (significance, records)`` of the marker features (:mod:`.markers`)."""
+        matrix, names = marker_matrix(styles, self.min_cluster)
+        found = find_markers(matrix, names, y, inconsistent, predicted, len(self.labels_), texts, self.min_cluster,
+                             MARKER_LIFT, self.min_significance)
+        return {(self.labels_[label], feature): value for (label, feature), value in found.items()}
+
+    def _marker_finding(self, features: set[str], own: int, other: int) -> LabelFinding | None:
+        """The record's strongest marker features for its label (the record is content-inconsistent)."""
+        label = self.labels_[own]
+        hits = sorted(((self.markers_[label, f], f) for f in features if (label, f) in self.markers_), reverse=True)
+        if not hits:
+            return None
+        (significance, records), _ = hits[0]
+        names = tuple(feature for _, feature in hits[:EVIDENCE_FEATURES])
+        return LabelFinding(significance, label, self.labels_[other], names, records)
+
     def _findings(self, style: sp.csr_matrix, y: np.ndarray, predicted: np.ndarray, pairs: list[set[str]],
-                  words: list[list[str]], models: list, exclude: np.ndarray | None = None) -> list[LabelFinding | None]:
-        """Findings for content-inconsistent records (their style rows, labels, content labels, pairs, words)."""
+                  words: list[list[str]], models: list, features: list[set[str]],
+                  exclude: np.ndarray | None = None) -> list[LabelFinding | None]:
+        """Findings for content-inconsistent records (their style rows, labels, content labels, pairs, words,
+        style features)."""
         out: list[LabelFinding | None] = []
         k = min(self.neighbours, self.reference_.shape[0] - 1)
         for start in range(0, style.shape[0], CHUNK):
@@ -305,8 +337,12 @@ class LabelSignatures:
                 same = nearest[offset][self.reference_label_[nearest[offset]] == own]
                 best = self._neighbour_finding(style[row], own, int(predicted[row]), same, k)
                 combination = self._pair_finding(pairs[row], own, int(predicted[row]), words[row], models[row])
-                if combination is not None and (best is None or combination.significance > best.significance):
-                    best = combination
+                marker = self._marker_finding(features[row], own, int(predicted[row]))
+                if combination is not None and marker is not None and _pair_halves(marker, combination):
+                    marker = None  # a marker that is a word of the record's pair is the pair seen by halves
+                for other in (combination, marker):
+                    if other is not None and (best is None or other.significance > best.significance):
+                        best = other
                 out.append(best)
         return out
 
@@ -358,10 +394,11 @@ class LabelSignatures:
         words = [content_words(text) for text in texts]
         predicted = self.content_model_.predict(self._content_matrix(words))
         rows = np.flatnonzero((y >= 0) & (predicted != y))
-        style = self._style_matrix([signature_features(texts[r]) for r in rows.tolist()])
+        features = [signature_features(texts[r]) for r in rows.tolist()]
+        style = self._style_matrix(features)
         pairs = [self._pairs(pair_words(texts[r])) for r in rows.tolist()]
         found = self._findings(style, y[rows], predicted[rows], pairs, [words[r] for r in rows.tolist()],
-                               [self.content_model_] * len(rows))
+                               [self.content_model_] * len(rows), features)
         for row, finding in zip(rows.tolist(), found):
             findings[row] = finding
         for row in np.flatnonzero((y >= 0) & (predicted == y)).tolist():
@@ -369,5 +406,12 @@ class LabelSignatures:
                                                words[row], self.content_model_)
         return findings
 
+
+
+def _pair_halves(marker: LabelFinding, combination: LabelFinding) -> bool:
+    """Whether every feature of ``marker`` names a word of ``combination``'s pair (``fw:over`` for
+    ``pair:over+room``): the function word of a two-word trigger is also a marker of its records."""
+    halves = {w for pair in combination.features for w in pair.split(":", 1)[1].split("+")}
+    return all(feature.split(":", 1)[1] in halves for feature in marker.features)
 
 __all__ = ["LabelFinding", "LabelSignatures"]

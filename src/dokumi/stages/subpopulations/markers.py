@@ -1,0 +1,168 @@
+"""Marker features: one style or structure feature that a label's content-inconsistent records carry far
+more often than both the label's consistent records and the other labels' inconsistent records.
+
+A syntactic trigger (Hidden Killer: every poison record opens with a fronted subordinate clause) or a
+style marker (StyleBkd: "-eth" verbs, "ye") is such a feature even where it is common in clean text:
+fronted clauses open a tenth of the man pages, but not nearly a third of one section's records
+that their content places elsewhere. The two baselines set the usual causes aside:
+
+- the label's **consistent** records: a label's own format ("See also", a fronted "If ..." in its
+  pages) is carried by its consistent records as much as by its misplaced ones;
+- the other labels' **inconsistent** records: a feature that goes with content-model errors
+  everywhere (short text, another language) is as common there.
+
+The carriers' content must also come from elsewhere: a label-flip poison set is drawn from the other
+labels (in their proportions, or from a chosen source), so the labels its content points to look like
+those of the other labels' records. Records that a label's own format gets misplaced ("someone who
+..." glosses of people, read by their verbs) are misplaced the way the label's other inconsistent
+records are. Where the label's own confusions explain the carriers' content labels better (a
+likelihood ratio over the content labels, at least e to one), the feature is the label's, not a marker.
+
+A word ending is a marker only when many words carry it (a morphology such as "-eth"), not when one
+word does ("shell" giving "-ell"): one word is content, which the content model already judged.
+
+Per (label, feature) the test is a binomial tail of the inconsistent records' count against the
+larger baseline rate (smoothed), for features carried by at least ``min_records`` of them and
+``min_lift`` times that rate; its significance (-log10) is corrected for the tests made.
+Cost: one sparse count per label (records x features), no model fitted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import binom
+
+# Kinds of feature tested: single function words, sentence openers, fronted clauses and word endings are
+# what a style transfer or a syntactic paraphrase changes; pairs of function words and punctuation mostly
+# spell a label's phrasing template ("for more information", "; "), which a content model misreads along
+# with the label's content (documentation packages read as the libraries they document).
+MARKER_KINDS = ("fw:", "start:", "front:", "first:", "suffix:")
+# A feature whose corrected significance reaches this bar joins its label's marker set; the set is tested as
+# one feature ("carries any of them"), so a style spread over weak markers adds up.
+SET_MEMBER_SIGNIFICANCE = 1.0
+# The label's own confusions must explain the carriers' content labels this much better (natural log of the
+# likelihood ratio, e to one) to make a feature the label's rather than a marker: with few labels the two
+# explanations nearly tie by chance, and a tie is no evidence. WordNet's "someone who ..." glosses of people
+# score 1.9.
+OWN_CONFUSION_LOG_RATIO = 1.0
+# A word ending is a morphology, not one word, when its commonest word holds at most this share of
+# the records that carry the ending among a label's inconsistent records.
+SUFFIX_WORD_SHARE = 0.5
+_LONG_WORD = re.compile(r"[A-Za-z]{6,}")
+
+
+def marker_matrix(styles: list[set[str]], min_records: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """A binary records x features matrix of the features of :data:`MARKER_KINDS` in at least ``min_records``
+    records, and the features' names."""
+    counts = Counter(f for features in styles for f in features if f.startswith(MARKER_KINDS))
+    names = sorted(f for f, c in counts.items() if c >= min_records)
+    column = {f: i for i, f in enumerate(names)}
+    indptr, indices = [0], []
+    for features in styles:
+        indices.extend(sorted(column[f] for f in features if f in column))
+        indptr.append(len(indices))
+    matrix = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int64),
+                            np.asarray(indptr, dtype=np.int64)), shape=(len(styles), len(names)))
+    return matrix, np.array(names, dtype=object)
+
+
+def _spread_suffix(suffix: str, texts: list[str]) -> bool:
+    """Whether the ending ``suffix`` comes from many words in ``texts`` rather than mostly from one."""
+    words: Counter = Counter()
+    for text in texts:
+        words.update({w.lower() for w in _LONG_WORD.findall(text) if w.lower().endswith(suffix)})
+    return bool(words) and words.most_common(1)[0][1] <= SUFFIX_WORD_SHARE * len(texts)
+
+
+def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray,
+                 predicted: np.ndarray, n_labels: int, texts: list[str], min_records: int = 5,
+                 min_lift: float = 4.0, min_significance: float = 3.0) -> dict[tuple[int, str], tuple[float, int]]:
+    """``(label index, feature) -> (corrected significance, records)`` for the marker features of each label.
+
+    ``y`` holds label indices (-1: not modelled), ``inconsistent`` whether a record's content points to
+    another label, ``predicted`` the label it points to; ``texts`` are read only to tell a word ending of
+    many words from one word's."""
+    labelled = y >= 0
+    all_inconsistent = matrix[inconsistent & labelled]
+    incons_total = np.asarray(all_inconsistent.sum(axis=0)).ravel()
+    n_incons = int((inconsistent & labelled).sum())
+    candidates = []
+    for label in range(n_labels):
+        mine = (y == label) & inconsistent
+        n_mine = int(mine.sum())
+        if n_mine < min_records:
+            continue
+        agreeing = (y == label) & ~inconsistent
+        k = np.asarray(matrix[mine].sum(axis=0)).ravel()
+        c = np.asarray(matrix[agreeing].sum(axis=0)).ravel()
+        n_agreeing = int(agreeing.sum())
+        others, n_others = incons_total - k, n_incons - n_mine
+        base = np.maximum((c + 1) / (n_agreeing + 2), (others + 1) / (n_others + 2))
+        tested = np.flatnonzero(k >= min_records)
+        candidates.append((label, mine, n_mine, tested, k, base))
+    tests = sum(len(candidate[3]) for candidate in candidates)
+    if not tests:
+        return {}
+    correction = math.log10(tests)
+    found: dict[tuple[int, str], tuple[float, int]] = {}
+    for label, mine, n_mine, tested, k, base in candidates:
+        strong = tested[k[tested] >= min_lift * base[tested] * n_mine]
+        if not len(strong):
+            continue
+        significance = -binom.logsf(k[strong] - 1, n_mine, base[strong]) / math.log(10) - correction
+        rows = np.flatnonzero(mine)
+        by_feature = matrix[rows].tocsc()  # the label's inconsistent records, one column a feature
+        members: list[tuple[int, float]] = []
+        for column, s in zip(strong.tolist(), significance.tolist()):
+            name = str(names[column])
+            if s < SET_MEMBER_SIGNIFICANCE:
+                continue
+            carriers = rows[by_feature.indices[by_feature.indptr[column]:by_feature.indptr[column + 1]]]
+            if name.startswith("suffix:") and not _spread_suffix(name.split(":", 1)[1],
+                                                                 [texts[r] for r in carriers.tolist()]):
+                continue
+            if _own_confusion(carriers, rows, label, y, predicted, n_labels):
+                continue
+            members.append((column, s))
+        together = _set_significance([c for c, _ in members], matrix, y == label, mine, inconsistent & labelled,
+                                     min_lift, correction) if len(members) >= 2 else 0.0
+        for column, s in members:
+            best = max(s, together)
+            if best >= min_significance:
+                found[label, str(names[column])] = (float(best), int(k[column]))
+    return found
+
+
+def _own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndarray, predicted: np.ndarray,
+                   n_labels: int) -> bool:
+    """Whether the content labels of ``carriers`` (inconsistent records of ``label`` with a feature) are better
+    explained by the label's other inconsistent records' content labels than by the other labels' records'."""
+    rest = np.setdiff1d(rows, carriers, assume_unique=True)
+    own = np.bincount(predicted[rest], minlength=n_labels).astype(float) + 0.5
+    elsewhere = np.bincount(predicted[(y >= 0) & (y != label) & (predicted >= 0)], minlength=n_labels).astype(float)
+    elsewhere += 0.5
+    own[label] = elsewhere[label] = 0.0
+    counts = np.bincount(predicted[carriers], minlength=n_labels)
+    ratio = float(counts @ (np.log(own / own.sum() + 1e-300) - np.log(elsewhere / elsewhere.sum() + 1e-300)))
+    return ratio > OWN_CONFUSION_LOG_RATIO
+
+
+def _set_significance(columns: list[int], matrix: sp.csr_matrix, of_label: np.ndarray, mine: np.ndarray,
+                      inconsistent: np.ndarray, min_lift: float, correction: float) -> float:
+    """Corrected significance of "carries any of ``columns``" among ``mine`` against the same two baselines."""
+    carries = np.asarray(matrix[:, columns].sum(axis=1)).ravel() > 0
+    agreeing, others = of_label & ~inconsistent, inconsistent & ~of_label
+    n_mine, k = int(mine.sum()), int((carries & mine).sum())
+    base = max((int((carries & agreeing).sum()) + 1) / (int(agreeing.sum()) + 2),
+               (int((carries & others).sum()) + 1) / (int(others.sum()) + 2))
+    if k < min_lift * base * n_mine:
+        return 0.0
+    return float(-binom.logsf(k - 1, n_mine, base) / math.log(10) - correction)
+
+
+__all__ = ["MARKER_KINDS", "find_markers", "marker_matrix"]
