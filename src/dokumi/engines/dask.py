@@ -196,39 +196,29 @@ class DaskEngine(Engine):
             future.result()  # raise a worker's error here, before merging
             update(1)
         try:
-            # every step's merge or grouping goes to the workers first; the driver then finishes the steps
-            # in order (each step is another stage's), while the workers still merge the next steps' partials
-            picks = [client.map(_pick, parts, [position] * len(parts), pure=False) for position in range(len(steps))]
-            launched = [self._tree(held, position, picked, _merge_partials) if isinstance(step, Reduce)
-                        else self._group(step, held, position, picked)
-                        for position, (step, picked) in enumerate(zip(steps, picks))]
-            for step, picked, work in zip(steps, picks, launched):
+            for position, step in enumerate(steps):
+                picked = client.map(_pick, parts, [position] * len(parts), pure=False)
                 if isinstance(step, Reduce):
-                    step.finish(_collect(work))
+                    step.finish(self._tree(held, position, picked, _merge_partials))
                 else:
-                    groups, inputs, side = work
-                    step.finish(_results_as_completed(groups, inputs), _collect(side) if side is not None else None)
+                    self._group(step, held, position, picked)
                 client.cancel(picked)
         finally:
             client.cancel(parts + [held])
 
     def _tree(self, held: Any, position: int, level: list[Any], merge: Any) -> Any:
-        """Merge the partials of ``level`` on the workers, MERGE_FAN_IN at a time: the future of the
-        merged partial (:func:`_collect` brings it to the driver)."""
+        """Merge the partials of ``level`` on the workers, MERGE_FAN_IN at a time; the result on the driver."""
         client = self.client_
         while len(level) > 1:
             level = [client.submit(merge, held, position, *level[i: i + MERGE_FAN_IN], pure=False)
                      for i in range(0, len(level), MERGE_FAN_IN)]
-        return level[0]
+        result = level[0].result().value()
+        client.cancel(level)
+        return result
 
-    def _group(self, step: GroupByKey, held: Any, position: int, picked: list[Any]) -> tuple[list[Any], list[Any],
-                                                                                             Any]:
+    def _group(self, step: GroupByKey, held: Any, position: int, picked: list[Any]) -> None:
         """Group the key rows of every partition by key: each partition's rows are split by a hash of the
-        key into buckets, and one task per bucket groups the rows of all partitions that fall in it.
-
-        Returns the futures of the groups, of what they were computed from, and of the merged side
-        partial (None without one).
-        """
+        key into buckets, and one task per bucket groups the rows of all partitions that fall in it."""
         client = self.client_
         sources = list(picked)
         if step.extra is not None:
@@ -245,8 +235,9 @@ class DaskEngine(Engine):
                 groups.append(client.submit(_group_bucket, *pieces, pure=False))
         side = None
         if step.partial is not None:
-            side = self._tree(held, position, client.map(_side_of, picked, pure=False), _merge_sides)
-        return groups, inputs, side
+            sides = client.map(_side_of, picked, pure=False)
+            side = self._tree(held, position, sides, _merge_sides)
+        step.finish(_results_as_completed(groups, inputs), side)
 
     def _shuffle_groups(self, step: GroupByKey, sources: list[Any]) -> tuple[list[Any], list[Any]]:
         """The groups by a Dask DataFrame shuffle on ``key``, for partitions too many to split into
@@ -400,13 +391,6 @@ class _Packed:
         finally:
             if enabled:
                 gc.enable()
-
-
-def _collect(future: Any) -> Any:
-    """The merged partial a :meth:`DaskEngine._tree` future holds, on the driver; released on the cluster."""
-    value = future.result().value()
-    future.release()
-    return value
 
 
 def _pick(partials: list[_Packed], position: int) -> _Packed:
