@@ -115,17 +115,28 @@ class Batch:
                      columns=self.columns, raw=raw)
 
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """``compute()``, kept on the batch under ``key`` for as long as the batch lives.
+        """``compute()``, kept on the batch under ``key`` when the batch keeps what is derived from it.
 
-        A stage reads a batch once per fit round; the local engine keeps the decoded batches of a
-        corpus that fits its cache between rounds, so what a stage derives from a batch (the n-grams
-        and sentences of the trigger statistics) is then computed once per scan, not once per round.
-        ``key`` must name everything ``compute`` depends on besides the batch.
+        A stage reads a batch once per fit round; an engine that keeps the decoded batches of a corpus
+        between rounds, and has room for what stages derive from them too, marks them
+        (:meth:`keep_derived`), so that what a stage derives from a batch (the n-grams and sentences of
+        the trigger statistics) is computed once per scan, not once per round. Elsewhere ``compute()``
+        runs every time. ``key`` must name everything ``compute`` depends on besides the batch.
         """
-        memo = self.__dict__.setdefault("_derived", {})
+        memo = self.__dict__.get("_derived")
+        if memo is None:
+            return compute()
         if key not in memo:
             memo[key] = compute()
         return memo[key]
+
+    def keep_derived(self) -> None:
+        """Keep what :meth:`derived` computes from now on (the engine has room for it)."""
+        self.__dict__.setdefault("_derived", {})
+
+    def forget_derived(self) -> None:
+        """Drop what :meth:`derived` kept, and keep nothing more (the engine no longer keeps the batch)."""
+        self.__dict__.pop("_derived", None)
 
     def has(self, role: str) -> bool:
         """Whether the batch carries the column playing ``role``."""

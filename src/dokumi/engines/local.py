@@ -38,11 +38,13 @@ if TYPE_CHECKING:
 
 
 # Decoded batches the local engine keeps between reads, estimated as this many times their Arrow bytes
-# (the words, hashes and digests computed on them, and the trigger statistics' n-grams and sentences:
-# 6 times without those, 23 with them, measured as peak memory on 9.4 MB of labelled man pages): a
-# corpus that fits is read from disk and tokenised once.
+# (the words, hashes and digests computed on them): a corpus that fits is read from disk and tokenised once.
 CACHE_BYTES = 512 * 2**20
-_DECODED_PER_ARROW_BYTE = 24
+_DECODED_PER_ARROW_BYTE = 6
+# What stages derive from a kept batch and keep with it (Batch.derived: the trigger statistics' n-grams
+# and sentences), estimated the same way: about 17 more, measured as peak memory on 9.4 MB of labelled
+# man pages. A batch keeps them only while they fit the budget too; otherwise they are derived again.
+_DERIVED_PER_ARROW_BYTE = 18
 
 
 class CorpusBatches:
@@ -74,12 +76,21 @@ class CorpusBatches:
                     yield within_limit(batch, self.max_text_bytes)
                 continue
             kept: list[Batch] | None = [] if self._used < self.cache_bytes else None
+            costs: list[int] = []
             for batch in shard.batches(self.columns, self.batch_size):
                 if kept is not None:
+                    cost = _DECODED_PER_ARROW_BYTE * batch.records.nbytes
+                    derived = _DERIVED_PER_ARROW_BYTE * batch.records.nbytes
+                    if self._used + cost + derived <= self.cache_bytes:
+                        batch.keep_derived()
+                        cost += derived
                     kept.append(batch)
-                    self._used += _DECODED_PER_ARROW_BYTE * batch.records.nbytes
+                    costs.append(cost)
+                    self._used += cost
                     if self._used > self.cache_bytes:
-                        self._used -= sum(_DECODED_PER_ARROW_BYTE * b.records.nbytes for b in kept)
+                        self._used -= sum(costs)
+                        for dropped in kept:
+                            dropped.forget_derived()
                         kept = None
                 yield within_limit(batch, self.max_text_bytes)
             if kept is not None:
