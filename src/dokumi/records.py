@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dokumi.text.tokens import Tokens
 
 INSTRUCTION_SEPARATOR = "\n\n"
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class Batch:
         return Batch(records=take_records(self.records, indices), shard=self.shard, rows=self.rows.take(indices),
                      columns=self.columns, raw=raw)
 
-    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+    def derived(self, key: Hashable, compute: Callable[[], _T]) -> _T:
         """``compute()``, kept on the batch under ``key`` when the batch keeps what is derived from it.
 
         A stage reads a batch once per fit round; an engine that keeps the decoded batches of a corpus

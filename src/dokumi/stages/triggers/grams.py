@@ -147,6 +147,8 @@ def _word_lengths(tokens: Tokens, starts: np.ndarray, counts: np.ndarray) -> np.
     pass for a six-word sentence, and the credits line that ends many translated man pages for an
     inserted sentence.
     """
+    if not len(tokens.data) or tokens.data.max() < 0xE3:  # no character of U+3000 or above: no Han, no kana
+        return counts
     unspaced = np.isin(word_scripts(tokens), (HAN, KANA))
     if not unspaced.any():
         return counts
