@@ -142,7 +142,7 @@ class Patterns(Stage):
             unlike = np.zeros(n, dtype=bool)
             others = np.flatnonzero(~ascii_rows)
             if len(others):
-                unlike[others] = _matches(array.take(pa.array(others)), _UNLIKE_WORDS)
+                unlike[others] = _matches(array.take(pa.array(others)), _UNLIKE_WORDS, ignore_case=False)
         found = []
         for rule in self._rules:
             if rule.words is not None:
@@ -416,8 +416,8 @@ def _ascii_rows(array: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.string_is_ascii(array), True).to_numpy(zero_copy_only=False)
 
 
-def _matches(array: pa.Array, pattern: str) -> np.ndarray:
-    return pc.fill_null(pc.match_substring_regex(array, pattern, ignore_case=True), False).to_numpy(
+def _matches(array: pa.Array, pattern: str, ignore_case: bool = True) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(array, pattern, ignore_case=ignore_case), False).to_numpy(
         zero_copy_only=False)
 
 
