@@ -83,37 +83,19 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-# ASCII white space as str.split() sees it, and the lower case of every byte
-_ASCII_SPACE = np.zeros(256, dtype=bool)
-_ASCII_SPACE[np.frombuffer(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f", dtype=np.uint8)] = True
-_ASCII_LOWER = np.arange(256, dtype=np.uint8)
-_ASCII_LOWER[65:91] += 32
-
-
 def _normalized_codes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The code points of every text's :func:`normalize` form, concatenated, and each form's length."""
-    if not all(text.isascii() for text in texts):
-        normalized = [normalize(text) for text in texts]
-        lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
-        return np.frombuffer("".join(normalized).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64), lengths
-    # all ASCII (most batches): lower case and white space collapsed for the whole batch at once, as
-    # " ".join(text.lower().split()) does text by text
-    data = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)
-    sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    owner = np.repeat(np.arange(len(texts)), sizes)
-    ends = np.cumsum(sizes)
-    space = _ASCII_SPACE[data]
-    after_space = np.ones(len(data), dtype=bool)  # the character before is white space or the text's start
-    after_space[1:] = space[:-1]
-    after_space[(ends - sizes)[sizes > 0]] = True
-    # a white-space run is kept (as one space) when a word precedes it and one follows it in its text
-    words_before = np.concatenate(([0], np.cumsum(~space)))  # word characters before each position
-    words_after = words_before[ends[owner]] - words_before[1:]
-    keep = ~space | (~after_space & (words_after > 0))
-    codes = _ASCII_LOWER[data]
-    codes[space] = 32
-    lengths = np.bincount(owner[keep], minlength=len(texts)).astype(np.int64)
-    return codes[keep].astype(np.uint64), lengths
+    """The code points of every text's :func:`normalize` form, concatenated, and each form's length.
+
+    Text by text: ``str.lower`` and ``str.split`` run in C, 2.5 times faster than the same on a batch's
+    bytes with numpy (0.15 against 0.38 CPU-s for 17,000 man pages), whose temporaries are 8 bytes a
+    character.
+    """
+    normalized = [normalize(text) for text in texts]
+    lengths = np.fromiter(map(len, normalized), dtype=np.int64, count=len(normalized))
+    joined = "".join(normalized)
+    if joined.isascii():
+        return np.frombuffer(joined.encode("ascii"), dtype=np.uint8).astype(np.uint64), lengths
+    return np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64), lengths
 
 
 def shingle_hashes(texts: list[str]) -> list[np.ndarray]:
@@ -122,21 +104,29 @@ def shingle_hashes(texts: list[str]) -> list[np.ndarray]:
     A text shorter than five characters is one shingle; an empty text has none.
     """
     codes, lengths = _normalized_codes(texts)
-    ends = np.cumsum(lengths)
     # a text shorter than a shingle is hashed whole: pad its window with zeros
     short = (lengths > 0) & (lengths < SHINGLE_SIZE)
     if short.any():
-        codes = np.insert(codes, np.repeat(ends[short], SHINGLE_SIZE - lengths[short]), 0)
+        codes = np.insert(codes, np.repeat(np.cumsum(lengths)[short], SHINGLE_SIZE - lengths[short]), 0)
         lengths = np.where(short, SHINGLE_SIZE, lengths)
-        ends = np.cumsum(lengths)
+    ends = np.cumsum(lengths)
     windows = max(len(codes) - SHINGLE_SIZE + 1, 0)
     hashes = codes[:windows].copy()
-    for shift in range(1, SHINGLE_SIZE):
-        hashes = hashes * _POLYNOMIAL + codes[shift:shift + windows]
-    hashes = (hashes >> np.uint64(32)) ^ (hashes & np.uint64(0xFFFFFFFF))
-    owner = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)[:windows]
-    inside = np.arange(windows) + SHINGLE_SIZE <= ends[owner.astype(np.int64)]
-    keys = np.sort((owner[inside] << np.uint64(32)) | hashes[inside])
+    for shift in range(1, SHINGLE_SIZE):  # in place: the batch's arrays are 8 bytes a character
+        hashes *= _POLYNOMIAL
+        hashes += codes[shift:shift + windows]
+    folded = hashes >> np.uint64(32)
+    folded ^= hashes
+    folded &= np.uint64(0xFFFFFFFF)
+    # a window belongs to its text unless it starts in the text's last SHINGLE_SIZE - 1 characters
+    inside = np.ones(len(codes), dtype=bool)
+    for back in range(1, SHINGLE_SIZE):
+        inside[ends[lengths >= SHINGLE_SIZE] - back] = False
+    inside = inside[:windows]
+    keys = np.repeat(np.arange(len(texts), dtype=np.uint64), lengths)[:windows][inside]
+    keys <<= np.uint64(32)
+    keys |= folded[inside]
+    keys.sort()
     if len(keys):
         keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
     bounds = np.searchsorted(keys >> np.uint64(32), np.arange(len(texts) + 1, dtype=np.uint64))
