@@ -174,3 +174,19 @@ def test_empty_texts_between_words_add_no_empty_word():
     hashes, offsets = word_hashes(["a x", "", "é", "", "", "zz"])
     assert offsets.tolist() == [0, 2, 2, 3, 3, 3, 4]
     assert hashes.tolist() == [word_hash(w.encode("utf-8")) for w in ["a", "x", "é", "zz"]]
+
+
+def test_the_words_of_one_ascii_text_are_those_of_a_batch():
+    """``words_of`` reads ASCII text without a batch; it must split exactly as the batch tokeniser does."""
+    import string
+
+    from dokumi.text.tokens import Tokens, words_of
+
+    rng = random.Random(3)
+    alphabet = string.printable + "\x00\x7f"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    texts += ["API-Key_2 e.g. x", "tell  me", ""]
+    tokens = Tokens.of(texts)
+    for i, text in enumerate(texts):
+        assert words_of(text) == [tokens.word(j) for j in range(tokens.offsets[i], tokens.offsets[i + 1])]
+    assert words_of("API-Key_2 e.g.") == ["api", "key_2", "e", "g"]

@@ -156,9 +156,9 @@ class Patterns(Stage):
                         filled |= has
                     holds &= filled
                 if rule.near and holds.any() and ascii_rows is not None:
-                    near = holds.copy()
+                    near = holds & ascii_rows
                     for pair in rule.near:  # every pair of neighbouring slots must come close
-                        near &= pair.records(words)
+                        near &= pair.records(words, among=near)
                     holds &= near | ~ascii_rows
                 if unlike is not None:
                     holds |= unlike

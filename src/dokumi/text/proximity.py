@@ -43,10 +43,12 @@ class Near:
     after: WordSet
     gap: int
 
-    def records(self, tokens: Tokens) -> np.ndarray:
-        """Per record of ``tokens``, whether it holds such a pair."""
+    def records(self, tokens: Tokens, among: np.ndarray | None = None) -> np.ndarray:
+        """Per record of ``tokens``, whether it holds such a pair (only records where ``among`` is true
+        are looked at; the others are false)."""
         found = np.zeros(len(tokens), dtype=bool)
-        left = np.flatnonzero(self.before.holds(tokens, np.arange(len(tokens.hashes))))
+        words = np.arange(len(tokens.hashes)) if among is None else np.flatnonzero(among[tokens.owner])
+        left = words[self.before.holds(tokens, words)]
         if not len(left):
             return found
         end = tokens.offsets[tokens.owner[left] + 1]
