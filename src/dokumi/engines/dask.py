@@ -193,32 +193,66 @@ class DaskEngine(Engine):
                  for index, shard in enumerate(shards)] if shards else [
             client.submit(reader, held, 0, None, pure=False)]
         for future in as_completed(parts):
-            future.result()  # raise a worker's error here, before merging
+            if future.status == "error":  # raise a worker's error here, before merging; the partials
+                future.result()            # themselves stay on the workers (tens of MB a shard)
             update(1)
         try:
+            homes = self._holders(parts)
+            # every step's merging is sent before the first finish, so that the workers merge one step
+            # while the driver finishes another
+            merging: list[Any] = []
             for position, step in enumerate(steps):
                 picked = client.map(_pick, parts, [position] * len(parts), pure=False)
                 if isinstance(step, Reduce):
-                    step.finish(self._tree(held, position, picked, _merge_partials))
+                    merging.append(self._tree(held, position, picked, homes, _merge_partials))
                 else:
-                    self._group(step, held, position, picked)
-                client.cancel(picked)
+                    merging.append(self._group(step, held, position, picked, homes))
+            for step, pending in zip(steps, merging):
+                if isinstance(step, Reduce):
+                    step.finish(self._last_merge(step.merge, pending))
+                else:
+                    groups, inputs, sides = pending
+                    side = self._last_merge(step.partial.merge, sides) if step.partial is not None else None
+                    step.finish(_results_as_completed(groups, inputs), side)
         finally:
             client.cancel(parts + [held])
 
-    def _tree(self, held: Any, position: int, level: list[Any], merge: Any) -> Any:
-        """Merge the partials of ``level`` on the workers, MERGE_FAN_IN at a time; the result on the driver."""
+    def _holders(self, futures: list[Any]) -> list[str | None]:
+        """The worker holding each finished future's result (None where Dask does not say)."""
+        where = self.client_.who_has(futures)
+        return [next(iter(where.get(future.key) or ()), None) for future in futures]
+
+    def _tree(self, held: Any, position: int, level: list[Any], homes: list[str | None], merge: Any) -> list[Any]:
+        """Merge the partials of ``level`` on the workers: first those one worker holds, on that worker (no
+        transfer), MERGE_FAN_IN at a time; then across workers down to at most MERGE_FAN_IN, which the driver
+        merges itself (:meth:`_last_merge`), as it must receive the result anyway."""
         client = self.client_
-        while len(level) > 1:
+        by_home: dict[str | None, list[Any]] = {}
+        for future, home in zip(level, homes):
+            by_home.setdefault(home, []).append(future)
+        level = []
+        for home, futures in by_home.items():
+            for i in range(0, len(futures), MERGE_FAN_IN):
+                chunk = futures[i: i + MERGE_FAN_IN]
+                level.append(chunk[0] if len(chunk) == 1 else client.submit(
+                    merge, held, position, *chunk, pure=False, workers=[home] if home else None,
+                    allow_other_workers=True))
+        while len(level) > MERGE_FAN_IN:
             level = [client.submit(merge, held, position, *level[i: i + MERGE_FAN_IN], pure=False)
                      for i in range(0, len(level), MERGE_FAN_IN)]
-        result = level[0].result().value()
-        client.cancel(level)
-        return result
+        return level
 
-    def _group(self, step: GroupByKey, held: Any, position: int, picked: list[Any]) -> None:
+    def _last_merge(self, merge: Callable[[list[Any]], Any], level: list[Any]) -> Any:
+        """The one partial from the last few, merged on the driver; released on the cluster once read."""
+        partials = [future.result().value() for future in level]
+        self.client_.cancel(level)
+        return partials[0] if len(partials) == 1 else merge(partials)
+
+    def _group(self, step: GroupByKey, held: Any, position: int, picked: list[Any],
+               homes: list[str | None]) -> tuple[list[Any], list[Any], list[Any]]:
         """Group the key rows of every partition by key: each partition's rows are split by a hash of the
-        key into buckets, and one task per bucket groups the rows of all partitions that fall in it."""
+        key into buckets, and one task per bucket groups the rows of all partitions that fall in it.
+        Returns the groups' futures, the futures they are made from, and the side partials' last level."""
         client = self.client_
         sources = list(picked)
         if step.extra is not None:
@@ -233,11 +267,10 @@ class DaskEngine(Engine):
             for bucket in range(buckets):
                 pieces = client.map(_pick, inputs, [bucket] * len(inputs), pure=False)
                 groups.append(client.submit(_group_bucket, *pieces, pure=False))
-        side = None
+        sides = []
         if step.partial is not None:
-            sides = client.map(_side_of, picked, pure=False)
-            side = self._tree(held, position, sides, _merge_sides)
-        step.finish(_results_as_completed(groups, inputs), side)
+            sides = self._tree(held, position, client.map(_side_of, picked, pure=False), homes, _merge_sides)
+        return groups, inputs, sides
 
     def _shuffle_groups(self, step: GroupByKey, sources: list[Any]) -> tuple[list[Any], list[Any]]:
         """The groups by a Dask DataFrame shuffle on ``key``, for partitions too many to split into
