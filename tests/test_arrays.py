@@ -7,7 +7,7 @@ from dokumi.arrays import distinct, first_of_pairs, lookup
 
 
 @pytest.mark.parametrize("dtype", [np.uint64, np.int64])
-@pytest.mark.parametrize("sizes", [(40, 5_000), (3_000, 60_000), (9_000, 20_000)])
+@pytest.mark.parametrize("sizes", [(40, 5_000), (3_000, 60_000), (9_000, 20_000), (20_000, 50_000)])
 def test_lookup_finds_exactly_the_keys_present_and_where(dtype, sizes):
     wanted, asked = sizes
     rng = np.random.default_rng(sum(sizes))
@@ -32,3 +32,11 @@ def test_first_of_pairs_is_each_pair_once_in_order():
     owner = np.array([0, 0, 1, 0, 1, 2, 2])
     values = np.array([5, 5, 5, 7, 5, 9, 9], dtype=np.uint64)
     assert first_of_pairs(owner, values).tolist() == [0, 2, 3, 5]
+
+
+def test_lookup_with_repeated_sorted_keys_still_finds_them():
+    sorted_keys = np.repeat(np.arange(0, 40_000, 2, dtype=np.int64), 2)  # each key twice
+    keys = np.arange(40_000, dtype=np.int64)
+    found, where = lookup(sorted_keys, keys)
+    assert found.tolist() == (keys % 2 == 0).tolist()
+    assert (sorted_keys[where[found]] == keys[found]).all()

@@ -44,7 +44,27 @@ def lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nd
         where = np.zeros(len(keys), dtype=np.int64)
         found[maybe], where[maybe] = _search(sorted_keys, keys[maybe])
         return found, where
+    if len(keys) >= _HASH_MIN_KEYS and keys.dtype.kind in "iu" and keys.dtype == sorted_keys.dtype:
+        return _hashed(sorted_keys, keys)
     return _search(sorted_keys, keys)
+
+
+# Many keys among many: a hash table (pandas') beats a binary search, whose every step misses the cache
+# once the sorted keys outgrow it: 0.22 against 1.10 s for 5 million keys among 180,000, 0.59 against
+# 1.97 s for 2 million among 2 million.
+_HASH_MIN_KEYS = 2**15
+
+
+def _hashed(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    index = pd.Index(sorted_keys, copy=False)
+    if not index.is_unique:  # a hash lookup needs each key once
+        return _search(sorted_keys, keys)
+    where = index.get_indexer(keys).astype(np.int64, copy=False)
+    found = where >= 0
+    where[~found] = 0
+    return found, where
 
 
 def _search(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

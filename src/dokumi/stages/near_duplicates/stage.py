@@ -39,7 +39,16 @@ from dokumi.records import Batch
 from dokumi.stage import Stage, StageContext, StageResult
 from dokumi.stages.near_duplicates.index import Index, load_index, save_index
 from dokumi.stages.near_duplicates.protected import ProtectedSet
-from dokumi.stages.near_duplicates.signed import KEY_SCHEMA, NO_ID, Signed, id_keys, key_rows, member_arrays, sign
+from dokumi.stages.near_duplicates.signed import (
+    KEY_SCHEMA,
+    NO_ID,
+    KeyedRows,
+    Signed,
+    id_keys,
+    key_rows,
+    member_arrays,
+    sign,
+)
 
 MODES = ("repetition", "dedup")
 VERIFY = ("signature", "exact", "off")
@@ -197,7 +206,7 @@ class NearDuplicates(Stage):
             plan.append(Reduce("shingle-sets", dict, self._shingles, _merged_sets, self._cluster_exactly,
                                needed=lambda: len(getattr(self, "_wanted", ())) > 0))
         if self.mode == "repetition":
-            plan.append(Reduce("copy-words", dict, self._copy_words, _merged_sets, self._group_copies,
+            plan.append(Reduce("copy-words", KeyedRows, self._copy_words, KeyedRows.merged, self._group_copies,
                                needed=lambda: len(getattr(self, "_copies_wanted", ())) > 0))
         return plan
 
@@ -250,18 +259,15 @@ class NearDuplicates(Stage):
     def _cluster_exactly(self, sets: dict[int, np.ndarray]) -> None:
         self._finish(self._similarity(sets))
 
-    def _copy_words(self, signatures: dict[int, np.ndarray], batch: Batch) -> dict[int, np.ndarray]:
+    def _copy_words(self, signatures: KeyedRows, batch: Batch) -> KeyedRows:
         """Round after clustering (repetition mode): a MinHash of the word set of each clustered content."""
         keys = batch.content_keys
         hits = np.flatnonzero(lookup(self._copies_wanted, keys)[0])
-        if not len(hits):
-            return signatures
-        words = self._word_hasher.signatures_of_words(batch.select(hits).words)
-        for i, key in enumerate(keys[hits].tolist()):
-            signatures.setdefault(key, words[i])
+        if len(hits):
+            signatures.add(keys[hits], self._word_hasher.signatures_of_words(batch.select(hits).words))
         return signatures
 
-    def _group_copies(self, signatures: dict[int, np.ndarray]) -> None:
+    def _group_copies(self, gathered: KeyedRows) -> None:
         """Which clustered contents are kept: one per group of near-identical contents within a cluster.
 
         Two contents of one cluster are copies of each other when their word sets overlap by
@@ -270,12 +276,13 @@ class NearDuplicates(Stage):
         the group). Contents without a word-set signature (an earlier scan's) stay groups of their own.
         """
         members = self.members_
-        signed = np.sort(np.fromiter(signatures, dtype=np.uint64, count=len(signatures)))
-        clustered = np.flatnonzero(lookup(signed, members.key)[0] & (members.slot >= 0))
+        signed, signatures = gathered.table(COPY_PERM)
+        has_words, row = lookup(signed, members.key)
+        clustered = np.flatnonzero(has_words & (members.slot >= 0))
         kept = members.flags & _REPRESENTATIVE > 0
         kept[members.slot < 0] = True
         if len(clustered) > 1:
-            words = np.stack([signatures[int(k)] for k in members.key[clustered].tolist()])
+            words = signatures[row[clustered]]
             rank = np.argsort(np.argsort(self._copy_rank[clustered], kind="stable"), kind="stable")
             slot = members.slot[clustered]
             bar = self.duplicate_jaccard
@@ -294,9 +301,8 @@ class NearDuplicates(Stage):
         # records the fit never saw are compared with the word sets of the contents they are probed against
         probe = self.probe_
         probe.words = np.zeros((len(probe.content), COPY_PERM), dtype=np.uint32)
-        probe.has_words = lookup(signed, probe.content)[0]
-        for i in np.flatnonzero(probe.has_words).tolist():
-            probe.words[i] = signatures[int(probe.content[i])]
+        probe.has_words, row = lookup(signed, probe.content)
+        probe.words[probe.has_words] = signatures[row[probe.has_words]]
 
     def _similarity(self, sets: dict[int, np.ndarray] | None) -> Any:
         """The check of candidate pairs, given as positions in the candidate list."""
@@ -560,8 +566,8 @@ class _Nodes:
         seen = 0
         for table in groups:
             for chunk, content, bands_of in member_arrays(table):
-                at = np.searchsorted(self.key, content)
-                if len(at) and (at.max() >= len(self.key) or (self.key[at] != content).any()):
+                known, at = lookup(self.key, content)
+                if not known.all():
                     raise ValueError("a key group names a content that no partition signed")
                 lengths = np.diff(chunk.offsets.to_numpy())
                 group.append(np.repeat(np.arange(seen, seen + len(chunk), dtype=np.int64), lengths))
