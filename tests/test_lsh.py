@@ -130,3 +130,35 @@ def test_similarity_estimates():
     assert estimated_jaccard(signatures, np.array([0, 0]), np.array([1, 2])).tolist() == [0.5, 0.0]
     assert exact_jaccard(np.array([1, 2, 3]), np.array([2, 3, 4])) == 0.5
     assert exact_jaccard(np.array([]), np.array([])) == 1.0
+
+
+def test_cluster_labels_are_the_components_of_every_accepted_link():
+    """Bands link clusters one band at a time; the labels must be the lowest-rank node of each connected
+    component of all links accepted in all bands (computed here from scratch after every band)."""
+    from dokumi.lsh import _fallback, bucket_edges, cluster, connected_components
+
+    rng = np.random.default_rng(5)
+    n, bands = 3_000, 6
+    keys = rng.integers(0, 2_500, (n, bands)).astype(np.uint64)  # collisions in every band
+    rank = rng.permutation(n)
+    signature = rng.integers(0, 2, (n, 6))
+
+    def similar(left, right):
+        return (signature[left] == signature[right]).mean(axis=1) >= 0.8
+
+    order = np.argsort(rank, kind="stable")
+    labels, lefts, rights = np.arange(n), [], []
+    for band in range(bands):
+        heads, members, sorted_nodes, start = bucket_edges(keys[:, band], order)
+        pending = labels[heads] != labels[members]
+        heads, members, start = heads[pending], members[pending], start[pending]
+        passed = similar(heads, members)
+        lefts.append(heads[passed])
+        rights.append(members[passed])
+        left, right = _fallback(members[~passed], start[~passed], sorted_nodes, keys[:, band], similar)
+        lefts.append(left)
+        rights.append(right)
+        labels = connected_components(n, np.concatenate(lefts), np.concatenate(rights), rank)
+    got = cluster(keys, rank, similar)
+    assert got.tolist() == labels.tolist()
+    assert 10 < len(np.unique(got)) < n  # clusters formed, and not one

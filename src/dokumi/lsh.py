@@ -118,9 +118,9 @@ def cluster(keys: np.ndarray, rank: np.ndarray, similar: Similar | None = None) 
     n = len(keys)
     order = np.argsort(rank, kind="stable")
     labels = np.arange(n)
-    accepted_left: list[np.ndarray] = []
-    accepted_right: list[np.ndarray] = []
     for band in range(keys.shape[1]):
+        accepted_left: list[np.ndarray] = []
+        accepted_right: list[np.ndarray] = []
         heads, members, sorted_nodes, bucket_start = bucket_edges(keys[:, band], order)
         pending = labels[heads] != labels[members]
         heads, members, bucket_start = heads[pending], members[pending], bucket_start[pending]
@@ -133,7 +133,10 @@ def cluster(keys: np.ndarray, rank: np.ndarray, similar: Similar | None = None) 
             left, right = _fallback(members[~passed], bucket_start[~passed], sorted_nodes, keys[:, band], similar)
             accepted_left.append(left)
             accepted_right.append(right)
-        labels = connected_components(n, np.concatenate(accepted_left), np.concatenate(accepted_right), rank)
+        # this band's links join whole clusters: link their lowest-rank nodes (each cluster's label), so
+        # that each band's graph holds its own links only, not every link accepted so far
+        left, right = np.concatenate(accepted_left), np.concatenate(accepted_right)
+        labels = connected_components(n, labels[left], labels[right], rank)[labels]
     return labels
 
 
