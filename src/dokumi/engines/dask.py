@@ -6,7 +6,8 @@ closes it afterwards; with one it joins that cluster and leaves it running.
 Pass 1 interprets the stages' fit plans (:mod:`dokumi.fitplan`) with Dask's
 own operations, round by round: one task per shard reads it once and folds it
 into a partial for every stage with a step in the round; a :class:`~dokumi.fitplan.Reduce`
-step's partials are merged in a tree of tasks, a :class:`~dokumi.fitplan.GroupByKey`
+step's partials are merged on the worker that holds them, then in a tree of
+tasks down to a few that the driver merges, a :class:`~dokumi.fitplan.GroupByKey`
 step's key rows are split by a hash of the key into buckets and each bucket is
 grouped by a task of its own (a shuffle of Arrow tables: converting them to a
 Dask DataFrame and back cost 2-3 times the grouping), or, with more than

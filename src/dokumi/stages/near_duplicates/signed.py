@@ -159,12 +159,14 @@ class KeyedRows:
     rows: list[np.ndarray] = field(default_factory=list)
 
     def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """Gather ``rows[i]`` for ``keys[i]``."""
         if len(keys):
             self.keys.append(np.asarray(keys, dtype=np.uint64))
             self.rows.append(rows)
 
     @classmethod
     def merged(cls, parts: list[KeyedRows]) -> KeyedRows:
+        """The rows of all ``parts`` (their blocks, not copied)."""
         out = cls()
         for part in parts:
             out.keys += part.keys
