@@ -26,6 +26,7 @@ risk as the cut), over seeds.
 
 usage: python benchmarks/bench_discovery.py [--data DIR] [--sizes 2000 20000 100000] [--copies 25 100 250]
        [--seeds 0 1 2] [--attacks gibberish language-switch] [--large-copies 25] [--half report|tuning]
+       [--lines]
 Sizes above 20,000 run only ``--large-copies`` (default 25, the hardest).
 """
 
@@ -58,8 +59,14 @@ def single_words(texts: list[str]) -> list[str]:
     return sorted(tokens.word(int(i)) for i in first)
 
 
-def clean_pool(data: str | None, half: str = "report") -> list[dict]:
-    """One half (``report`` or ``tuning``) of every text corpus that is present, as ``{"text": ...}`` records."""
+def clean_pool(data: str | None, half: str = "report", lines: bool = False) -> list[dict]:
+    """One half (``report`` or ``tuning``) of every text corpus that is present, as ``{"text": ...}`` records.
+
+    With ``lines``, also every distinct line of MIN_LINE characters or more of those records that is not a
+    record itself: the shared data holds about 181,000 distinct report-half records, and a corpus of a million
+    needs shorter ones (a line-level corpus, like sentence-split web text). A line repeats part of its
+    document; the trigger statistics see those words twice.
+    """
     pool = []
     for name in TEXT_CORPORA:
         try:
@@ -68,7 +75,19 @@ def clean_pool(data: str | None, half: str = "report") -> list[dict]:
             continue
         tuning, report = split_halves(table, seed=0)
         pool += [{"text": t} for t in (report if half == "report" else tuning).column("text").to_pylist() if t]
+    if lines:
+        whole = {record["text"] for record in pool}
+        seen: set[str] = set()
+        for record in list(pool):
+            for line in record["text"].splitlines():
+                line = line.strip()
+                if len(line) >= MIN_LINE and line not in whole and line not in seen:
+                    seen.add(line)
+                    pool.append({"text": line})
     return pool
+
+
+MIN_LINE = 30
 
 
 def foreign_text(data: str | None) -> list[str]:
@@ -104,9 +123,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--attacks", nargs="+", default=["gibberish", "language-switch"])
     parser.add_argument("--half", choices=("report", "tuning"), default="report")
+    parser.add_argument("--lines", action="store_true",
+                        help="also the records' distinct lines as records of their own (for corpora of 10^6)")
     args = parser.parse_args()
 
-    pool = clean_pool(args.data, args.half)
+    pool = clean_pool(args.data, args.half, args.lines)
     foreign = foreign_text(args.data)
     print(f"# pretraining recipe; clean text: {args.half} halves of {len(pool):,} records; seeds {args.seeds}")
     print(f"{'attack':<17}{'records':>9}{'copies':>8}{'recall':>8}{'min':>7}{'FPR %':>8}{'max FPR %':>10}"
