@@ -162,3 +162,31 @@ def test_cluster_labels_are_the_components_of_every_accepted_link():
     got = cluster(keys, rank, similar)
     assert got.tolist() == labels.tolist()
     assert 10 < len(np.unique(got)) < n  # clusters formed, and not one
+
+
+def test_fallback_links_each_failed_member_to_the_first_bucket_mate_it_passes():
+    """Checked against the plain reading of the rule, member by member."""
+    from dokumi.lsh import FALLBACK_CANDIDATES, _fallback, bucket_edges
+
+    rng = np.random.default_rng(11)
+    n = 4_000
+    keys = rng.integers(0, 60, n).astype(np.uint64)  # buckets of about 67 nodes: longer than the window
+    rank = rng.permutation(n)
+    signature = rng.integers(0, 2, (n, 6))  # one pair in 64 passes: the whole window often matters
+
+    def similar(left, right):
+        return (signature[left] == signature[right]).all(axis=1)
+
+    heads, members, sorted_nodes, start = bucket_edges(keys, np.argsort(rank, kind="stable"))
+    failed = ~similar(heads, members)
+    got = _fallback(members[failed], start[failed], sorted_nodes, keys, similar)
+    expected_left, expected_right = [], []
+    for member, begin in zip(members[failed].tolist(), start[failed].tolist()):
+        window = [int(node) for node in sorted_nodes[begin + 1: begin + 1 + FALLBACK_CANDIDATES]
+                  if keys[node] == keys[member] and node != member]
+        passing = [node for node in window if similar(np.array([node]), np.array([member]))[0]]
+        if passing:
+            expected_left.append(passing[0])
+            expected_right.append(member)
+    assert got[0].tolist() == expected_left and got[1].tolist() == expected_right
+    assert 100 < len(expected_left) < failed.sum()  # some members link, some find no mate

@@ -143,22 +143,31 @@ def cluster(keys: np.ndarray, rank: np.ndarray, similar: Similar | None = None) 
 def _fallback(
     members: np.ndarray, bucket_start: np.ndarray, sorted_nodes: np.ndarray, keys: np.ndarray, similar: Similar
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Link each member that failed against its bucket's head to the first other bucket member it passes."""
+    """Link each member that failed against its bucket's head to the first other bucket member it passes
+    (among the FALLBACK_CANDIDATES that follow the head): every member's candidates checked in one call."""
     left, right = [], []
-    for member, start in zip(members.tolist(), bucket_start.tolist()):
-        key = keys[member]
-        stop = start + 1
-        while stop < len(sorted_nodes) and keys[sorted_nodes[stop]] == key and stop - start <= FALLBACK_CANDIDATES:
-            stop += 1
-        candidates = sorted_nodes[start + 1: stop]
-        candidates = candidates[candidates != member]
-        if not len(candidates):
+    offsets = np.arange(1, FALLBACK_CANDIDATES + 1)
+    block = max(1, 2**20 // FALLBACK_CANDIDATES)  # pairs checked per call, a bounded memory
+    for begin in range(0, len(members), block):
+        member, start = members[begin: begin + block], bucket_start[begin: begin + block]
+        at = start[:, None] + offsets[None, :]
+        inside = at < len(sorted_nodes)
+        candidate = sorted_nodes[np.minimum(at, len(sorted_nodes) - 1)]
+        # a bucket is a run of equal keys in the sorted nodes: the window ends where the key changes
+        inside &= keys[candidate] == keys[member][:, None]
+        inside &= candidate != member[:, None]
+        rows, columns = np.nonzero(inside)
+        if not len(rows):
             continue
-        passed = np.flatnonzero(similar(candidates, np.full(len(candidates), member)))
-        if len(passed):
-            left.append(int(candidates[passed[0]]))
-            right.append(member)
-    return np.array(left, dtype=np.int64), np.array(right, dtype=np.int64)
+        passed = np.zeros(inside.shape, dtype=bool)
+        passed[rows, columns] = similar(candidate[rows, columns], member[rows])
+        linked = np.flatnonzero(passed.any(axis=1))
+        first = passed[linked].argmax(axis=1)
+        left.append(candidate[linked, first])
+        right.append(member[linked])
+    if not left:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(left).astype(np.int64), np.concatenate(right).astype(np.int64)
 
 
 def cross_matches(
