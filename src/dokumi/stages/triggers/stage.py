@@ -716,19 +716,26 @@ class _Census:
         own_values, own_counts = np.unique(np.concatenate(own), return_counts=True) if own else (
             np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
         mine = counted.setdefault(token, set())
-        for record, _, before, after in found:
+        # every occurrence's continuation at once: its pairs held by two or more other records, per occurrence
+        pairs = [after[after != 0] for _, _, _, after in found]
+        sizes = np.fromiter(map(len, pairs), dtype=np.int64, count=len(pairs))
+        if not sizes.any():
+            return
+        flat = np.concatenate(pairs)
+        held = counts_of(values, counts, flat) - counts_of(own_values, own_counts, flat) >= 2
+        ends = np.cumsum(sizes)
+        running = np.concatenate(([0], np.cumsum(held)))
+        coverage = (running[ends] - running[ends - sizes]) / np.maximum(sizes, 1)
+        before = np.fromiter((b for _, _, b, _ in found), dtype=np.float64, count=len(found))
+        gibberish = (sizes > 0) & (coverage <= 2 * self.threshold) & (before >= coverage + MIN_FLUENCY_GAIN)
+        for i in np.flatnonzero(gibberish).tolist():  # each record counts once per token
+            record = found[i][0]
             if record in mine:
                 continue
-            pairs = after[after != 0]
-            if not len(pairs):
-                continue
-            held = counts_of(values, counts, pairs) - counts_of(own_values, own_counts, pairs)
-            coverage = float(np.mean(held >= 2))
-            if coverage <= 2 * self.threshold and before >= coverage + MIN_FLUENCY_GAIN:
-                mine.add(record)
-                self.seam_counts[token] += 1
-                self.seam_kinds.setdefault(token, Counter())[GIBBERISH] += 1
-                self.seam_kinds[token][VOCABULARY] += 1
+            mine.add(record)
+            self.seam_counts[token] += 1
+            self.seam_kinds.setdefault(token, Counter())[GIBBERISH] += 1
+            self.seam_kinds[token][VOCABULARY] += 1
 
     def seam_candidates(self) -> list[int]:
         """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
