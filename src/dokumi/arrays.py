@@ -31,9 +31,11 @@ _FILTER_MIN_RATIO = 16
 
 
 def lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which ``keys`` are in the ascending ``sorted_keys``, and where (a binary search, no hashing).
+    """Which ``keys`` are in the ascending ``sorted_keys``, and where.
 
-    Where a key is absent its position is meaningless (read it only where the key is found).
+    A binary search; for a few sorted keys and many keys, after a table of 16-bit slices rejects most;
+    for many among many, pandas' hash index. Where a key is absent its position is meaningless (read it
+    only where the key is found).
     """
     if not len(sorted_keys) or not len(keys):
         return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
@@ -106,4 +108,4 @@ def first_of_pairs(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.sort(order[first])
 
 
-__all__ = ["distinct", "first_of_pairs"]
+__all__ = ["distinct", "first_of_pairs", "lookup", "members"]
