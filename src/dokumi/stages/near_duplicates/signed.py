@@ -145,9 +145,6 @@ class Signed:
         return self.ids[0]
 
 
-__all__ = ["EMPTY", "KEY_SCHEMA", "MEMBER", "NO_ID", "Signed", "id_keys", "key_rows", "member_arrays", "sign"]
-
-
 @dataclass
 class KeyedRows:
     """One fixed-width row (e.g. a word-set MinHash) per content key, gathered in blocks: a partial that
@@ -173,13 +170,17 @@ class KeyedRows:
             out.rows += part.rows
         return out
 
-    def table(self, width: int, dtype: type = np.uint32) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct keys (ascending) and each one's row."""
+    def table(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct keys (ascending) and each one's row (``width`` 32-bit values where there is none)."""
         if not self.keys:
-            return np.zeros(0, dtype=np.uint64), np.zeros((0, width), dtype=dtype)
+            return np.zeros(0, dtype=np.uint64), np.zeros((0, width), dtype=np.uint32)
         keys, rows = np.concatenate(self.keys), np.concatenate(self.rows)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
         first = np.ones(len(keys), dtype=bool)
         first[1:] = keys[1:] != keys[:-1]
         return keys[first], rows[order[first]]
+
+
+__all__ = ["EMPTY", "KEY_SCHEMA", "MEMBER", "NO_ID", "KeyedRows", "Signed", "id_keys", "key_rows", "member_arrays",
+           "sign"]
