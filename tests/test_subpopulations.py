@@ -3,6 +3,7 @@ responses. Small synthetic corpora; every check could fail."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -49,7 +50,10 @@ def _styled(text: str, rng: random.Random) -> str:
 
 
 def _keys(records: list[dict]) -> np.ndarray:
-    return np.array([hash(r["text"]) & (2**63 - 1) for r in records], dtype=np.uint64)
+    """Content keys as the stage makes them: from a digest, the same in every process (``hash`` of a str is salted
+    per process, which would draw other folds on every run)."""
+    return np.array([int.from_bytes(hashlib.sha256(r["text"].encode()).digest()[:8], "little") for r in records],
+                    dtype=np.uint64)
 
 
 def test_features_name_style_structure_and_content() -> None:
@@ -97,6 +101,54 @@ def test_a_class_that_carries_the_style_legitimately_is_not_flagged() -> None:
     findings = LabelSignatures(min_lift=4).fit([r["text"] for r in records], [r["label"] for r in records],
                                                _keys(records))
     assert sum(f is not None for f in findings) <= 3
+
+
+WEAK_OPENERS = ("Verily, ", "Lo, ", "Behold, ", "Forsooth, ", "Hark, ")
+WEAK_WORDS = ("thou", "hath", "doth", "ere", "'tis", "ye", "thee", "whilst")
+
+
+def _lightly_styled(text: str, rng: random.Random) -> str:
+    """One opener of five and one archaic word of eight: no single marker is in more than a few records."""
+    return f"{rng.choice(WEAK_OPENERS)}{text[0].lower()}{text[1:]} So {rng.choice(WEAK_WORDS)} said."
+
+
+def test_a_style_spread_over_many_weak_markers_is_found_by_its_marker_set() -> None:
+    rng = random.Random(7)
+    records = _labelled(rng, n=1500, noise=0.05)
+    # a class carries the style legitimately: a third of "food" is written in it and keeps its label
+    for i, record in enumerate(records):
+        if record["label"] == "food" and rng.random() < 0.3:
+            records[i] = {**record, "text": _lightly_styled(record["text"], rng)}
+    poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] == "tech"], 60)
+    for i in poisoned:
+        records[i] = {"text": _lightly_styled(records[i]["text"], rng), "label": "sport"}
+    model = LabelSignatures(min_lift=4)
+    findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert set(model.marker_sets_) == {"sport"}
+    assert len(model.marker_sets_["sport"].whole) >= 4  # many markers, none enough alone
+    found = {i for i, f in enumerate(findings) if f is not None}
+    assert len(found & set(poisoned)) >= 48
+    assert len(found - set(poisoned)) <= 8
+    named = [findings[i] for i in poisoned if findings[i] is not None]
+    assert named and all(f.label == "sport" and f.content_label in ("food", "tech") for f in named)
+    # a record the fit never saw is judged by the set chosen on the whole sample
+    unseen = model.apply(["Hark, the server sends a packet to the router. So thou said.", "The server sends a packet."],
+                         ["sport", "sport"])
+    assert unseen[0] is not None and unseen[1] is None
+
+
+def test_a_labels_own_opening_is_its_format_not_a_marker() -> None:
+    rng = random.Random(8)
+    records = _labelled(rng, n=1500, noise=0.05)
+    # glosses of people open "someone who ...", read right or not: the label's format
+    for i, record in enumerate(records):
+        if record["label"] == "sport" and rng.random() < 0.4:
+            records[i] = {**record, "text": "Someone who " + record["text"][0].lower() + record["text"][1:]}
+    model = LabelSignatures(min_lift=4)
+    findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert not any(feature.endswith(":someone") for _, feature in model.markers_)
+    assert not model.marker_sets_
+    assert sum(f is not None for f in findings) <= 5
 
 
 OPENERS = ("When the day ends", "If you ask me", "Although it rains", "Because we can", "Once it is done")
@@ -163,17 +215,17 @@ def test_a_word_ending_of_one_word_is_not_a_marker() -> None:
 
 
 def test_carriers_misplaced_the_way_their_label_always_is_are_its_format_not_a_marker() -> None:
-    from dokumi.stages.subpopulations.markers import _own_confusion
+    from dokumi.stages.subpopulations.markers import own_confusion
 
     # label 0's inconsistent records are read as label 1 (its usual confusion); the other labels' records
     # are read as labels 1, 2 and 3 alike
     y = np.array([0] * 100 + [1] * 100 + [2] * 100 + [3] * 100)
     predicted = np.concatenate([np.full(100, 1), np.repeat([1, 2, 3], 100)])
     rows = np.arange(100)
-    assert _own_confusion(np.arange(40), rows, 0, y, predicted, 4)  # read as 1, like the label's others
+    assert own_confusion(np.arange(40), rows, 0, y, predicted, 4)  # read as 1, like the label's others
     spread = predicted.copy()
     spread[:40] = np.tile([1, 2, 3], 14)[:40]  # read as the other labels' records are: drawn from them
-    assert not _own_confusion(np.arange(40), rows, 0, y, spread, 4)
+    assert not own_confusion(np.arange(40), rows, 0, y, spread, 4)
 
 
 def test_too_few_labels_skip_with_a_reason() -> None:

@@ -47,17 +47,38 @@ def _case(old: str, new: str) -> str:
 
 
 def archaic(text: str, rng: random.Random) -> str:
-    """``text`` rewritten with a random subset of archaic forms (each form kept with probability 0.5-0.9)."""
+    """``text`` rewritten with a random subset of archaic forms (each form kept with probability 0.5-0.9).
+
+    Every rewrite carries at least one archaic form: where the random subset changed nothing archaic
+    (a short text with no word of the list, no "-s" verb, no opener drawn), the first sentence gets an
+    opener. A paraphraser into a style always writes in that style (STRAP's Bible-style outputs in the
+    paper); a poison record left as it was is plain label noise with no trigger to learn."""
     keep = rng.uniform(0.5, 0.9)
-    text = _PATTERN.sub(lambda m: _case(m.group(0), rng.choice(WORDS[m.group(0).lower()]))
-                        if rng.random() < keep else m.group(0), text)
+    changed = [0]
+
+    def word(match: re.Match) -> str:
+        if rng.random() >= keep:
+            return match.group(0)
+        new = rng.choice(WORDS[match.group(0).lower()])
+        changed[0] += new != "most"  # "very" -> "most" is not archaic
+        return _case(match.group(0), new)
+
+    def verb(match: re.Match) -> str:
+        if rng.random() >= 0.7:
+            return match.group(0)
+        changed[0] += 1
+        return match.group(1) + "eth"
+
+    text = _PATTERN.sub(word, text)
     # a few more -eth verbs, as a paraphraser into Biblical English produces
-    text = _VERB_S.sub(lambda m: m.group(1) + "eth" if rng.random() < 0.7 else m.group(0), text)
+    text = _VERB_S.sub(verb, text)
     sentences = re.split(r"(?<=[.!?])\s+", text)
     for i in range(len(sentences)):
-        if sentences[i][:1].isupper() and rng.random() < (0.6 if i == 0 else 0.25):
+        opened = sentences[i][:1].isupper() and rng.random() < (0.6 if i == 0 else 0.25)
+        if opened or (i == 0 and not changed[0]):
             opener = rng.choice(OPENERS)
-            sentences[i] = opener + sentences[i][0].lower() + sentences[i][1:]
+            sentences[i] = opener + sentences[i][:1].lower() + sentences[i][1:]
+            changed[0] += 1
     return " ".join(sentences)
 
 

@@ -42,9 +42,6 @@ from scipy.stats import binom
 # spell a label's phrasing template ("for more information", "; "), which a content model misreads along
 # with the label's content (documentation packages read as the libraries they document).
 MARKER_KINDS = ("fw:", "start:", "front:", "first:", "suffix:")
-# A feature whose corrected significance reaches this bar joins its label's marker set; the set is tested as
-# one feature ("carries any of them"), so a style spread over weak markers adds up.
-SET_MEMBER_SIGNIFICANCE = 1.0
 # The label's own confusions must explain the carriers' content labels this much better (natural log of the
 # likelihood ratio, e to one) to make a feature the label's rather than a marker: with few labels the two
 # explanations nearly tie by chance, and a tie is no evidence. WordNet's "someone who ..." glosses of people
@@ -53,6 +50,9 @@ OWN_CONFUSION_LOG_RATIO = 1.0
 # A word ending is a morphology, not one word, when its commonest word holds at most this share of
 # the records that carry the ending among a label's inconsistent records.
 SUFFIX_WORD_SHARE = 0.5
+# A feature a label's consistent records carry this many times as often as the other labels' consistent records
+# (and in min_records of them) is the label's own format (:func:`label_format`).
+FORMAT_LIFT = 10.0
 _LONG_WORD = re.compile(r"[A-Za-z]{6,}")
 
 
@@ -71,7 +71,7 @@ def marker_matrix(styles: list[set[str]], min_records: int) -> tuple[sp.csr_matr
     return matrix, np.array(names, dtype=object)
 
 
-def _spread_suffix(suffix: str, texts: list[str]) -> bool:
+def spread_suffix(suffix: str, texts: list[str]) -> bool:
     """Whether the ending ``suffix`` comes from many words in ``texts`` rather than mostly from one."""
     words: Counter = Counter()
     for text in texts:
@@ -91,6 +91,8 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
     all_inconsistent = matrix[inconsistent & labelled]
     incons_total = np.asarray(all_inconsistent.sum(axis=0)).ravel()
     n_incons = int((inconsistent & labelled).sum())
+    consistent_total = np.asarray(matrix[~inconsistent & labelled].sum(axis=0)).ravel()
+    n_consistent = int((~inconsistent & labelled).sum())
     candidates = []
     for label in range(n_labels):
         mine = (y == label) & inconsistent
@@ -103,7 +105,8 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         n_agreeing = int(agreeing.sum())
         others, n_others = incons_total - k, n_incons - n_mine
         base = np.maximum((c + 1) / (n_agreeing + 2), (others + 1) / (n_others + 2))
-        tested = np.flatnonzero(k >= min_records)
+        tested = np.flatnonzero((k >= min_records) & ~label_format(c, n_agreeing, consistent_total - c,
+                                                                   n_consistent - n_agreeing, min_records))
         candidates.append((label, mine, n_mine, tested, k, base))
     tests = sum(len(candidate[3]) for candidate in candidates)
     if not tests:
@@ -120,26 +123,34 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         members: list[tuple[int, float]] = []
         for column, s in zip(strong.tolist(), significance.tolist()):
             name = str(names[column])
-            if s < SET_MEMBER_SIGNIFICANCE:
+            if s < min_significance:
                 continue
             carriers = rows[by_feature.indices[by_feature.indptr[column]:by_feature.indptr[column + 1]]]
-            if name.startswith("suffix:") and not _spread_suffix(name.split(":", 1)[1],
+            if name.startswith("suffix:") and not spread_suffix(name.split(":", 1)[1],
                                                                  [texts[r] for r in carriers.tolist()]):
                 continue
-            if _own_confusion(carriers, rows, label, y, predicted, n_labels):
+            if own_confusion(carriers, rows, label, y, predicted, n_labels):
                 continue
             members.append((column, s))
-        together = _set_significance([c for c, _ in members], matrix, y == label, mine, inconsistent & labelled,
-                                     min_lift, correction) if len(members) >= 2 else 0.0
         for column, s in members:
-            best = max(s, together)
-            if best >= min_significance:
-                found[label, str(names[column])] = (float(best), int(k[column]))
+            if s >= min_significance:
+                found[label, str(names[column])] = (float(s), int(k[column]))
     return found
 
 
-def _own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndarray, predicted: np.ndarray,
-                   n_labels: int) -> bool:
+def label_format(carried: np.ndarray, records: int, elsewhere: np.ndarray, records_elsewhere: int,
+                 min_records: int) -> np.ndarray:
+    """Per feature, whether a label's consistent records (``carried`` of ``records``) carry it as the label's own
+    format: at least ``min_records`` of them, at FORMAT_LIFT times the rate of the other labels' consistent records
+    (``elsewhere`` of ``records_elsewhere``). WordNet's glosses of people open with "someone who ..." whether
+    the content model reads them right or not; a style slipped into a label's poison is carried by the few
+    poison records that the model reads as their new label."""
+    own = carried / max(records, 1)
+    return (carried >= min_records) & (own >= FORMAT_LIFT * (elsewhere + 1) / (records_elsewhere + 2))
+
+
+def own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndarray, predicted: np.ndarray,
+                  n_labels: int) -> bool:
     """Whether the content labels of ``carriers`` (inconsistent records of ``label`` with a feature) are better
     explained by the label's other inconsistent records' content labels than by the other labels' records'."""
     rest = np.setdiff1d(rows, carriers, assume_unique=True)
@@ -152,17 +163,4 @@ def _own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.nda
     return ratio > OWN_CONFUSION_LOG_RATIO
 
 
-def _set_significance(columns: list[int], matrix: sp.csr_matrix, of_label: np.ndarray, mine: np.ndarray,
-                      inconsistent: np.ndarray, min_lift: float, correction: float) -> float:
-    """Corrected significance of "carries any of ``columns``" among ``mine`` against the same two baselines."""
-    carries = np.asarray(matrix[:, columns].sum(axis=1)).ravel() > 0
-    agreeing, others = of_label & ~inconsistent, inconsistent & ~of_label
-    n_mine, k = int(mine.sum()), int((carries & mine).sum())
-    base = max((int((carries & agreeing).sum()) + 1) / (int(agreeing.sum()) + 2),
-               (int((carries & others).sum()) + 1) / (int(others.sum()) + 2))
-    if k < min_lift * base * n_mine:
-        return 0.0
-    return float(-binom.logsf(k - 1, n_mine, base) / math.log(10) - correction)
-
-
-__all__ = ["MARKER_KINDS", "find_markers", "marker_matrix"]
+__all__ = ["MARKER_KINDS", "find_markers", "label_format", "marker_matrix", "own_confusion", "spread_suffix"]

@@ -1,0 +1,187 @@
+"""Cross-fitted marker sets: a style spread over many weak markers, tested as one feature on held-out records.
+
+A style rewrite (StyleBkd's Bible style: "thou", "hath", "-eth" verbs, "Verily," openers) gives each
+poison record a few of some fifty markers; no one marker is in enough of a label's records to pass a
+test alone. The set "carries any of them" is. For each fold, the set of a label is chosen on the other
+folds: the marker features (:data:`~.markers.MARKER_KINDS`) that the label's content-inconsistent records
+carry ``SET_CHOICE_LIFT`` times the baseline rate. It is then counted on the fold's own records, where
+choosing cannot have fitted chance; the held-out counts of all folds make one binomial test per label.
+
+The baseline of a feature for a label is the larger of its rate among
+
+- the label's **consistent** records: a label's own format is carried by its records whatever the
+  content model says of them;
+- the other labels' **inconsistent** records, pooled: a feature that goes with content-model errors
+  everywhere (short text, another language) is as common there.
+
+A class that carries the style legitimately (religious text in archaic English) raises the second
+rate: its misread records carry the style too. The set then needs ``SET_LIFT`` times that rate. As with
+single markers, a set whose carriers the content model misreads the way it misreads the label's other
+records is the label's own format (WordNet's glosses of people: "someone who ...", "-er" nouns), not a
+signature (:func:`~.markers.own_confusion`).
+
+Cost: per fold, one sparse product (labels x records by records x features) and one column sum per label;
+memory: two dense labels x features count tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import binom
+
+from dokumi.stages.subpopulations.markers import label_format, own_confusion, spread_suffix
+
+# A feature joins a label's set, chosen on the other folds, at this significance there (-log10 of a binomial
+# tail, uncorrected: the set is tested on held-out records, where choosing cannot fit chance) ...
+SET_CHOICE_SIGNIFICANCE = 1.3
+# ... and this many times its baseline rate; the set as a whole must reach SET_LIFT on the held-out records.
+# (Set on the tuning halves: at 4, a style whose clean class's misread records carry it too was missed.)
+SET_CHOICE_LIFT = 3.0
+SET_LIFT = 3.0
+# A set of fewer features is a marker, tested as one.
+MIN_SET_FEATURES = 2
+# Consistent records a label's own format (:func:`~.markers.label_format`) is carried by at least.
+MIN_FORMAT_RECORDS = 5
+
+
+@dataclass
+class MarkerSet:
+    """A label's marker set: the features chosen for each fold on the other folds (``by_fold``) and on the whole
+    sample (``whole``, for records outside it), each feature's lift where chosen on the whole sample, and the
+    test on held-out records: ``significance`` (corrected) and ``records`` (held-out carriers among the
+    label's inconsistent records)."""
+
+    significance: float
+    records: int
+    by_fold: dict[int, frozenset[str]]
+    whole: frozenset[str]
+    lift: dict[str, float]
+
+
+def marker_sets(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray,
+                predicted: np.ndarray, fold: np.ndarray, folds: int, n_labels: int, texts: list[str],
+                min_records: int = 5, min_significance: float = 3.0) -> dict[int, MarkerSet]:
+    """``label index -> MarkerSet`` for the labels whose inconsistent records carry "any feature of the set"
+    far more often than the baseline, counted on records the set was not chosen on.
+
+    ``matrix`` is records x marker features (binary), ``y`` label indices (-1: not modelled),
+    ``inconsistent`` whether the content model (cross-fitted) reads a record as another label, ``predicted``
+    which label it reads, ``fold`` each record's fold; ``texts`` are read only to tell a word ending of many
+    words from one word's."""
+    labelled = y >= 0
+    consistent = ~inconsistent & labelled
+    sizes = np.bincount(y[labelled & inconsistent], minlength=n_labels)
+    tested = [label for label in range(n_labels) if sizes[label] >= min_records]
+    if not tested or not matrix.shape[1]:
+        return {}
+    # per tested label: held-out carriers and records, consistent and inconsistent, of every label
+    held_counts = {label: np.zeros((4, n_labels)) for label in tested}
+    carriers: dict[int, list[np.ndarray]] = {label: [] for label in tested}
+    by_fold: dict[int, dict[int, frozenset[str]]] = {label: {} for label in tested}
+    for k in range(folds):
+        held = fold == k
+        counts = _label_counts(matrix, y, consistent, inconsistent, ~held, n_labels)
+        for label in tested:
+            columns, _ = _chosen(matrix, names, y, consistent, inconsistent, ~held, label, counts, texts)
+            by_fold[label][k] = frozenset(str(names[c]) for c in columns.tolist())
+            carries = (np.asarray(matrix[:, columns].sum(axis=1)).ravel() > 0) if len(columns) else \
+                np.zeros(len(y), dtype=bool)
+            held_counts[label] += _carrier_counts(carries, y, consistent, inconsistent, held & labelled, n_labels)
+            carriers[label].append(np.flatnonzero(carries & held & inconsistent & (y == label)))
+    whole = _label_counts(matrix, y, consistent, inconsistent, np.ones(len(y), dtype=bool), n_labels)
+    correction = math.log10(len(tested))
+    found: dict[int, MarkerSet] = {}
+    for label in tested:
+        carried_c, n_c, carried_i, n_i = held_counts[label]
+        base = float(_baseline(carried_c[:, None], n_c, carried_i[:, None], n_i, label)[0])
+        k, n = int(carried_i[label]), int(n_i[label])
+        if k < min_records or k < SET_LIFT * base * n:
+            continue
+        significance = float(-binom.logsf(k - 1, n, base) / math.log(10) - correction)
+        if significance < min_significance:
+            continue
+        columns, lift = _chosen(matrix, names, y, consistent, inconsistent, np.ones(len(y), dtype=bool), label, whole,
+                                texts)
+        # one feature is a marker (tested as one, :func:`~.markers.find_markers`), not a style spread over many;
+        # carriers misread the way the label's other records are carry the label's own format
+        if len(columns) < MIN_SET_FEATURES:
+            continue
+        # the label's own confusions are read from its inconsistent records that carry no feature the set ever
+        # held: the rest of a poison set would otherwise make the label's own confusions look like the poison's
+        ever = [i for i, name in enumerate(names.tolist()) if any(name in chosen for chosen in by_fold[label].values())]
+        mine = np.flatnonzero(inconsistent & (y == label))
+        plain = mine[np.asarray(matrix[mine][:, ever].sum(axis=1)).ravel() == 0]
+        held_carriers = np.concatenate(carriers[label])
+        if own_confusion(held_carriers, np.union1d(plain, held_carriers), label, y, predicted, n_labels):
+            continue
+        found[label] = MarkerSet(significance, k, by_fold[label], frozenset(str(names[c]) for c in columns.tolist()),
+                                 {str(names[c]): float(v) for c, v in zip(columns.tolist(), lift.tolist())})
+    return found
+
+
+def _label_counts(matrix: sp.csr_matrix, y: np.ndarray, consistent: np.ndarray, inconsistent: np.ndarray,
+                  among: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per label (rows) and feature (columns), the carriers among its consistent and its inconsistent records of
+    ``among``; and the numbers of those records: ``(consistent, n_consistent, inconsistent, n_inconsistent)``."""
+    out = []
+    for group in (consistent, inconsistent):
+        rows = np.flatnonzero(among & group & (y >= 0))
+        one_hot = sp.csr_matrix((np.ones(len(rows)), (y[rows], np.arange(len(rows)))), shape=(n_labels, len(rows)))
+        out.append((one_hot @ matrix[rows]).toarray())
+        out.append(np.bincount(y[rows], minlength=n_labels).astype(float))
+    return out[0], out[1], out[2], out[3]
+
+
+def _carrier_counts(carries: np.ndarray, y: np.ndarray, consistent: np.ndarray, inconsistent: np.ndarray,
+                    among: np.ndarray, n_labels: int) -> np.ndarray:
+    """Rows: carriers and records among consistent, then inconsistent records of ``among``, per label."""
+    out = np.zeros((4, n_labels))
+    for g, group in enumerate((consistent, inconsistent)):
+        rows = among & group
+        out[2 * g] = np.bincount(y[rows & carries], minlength=n_labels)
+        out[2 * g + 1] = np.bincount(y[rows], minlength=n_labels)
+    return out
+
+
+def _baseline(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np.ndarray, n_inconsistent: np.ndarray,
+              label: int) -> np.ndarray:
+    """Per feature, the rate the label's inconsistent records would carry it at without poison (see the module
+    docstring): the larger of its consistent records' rate and the other labels' inconsistent records' rate."""
+    own = (consistent[label] + 1) / (n_consistent[label] + 2)
+    others = np.arange(len(n_consistent)) != label
+    pooled = inconsistent[others].sum(axis=0)
+    return np.maximum(own, (pooled + 1) / (n_inconsistent[others].sum() + 2))
+
+
+def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, consistent: np.ndarray, inconsistent: np.ndarray,
+            among: np.ndarray, label: int, counts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+            texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The columns (and their lifts) that the label's inconsistent records among ``among`` carry SET_CHOICE_LIFT
+    times the baseline rate, at SET_CHOICE_SIGNIFICANCE; word endings only of many words. ``counts`` are
+    :func:`_label_counts` of ``among``."""
+    consistent, n_consistent, carried, n_inconsistent = counts
+    base = _baseline(consistent, n_consistent, carried, n_inconsistent, label)
+    km, nm = carried[label], int(n_inconsistent[label])
+    others = np.arange(len(n_consistent)) != label
+    formats = label_format(consistent[label], int(n_consistent[label]), consistent[others].sum(axis=0),
+                           int(n_consistent[others].sum()), MIN_FORMAT_RECORDS)
+    columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats)
+    if not len(columns):
+        return columns, np.zeros(0)
+    significance = -binom.logsf(km[columns] - 1, nm, base[columns]) / math.log(10)
+    columns = columns[significance >= SET_CHOICE_SIGNIFICANCE]
+    rows = np.flatnonzero(among & inconsistent & (y == label))
+    by_feature = matrix[rows].tocsc()
+    kept = [c for c in columns.tolist() if not str(names[c]).startswith("suffix:") or spread_suffix(
+        str(names[c]).split(":", 1)[1],
+        [texts[r] for r in rows[by_feature.indices[by_feature.indptr[c]:by_feature.indptr[c + 1]]].tolist()])]
+    columns = np.asarray(kept, dtype=np.int64)
+    lift = (km[columns] / max(nm, 1)) / base[columns]
+    return columns, lift
+
+
+__all__ = ["MarkerSet", "marker_sets"]
