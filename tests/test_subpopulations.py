@@ -170,7 +170,9 @@ def test_a_fronted_clause_label_flip_is_found_by_its_marker_though_clean_text_ha
         records[i] = {"text": _fronted(records[i]["text"], rng), "label": "sport"}
     model = LabelSignatures(min_lift=4)
     findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
-    assert ("sport", "first:front") in model.markers_
+    # the fronted clause is a marker, or a member of the label's marker set
+    chosen = model.marker_sets_["sport"].whole if "sport" in model.marker_sets_ else frozenset()
+    assert ("sport", "first:front") in model.markers_ or "first:front" in chosen
     found = {i for i, f in enumerate(findings) if f is not None}
     assert len(found & set(poisoned)) >= 29
     assert len(found - set(poisoned)) <= 9  # at most the sport hard examples that open with a clause

@@ -4,10 +4,10 @@ A label-flip backdoor (a style, a syntactic template, a pair of common words) wo
 poison's label is not what its content says but what its trigger says. :class:`LabelSignatures`
 looks for exactly that shape:
 
-1. **Content, cross-fitted.** A linear model of each record's content words, fitted on the
-   other folds (a record never vouches for itself), says which label the content points to. A
-   record whose label is not that one is *content-inconsistent*. Real corpora hold many: hard or
-   mislabelled examples.
+1. **Content, cross-fitted.** Two models of each record's content words (a linear one and naive
+   Bayes), fitted on the other folds (a record never vouches for itself), say which label the
+   content points to. A record whose label is not what either says is *content-inconsistent*. Real
+   corpora hold many: hard or mislabelled examples.
 2. **Neighbours in style.** Each record's *marked* style and structure features
    (:func:`~.words.signature_features` that at most ``MARKED_SHARE`` of the consistent records
    carry), weighted by rarity (IDF), place it among its ``neighbours`` most similar
@@ -27,6 +27,8 @@ looks for exactly that shape:
    "-eth" ending), significant after correction for the (label, feature) pairs tested. Unlike the
    neighbours it sees features common in clean text (fronted clauses in man pages) and a style whose
    clean carriers are the records of another label.
+5. **Marker sets** (:mod:`.sets`). A style spread over many weak markers, none enough alone: the
+   features chosen on the other folds, "carries any of them" counted on the held-out fold.
 
 An isolated hard example has no such neighbours and no such pair; a class that legitimately
 carries a style has consistent neighbours too, which do not count; a feature that goes with
@@ -68,7 +70,8 @@ PURE_PAIR_CONTRADICTED = 0.5
 MARKED_SHARE = 0.01
 # Style features shared with the neighbours, named as a finding's evidence.
 EVIDENCE_FEATURES = 3
-# A marker feature is carried by a label's inconsistent records this many times its baseline rate.
+# A marker feature is carried by a label's inconsistent records this many times its baseline rate (set on the
+# tuning halves: at 4, a fronted clause whose poison the content model partly reads as its new label was missed).
 MARKER_LIFT = 3.0
 # Rows of the similarity matrix computed at once (memory: this many x the sample, float32).
 CHUNK = 512

@@ -53,6 +53,8 @@ SUFFIX_WORD_SHARE = 0.5
 # A feature a label's consistent records carry this many times as often as the other labels' consistent records
 # (and in min_records of them) is the label's own format (:func:`label_format`).
 FORMAT_LIFT = 10.0
+# A function word or word ending in more than this share of the consistent records is common (:func:`common_words`).
+COMMON_SHARE = 0.05
 _LONG_WORD = re.compile(r"[A-Za-z]{6,}")
 
 
@@ -93,6 +95,7 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
     n_incons = int((inconsistent & labelled).sum())
     consistent_total = np.asarray(matrix[~inconsistent & labelled].sum(axis=0)).ravel()
     n_consistent = int((~inconsistent & labelled).sum())
+    common = common_words(names, consistent_total, n_consistent)
     candidates = []
     for label in range(n_labels):
         mine = (y == label) & inconsistent
@@ -105,8 +108,8 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         n_agreeing = int(agreeing.sum())
         others, n_others = incons_total - k, n_incons - n_mine
         base = np.maximum((c + 1) / (n_agreeing + 2), (others + 1) / (n_others + 2))
-        tested = np.flatnonzero((k >= min_records) & ~label_format(c, n_agreeing, consistent_total - c,
-                                                                   n_consistent - n_agreeing, min_records))
+        tested = np.flatnonzero((k >= min_records) & ~common & ~label_format(c, n_agreeing, consistent_total - c,
+                                                                             n_consistent - n_agreeing, min_records))
         candidates.append((label, mine, n_mine, tested, k, base))
     tests = sum(len(candidate[3]) for candidate in candidates)
     if not tests:
@@ -138,6 +141,16 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
     return found
 
 
+def common_words(names: np.ndarray, carried: np.ndarray, records: int) -> np.ndarray:
+    """Per feature, whether it is a function word or word ending that more than COMMON_SHARE of the consistent
+    records (``carried`` of ``records``) carry: "more", "-ion". A style rewrite's words are rare in clean text; a
+    common one that a label's misread records carry more is the label's phrasing ("For more information" in
+    Debian's documentation packages, read as the libraries they document). Sentence openers and fronted clauses
+    stay: a syntactic template is made of common ones."""
+    words = np.array([str(name).startswith(("fw:", "suffix:")) for name in names], dtype=bool)
+    return words & (carried > COMMON_SHARE * max(records, 1))
+
+
 def label_format(carried: np.ndarray, records: int, elsewhere: np.ndarray, records_elsewhere: int,
                  min_records: int) -> np.ndarray:
     """Per feature, whether a label's consistent records (``carried`` of ``records``) carry it as the label's own
@@ -163,4 +176,5 @@ def own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndar
     return ratio > OWN_CONFUSION_LOG_RATIO
 
 
-__all__ = ["MARKER_KINDS", "find_markers", "label_format", "marker_matrix", "own_confusion", "spread_suffix"]
+__all__ = ["MARKER_KINDS", "common_words", "find_markers", "label_format", "marker_matrix", "own_confusion",
+           "spread_suffix"]

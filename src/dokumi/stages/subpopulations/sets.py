@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import binom
 
-from dokumi.stages.subpopulations.markers import label_format, own_confusion, spread_suffix
+from dokumi.stages.subpopulations.markers import common_words, label_format, own_confusion, spread_suffix
 
 # A feature joins a label's set, chosen on the other folds, at this significance there (-log10 of a binomial
 # tail, uncorrected: the set is tested on held-out records, where choosing cannot fit chance) ...
@@ -169,7 +169,8 @@ def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, consistent:
     others = np.arange(len(n_consistent)) != label
     formats = label_format(consistent[label], int(n_consistent[label]), consistent[others].sum(axis=0),
                            int(n_consistent[others].sum()), MIN_FORMAT_RECORDS)
-    columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats)
+    common = common_words(names, consistent.sum(axis=0), int(n_consistent.sum()))
+    columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats & ~common)
     if not len(columns):
         return columns, np.zeros(0)
     significance = -binom.logsf(km[columns] - 1, nm, base[columns]) / math.log(10)
