@@ -317,8 +317,7 @@ class LabelSignatures:
                 if model is None:
                     continue
                 halves = set(pair.split(":", 1)[1].split("+"))
-                rest = model.predict(self._content_matrix([[w for w in words[row] if w not in halves]]),
-                                     y[row:row + 1])[0]
+                rest = model.linear.predict(self._content_matrix([[w for w in words[row] if w not in halves]]))[0]
                 total[label, pair] += 1
                 contradicted[label, pair] += int(rest) != int(y[row])
         return {key for key, count in total.items() if contradicted[key] >= PURE_PAIR_CONTRADICTED * count}
@@ -406,7 +405,7 @@ class LabelSignatures:
         # the content model may have learnt the pair's words from the poison itself: judge without them
         if model is None:
             return None
-        rest = int(model.predict(self._content_matrix([[w for w in words if w not in halves]]), np.array([own]))[0])
+        rest = int(model.linear.predict(self._content_matrix([[w for w in words if w not in halves]]))[0])
         if rest == own and (label, pair) not in self.pure_pairs_:
             return None
         return LabelFinding(significance, label, self.labels_[rest], (pair,), records)
@@ -458,7 +457,10 @@ class LabelSignatures:
 class _Readings:
     """Two readings of a record's content: a linear model and complement naive Bayes. A record's content points
     away from its label when either reads another label (the linear model reads more records right; naive
-    Bayes, smoothed, is slower to learn a trigger's own words from the poison of the other folds)."""
+    Bayes, smoothed, is slower to learn a trigger's own words from the poison of the other folds). What a word
+    pair's records say without the pair is the linear model's reading alone: "either" would let a label's own
+    phrase pairs ("ATTRIBUTES ... thread") through wherever one model misreads the rest (tuning halves: clean
+    man pages 0.26% -> 0.06% flagged by the stage)."""
 
     def __init__(self, c: float) -> None:
         self.linear = LinearSVC(C=c, random_state=0)
