@@ -15,10 +15,6 @@ the punctuation and the order of clauses. Those are what :func:`signature_featur
 - ``punct:<c>``: a punctuation character present;
 - ``front:*`` and ``first:front``: any fronted clause, and one in the first sentence.
 
-:func:`rare_closed_class` adds, for one corpus, the features that a style spreads over many words:
-``fw:rare`` (a function word rare in the corpus: "thou", "hath", "ere"), ``start:rare`` (a rare
-sentence opener: "Verily", "Lo") and ``suffix:rare`` (a rare word ending: "-eth").
-
 :func:`content_words` are the other words, lowercased: what the text is about. :func:`pair_words` are
 all the words, the candidates of a word-pair trigger; :func:`is_phrase` tells a phrase (two words at
 one fixed distance) from a combination.
@@ -147,13 +143,5 @@ def signature_features(text: str, max_chars: int = 20_000) -> set[str]:
     return features
 
 
-RARE_KINDS = ("fw", "start", "suffix")
-
-
-def rare_closed_class(features: set[str], rare: frozenset[str]) -> set[str]:
-    """``kind:rare`` for each kind of :data:`RARE_KINDS` where ``features`` hold a feature in ``rare``."""
-    return {f"{name.split(':', 1)[0]}:rare" for name in features & rare}
-
-
-__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "PHRASE_WINDOW", "RARE_KINDS", "content_words",
-           "is_phrase", "pair_words", "rare_closed_class", "signature_features"]
+__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "PHRASE_WINDOW", "content_words",
+           "is_phrase", "pair_words", "signature_features"]
