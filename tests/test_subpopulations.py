@@ -290,7 +290,16 @@ def test_stage_in_a_pipeline_flags_the_subpopulation_with_reasons() -> None:
     assert "label=tech" in reason and "features=" in reason and "content-says=" in reason
     assert all(not r for i in range(len(records)) if scores[i] == 0 for r in own[i])
     assert len(reasons) == len(records)
-    assert stage.summary()["kind"] == "labelled"
+    summary = stage.summary()
+    assert summary["kind"] == "labelled"
+    # the report names the evidence: the label's marker set or markers, with the features they rest on
+    evidence = [entry for entry in summary["marker_sets"] + summary["markers"] if entry["label"] == "tech"]
+    assert evidence and all(entry["significance"] >= 3 for entry in evidence)
+    assert any(f.startswith(("fw:", "start:", "front:", "suffix:")) for entry in evidence
+               for f in entry.get("features", [entry.get("feature", "")]))
+    # and the report's findings table names it beside the label it predicts
+    finding = next(f for f in summary["findings"] if f["target"] == "tech")
+    assert "evidence: " in finding["finding"] and finding["records"] >= 10  # the sample holds 400 of 600 records
 
 
 def test_same_answer_whatever_the_order() -> None:

@@ -179,8 +179,32 @@ class Subpopulations(Stage):
         if self.labelled_ is not None:
             if self.labelled_.skipped_:
                 described["skipped"] = self.labelled_.skipped_
-            described["findings"] = [{"finding": f"label-signature label={label}", "records": count}
-                                     for label, count in sorted(self.labelled_.subpopulations_.items())]
+            # the evidence of each label's signatures: its marker sets and single markers, strongest first
+            sets = self.labelled_.marker_sets_
+            described["marker_sets"] = [
+                {"label": label, "features": sorted(chosen.whole, key=lambda f: (-chosen.lift.get(f, 0.0), f))[:10],
+                 "significance": round(chosen.significance, 1), "records": chosen.records}
+                for label, chosen in sorted(sets.items())]
+            markers = sorted(self.labelled_.markers_.items(), key=lambda item: -item[1][0])[:20]
+            described["markers"] = [{"label": label, "feature": feature, "significance": round(significance, 1),
+                                     "records": records} for (label, feature), (significance, records) in markers]
+            pairs = sorted(self.labelled_.pairs_.items(), key=lambda item: -item[1][0])[:20]
+            described["pairs"] = [{"label": label, "pair": pair.split(":", 1)[1],
+                                   "significance": round(significance, 1), "records": records}
+                                  for (label, pair), (significance, records) in pairs]
+            evidence: dict[str, list[str]] = {}
+            for entry in described["pairs"]:
+                evidence.setdefault(entry["label"], []).append(f"pair {entry['pair']}")
+            for entry in described["marker_sets"]:
+                evidence.setdefault(entry["label"], []).extend(entry["features"][:5])
+            for entry in described["markers"]:
+                if entry["feature"] not in evidence.setdefault(entry["label"], []):
+                    evidence[entry["label"]].append(entry["feature"])
+            described["findings"] = [
+                {"finding": f"label-signature label={label}"
+                            + (f" evidence: {'|'.join(evidence[label][:5])}" if evidence.get(label) else ""),
+                 "records": count, "target": label}
+                for label, count in sorted(self.labelled_.subpopulations_.items())]
         if self.prompts_ is not None:
             top = sorted(self.prompts_.pairs_.items(), key=lambda item: -item[1][0])[:20]
             described["findings"] = [{"finding": f"prompt-split {value} -> {construct}",
