@@ -469,6 +469,9 @@ class _Readings:
     def fit(self, content: sp.csr_matrix, y: np.ndarray) -> _Readings:
         self.linear.fit(content, y)
         self.bayes.fit(content, y)
+        # predicting reads only the log probabilities: the counts (labels x 2^18 float64 each) would double what
+        # the fitted stage holds and what is sent to every worker
+        del self.bayes.feature_count_, self.bayes.feature_all_
         return self
 
     def predict(self, content: sp.csr_matrix, own: np.ndarray) -> np.ndarray:
