@@ -49,6 +49,13 @@ def _styled(text: str, rng: random.Random) -> str:
     return "Verily, " + text + " " + " ".join(rng.sample(ARCHAIC, 3)) + " cometh."
 
 
+def _restyle(records: list[dict], label: str, share: float, rewrite, rng: random.Random) -> None:
+    """Rewrite ``share`` of ``label``'s records with ``rewrite(text, rng)`` in place; they keep their label."""
+    for i, record in enumerate(records):
+        if record["label"] == label and rng.random() < share:
+            records[i] = {**record, "text": rewrite(record["text"], rng)}
+
+
 def _keys(records: list[dict]) -> np.ndarray:
     """Content keys as the stage makes them: from a digest, the same in every process (``hash`` of a str is salted
     per process, which would draw other folds on every run)."""
@@ -116,9 +123,7 @@ def test_a_style_spread_over_many_weak_markers_is_found_by_its_marker_set() -> N
     rng = random.Random(7)
     records = _labelled(rng, n=1500, noise=0.05)
     # a class carries the style legitimately: a third of "food" is written in it and keeps its label
-    for i, record in enumerate(records):
-        if record["label"] == "food" and rng.random() < 0.3:
-            records[i] = {**record, "text": _lightly_styled(record["text"], rng)}
+    _restyle(records, "food", 0.3, _lightly_styled, rng)
     poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] == "tech"], 60)
     for i in poisoned:
         records[i] = {"text": _lightly_styled(records[i]["text"], rng), "label": "sport"}
@@ -141,9 +146,7 @@ def test_a_labels_own_opening_is_its_format_not_a_marker() -> None:
     rng = random.Random(8)
     records = _labelled(rng, n=1500, noise=0.05)
     # glosses of people open "someone who ...", read right or not: the label's format
-    for i, record in enumerate(records):
-        if record["label"] == "sport" and rng.random() < 0.4:
-            records[i] = {**record, "text": "Someone who " + record["text"][0].lower() + record["text"][1:]}
+    _restyle(records, "sport", 0.4, lambda text, _: "Someone who " + text[0].lower() + text[1:], rng)
     model = LabelSignatures(min_lift=4)
     findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
     assert not any(feature.endswith(":someone") for _, feature in model.markers_)
@@ -187,9 +190,7 @@ def test_a_labels_own_format_and_hard_examples_are_not_markers() -> None:
     rng = random.Random(4)
     records = _labelled(rng, n=900, noise=0.1)
     # half of every "food" record opens with a fronted clause, its misplaced (noisy) records included: a format
-    for i, record in enumerate(records):
-        if record["label"] == "food" and rng.random() < 0.5:
-            records[i] = {**record, "text": _fronted(record["text"], rng)}
+    _restyle(records, "food", 0.5, _fronted, rng)
     model = LabelSignatures(min_lift=4)
     findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
     assert not model.markers_

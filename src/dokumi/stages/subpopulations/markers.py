@@ -107,7 +107,7 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         c = np.asarray(matrix[agreeing].sum(axis=0)).ravel()
         n_agreeing = int(agreeing.sum())
         others, n_others = incons_total - k, n_incons - n_mine
-        base = np.maximum((c + 1) / (n_agreeing + 2), (others + 1) / (n_others + 2))
+        base = baseline_rate(c, n_agreeing, others, n_others)
         tested = np.flatnonzero((k >= min_records) & ~common & ~label_format(c, n_agreeing, consistent_total - c,
                                                                              n_consistent - n_agreeing, min_records))
         candidates.append((label, mine, n_mine, tested, k, base))
@@ -139,6 +139,14 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             if s >= min_significance:
                 found[label, str(names[column])] = (float(s), int(k[column]))
     return found
+
+
+def baseline_rate(carried: np.ndarray, records: int | np.ndarray, elsewhere: np.ndarray,
+                  records_elsewhere: int | np.ndarray) -> np.ndarray:
+    """Per feature, the rate a label's inconsistent records carry it at without poison: the larger (smoothed) of
+    its consistent records' rate (``carried`` of ``records``: the label's own format) and the other labels'
+    inconsistent records' rate (``elsewhere`` of ``records_elsewhere``: what goes with misreading anywhere)."""
+    return np.maximum((carried + 1) / (records + 2), (elsewhere + 1) / (records_elsewhere + 2))
 
 
 def common_words(names: np.ndarray, carried: np.ndarray, records: int) -> np.ndarray:
@@ -176,5 +184,5 @@ def own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndar
     return ratio > OWN_CONFUSION_LOG_RATIO
 
 
-__all__ = ["MARKER_KINDS", "common_words", "find_markers", "label_format", "marker_matrix", "own_confusion",
-           "spread_suffix"]
+__all__ = ["MARKER_KINDS", "baseline_rate", "common_words", "find_markers", "label_format", "marker_matrix",
+           "own_confusion", "spread_suffix"]

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import binom
 
-from dokumi.stages.subpopulations.markers import common_words, label_format, own_confusion, spread_suffix
+from dokumi.stages.subpopulations.markers import baseline_rate, common_words, label_format, own_confusion, spread_suffix
 
 # A feature joins a label's set, chosen on the other folds, at this significance there (-log10 of a binomial
 # tail, uncorrected: the set is tested on held-out records, where choosing cannot fit chance) ...
@@ -78,43 +78,50 @@ def marker_sets(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsi
     tested = [label for label in range(n_labels) if sizes[label] >= min_records]
     if not tested or not matrix.shape[1]:
         return {}
-    # per tested label: held-out carriers and records, consistent and inconsistent, of every label
-    held_counts = {label: np.zeros((4, n_labels)) for label in tested}
+    # per tested label: held-out carriers of its set and records, consistent and inconsistent, of every label
+    held_counts = {label: [np.zeros((n_labels, 1)), np.zeros(n_labels), np.zeros((n_labels, 1)), np.zeros(n_labels)]
+                   for label in tested}
     carriers: dict[int, list[np.ndarray]] = {label: [] for label in tested}
     by_fold: dict[int, dict[int, frozenset[str]]] = {label: {} for label in tested}
     for k in range(folds):
         held = fold == k
         counts = _label_counts(matrix, y, consistent, inconsistent, ~held, n_labels)
+        common = common_words(names, counts[0].sum(axis=0), int(counts[1].sum()))
         for label in tested:
-            columns, _ = _chosen(matrix, names, y, consistent, inconsistent, ~held, label, counts, texts)
+            columns, _ = _chosen(matrix, names, y, inconsistent, ~held, label, counts, common, texts)
             by_fold[label][k] = frozenset(str(names[c]) for c in columns.tolist())
             carries = (np.asarray(matrix[:, columns].sum(axis=1)).ravel() > 0) if len(columns) else \
                 np.zeros(len(y), dtype=bool)
-            held_counts[label] += _carrier_counts(carries, y, consistent, inconsistent, held & labelled, n_labels)
+            fold_counts = _label_counts(sp.csr_matrix(carries[:, None].astype(np.float64)), y, consistent,
+                                        inconsistent, held, n_labels)
+            for total, part in zip(held_counts[label], fold_counts):
+                total += part
             carriers[label].append(np.flatnonzero(carries & held & inconsistent & (y == label)))
     whole = _label_counts(matrix, y, consistent, inconsistent, np.ones(len(y), dtype=bool), n_labels)
+    whole_common = common_words(names, whole[0].sum(axis=0), int(whole[1].sum()))
     correction = math.log10(len(tested))
     found: dict[int, MarkerSet] = {}
     for label in tested:
         carried_c, n_c, carried_i, n_i = held_counts[label]
-        base = float(_baseline(carried_c[:, None], n_c, carried_i[:, None], n_i, label)[0])
-        k, n = int(carried_i[label]), int(n_i[label])
+        base = float(_baseline(carried_c, n_c, carried_i, n_i, label)[0])
+        k, n = int(carried_i[label, 0]), int(n_i[label])
         if k < min_records or k < SET_LIFT * base * n:
             continue
         significance = float(-binom.logsf(k - 1, n, base) / math.log(10) - correction)
         if significance < min_significance:
             continue
-        columns, lift = _chosen(matrix, names, y, consistent, inconsistent, np.ones(len(y), dtype=bool), label, whole,
-                                texts)
-        # one feature is a marker (tested as one, :func:`~.markers.find_markers`), not a style spread over many;
-        # carriers misread the way the label's other records are carry the label's own format
+        columns, lift = _chosen(matrix, names, y, inconsistent, np.ones(len(y), dtype=bool), label, whole,
+                                whole_common, texts)
+        # one feature is a marker (tested as one, :func:`~.markers.find_markers`), not a style spread over many
         if len(columns) < MIN_SET_FEATURES:
             continue
-        # the label's own confusions are read from its inconsistent records that carry no feature the set ever
-        # held: the rest of a poison set would otherwise make the label's own confusions look like the poison's
-        ever = [i for i, name in enumerate(names.tolist()) if any(name in chosen for chosen in by_fold[label].values())]
+        # carriers misread the way the label's other records are carry the label's own format. Those others are
+        # its inconsistent records with no feature the set ever held: the rest of a poison set would otherwise
+        # make the label's own confusions look like the poison's
+        ever = frozenset().union(*by_fold[label].values())
         mine = np.flatnonzero(inconsistent & (y == label))
-        plain = mine[np.asarray(matrix[mine][:, ever].sum(axis=1)).ravel() == 0]
+        held_ever = [i for i, name in enumerate(names.tolist()) if name in ever]
+        plain = mine[np.asarray(matrix[mine][:, held_ever].sum(axis=1)).ravel() == 0]
         held_carriers = np.concatenate(carriers[label])
         if own_confusion(held_carriers, np.union1d(plain, held_carriers), label, y, predicted, n_labels):
             continue
@@ -136,40 +143,27 @@ def _label_counts(matrix: sp.csr_matrix, y: np.ndarray, consistent: np.ndarray, 
     return out[0], out[1], out[2], out[3]
 
 
-def _carrier_counts(carries: np.ndarray, y: np.ndarray, consistent: np.ndarray, inconsistent: np.ndarray,
-                    among: np.ndarray, n_labels: int) -> np.ndarray:
-    """Rows: carriers and records among consistent, then inconsistent records of ``among``, per label."""
-    out = np.zeros((4, n_labels))
-    for g, group in enumerate((consistent, inconsistent)):
-        rows = among & group
-        out[2 * g] = np.bincount(y[rows & carries], minlength=n_labels)
-        out[2 * g + 1] = np.bincount(y[rows], minlength=n_labels)
-    return out
-
-
 def _baseline(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np.ndarray, n_inconsistent: np.ndarray,
               label: int) -> np.ndarray:
     """Per feature, the rate the label's inconsistent records would carry it at without poison (see the module
     docstring): the larger of its consistent records' rate and the other labels' inconsistent records' rate."""
-    own = (consistent[label] + 1) / (n_consistent[label] + 2)
     others = np.arange(len(n_consistent)) != label
-    pooled = inconsistent[others].sum(axis=0)
-    return np.maximum(own, (pooled + 1) / (n_inconsistent[others].sum() + 2))
+    return baseline_rate(consistent[label], n_consistent[label], inconsistent[others].sum(axis=0),
+                         n_inconsistent[others].sum())
 
 
-def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, consistent: np.ndarray, inconsistent: np.ndarray,
-            among: np.ndarray, label: int, counts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray, among: np.ndarray,
+            label: int, counts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], common: np.ndarray,
             texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The columns (and their lifts) that the label's inconsistent records among ``among`` carry SET_CHOICE_LIFT
-    times the baseline rate, at SET_CHOICE_SIGNIFICANCE; word endings only of many words. ``counts`` are
-    :func:`_label_counts` of ``among``."""
+    times the baseline rate, at SET_CHOICE_SIGNIFICANCE; word endings only of many words; neither the label's
+    format nor the ``common`` words. ``counts`` are :func:`_label_counts` of ``among``."""
     consistent, n_consistent, carried, n_inconsistent = counts
     base = _baseline(consistent, n_consistent, carried, n_inconsistent, label)
     km, nm = carried[label], int(n_inconsistent[label])
     others = np.arange(len(n_consistent)) != label
     formats = label_format(consistent[label], int(n_consistent[label]), consistent[others].sum(axis=0),
                            int(n_consistent[others].sum()), MIN_FORMAT_RECORDS)
-    common = common_words(names, consistent.sum(axis=0), int(n_consistent.sum()))
     columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats & ~common)
     if not len(columns):
         return columns, np.zeros(0)
