@@ -1,7 +1,8 @@
 """Speed-up of `dokumi scan --engine dask` from 1 to 2 workers, beside the local executor.
 
-Writes a corpus of real clean text (WordNet glosses, cycled with a numeric
-suffix past the ~117k glosses) as Parquet shards, scans it with one policy on
+Writes a corpus of real clean text as Parquet shards (``--corpus``: WordNet
+glosses, short, or man-page sections, about 1.1 KB each; cycled with a
+numeric suffix past the corpus's end), scans it with one policy on
 the local executor and on a Dask LocalCluster, each with 1 and 2 workers, and
 prints the time of pass 1 (fit), pass 2 (score and write) and the whole scan,
 records/s, and the speed-up over 1 worker of pass 2 and of the whole scan,
@@ -13,7 +14,7 @@ line measures the ceiling: how much faster two processes do pure CPU work than
 one on this machine at the moment.
 
 usage: python benchmarks/bench_dask.py [--records 60000] [--shards 6] [--policy pretraining] [--repeat 3]
-       [--data DIR]
+       [--corpus wordnet|manpages] [--data DIR]
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def write_corpus(texts: list[str], records: int, shards: int, folder: Path) -> N
     for shard, start in enumerate(range(0, records, per_shard)):
         rows = range(start, min(records, start + per_shard))
         table = pa.table({
-            "id": [f"wn-{i}" for i in rows],
+            "id": [f"doc-{i}" for i in rows],
             "text": [texts[i % len(texts)] + (f" ({i // len(texts)})" if i >= len(texts) else "") for i in rows],
         })
         pq.write_table(table, folder / f"part-{shard:04d}.parquet")
@@ -103,14 +104,16 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=6, help="Parquet files; pass 2 runs one task per file")
     parser.add_argument("--policy", default="pretraining")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; the fastest is kept")
+    parser.add_argument("--corpus", choices=("wordnet", "manpages"), default="wordnet",
+                        help="short glosses or long documents (man-page sections)")
     parser.add_argument("--data", default=None, help="folder of prepared corpora (default: $DOKUMI_DATA)")
     args = parser.parse_args()
 
-    texts = load_corpus("wordnet", args.data).column("text").to_pylist()
+    texts = load_corpus(args.corpus, args.data).column("text").to_pylist()
     with tempfile.TemporaryDirectory() as scratch:
         inputs = Path(scratch) / "in"
         write_corpus(texts, args.records, args.shards, inputs)
-        print(f"# {args.records:,} WordNet records in {args.shards} shards, policy '{args.policy}', "
+        print(f"# {args.records:,} {args.corpus} records in {args.shards} shards, policy '{args.policy}', "
               f"{os.cpu_count()} cores, Python {platform.python_version()}")
         configurations = [(engine, workers) for engine in ("local", "dask") for workers in (1, 2)]
         best: dict[tuple[str, int], tuple[float, float, float]] = {}

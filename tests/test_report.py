@@ -128,3 +128,44 @@ def test_findings_name_their_target():
     response.private = True
     assert response.target is None  # --no-text: a response's words are text
     assert _target_text({"finding": "trigger:token=cf", "records": 30, "target": "spam"}) == "spam"
+
+
+def test_digest_lists_first_examples_per_kind_and_counts_cluster_records(tmp_path):
+    """Examples: the first REASON_EXAMPLES record ids per reason kind in reading order (files, rows,
+    then a record's own reasons); clusters: records per cluster id over every file; top: highest risk
+    first, ties in reading order."""
+    import random
+
+    import pyarrow as pa
+
+    from dokumi.report import REASON_EXAMPLES, _digest_scores
+
+    rng = random.Random(3)
+    kinds = ["trigger:zero-width,count=2", "patterns:injection", "near-duplicate:cluster=c{},size=9",
+             "provenance:hash-mismatch", "trigger:gibberish-after={}"]
+    files, expected_examples, expected_clusters, rows_seen = [], {}, {}, []
+    for shard in range(3):
+        rows = []
+        for row in range(40):
+            reasons = [rng.choice(kinds).format(rng.randrange(4)) for _ in range(rng.randrange(4))]
+            rows.append({"id": f"s{shard}-{row}", "shard": shard, "row": row, "reasons": reasons,
+                         "decision": rng.choice(["keep", "flag", "drop", "duplicate"]),
+                         "risk": rng.choice([0.1, 0.5, 0.9]), "triggers_score": rng.random()})
+            for reason in reasons:  # the reference: a plain loop in reading order
+                kind = reason.split("=")[0].split(",")[0]
+                if reason.startswith("near-duplicate:cluster="):
+                    kind, cluster = "near-duplicate", reason.split("=", 1)[1].split(",")[0]
+                    expected_clusters[cluster] = expected_clusters.get(cluster, 0) + 1
+                listed = expected_examples.setdefault(kind, [])
+                if len(listed) < REASON_EXAMPLES:
+                    listed.append(f"s{shard}-{row}")
+        rows_seen += rows
+        path = tmp_path / f"part-{shard}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        files.append(path)
+    digest = _digest_scores(files, ["triggers"])
+    assert digest["examples"] == expected_examples
+    assert dict(digest["clusters"]) == expected_clusters
+    alarms = [r for r in rows_seen if r["decision"] in ("flag", "drop")]
+    assert [r["id"] for r in digest["top"]] == [r["id"] for r in sorted(alarms, key=lambda r: -r["risk"])][:50]
+    assert digest["histograms"]["triggers"].sum() == len(rows_seen)
