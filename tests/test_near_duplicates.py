@@ -179,6 +179,22 @@ def test_copies_sent_to_workers_are_small_and_score_the_same(corpus, tmp_path):
     assert sum(r != [] for b in batches for r in copy.score(b).reasons) == 25
 
 
+def test_copies_keep_the_band_choice_and_follow_a_changed_jaccard(corpus, monkeypatch):
+    """A worker's copy does not integrate datasketch's band choice again (a second of CPU per process)."""
+    import dokumi.stages.near_duplicates.stage as module
+
+    texts, _ = corpus
+    stage = NearDuplicates(min_cluster_size=10)
+    Pipeline([stage]).fit([{"text": t} for t in texts])
+    chosen = stage.bands
+    copy = pickle.loads(pickle.dumps(stage))
+    calls = []
+    monkeypatch.setattr(module, "band_parameters", lambda *args: calls.append(args) or (7, 2))
+    assert copy.bands == chosen and not calls
+    copy.jaccard = 0.9  # a changed threshold is chosen for again
+    assert copy.bands == (7, 2) and calls == [(0.9, copy.num_perm)]
+
+
 def test_summary_names_the_signature_scheme_and_the_largest_cluster(corpus):
     texts, _ = corpus
     stage = NearDuplicates(min_cluster_size=10)

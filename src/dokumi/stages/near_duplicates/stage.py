@@ -181,8 +181,12 @@ class NearDuplicates(Stage):
 
     @property
     def bands(self) -> tuple[int, int]:
-        """LSH bands and rows per band for ``jaccard`` (datasketch's choice)."""
-        return band_parameters(self.jaccard, self.num_perm)
+        """LSH bands and rows per band for ``jaccard`` (datasketch's choice). Kept on the stage, so that the
+        copies that workers receive do not integrate it again: about a second of CPU per process."""
+        chosen = getattr(self, "_bands", None)
+        if chosen is None or chosen[0] != (self.jaccard, self.num_perm):
+            chosen = self._bands = ((self.jaccard, self.num_perm), band_parameters(self.jaccard, self.num_perm))
+        return chosen[1]
 
     # ---- setup: side inputs ---------------------------------------------------------------------
 
