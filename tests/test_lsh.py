@@ -190,3 +190,19 @@ def test_fallback_links_each_failed_member_to_the_first_bucket_mate_it_passes():
             expected_right.append(member)
     assert got[0].tolist() == expected_left and got[1].tolist() == expected_right
     assert 100 < len(expected_left) < failed.sum()  # some members link, some find no mate
+
+
+@pytest.mark.parametrize("dtype, high", [(np.int32, 40), (np.int64, 3), (np.uint64, 2**63), (np.int64, -1)])
+def test_sorting_bucket_keys_keeps_equal_keys_in_order(dtype, high):
+    """The fast path for small bucket numbers orders exactly as a stable sort; other keys take the stable sort."""
+    from dokumi.lsh import _argsort_by_key_then_position
+
+    rng = np.random.default_rng(1)
+    if high < 0:
+        keys = rng.integers(-5, 5, size=5000).astype(dtype)
+    elif high > 2**62:
+        keys = rng.integers(0, 2**63, size=5000, dtype=np.uint64) | np.uint64(2**63)
+        keys[::3] = keys[0]  # ties among huge keys
+    else:
+        keys = rng.integers(0, high, size=5000).astype(dtype)
+    assert np.array_equal(_argsort_by_key_then_position(keys), np.argsort(keys, kind="stable"))
