@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -66,7 +65,7 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
     """One streaming pass over scores/: histograms, top records by risk, near-duplicate clusters.
 
     Column by column, never record by record: the reasons of a file are read as one flat array and
-    each distinct reason is looked at once (a 300,000-record scan: 2.4 s in a Python loop, 0.3 s so).
+    each distinct reason is looked at once (a 200,000-record scan: 0.85 s record by record, 0.55 s so).
     """
     edges = np.linspace(0.0, 1.0, BINS + 1)
     histograms = {stage: np.zeros(BINS, dtype=np.int64) for stage in stages}
@@ -102,13 +101,12 @@ def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
 def _count_reasons(table: Any, clusters: Counter, examples: dict[str, list[str]]) -> None:
     """Add one file's reasons: the records of each near-duplicate cluster, and the first record ids (in
     file order) of each reason kind, up to REASON_EXAMPLES."""
-    reasons = table.column("reasons").combine_chunks()
+    reasons = table.column("reasons").combine_chunks()  # one array: its flat values and owners line up
     flat = pc.list_flatten(reasons)
     if not len(flat):
         return
     owner = pc.list_parent_indices(reasons).to_numpy()
-    encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else \
-        pc.dictionary_encode(flat)
+    encoded = pc.dictionary_encode(flat)
     distinct = encoded.dictionary.to_pylist()
     code = encoded.indices.to_numpy()
     uses = np.bincount(code, minlength=len(distinct))
@@ -117,7 +115,7 @@ def _count_reasons(table: Any, clusters: Counter, examples: dict[str, list[str]]
             clusters[reason.split("=", 1)[1].split(",", 1)[0]] += count
     kinds = [reason_kind(reason) for reason in distinct]
     kind_names, kind_of_distinct = np.unique(np.array(kinds, dtype=object), return_inverse=True)
-    kind = kind_of_distinct.reshape(-1)[code]
+    kind = kind_of_distinct[code]
     ids = table.column("id")
     # each kind's first occurrences in reading order: a stable sort by kind keeps that order within a kind
     order = np.argsort(kind, kind="stable")
