@@ -231,6 +231,22 @@ def test_carriers_misplaced_the_way_their_label_always_is_are_its_format_not_a_m
     assert not own_confusion(np.arange(40), rows, 0, y, spread, 4)
 
 
+def test_a_labels_own_style_does_not_raise_the_other_labels_baseline() -> None:
+    from dokumi.stages.subpopulations.markers import misread_elsewhere
+
+    # labels x features: label 1 writes feature 0 as its own style (30 of its 100 read records, none of the
+    # others'), and its misread records carry it too; feature 1 goes with misreading in labels 1 and 2 alike
+    consistent = np.array([[0, 0], [30, 0], [0, 1]], dtype=float)
+    n_consistent = np.array([200, 100, 200], dtype=float)
+    inconsistent = np.array([[9, 9], [20, 10], [2, 12]], dtype=float)
+    n_inconsistent = np.array([60, 50, 50], dtype=float)
+    carried, records = misread_elsewhere(consistent, n_consistent, inconsistent, n_inconsistent, 0, 5)
+    assert carried.tolist() == [2, 22] and records.tolist() == [50, 100]
+    # label 2's baseline counts label 1's misread records of feature 1 but none of label 0's: its own are tested
+    carried, records = misread_elsewhere(consistent, n_consistent, inconsistent, n_inconsistent, 2, 5)
+    assert carried.tolist() == [9, 19] and records.tolist() == [60, 110]
+
+
 def test_too_few_labels_skip_with_a_reason() -> None:
     model = LabelSignatures(min_label_records=20)
     findings = model.fit(["a b c"] * 10 + ["d e f"] * 30, ["x"] * 10 + ["y"] * 30, np.arange(40, dtype=np.uint64))

@@ -9,7 +9,9 @@ that their content places elsewhere. The two baselines set the usual causes asid
 - the label's **consistent** records: a label's own format ("See also", a fronted "If ..." in its
   pages) is carried by its consistent records as much as by its misplaced ones;
 - the other labels' **inconsistent** records: a feature that goes with content-model errors
-  everywhere (short text, another language) is as common there.
+  everywhere (short text, another language) is as common there. A label whose own format the feature
+  is does not count (:func:`misread_elsewhere`): a class written in a style (religious text in archaic
+  English) has misread records that carry the style because the class does.
 
 The carriers' content must also come from elsewhere: a label-flip poison set is drawn from the other
 labels (in their proportions, or from a chosen source), so the labels its content points to look like
@@ -73,6 +75,13 @@ def marker_matrix(styles: list[set[str]], min_records: int) -> tuple[sp.csr_matr
     return matrix, np.array(names, dtype=object)
 
 
+def _per_label(matrix: sp.csr_matrix, y: np.ndarray, among: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label (rows) and feature (columns), the carriers among its records in ``among``; and its records."""
+    rows = np.flatnonzero(among)
+    one_hot = sp.csr_matrix((np.ones(len(rows)), (y[rows], np.arange(len(rows)))), shape=(n_labels, len(rows)))
+    return (one_hot @ matrix[rows]).toarray(), np.bincount(y[rows], minlength=n_labels).astype(float)
+
+
 def spread_suffix(suffix: str, texts: list[str]) -> bool:
     """Whether the ending ``suffix`` comes from many words in ``texts`` rather than mostly from one."""
     words: Counter = Counter()
@@ -90,11 +99,9 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
     another label, ``predicted`` the label it points to; ``texts`` are read only to tell a word ending of
     many words from one word's."""
     labelled = y >= 0
-    all_inconsistent = matrix[inconsistent & labelled]
-    incons_total = np.asarray(all_inconsistent.sum(axis=0)).ravel()
-    n_incons = int((inconsistent & labelled).sum())
-    consistent_total = np.asarray(matrix[~inconsistent & labelled].sum(axis=0)).ravel()
-    n_consistent = int((~inconsistent & labelled).sum())
+    cons, n_cons = _per_label(matrix, y, labelled & ~inconsistent, n_labels)
+    incons, n_incons = _per_label(matrix, y, labelled & inconsistent, n_labels)
+    consistent_total, n_consistent = cons.sum(axis=0), int(n_cons.sum())
     common = common_words(names, consistent_total, n_consistent)
     candidates = []
     for label in range(n_labels):
@@ -102,11 +109,8 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         n_mine = int(mine.sum())
         if n_mine < min_records:
             continue
-        agreeing = (y == label) & ~inconsistent
-        k = np.asarray(matrix[mine].sum(axis=0)).ravel()
-        c = np.asarray(matrix[agreeing].sum(axis=0)).ravel()
-        n_agreeing = int(agreeing.sum())
-        others, n_others = incons_total - k, n_incons - n_mine
+        k, c, n_agreeing = incons[label], cons[label], int(n_cons[label])
+        others, n_others = misread_elsewhere(cons, n_cons, incons, n_incons, label, min_records)
         base = baseline_rate(c, n_agreeing, others, n_others)
         tested = np.flatnonzero((k >= min_records) & ~common & ~label_format(c, n_agreeing, consistent_total - c,
                                                                              n_consistent - n_agreeing, min_records))
@@ -149,6 +153,29 @@ def baseline_rate(carried: np.ndarray, records: int | np.ndarray, elsewhere: np.
     return np.maximum((carried + 1) / (records + 2), (elsewhere + 1) / (records_elsewhere + 2))
 
 
+def misread_elsewhere(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np.ndarray,
+                      n_inconsistent: np.ndarray, label: int, min_records: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the carriers among the other labels' inconsistent records and their number, leaving out each
+    label whose own format the feature is (:func:`label_format`, against the rest of the consistent records).
+
+    ``consistent`` and ``inconsistent`` are labels x features carrier counts, ``n_consistent`` and
+    ``n_inconsistent`` the labels' records. A class that carries a style legitimately (religious text in
+    archaic English) has its misread records carry it because it is the class's style, not because misreading
+    goes with it: counted, they would make the style look like a feature of content-model errors everywhere."""
+    others = np.arange(len(n_consistent)) != label
+    counted = others[:, None] & ~label_formats(consistent, n_consistent, min_records)
+    return (inconsistent * counted).sum(axis=0), (n_inconsistent[:, None] * counted).sum(axis=0)
+
+
+def label_formats(consistent: np.ndarray, n_consistent: np.ndarray, min_records: int) -> np.ndarray:
+    """Labels x features: whether the feature is the label's own format (:func:`label_format`), each label's
+    consistent records (``consistent`` carriers of ``n_consistent``) against the rest's."""
+    total, n_total = consistent.sum(axis=0), float(np.sum(n_consistent))
+    return np.array([label_format(consistent[u], int(n_consistent[u]), total - consistent[u],
+                                  int(n_total - n_consistent[u]), min_records) for u in range(len(n_consistent))],
+                    dtype=bool).reshape(consistent.shape)
+
+
 def common_words(names: np.ndarray, carried: np.ndarray, records: int) -> np.ndarray:
     """Per feature, whether it is a function word or word ending that more than COMMON_SHARE of the consistent
     records (``carried`` of ``records``) carry: "more", "-ion". A style rewrite's words are rare in clean text; a
@@ -184,5 +211,5 @@ def own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndar
     return ratio > OWN_CONFUSION_LOG_RATIO
 
 
-__all__ = ["MARKER_KINDS", "baseline_rate", "common_words", "find_markers", "label_format", "marker_matrix",
-           "own_confusion", "spread_suffix"]
+__all__ = ["MARKER_KINDS", "baseline_rate", "common_words", "find_markers", "label_format", "label_formats",
+           "marker_matrix", "misread_elsewhere", "own_confusion", "spread_suffix"]

@@ -14,8 +14,9 @@ The baseline of a feature for a label is the larger of its rate among
 - the other labels' **inconsistent** records, pooled: a feature that goes with content-model errors
   everywhere (short text, another language) is as common there.
 
-A class that carries the style legitimately (religious text in archaic English) raises the second
-rate: its misread records carry the style too. The set then needs ``SET_LIFT`` times that rate. As with
+A class that carries the style legitimately (religious text in archaic English) would raise the second
+rate, its misread records carrying the style too: where a feature is that class's own format, its records
+are left out of the rate (:func:`~.markers.misread_elsewhere`). The set needs ``SET_LIFT`` times the rate. As with
 single markers, a set whose carriers the content model misreads the way it misreads the label's other
 records is the label's own format (WordNet's glosses of people: "someone who ...", "-er" nouns), not a
 signature (:func:`~.markers.own_confusion`).
@@ -33,7 +34,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import binom
 
-from dokumi.stages.subpopulations.markers import baseline_rate, common_words, label_format, own_confusion, spread_suffix
+from dokumi.stages.subpopulations.markers import (
+    baseline_rate,
+    common_words,
+    label_format,
+    misread_elsewhere,
+    own_confusion,
+    spread_suffix,
+)
 
 # A feature joins a label's set, chosen on the other folds, at this significance there (-log10 of a binomial
 # tail, uncorrected: the set is tested on held-out records, where choosing cannot fit chance) ...
@@ -146,10 +154,11 @@ def _label_counts(matrix: sp.csr_matrix, y: np.ndarray, consistent: np.ndarray, 
 def _baseline(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np.ndarray, n_inconsistent: np.ndarray,
               label: int) -> np.ndarray:
     """Per feature, the rate the label's inconsistent records would carry it at without poison (see the module
-    docstring): the larger of its consistent records' rate and the other labels' inconsistent records' rate."""
-    others = np.arange(len(n_consistent)) != label
-    return baseline_rate(consistent[label], n_consistent[label], inconsistent[others].sum(axis=0),
-                         n_inconsistent[others].sum())
+    docstring): the larger of its consistent records' rate and the other labels' inconsistent records' rate,
+    those of a label whose own format the feature is left out."""
+    elsewhere, n_elsewhere = misread_elsewhere(consistent, n_consistent, inconsistent, n_inconsistent, label,
+                                               MIN_FORMAT_RECORDS)
+    return baseline_rate(consistent[label], n_consistent[label], elsewhere, n_elsewhere)
 
 
 def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray, among: np.ndarray,
