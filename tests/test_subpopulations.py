@@ -216,6 +216,35 @@ def test_a_common_opening_is_a_marker_at_under_three_times_its_rate() -> None:
                             MARKER_LIFT, 3.0)
 
 
+def test_label_noise_with_no_shared_style_is_no_subpopulation() -> None:
+    rng = random.Random(12)
+    records = _labelled(rng, n=1500, noise=0.1)
+    # 30 more records carry the wrong label, with nothing in common but that: records that share no marked
+    # feature with them are no neighbours of theirs (ties at zero similarity once fell to position)
+    others = [i for i, r in enumerate(records) if r["label"] != "sport"]
+    for i in others[:30]:
+        records[i] = {**records[i], "label": "sport"}
+    findings = LabelSignatures(min_lift=4).fit([r["text"] for r in records], [r["label"] for r in records],
+                                               _keys(records))
+    assert sum(f is not None for f in findings) <= 2
+
+
+def test_misread_records_of_a_label_do_not_find_one_another_by_its_format() -> None:
+    rng = random.Random(12)
+    records = _labelled(rng, n=1500, noise=0.1)
+    # "sport" glosses open "Having no ..." in a few records (rare in the corpus, the label's own format): 12 read
+    # right, and 30 whose words are about food or tech, which the content model reads as those
+    sport = [i for i, r in enumerate(records) if r["label"] == "sport"]
+    for i in sport[:12]:
+        records[i] = {**records[i], "text": "Having no name: " + records[i]["text"]}
+    others = [i for i, r in enumerate(records) if r["label"] != "sport"]
+    for i in others[:30]:
+        records[i] = {"text": "Having no name: " + records[i]["text"], "label": "sport"}
+    model = LabelSignatures(min_lift=4)
+    findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert sum(f is not None for f in findings) <= 1
+
+
 def test_a_labels_own_format_and_hard_examples_are_not_markers() -> None:
     rng = random.Random(4)
     records = _labelled(rng, n=900, noise=0.1)

@@ -14,7 +14,10 @@ looks for exactly that shape:
    content-inconsistent records. One whose neighbours are, far more often than chance, of *its own
    label* belongs to a subpopulation sharing a signature: a style spread over many weak markers
    (thou, hath, -eth, "Verily,") or a clause order. Chance is the label's share of the inconsistent
-   records; a binomial tail says how unlikely the count is.
+   records; a binomial tail says how unlikely the count is. Only records that share a marked feature
+   are neighbours, and a record's own label's format (a feature the label's consistent records carry
+   at 10 times the other labels' rate, unless the marker tests name it as evidence) is left out of its
+   row: misread "having no ..." glosses of adjectives would otherwise find one another by it.
 3. **Word pairs.** Two mid-frequency words (function words included) in the same record form a pair feature. A pair
    carried by ``min_cluster`` or more of a label's inconsistent records and far more often there
    than among its consistent records and the other labels' inconsistent ones (a binomial tail,
@@ -49,7 +52,7 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
-from dokumi.stages.subpopulations.markers import find_markers, marker_matrix
+from dokumi.stages.subpopulations.markers import find_markers, label_format, marker_matrix
 from dokumi.stages.subpopulations.sets import MarkerSet, marker_sets
 from dokumi.stages.subpopulations.words import content_words, is_phrase, pair_words, signature_features
 
@@ -120,12 +123,20 @@ class LabelSignatures:
         present = sorted(set(words) & self.pair_words_)
         return {f"pair:{a}+{b}" for i, a in enumerate(present) for b in present[i + 1:]}
 
-    def _style_matrix(self, styles: list[set[str]]) -> sp.csr_matrix:
+    def _not_format(self, label: str, features: set[str] | frozenset[str]) -> None:
+        columns = [self.style_vocabulary_[f] for f in features if f in self.style_vocabulary_]
+        if columns:
+            self.neighbour_format_[self.labels_.index(label), columns] = False
+
+    def _style_matrix(self, styles: list[set[str]], labels: np.ndarray | None = None) -> sp.csr_matrix:
+        """Rows of IDF-weighted marked style features; with ``labels``, without each record's own label's format."""
         rows, columns = [], []
+        no_format = np.zeros(len(self.style_vocabulary_), dtype=bool)
         for row, features in enumerate(styles):
+            formats = self.neighbour_format_[labels[row]] if labels is not None else no_format
             for feature in features:
                 column = self.style_vocabulary_.get(feature)
-                if column is not None:
+                if column is not None and not formats[column]:
                     rows.append(row)
                     columns.append(column)
         matrix = sp.csr_matrix((self.idf_[columns] if columns else np.zeros(0), (rows, columns)),
@@ -189,14 +200,27 @@ class LabelSignatures:
                     own_format[y[row], column] += 1
         sizes = np.bincount(y[consistent], minlength=len(self.labels_))[:, None]
         self.label_format_ = own_format > MARKED_SHARE * np.maximum(sizes, 1)
+        # the features a label's consistent records carry as its own format (10 times the other labels' rate):
+        # left out of its records' style rows, so that records of a label do not find one another by its format
+        # ("having no ..." glosses of adjectives read as nouns)
+        total, n_consistent = own_format.sum(axis=0), int(sizes.sum())
+        self.neighbour_format_ = np.array([
+            label_format(own_format[u], int(sizes[u, 0]), total - own_format[u], n_consistent - int(sizes[u, 0]),
+                         self.min_cluster) for u in range(len(self.labels_))], dtype=bool).reshape(own_format.shape)
+        self.markers_ = self._markers(styles, y, inconsistent, predicted, texts)
+        self.marker_sets_ = self._marker_sets(styles, y, inconsistent, predicted, fold, texts)
+        # a feature the marker tests found to be evidence for a label is not its format: poison that the content
+        # models read as its new label would otherwise make its trigger (a fronted clause) look like one
+        for (label, feature), _ in self.markers_.items():
+            self._not_format(label, {feature})
+        for label, chosen in self.marker_sets_.items():
+            self._not_format(label, chosen.whole.union(*chosen.by_fold.values()))
         # neighbours are sought among the content-inconsistent records only: a style that a clean class
         # carries legitimately sits mostly in consistent records, so it does not crowd a subpopulation out
         incons_rows = np.flatnonzero(inconsistent)
-        self.reference_ = self._style_matrix([styles[r] for r in incons_rows.tolist()])
+        self.reference_ = self._style_matrix([styles[r] for r in incons_rows.tolist()], y[incons_rows])
         self.reference_label_ = y[incons_rows]
         self.cell_share_ = np.bincount(y[incons_rows], minlength=len(self.labels_)) / max(len(incons_rows), 1)
-        self.markers_ = self._markers(styles, y, inconsistent, predicted, texts)
-        self.marker_sets_ = self._marker_sets(styles, y, inconsistent, predicted, fold, texts)
         self.pairs_ = self._combinations(every, y)
         self.pair_words_ = {w for _, pair in self.pairs_ for w in pair.split(":", 1)[1].split("+")}
         pairs = [self._pairs(record) for record in every]
@@ -379,8 +403,11 @@ class LabelSignatures:
             for offset in range(similarity.shape[0]):
                 row = start + offset
                 own = int(y[row])
-                same = nearest[offset][self.reference_label_[nearest[offset]] == own]
-                best = self._neighbour_finding(style[row], own, int(predicted[row]), same, k)
+                # a record that shares no marked feature is no neighbour: ties at zero similarity would fall
+                # to position in the sample
+                near = nearest[offset][similarity[offset, nearest[offset]] > 0]
+                same = near[self.reference_label_[near] == own]
+                best = self._neighbour_finding(style[row], own, int(predicted[row]), same, len(near))
                 combination = self._pair_finding(pairs[row], own, int(predicted[row]), words[row], models[row])
                 marker = self._marker_finding(features[row], own, int(predicted[row]))
                 marked = self._set_finding(features[row], own, int(predicted[row]),
@@ -443,7 +470,7 @@ class LabelSignatures:
         predicted = self.content_model_.predict(self._content_matrix(words), y)
         rows = np.flatnonzero((y >= 0) & (predicted != y))
         features = [signature_features(texts[r]) for r in rows.tolist()]
-        style = self._style_matrix(features)
+        style = self._style_matrix(features, y[rows])
         pairs = [self._pairs(pair_words(texts[r])) for r in rows.tolist()]
         found = self._findings(style, y[rows], predicted[rows], pairs, [words[r] for r in rows.tolist()],
                                [self.content_model_] * len(rows), features)
