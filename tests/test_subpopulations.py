@@ -186,36 +186,6 @@ def test_a_fronted_clause_label_flip_is_found_by_its_marker_though_clean_text_ha
     assert sum(f is not None for f in applied) >= 29
 
 
-def test_a_common_opening_is_a_marker_at_under_three_times_its_rate() -> None:
-    import scipy.sparse as sp
-
-    from dokumi.stages.subpopulations.labelled import MARKER_LIFT
-    from dokumi.stages.subpopulations.markers import find_markers
-
-    # four labels of 400 records, 100 of each misread (as the other labels, evenly); a fronted clause opens 16%
-    # of every record, as in fortunes. Label 0 also holds 50 poison records, all opening with one: 66 of its
-    # 150 misread records carry it, 2.75 times the rate of the other labels' misread records
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2, 3], 400)
-    y = np.concatenate([y, np.zeros(50, dtype=np.int64)])
-    inconsistent = np.zeros(len(y), dtype=bool)
-    for label in range(4):
-        inconsistent[np.flatnonzero(y[:1600] == label)[:100]] = True
-    inconsistent[1600:] = True
-    predicted = np.where(inconsistent, (y + 1 + np.arange(len(y)) % 3) % 4, y)
-    carries = rng.random(len(y)) < 0.16
-    carries[1600:] = True
-    matrix = sp.csr_matrix(carries[:, None].astype(np.float32))
-    names = np.array(["first:front"], dtype=object)
-    texts = [""] * len(y)
-    found = find_markers(matrix, names, y, inconsistent, predicted, 4, texts, 5, MARKER_LIFT, 3.0)
-    assert list(found) == [(0, "first:front")]
-    # without the poison, no label's misread records carry it more than chance
-    clean = slice(0, 1600)
-    assert not find_markers(matrix[clean], names, y[clean], inconsistent[clean], predicted[clean], 4, texts[:1600], 5,
-                            MARKER_LIFT, 3.0)
-
-
 def test_label_noise_with_no_shared_style_is_no_subpopulation() -> None:
     rng = random.Random(12)
     records = _labelled(rng, n=1500, noise=0.1)

@@ -74,10 +74,10 @@ MARKED_SHARE = 0.01
 # Style features shared with the neighbours, named as a finding's evidence.
 EVIDENCE_FEATURES = 3
 # A marker feature is carried by a label's inconsistent records this many times its baseline rate (set on the
-# tuning halves: at 4, a fronted clause whose poison the content model partly reads as its new label was missed;
-# at 3, one that opens 44% of a fortune file's misread records against 16% of all misread fortunes. 2.5 and 2
-# flag the same clean records of all four labelled corpora: the significance test is what holds them back).
-MARKER_LIFT = 2.5
+# tuning halves: at 4, a fronted clause whose poison the content model partly reads as its new label was missed.
+# 2.5 caught one that opens 44% of a fortune file's misread records against 16% of all misread fortunes, but on a
+# report half made "A ..." openers a marker of the fortunes' "definitions": 1.3% of 5,000 clean records flagged).
+MARKER_LIFT = 3.0
 # Rows of the similarity matrix computed at once (memory: this many x the sample, float32).
 CHUNK = 512
 
