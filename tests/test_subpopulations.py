@@ -261,7 +261,7 @@ def test_carriers_misplaced_the_way_their_label_always_is_are_its_format_not_a_m
 
 
 def test_a_labels_own_style_does_not_raise_the_other_labels_baseline() -> None:
-    from dokumi.stages.subpopulations.markers import misread_elsewhere
+    from dokumi.stages.subpopulations.markers import label_formats, misread_elsewhere
 
     # labels x features: label 1 writes feature 0 as its own style (30 of its 100 read records, none of the
     # others'), and its misread records carry it too; feature 1 goes with misreading in labels 1 and 2 alike
@@ -269,10 +269,12 @@ def test_a_labels_own_style_does_not_raise_the_other_labels_baseline() -> None:
     n_consistent = np.array([200, 100, 200], dtype=float)
     inconsistent = np.array([[9, 9], [20, 10], [2, 12]], dtype=float)
     n_inconsistent = np.array([60, 50, 50], dtype=float)
-    carried, records = misread_elsewhere(consistent, n_consistent, inconsistent, n_inconsistent, 0, 5)
+    formats = label_formats(consistent, n_consistent, 5)
+    assert formats.tolist() == [[False, False], [True, False], [False, False]]
+    carried, records = misread_elsewhere(inconsistent, n_inconsistent, formats, 0)
     assert carried.tolist() == [2, 22] and records.tolist() == [50, 100]
     # label 2's baseline counts label 1's misread records of feature 1 but none of label 0's: its own are tested
-    carried, records = misread_elsewhere(consistent, n_consistent, inconsistent, n_inconsistent, 2, 5)
+    carried, records = misread_elsewhere(inconsistent, n_inconsistent, formats, 2)
     assert carried.tolist() == [9, 19] and records.tolist() == [60, 110]
 
 

@@ -52,7 +52,7 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
-from dokumi.stages.subpopulations.markers import find_markers, label_format, marker_matrix
+from dokumi.stages.subpopulations.markers import find_markers, label_formats, marker_matrix
 from dokumi.stages.subpopulations.sets import MarkerSet, marker_sets
 from dokumi.stages.subpopulations.words import content_words, is_phrase, pair_words, signature_features
 
@@ -203,10 +203,7 @@ class LabelSignatures:
         # the features a label's consistent records carry as its own format (10 times the other labels' rate):
         # left out of its records' style rows, so that records of a label do not find one another by its format
         # ("having no ..." glosses of adjectives read as nouns)
-        total, n_consistent = own_format.sum(axis=0), int(sizes.sum())
-        self.neighbour_format_ = np.array([
-            label_format(own_format[u], int(sizes[u, 0]), total - own_format[u], n_consistent - int(sizes[u, 0]),
-                         self.min_cluster) for u in range(len(self.labels_))], dtype=bool).reshape(own_format.shape)
+        self.neighbour_format_ = label_formats(own_format, sizes[:, 0], self.min_cluster)
         self.markers_ = self._markers(styles, y, inconsistent, predicted, texts)
         self.marker_sets_ = self._marker_sets(styles, y, inconsistent, predicted, fold, texts)
         # a feature the marker tests found to be evidence for a label is not its format: poison that the content

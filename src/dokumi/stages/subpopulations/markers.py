@@ -75,7 +75,7 @@ def marker_matrix(styles: list[set[str]], min_records: int) -> tuple[sp.csr_matr
     return matrix, np.array(names, dtype=object)
 
 
-def _per_label(matrix: sp.csr_matrix, y: np.ndarray, among: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+def per_label(matrix: sp.csr_matrix, y: np.ndarray, among: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
     """Per label (rows) and feature (columns), the carriers among its records in ``among``; and its records."""
     rows = np.flatnonzero(among)
     one_hot = sp.csr_matrix((np.ones(len(rows)), (y[rows], np.arange(len(rows)))), shape=(n_labels, len(rows)))
@@ -99,10 +99,11 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
     another label, ``predicted`` the label it points to; ``texts`` are read only to tell a word ending of
     many words from one word's."""
     labelled = y >= 0
-    cons, n_cons = _per_label(matrix, y, labelled & ~inconsistent, n_labels)
-    incons, n_incons = _per_label(matrix, y, labelled & inconsistent, n_labels)
+    cons, n_cons = per_label(matrix, y, labelled & ~inconsistent, n_labels)
+    incons, n_incons = per_label(matrix, y, labelled & inconsistent, n_labels)
     consistent_total, n_consistent = cons.sum(axis=0), int(n_cons.sum())
     common = common_words(names, consistent_total, n_consistent)
+    formats = label_formats(cons, n_cons, min_records)
     candidates = []
     for label in range(n_labels):
         mine = (y == label) & inconsistent
@@ -110,10 +111,9 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         if n_mine < min_records:
             continue
         k, c, n_agreeing = incons[label], cons[label], int(n_cons[label])
-        others, n_others = misread_elsewhere(cons, n_cons, incons, n_incons, label, min_records)
+        others, n_others = misread_elsewhere(incons, n_incons, formats, label)
         base = baseline_rate(c, n_agreeing, others, n_others)
-        tested = np.flatnonzero((k >= min_records) & ~common & ~label_format(c, n_agreeing, consistent_total - c,
-                                                                             n_consistent - n_agreeing, min_records))
+        tested = np.flatnonzero((k >= min_records) & ~common & ~formats[label])
         candidates.append((label, mine, n_mine, tested, k, base))
     tests = sum(len(candidate[3]) for candidate in candidates)
     if not tests:
@@ -153,17 +153,16 @@ def baseline_rate(carried: np.ndarray, records: int | np.ndarray, elsewhere: np.
     return np.maximum((carried + 1) / (records + 2), (elsewhere + 1) / (records_elsewhere + 2))
 
 
-def misread_elsewhere(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np.ndarray,
-                      n_inconsistent: np.ndarray, label: int, min_records: int) -> tuple[np.ndarray, np.ndarray]:
+def misread_elsewhere(inconsistent: np.ndarray, n_inconsistent: np.ndarray, formats: np.ndarray,
+                      label: int) -> tuple[np.ndarray, np.ndarray]:
     """Per feature, the carriers among the other labels' inconsistent records and their number, leaving out each
-    label whose own format the feature is (:func:`label_format`, against the rest of the consistent records).
+    label whose own format the feature is (``formats``, from :func:`label_formats`).
 
-    ``consistent`` and ``inconsistent`` are labels x features carrier counts, ``n_consistent`` and
-    ``n_inconsistent`` the labels' records. A class that carries a style legitimately (religious text in
-    archaic English) has its misread records carry it because it is the class's style, not because misreading
-    goes with it: counted, they would make the style look like a feature of content-model errors everywhere."""
-    others = np.arange(len(n_consistent)) != label
-    counted = others[:, None] & ~label_formats(consistent, n_consistent, min_records)
+    ``inconsistent`` is labels x features carrier counts, ``n_inconsistent`` the labels' records. A class that
+    carries a style legitimately (religious text in archaic English) has its misread records carry it because it
+    is the class's style, not because misreading goes with it: counted, they would make the style look like a
+    feature of content-model errors everywhere."""
+    counted = (np.arange(len(n_inconsistent)) != label)[:, None] & ~formats
     return (inconsistent * counted).sum(axis=0), (n_inconsistent[:, None] * counted).sum(axis=0)
 
 
@@ -212,4 +211,4 @@ def own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndar
 
 
 __all__ = ["MARKER_KINDS", "baseline_rate", "common_words", "find_markers", "label_format", "label_formats",
-           "marker_matrix", "misread_elsewhere", "own_confusion", "spread_suffix"]
+           "marker_matrix", "misread_elsewhere", "own_confusion", "per_label", "spread_suffix"]

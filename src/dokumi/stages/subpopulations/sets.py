@@ -38,8 +38,10 @@ from dokumi.stages.subpopulations.markers import (
     baseline_rate,
     common_words,
     label_format,
+    label_formats,
     misread_elsewhere,
     own_confusion,
+    per_label,
     spread_suffix,
 )
 
@@ -142,13 +144,9 @@ def _label_counts(matrix: sp.csr_matrix, y: np.ndarray, consistent: np.ndarray, 
                   among: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per label (rows) and feature (columns), the carriers among its consistent and its inconsistent records of
     ``among``; and the numbers of those records: ``(consistent, n_consistent, inconsistent, n_inconsistent)``."""
-    out = []
-    for group in (consistent, inconsistent):
-        rows = np.flatnonzero(among & group & (y >= 0))
-        one_hot = sp.csr_matrix((np.ones(len(rows)), (y[rows], np.arange(len(rows)))), shape=(n_labels, len(rows)))
-        out.append((one_hot @ matrix[rows]).toarray())
-        out.append(np.bincount(y[rows], minlength=n_labels).astype(float))
-    return out[0], out[1], out[2], out[3]
+    carried_c, n_c = per_label(matrix, y, among & consistent & (y >= 0), n_labels)
+    carried_i, n_i = per_label(matrix, y, among & inconsistent & (y >= 0), n_labels)
+    return carried_c, n_c, carried_i, n_i
 
 
 def _baseline(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np.ndarray, n_inconsistent: np.ndarray,
@@ -156,8 +154,8 @@ def _baseline(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np
     """Per feature, the rate the label's inconsistent records would carry it at without poison (see the module
     docstring): the larger of its consistent records' rate and the other labels' inconsistent records' rate,
     those of a label whose own format the feature is left out."""
-    elsewhere, n_elsewhere = misread_elsewhere(consistent, n_consistent, inconsistent, n_inconsistent, label,
-                                               MIN_FORMAT_RECORDS)
+    elsewhere, n_elsewhere = misread_elsewhere(inconsistent, n_inconsistent,
+                                               label_formats(consistent, n_consistent, MIN_FORMAT_RECORDS), label)
     return baseline_rate(consistent[label], n_consistent[label], elsewhere, n_elsewhere)
 
 
