@@ -12,7 +12,9 @@ corpus and belongs to their cluster.
 The first table runs the ``pretraining`` recipe's near_duplicates settings on
 several seeds and two corpora; the second shows what other settings trade. The
 last measures the memory of pass 1 (peak resident memory, in a fresh process per size)
-and of the state sent to workers, per record, and extrapolates to one million records.
+and of the state sent to workers (a pickled copy of the fitted stage: ``to workers`` once the state is
+saved, as a scan sends it; ``unsaved`` as ``Pipeline.fit`` alone leaves it, the probe's signatures included),
+per record, and extrapolates to one million records.
 
     DOKUMI_DATA=/path/to/data python benchmarks/bench_near_duplicates.py [--seeds 5] [--memory 25000 100000]
 """
@@ -26,6 +28,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -114,7 +117,7 @@ def memory(sizes: list[int], data: str | None) -> None:
     print("\n  memory (recipe settings; wordnet glosses, repeated with a counter where more are needed;")
     print("  peak resident memory growth of the fit, each size in a fresh process)\n")
     print(f"  {'records':>10}{'fit peak':>12}{'per record':>12}{'index kept':>12}{'per record':>12}"
-          f"{'to workers':>12}{'seconds':>9}")
+          f"{'to workers':>12}{'unsaved':>12}{'seconds':>9}")
     peaks = []
     for size in sizes:
         command = [sys.executable, __file__, "--memory-of", str(size)] + (["--data", data] if data else [])
@@ -122,7 +125,8 @@ def memory(sizes: list[int], data: str | None) -> None:
         peak, kept = measured["peak"], measured["kept"]
         peaks.append(peak)
         print(f"  {size:>10,}{peak / 2**20:>10.0f}MB{peak / size:>11,.0f}B{kept / 2**20:>10.0f}MB"
-              f"{kept / size:>11,.0f}B{measured['shipped'] / 2**10:>10,.0f}KB{measured['seconds']:>9.1f}")
+              f"{kept / size:>11,.0f}B{measured['shipped'] / 2**10:>10,.0f}KB{measured['unsaved'] / 2**10:>10,.0f}KB"
+              f"{measured['seconds']:>9.1f}")
     # fixed buffers (blocks of pairs and keys) plus a cost per record: a line through the measurements
     per_record, fixed = np.polyfit(sizes, peaks, 1) if len(sizes) > 1 else (peaks[0] / sizes[0], 0.0)
     print(f"\n  fit peak ~ {fixed / 2**20:.0f} MB + {per_record:,.0f} bytes per record: one million records "
@@ -147,7 +151,11 @@ def memory_of(size: int, data: str | None) -> None:
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # KiB on Linux
     index = stage.index_
     kept = sum(array.nbytes for array in (index.key, index.signature, index.count, index.id, index.generation))
-    print(json.dumps({"peak": peak, "kept": kept, "shipped": len(pickle.dumps(stage)), "seconds": seconds}))
+    unsaved = len(pickle.dumps(stage))
+    with tempfile.TemporaryDirectory() as folder:
+        stage.save_state(Path(folder))
+        shipped = len(pickle.dumps(stage))
+    print(json.dumps({"peak": peak, "kept": kept, "shipped": shipped, "unsaved": unsaved, "seconds": seconds}))
 
 
 def main() -> None:

@@ -142,7 +142,7 @@ def test_an_index_carries_an_earlier_corpus_into_the_next_run(tmp_path):
     first = NearDuplicates(mode="dedup", jaccard=0.5)
     Pipeline([first]).fit([{"text": t} for t in _unique_docs(rng, 30) + [original]])
     written = first.save_state(tmp_path / "state" / "near_duplicates")
-    assert {p.name for p in written} == {"signatures.npy", "keys.npy", "contents.parquet", "params.json"}
+    assert {p.name for p in written} == {"signatures.npy", "contents.parquet", "params.json"}
     assert np.load(tmp_path / "state" / "near_duplicates" / "signatures.npy").shape == (31, 128)
 
     second = NearDuplicates(mode="dedup", jaccard=0.5, index=str(tmp_path))  # a scan's output folder works
@@ -177,6 +177,36 @@ def test_copies_sent_to_workers_are_small_and_score_the_same(corpus, tmp_path):
     batches = list(CorpusBatches(open_inputs(records), Columns(), 16))
     assert [stage.score(b).scores.tolist() for b in batches] == [copy.score(b).scores.tolist() for b in batches]
     assert sum(r != [] for b in batches for r in copy.score(b).reasons) == 25
+
+
+def test_copies_made_after_the_state_is_saved_read_the_probe_from_it(corpus, tmp_path):
+    """In a scan every record was fitted, so the copies sent to workers (and kept for --resume) leave the
+    clusters' signatures in the saved state and read them only for a record the fit never saw."""
+    texts, _ = corpus
+    rng = random.Random(11)
+    stage = NearDuplicates(min_cluster_size=10)
+    Pipeline([stage]).fit([{"text": t} for t in texts])
+    unsaved = len(pickle.dumps(stage))
+    written = stage.save_state(tmp_path / "state")
+    assert {p.name for p in written} == {"signatures.npy", "contents.parquet", "params.json", "words.npy"}
+    copy = pickle.loads(pickle.dumps(stage))
+    assert len(pickle.dumps(stage)) < unsaved - stage.probe_.signatures.nbytes
+    # records the fit never saw: copies of a planted cluster's text join it, unique ones stay alone
+    planted = [t for t, r in zip(texts, stage.score(_batch(texts)).reasons) if r][0]
+    new = _copies(rng, planted, 3) + _unique_docs(rng, 5)
+    fitted, copied = stage.score(_batch(new)), copy.score(_batch(new))
+    assert fitted.scores.tolist() == copied.scores.tolist() and fitted.reasons == copied.reasons
+    assert all(copied.reasons[:3]) and not any(copied.reasons[3:])
+    assert copied.duplicate.tolist() == fitted.duplicate.tolist()
+    # without the saved state a copy says what it is missing, instead of scoring new records as unique
+    gone = pickle.loads(pickle.dumps(stage))
+    (tmp_path / "state" / "signatures.npy").unlink()
+    with pytest.raises(RuntimeError, match="never saw needs the clusters' signatures"):
+        gone.score(_batch(new))
+
+
+def _batch(texts: list[str]):
+    return next(iter(CorpusBatches(open_inputs([{"text": t} for t in texts]), Columns(), len(texts))))
 
 
 def test_copies_keep_the_band_choice_and_follow_a_changed_jaccard(corpus, monkeypatch):

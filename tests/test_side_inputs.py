@@ -247,13 +247,13 @@ def test_an_index_is_used_only_as_its_manifest_lists_it(site, capsys, indexed):
     capsys.readouterr()
     assert main([*args, str(indexed)]) == 0
     shutil.rmtree(site / "out")
-    keys = state / "keys.npy"
-    original = keys.read_bytes()
-    keys.write_bytes(original[:-8] + bytes(8))  # an index edited after the scan
+    signatures = state / "signatures.npy"
+    original = signatures.read_bytes()
+    signatures.write_bytes(original[:-8] + bytes(8))  # an index edited after the scan
     for target in (indexed, state):
         line = refused(main([*args, str(target)]), capsys.readouterr().err, site)
-        assert "keys.npy: its SHA-256 is not the one its manifest lists" in line
-    keys.write_bytes(original)
+        assert "signatures.npy: its SHA-256 is not the one its manifest lists" in line
+    signatures.write_bytes(original)
     (state / "extra.npy").write_bytes(b"planted")
     line = refused(main([*args, str(indexed)]), capsys.readouterr().err, site)
     assert "extra.npy: not listed in the scan's manifest" in line
