@@ -198,11 +198,17 @@ def test_copies_made_after_the_state_is_saved_read_the_probe_from_it(corpus, tmp
     assert fitted.scores.tolist() == copied.scores.tolist() and fitted.reasons == copied.reasons
     assert all(copied.reasons[:3]) and not any(copied.reasons[3:])
     assert copied.duplicate.tolist() == fitted.duplicate.tolist()
-    # without the saved state a copy says what it is missing, instead of scoring new records as unique
-    gone = pickle.loads(pickle.dumps(stage))
+    # without its saved state a copy says what it is missing, instead of scoring new records as unique
+    gone, other = pickle.loads(pickle.dumps(stage)), pickle.loads(pickle.dumps(stage))
     (tmp_path / "state" / "signatures.npy").unlink()
     with pytest.raises(RuntimeError, match="never saw needs the clusters' signatures"):
         gone.score(_batch(new))
+    # nor reads another fit's state saved in its place
+    refitted = NearDuplicates(min_cluster_size=10)
+    Pipeline([refitted]).fit([{"text": t} for t in texts[::2]])
+    refitted.save_state(tmp_path / "state")
+    with pytest.raises(RuntimeError, match="another fit's contents"):
+        other.score(_batch(new))
 
 
 def _batch(texts: list[str]):

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dokumi.arrays import distinct, lookup
 from dokumi.fitplan import Fold, GroupByKey, Reduce, Step
@@ -666,10 +667,14 @@ class _Probe:
     def _load(self) -> None:
         folder = Path(cast(str, self.saved))
         try:
+            saved = pq.read_table(folder / "contents.parquet", columns=["content"]).column("content").to_numpy()
+            if len(saved) <= int(self.rows.max(initial=-1)) or \
+                    not np.array_equal(saved[self.rows].astype(np.uint64), self.content):
+                raise ValueError("it holds another fit's contents")
             self._signatures = np.load(folder / "signatures.npy", mmap_mode="r")[self.rows]
             if self.compared:
                 self._words = np.load(folder / WORDS_FILE)
-        except (OSError, ValueError, IndexError) as error:
+        except (OSError, ValueError, IndexError, pa.ArrowException) as error:
             raise RuntimeError(f"near_duplicates: a record the fit never saw needs the clusters' signatures, "
                                f"saved in {folder}, which cannot be read ({error})") from None
 
