@@ -278,6 +278,29 @@ def test_a_labels_own_style_does_not_raise_the_other_labels_baseline() -> None:
     assert carried.tolist() == [9, 19] and records.tolist() == [60, 110]
 
 
+def test_a_set_is_chosen_from_features_rare_elsewhere_though_its_label_has_few_read_records() -> None:
+    import scipy.sparse as sp
+
+    from dokumi.stages.subpopulations.sets import _chosen, _label_counts
+
+    # label 0 has few read records (40); 3 of its 45 misread ones say "thou", which 1 of label 1's 2,500 records
+    # does; 20 open with "And", as 15% of label 1's records do
+    def block(n: int, thou: int, opener: int) -> list[list[int]]:
+        return [[int(i < thou), int(i < opener)] for i in range(n)]
+
+    rows = block(40, 0, 0) + block(45, 3, 20) + block(2000, 1, 300) + block(500, 0, 75)
+    y = np.array([0] * 85 + [1] * 2500)
+    inconsistent = np.array([False] * 40 + [True] * 45 + [False] * 2000 + [True] * 500)
+    matrix = sp.csr_matrix(np.array(rows, dtype=np.float64))
+    names = np.array(["fw:thou", "start:and"], dtype=object)
+    everything = np.ones(len(y), dtype=bool)
+    counts = _label_counts(matrix, y, ~inconsistent, inconsistent, everything, 2)
+    columns, lift = _chosen(matrix, names, y, inconsistent, everything, 0, counts, np.zeros(2, dtype=bool),
+                            [""] * len(y))
+    # a smoothed rate of none in 40 (2.4%) would have hidden "thou"; "And ..." is no style's mark
+    assert names[columns].tolist() == ["fw:thou"] and lift[0] > 3
+
+
 def test_too_few_labels_skip_with_a_reason() -> None:
     model = LabelSignatures(min_label_records=20)
     findings = model.fit(["a b c"] * 10 + ["d e f"] * 30, ["x"] * 10 + ["y"] * 30, np.arange(40, dtype=np.uint64))

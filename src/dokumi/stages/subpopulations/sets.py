@@ -4,7 +4,9 @@ A style rewrite (StyleBkd's Bible style: "thou", "hath", "-eth" verbs, "Verily,"
 poison record a few of some fifty markers; no one marker is in enough of a label's records to pass a
 test alone. The set "carries any of them" is. For each fold, the set of a label is chosen on the other
 folds: the marker features (:data:`~.markers.MARKER_KINDS`) that the label's content-inconsistent records
-carry ``SET_CHOICE_LIFT`` times the baseline rate. It is then counted on the fold's own records, where
+carry ``SET_CHOICE_LIFT`` times the baseline rate and that the other labels' records seldom carry
+(``SET_RARE_SHARE``); for choosing, the label's consistent rate is drawn towards the corpus's, as a label's
+few consistent records cannot show that a rare feature is absent. It is then counted on the fold's own records, where
 choosing cannot have fitted chance; the held-out counts of all folds make one binomial test per label.
 
 The baseline of a feature for a label is the larger of its rate among
@@ -52,6 +54,12 @@ SET_CHOICE_SIGNIFICANCE = 1.3
 # (Set on the tuning halves: at 4, a style whose clean class's misread records carry it too was missed.)
 SET_CHOICE_LIFT = 3.0
 SET_LIFT = 3.0
+# Choosing a set's features (not testing the set): a label's consistent rate of a feature is drawn towards all
+# consistent records' rate with the weight of this many records, and a feature must be carried by at most
+# SET_RARE_SHARE of the other labels' records. (Set on the tuning halves: style in man pages 0.60 -> 0.68
+# and in fortunes 0.54 -> 0.61 at a 1% budget, clean false alarms unchanged; at 0.3% fortunes gained less.)
+CHOICE_PRIOR_RECORDS = 50
+SET_RARE_SHARE = 0.005
 # A set of fewer features is a marker, tested as one.
 MIN_SET_FEATURES = 2
 # Consistent records a label's own format (:func:`~.markers.label_format`) is carried by at least.
@@ -163,15 +171,29 @@ def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsisten
             label: int, counts: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], common: np.ndarray,
             texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The columns (and their lifts) that the label's inconsistent records among ``among`` carry SET_CHOICE_LIFT
-    times the baseline rate, at SET_CHOICE_SIGNIFICANCE; word endings only of many words; neither the label's
-    format nor the ``common`` words. ``counts`` are :func:`_label_counts` of ``among``."""
+    times the choice baseline (the label's consistent rate drawn towards the corpus's, CHOICE_PRIOR_RECORDS),
+    at SET_CHOICE_SIGNIFICANCE; rare elsewhere (SET_RARE_SHARE); word endings only of many words; neither the
+    label's format nor the ``common`` words. ``counts`` are :func:`_label_counts` of ``among``."""
     consistent, n_consistent, carried, n_inconsistent = counts
-    base = _baseline(consistent, n_consistent, carried, n_inconsistent, label)
+    formats_of = label_formats(consistent, n_consistent, MIN_FORMAT_RECORDS)
+    elsewhere, n_elsewhere = misread_elsewhere(carried, n_inconsistent, formats_of, label)
+    # the label's consistent rate drawn towards all consistent records': tens of them cannot show that a rare
+    # feature is absent (smoothed, none of 80 is 1.2%), and a style's features are each rare
+    overall = (consistent.sum(axis=0) + 1) / (n_consistent.sum() + 2)
+    own = (consistent[label] + CHOICE_PRIOR_RECORDS * overall) / (n_consistent[label] + CHOICE_PRIOR_RECORDS)
+    base = np.maximum(own, (elsewhere + 1) / (n_elsewhere + 2))
     km, nm = carried[label], int(n_inconsistent[label])
     others = np.arange(len(n_consistent)) != label
     formats = label_format(consistent[label], int(n_consistent[label]), consistent[others].sum(axis=0),
                            int(n_consistent[others].sum()), MIN_FORMAT_RECORDS)
-    columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats & ~common)
+    # a style's features are rare in the other labels' records, read right or not (a label whose own format the
+    # feature is left out): "Verily," and "-eth" are; "And ..." openers and "unless", which chance puts in a
+    # label's misread records as often, are not, and would only add clean carriers to the set
+    counted = others[:, None] & ~formats_of
+    carriers_elsewhere = ((consistent + carried) * counted).sum(axis=0)
+    records_elsewhere = ((n_consistent + n_inconsistent)[:, None] * counted).sum(axis=0)
+    rare = carriers_elsewhere <= SET_RARE_SHARE * np.maximum(records_elsewhere, 1)
+    columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats & ~common & rare)
     if not len(columns):
         return columns, np.zeros(0)
     significance = -binom.logsf(km[columns] - 1, nm, base[columns]) / math.log(10)
