@@ -7,7 +7,9 @@ A scan writes ``state/near_duplicates/``:
 * (``keys.npy``: their LSH band keys, in states of earlier versions; reused when the bands agree);
 * ``contents.parquet``: per content, its 64-bit content key, how many records
   carried it, the lowest 64-bit key of their ids, the run (generation) that
-  first saw it, and its cluster id (null when alone).
+  first saw it, and its cluster id (null when alone);
+* ``words.npy`` (repetition mode; written by the stage, not read by ``index``): the word-set
+  signatures of the clustered contents that copies of the fitted stage probe new records against.
 
 No text: content keys are the first 8 bytes of the records' SHA-256.
 """
