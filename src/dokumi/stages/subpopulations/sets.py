@@ -39,7 +39,6 @@ from scipy.stats import binom
 from dokumi.stages.subpopulations.markers import (
     baseline_rate,
     common_words,
-    label_format,
     label_formats,
     misread_elsewhere,
     own_confusion,
@@ -158,13 +157,20 @@ def _label_counts(matrix: sp.csr_matrix, y: np.ndarray, consistent: np.ndarray, 
 
 
 def _baseline(consistent: np.ndarray, n_consistent: np.ndarray, inconsistent: np.ndarray, n_inconsistent: np.ndarray,
-              label: int) -> np.ndarray:
+              label: int, formats: np.ndarray | None = None, prior: float = 0.0) -> np.ndarray:
     """Per feature, the rate the label's inconsistent records would carry it at without poison (see the module
     docstring): the larger of its consistent records' rate and the other labels' inconsistent records' rate,
-    those of a label whose own format the feature is left out."""
-    elsewhere, n_elsewhere = misread_elsewhere(inconsistent, n_inconsistent,
-                                               label_formats(consistent, n_consistent, MIN_FORMAT_RECORDS), label)
-    return baseline_rate(consistent[label], n_consistent[label], elsewhere, n_elsewhere)
+    those of a label whose own format the feature is left out (``formats``: :func:`~.markers.label_formats`
+    of ``consistent``, computed where not given). With a ``prior``, the label's consistent rate is drawn
+    towards all consistent records' with the weight of that many records."""
+    if formats is None:
+        formats = label_formats(consistent, n_consistent, MIN_FORMAT_RECORDS)
+    elsewhere, n_elsewhere = misread_elsewhere(inconsistent, n_inconsistent, formats, label)
+    if not prior:
+        return baseline_rate(consistent[label], n_consistent[label], elsewhere, n_elsewhere)
+    overall = (consistent.sum(axis=0) + 1) / (n_consistent.sum() + 2)
+    own = (consistent[label] + prior * overall) / (n_consistent[label] + prior)
+    return np.maximum(own, (elsewhere + 1) / (n_elsewhere + 2))
 
 
 def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray, among: np.ndarray,
@@ -175,25 +181,21 @@ def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsisten
     at SET_CHOICE_SIGNIFICANCE; rare elsewhere (SET_RARE_SHARE); word endings only of many words; neither the
     label's format nor the ``common`` words. ``counts`` are :func:`_label_counts` of ``among``."""
     consistent, n_consistent, carried, n_inconsistent = counts
-    formats_of = label_formats(consistent, n_consistent, MIN_FORMAT_RECORDS)
-    elsewhere, n_elsewhere = misread_elsewhere(carried, n_inconsistent, formats_of, label)
+    formats = label_formats(consistent, n_consistent, MIN_FORMAT_RECORDS)
     # the label's consistent rate drawn towards all consistent records': tens of them cannot show that a rare
     # feature is absent (smoothed, none of 80 is 1.2%), and a style's features are each rare
-    overall = (consistent.sum(axis=0) + 1) / (n_consistent.sum() + 2)
-    own = (consistent[label] + CHOICE_PRIOR_RECORDS * overall) / (n_consistent[label] + CHOICE_PRIOR_RECORDS)
-    base = np.maximum(own, (elsewhere + 1) / (n_elsewhere + 2))
+    base = _baseline(consistent, n_consistent, carried, n_inconsistent, label, formats, CHOICE_PRIOR_RECORDS)
     km, nm = carried[label], int(n_inconsistent[label])
     others = np.arange(len(n_consistent)) != label
-    formats = label_format(consistent[label], int(n_consistent[label]), consistent[others].sum(axis=0),
-                           int(n_consistent[others].sum()), MIN_FORMAT_RECORDS)
     # a style's features are rare in the other labels' records, read right or not (a label whose own format the
     # feature is left out): "Verily," and "-eth" are; "And ..." openers and "unless", which chance puts in a
     # label's misread records as often, are not, and would only add clean carriers to the set
-    counted = others[:, None] & ~formats_of
+    counted = others[:, None] & ~formats
     carriers_elsewhere = ((consistent + carried) * counted).sum(axis=0)
     records_elsewhere = ((n_consistent + n_inconsistent)[:, None] * counted).sum(axis=0)
     rare = carriers_elsewhere <= SET_RARE_SHARE * np.maximum(records_elsewhere, 1)
-    columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats & ~common & rare)
+    columns = np.flatnonzero((km >= 2) & (km >= SET_CHOICE_LIFT * base * max(nm, 1)) & ~formats[label] & ~common
+                             & rare)
     if not len(columns):
         return columns, np.zeros(0)
     significance = -binom.logsf(km[columns] - 1, nm, base[columns]) / math.log(10)
