@@ -169,3 +169,24 @@ def test_digest_lists_first_examples_per_kind_and_counts_cluster_records(tmp_pat
     alarms = [r for r in rows_seen if r["decision"] in ("flag", "drop")]
     assert [r["id"] for r in digest["top"]] == [r["id"] for r in sorted(alarms, key=lambda r: -r["risk"])][:50]
     assert digest["histograms"]["triggers"].sum() == len(rows_seen)
+
+
+def test_the_report_a_scan_writes_from_its_shards_digests_is_the_one_read_from_scores(tmp_path):
+    """Scoring gathers each shard's digest as it writes the scores; joined in the files' name order they give
+    the report that one pass over scores/ gives: top records (ties in reading order), clusters, examples."""
+    rows = []
+    for i in range(90):
+        text = f"note {i} about the weather in town number {i * 7} today"
+        if i % 9 == 0:
+            text = "the same repeated announcement about the spring fair on the green " + "again " * (i % 2)
+        if i % 11 == 0:
+            text = f"hidden\u200bmark in record {i}"
+        rows.append({"id": f"r{i:03d}", "text": text})
+    for shard in range(3):  # the shards' names sort otherwise than the order they are given in
+        write_parquet(tmp_path / "in" / f"{'cab'[shard]}.parquet", rows[shard::3])
+    out = tmp_path / "out"
+    scan(sorted((tmp_path / "in").glob("*.parquet"), reverse=True), out=out, policy="pretraining", batch_size=7)
+    written = (out / "report.html").read_text(encoding="utf-8")
+    assert "near-duplicate" in written and "zero-width" in written.lower()
+    again = write_report(out, manifest=json.loads((out / "manifest.json").read_text()), to=tmp_path / "again.html")
+    assert again.read_text(encoding="utf-8") == written

@@ -223,6 +223,8 @@ class Checkpoint:
                     path = self.folder / "shards" / f"{index:05d}.ids.npy"
                     _write_private(path, _npy_bytes(value))
                     value = {"file": path.name, "sha256": file_sha256(path)}
+            elif item.name == "digest":
+                value = None  # the report's digest: a resumed scan's report reads scores/ instead
             elif isinstance(value, Counter):
                 value = {"counter": dict(value)}
             elif isinstance(value, Path):

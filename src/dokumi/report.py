@@ -14,11 +14,12 @@ import html
 import json
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -34,14 +35,16 @@ REASON_EXAMPLES = 5  # record ids listed under each reason
 
 
 def write_report(
-    out: str | Path, with_text: bool = False, manifest: dict[str, Any] | None = None, to: str | Path | None = None
+    out: str | Path, with_text: bool = False, manifest: dict[str, Any] | None = None, to: str | Path | None = None,
+    digests: Iterable[ScoresDigest] | None = None,
 ) -> Path:
     """Write the report of a scan folder from its manifest and scores; return its path.
 
     ``manifest``: the manifest as the scan built it, before it is written (the scan renders the
     report first, so that the manifest can list it); read from ``<out>/manifest.json`` otherwise.
     ``to``: the file to write (default ``<out>/report.html``, a file the manifest lists: see
-    ``dokumi report`` for rewriting it).
+    ``dokumi report`` for rewriting it). ``digests``: the digests of the scores files, in the order
+    of their names, as scoring gathered them; read from ``<out>/scores/`` otherwise.
     """
     out = Path(out)
     if manifest is None:
@@ -53,7 +56,8 @@ def write_report(
             raise InputError(f"{out} holds no manifest.json: not a finished scan folder")
         manifest = read_manifest(out / "manifest.json")
     stages = [stage["name"] for stage in manifest.get("stages", [])]
-    digest = _digest_scores(sorted((out / "scores").glob("*.parquet")), stages)
+    digest = ScoresDigest.merged(list(digests), stages).result() if digests is not None else \
+        _digest_scores(sorted((out / "scores").glob("*.parquet")), stages)
     wanted = {r["id"] for r in digest["top"]} | {i for ids in digest["examples"].values() for i in ids}
     texts = _quarantined_texts(out, wanted) if with_text else {}
     path = Path(to) if to is not None else out / REPORT
@@ -62,40 +66,83 @@ def write_report(
 
 
 def _digest_scores(files: list[Path], stages: list[str]) -> dict[str, Any]:
-    """One streaming pass over scores/: histograms, top records by risk, near-duplicate clusters.
-
-    Column by column, never record by record: the reasons of a file are read as one flat array and
-    each distinct reason is looked at once (a 200,000-record scan: 0.85 s record by record, 0.55 s so).
-    """
-    edges = np.linspace(0.0, 1.0, BINS + 1)
-    histograms = {stage: np.zeros(BINS, dtype=np.int64) for stage in stages}
-    clusters: Counter = Counter()
-    top: list[dict[str, Any]] = []
-    examples: dict[str, list[str]] = {}  # per reason code, the first record ids that carry it
-    # per stage: records seen, and decided with the stage's say
-    per_stage: dict[str, Counter] = {stage: Counter() for stage in stages}
+    """One streaming pass over scores/ (``files`` in name order): see :class:`ScoresDigest`."""
+    digest = ScoresDigest(stages)
     for file in files:
-        table = pq.read_table(file)
-        for stage in stages:
+        digest.add(pq.read_table(file))
+    return digest.result()
+
+
+class ScoresDigest:
+    """What the report shows of a scan's scores, gathered table by table in reading order: histograms, top
+    records by risk, near-duplicate clusters, the first records of each reason kind, per-stage decisions.
+
+    Scoring gathers one per shard as it writes the scores (no second read of scores/), and
+    :meth:`merged` joins the shards' digests in the order of their files' names, giving what one
+    pass over the files would. Column by column, never record by record: the reasons of a table are
+    read as one flat array and each distinct reason is looked at once (a 200,000-record scan: 0.85 s
+    record by record, 0.55 s so).
+    """
+
+    def __init__(self, stages: list[str]) -> None:
+        self.stages = list(stages)
+        self.histograms = {stage: np.zeros(BINS, dtype=np.int64) for stage in stages}
+        self.clusters: Counter = Counter()
+        self.top: list[dict[str, Any]] = []
+        self.examples: dict[str, list[str]] = {}  # per reason code, the first record ids that carry it
+        # per stage: records seen, and decided with the stage's say
+        self.per_stage: dict[str, Counter] = {stage: Counter() for stage in stages}
+
+    def add(self, table: Any) -> None:
+        """Add the next scores table (or record batch), in reading order."""
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        edges = np.linspace(0.0, 1.0, BINS + 1)
+        for stage in self.stages:
             column = f"{stage}_score"
             if column in table.column_names:
                 values = table.column(column).to_numpy(zero_copy_only=False)
                 values = values[~np.isnan(values)]
-                histograms[stage] += np.histogram(values, bins=edges)[0]
+                self.histograms[stage] += np.histogram(values, bins=edges)[0]
         decisions = table.column("decision").to_numpy(zero_copy_only=False).astype(str)
-        _count_reasons(table, clusters, examples)
-        _count_stage_decisions(table, stages, decisions, per_stage)
+        _count_reasons(table, self.clusters, self.examples)
+        _count_stage_decisions(table, self.stages, decisions, self.per_stage)
         risks = table.column("risk").to_numpy(zero_copy_only=False).astype(np.float64)
         alarmed = np.flatnonzero(np.isin(decisions, ALARMS))
         # highest risk first, ties in row order (a stable sort)
         for i in alarmed[np.argsort(-risks[alarmed], kind="stable")][:TOP_RECORDS].tolist():
-            top.append({"id": table.column("id")[i].as_py(), "shard": table.column("shard")[i].as_py(),
-                        "row": table.column("row")[i].as_py(), "decision": str(decisions[i]),
-                        "risk": float(risks[i]), "reasons": table.column("reasons")[i].as_py()})
-        top.sort(key=lambda r: -r["risk"])
-        del top[TOP_RECORDS:]
-    return {"histograms": histograms, "clusters": clusters.most_common(TOP_CLUSTERS), "top": top,
-            "examples": examples, "per_stage": per_stage}
+            self.top.append({"id": table.column("id")[i].as_py(), "shard": table.column("shard")[i].as_py(),
+                             "row": table.column("row")[i].as_py(), "decision": str(decisions[i]),
+                             "risk": float(risks[i]), "reasons": table.column("reasons")[i].as_py()})
+        self._trim_top()
+
+    def _trim_top(self) -> None:
+        self.top.sort(key=lambda r: -r["risk"])  # stable: earlier tables first among equal risks
+        del self.top[TOP_RECORDS:]
+
+    @classmethod
+    def merged(cls, digests: list[ScoresDigest], stages: list[str]) -> ScoresDigest:
+        """One digest from the digests of consecutive runs of tables, given in reading order."""
+        out = cls(stages)
+        for digest in digests:
+            for stage, histogram in digest.histograms.items():
+                if stage in out.histograms:
+                    out.histograms[stage] += histogram
+            out.clusters.update(digest.clusters)  # first seen first: ties among clusters keep reading order
+            for kind, ids in digest.examples.items():
+                listed = out.examples.setdefault(kind, [])
+                listed += ids[: REASON_EXAMPLES - len(listed)]
+            for stage, decided in digest.per_stage.items():
+                if stage in out.per_stage:
+                    out.per_stage[stage].update(decided)
+            out.top += digest.top
+            out._trim_top()
+        return out
+
+    def result(self) -> dict[str, Any]:
+        """The digest as the report renders it."""
+        return {"histograms": self.histograms, "clusters": self.clusters.most_common(TOP_CLUSTERS), "top": self.top,
+                "examples": self.examples, "per_stage": self.per_stage}
 
 
 def _count_reasons(table: Any, clusters: Counter, examples: dict[str, list[str]]) -> None:

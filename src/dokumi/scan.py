@@ -29,7 +29,7 @@ from dokumi.outfolder import MARKER, OutFolder
 from dokumi.pipeline import DEFAULT_BATCH_SIZE, Pipeline
 from dokumi.policy import Policy, load_policy, with_side_inputs
 from dokumi.records import Columns
-from dokumi.report import write_report
+from dokumi.report import ScoresDigest, write_report
 from dokumi.routing import output_format as output_format_for
 from dokumi.scoring import ShardResult, id_hashes
 from dokumi.sources import (
@@ -224,7 +224,8 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
         log.warning(warning)
     shutil.rmtree(staging / "spill", ignore_errors=True)
     manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
-    write_report(staging, manifest=manifest)  # before the manifest is written: it lists the report too
+    # before the manifest is written: it lists the report too
+    write_report(staging, manifest=manifest, digests=_report_digests(results, staging))
     list_remaining_files(manifest, staging, leave_out=PRIVATE)
     write_manifest(manifest, staging / "manifest.json")
     if sign_key is not None:
@@ -232,6 +233,20 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
 
         sign_manifest(staging / "manifest.json", sign_key)
     return results, manifest
+
+
+def _report_digests(results: list[ShardResult], staging: Path) -> list[ScoresDigest] | None:
+    """The shards' digests of their scores in the order of the scores files' names (the report's reading
+    order); None where a shard has scores but no digest (a checkpoint of an older version): read them."""
+    named = []
+    for result in results:
+        files = sorted(Path(o["path"]).name for o in result.outputs if o["kind"] == "scores")
+        if not files:
+            continue
+        if result.digest is None:
+            return None
+        named.append((files[0], result.digest))
+    return [digest for _, digest in sorted(named, key=lambda pair: pair[0])]
 
 
 def out_of_space(error: OSError) -> bool:

@@ -23,6 +23,7 @@ from dokumi.manifest import reason_kind
 from dokumi.merkle import MerkleBuilder, record_leaves
 from dokumi.outputs import PartWriter, output_stem
 from dokumi.records import Batch
+from dokumi.report import ScoresDigest
 from dokumi.sidecar import SIDECAR_DIR, sidecar_batch
 from dokumi.sources import Shard
 
@@ -52,6 +53,8 @@ class ShardResult:
     merkle_root: str = ""
     leaves: int = 0
     notes: list[str] = field(default_factory=list)
+    # what the report shows of this shard's scores, gathered as they were written (None: read them again)
+    digest: ScoresDigest | None = None
 
 
 def score_shard(
@@ -74,6 +77,7 @@ def score_shard(
     tree = MerkleBuilder()
     unreadable_writer = PartWriter(staging / "quarantine", f"{stem}.unreadable")
     result = ShardResult(shard=shard.name, path=shard.path)
+    digest = ScoresDigest([stage.name for stage in pipeline.stages])
     hashes = []
     has_id_column = None
     limit = pipeline.records.max_text_bytes
@@ -86,6 +90,7 @@ def score_shard(
         tree.extend(record_leaves(batch.ids, batch.rows.to_pylist(), digests.tobytes()))
         _route(batch, scores, folders, records, tables, sidecar if no_text else None)
         tables["scores"].write(scores)
+        digest.add(scores)
         _write_unreadable(batch, unreadable_writer, no_text)
         _note_unreadable(result, batch)
         _tally(result, batch, scores)
@@ -104,6 +109,7 @@ def score_shard(
         for path, count in writer.close():
             result.outputs.append({"kind": kind, "path": path, "records": count})
     result.merkle_root, result.leaves = tree.root().hex(), tree.size
+    result.digest = digest
     if shard.path is not None:
         result.input_bytes = remote.size(shard.path)  # a local file or an object-store URL
         result.input_sha256 = remote.sha256(shard.path)

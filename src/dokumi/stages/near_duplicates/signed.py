@@ -90,7 +90,9 @@ class Signed:
         if not self.keys:
             return Signed([np.zeros(0, np.uint64)], [np.zeros((0, num_perm), np.uint32)], [np.zeros(0, np.int64)],
                           [np.zeros(0, np.uint64)], self.records)
-        if len(self.keys) == 1 and len(self.keys[0]) < 2:
+        if len(self.keys) == 1 and not (self.keys[0][1:] <= self.keys[0][:-1]).any():
+            # one chunk of strictly ascending keys is combined already (a merge's result): sorting 300,000
+            # contents again and copying their signatures cost the driver half a second
             return Signed(self.keys, self.signatures, self.counts, self.ids, self.records)
         keys = np.concatenate(self.keys)
         counts = np.concatenate(self.counts)
@@ -149,7 +151,7 @@ class Signed:
 class KeyedRows:
     """One fixed-width row (e.g. a word-set MinHash) per content key, gathered in blocks: a partial that
     pickles as a few arrays (a dict of one small array per key took seconds to move between Dask
-    workers at 170,000 keys) and merges by concatenation. Identical contents give identical rows, so
+    workers at 170,000 keys) and merges into one block per distinct key. Identical contents give identical rows, so
     which copy of a repeated key is kept does not matter."""
 
     keys: list[np.ndarray] = field(default_factory=list)
@@ -163,19 +165,28 @@ class KeyedRows:
 
     @classmethod
     def merged(cls, parts: list[KeyedRows]) -> KeyedRows:
-        """The rows of all ``parts`` (their blocks, not copied)."""
+        """The rows of all ``parts``, one per distinct key, ascending. Each merge sorts (on the workers of a
+        tree of merges), so the last merge, on the driver, only interleaves a few sorted runs."""
         out = cls()
         for part in parts:
             out.keys += part.keys
             out.rows += part.rows
+        if out.keys:
+            keys, rows = out._distinct()
+            out.keys, out.rows = [keys], [rows]
         return out
 
     def table(self, width: int) -> tuple[np.ndarray, np.ndarray]:
         """The distinct keys (ascending) and each one's row (``width`` 32-bit values where there is none)."""
         if not self.keys:
             return np.zeros(0, dtype=np.uint64), np.zeros((0, width), dtype=np.uint32)
+        return self._distinct()
+
+    def _distinct(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.keys) == 1 and not (self.keys[0][1:] <= self.keys[0][:-1]).any():
+            return self.keys[0], self.rows[0]  # merged already
         keys, rows = np.concatenate(self.keys), np.concatenate(self.rows)
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys, kind="stable")  # a merge of sorted runs where the parts were merged
         keys = keys[order]
         first = np.ones(len(keys), dtype=bool)
         first[1:] = keys[1:] != keys[:-1]
