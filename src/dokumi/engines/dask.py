@@ -39,6 +39,7 @@ import pickle
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -208,15 +209,24 @@ class DaskEngine(Engine):
                     merging.append(self._tree(held, position, picked, homes, _merge_partials))
                 else:
                     merging.append(self._group(step, held, position, picked, homes))
-            for step, pending in zip(steps, merging):
-                if isinstance(step, Reduce):
-                    step.finish(self._last_merge(step.merge, pending))
-                else:
-                    groups, inputs, sides = pending
-                    side = self._last_merge(step.partial.merge, sides) if step.partial is not None else None
-                    step.finish(_results_as_completed(groups, inputs), side)
+            # each step finishes in a thread of its own: the steps are of different stages, so independent, and
+            # one stage's finish (numpy's sorts, which let go of the GIL) runs while another's Python waits for
+            # its partials or works through its counts
+            with ThreadPoolExecutor(max_workers=len(steps)) as pool:
+                finishing = [pool.submit(self._finish, step, pending) for step, pending in zip(steps, merging)]
+                for done in finishing:
+                    done.result()
         finally:
             client.cancel(parts + [held])
+
+    def _finish(self, step: Any, pending: Any) -> None:
+        """Finish ``step`` from its merging (:meth:`_tree`) or grouping (:meth:`_group`) on the cluster."""
+        if isinstance(step, Reduce):
+            step.finish(self._last_merge(step.merge, pending))
+            return
+        groups, inputs, sides = pending
+        side = self._last_merge(step.partial.merge, sides) if step.partial is not None else None
+        step.finish(_results_as_completed(groups, inputs), side)
 
     def _holders(self, futures: list[Any]) -> list[str | None]:
         """The worker holding each finished future's result (None where Dask does not say)."""
