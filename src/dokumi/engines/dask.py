@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import gc
 import logging
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -110,10 +111,16 @@ class DaskEngine(Engine):
         security = _temporary_security()
         # Of the scheduler's and workers' web pages, only /health: the others (task names, logs, metrics)
         # would answer any local process, and the cluster's TLS does not cover them.
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                              "distributed.worker.profile.enabled": False,
-                              "distributed.scheduler.http.routes": ["distributed.http.health"],
-                              "distributed.worker.http.routes": ["distributed.http.health"]}):
+        settings: dict[str, Any] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                    "distributed.worker.profile.enabled": False,
+                                    "distributed.scheduler.http.routes": ["distributed.http.health"],
+                                    "distributed.worker.http.routes": ["distributed.http.health"]}
+        # Workers forked from a server that imported Dask, numpy and pandas once, where the system has one
+        # (not Windows): a spawned worker imports them itself. Two workers started, imported the stages and
+        # closed in 0.35 s instead of 1.1 s when the server was running, 1.1 s instead of 1.3 s when not.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            settings["distributed.worker.multiprocessing-method"] = "forkserver"
+        with dask.config.set(settings):
             self.cluster_ = self._local_cluster(LocalCluster, security)
         self.client_ = Client(self.cluster_, security=security)
         return self
