@@ -350,8 +350,7 @@ class NearDuplicates(Stage):
         slot = np.cumsum(shared) - 1  # cluster number of each root, in root order
         node_slot = np.where(shared[which], slot[which], -1)
         generation = nodes.generation
-        self.cluster_ids_ = [_cluster_id(int(generation[root]), int(nodes.key[root]))
-                             for root in roots[shared].tolist()]
+        self.cluster_ids_ = _cluster_ids(generation[roots[shared]], nodes.key[roots[shared]])
         self.cluster_sizes_ = sizes[shared]
         self.cluster_earlier_ = np.bincount(which, weights=nodes.earlier_count).astype(np.int64)[shared]
         self.records_ = nodes.records
@@ -693,9 +692,11 @@ def _merged_sets(parts: list[dict[int, np.ndarray]]) -> dict[int, np.ndarray]:
     return out
 
 
-def _cluster_id(generation: int, content: int) -> str:
-    """A short stable id from the cluster's representative content (a hash of its key: no text)."""
-    return hashlib.blake2b(f"{generation}/{content:016x}".encode(), digest_size=6).hexdigest()
+def _cluster_ids(generations: np.ndarray, contents: np.ndarray) -> list[str]:
+    """A short stable id per cluster from its representative content's generation and key (a hash: no text)."""
+    blake2b = hashlib.blake2b
+    return [blake2b(b"%d/%016x" % pair, digest_size=6).hexdigest()
+            for pair in zip(generations.tolist(), contents.tolist())]
 
 
 __all__ = ["NearDuplicates", "repetition_score"]
