@@ -171,9 +171,13 @@ def test_digest_lists_first_examples_per_kind_and_counts_cluster_records(tmp_pat
     assert digest["histograms"]["triggers"].sum() == len(rows_seen)
 
 
-def test_the_report_a_scan_writes_from_its_shards_digests_is_the_one_read_from_scores(tmp_path):
+@pytest.mark.parametrize("digest_rows", [10, 16_384])
+def test_the_report_a_scan_writes_from_its_shards_digests_is_the_one_read_from_scores(tmp_path, monkeypatch,
+                                                                                       digest_rows):
     """Scoring gathers each shard's digest as it writes the scores; joined in the files' name order they give
-    the report that one pass over scores/ gives: top records (ties in reading order), clusters, examples."""
+    the report that one pass over scores/ gives: top records (ties in reading order), clusters, examples.
+    Batches are digested a few at a time (every 10 rows here) or all at the end of the shard."""
+    monkeypatch.setattr("dokumi.report.DIGEST_ROWS", digest_rows)
     rows = []
     for i in range(90):
         text = f"note {i} about the weather in town number {i * 7} today"

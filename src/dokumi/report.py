@@ -32,6 +32,7 @@ TOP_RECORDS = 50
 TOP_CLUSTERS = 15
 TEXT_PREVIEW = 300
 REASON_EXAMPLES = 5  # record ids listed under each reason
+DIGEST_ROWS = 16_384  # scores gathered before a digest reads them (its cost is mostly per call)
 
 
 def write_report(
@@ -92,11 +93,34 @@ class ScoresDigest:
         self.examples: dict[str, list[str]] = {}  # per reason code, the first record ids that carry it
         # per stage: records seen, and decided with the stage's say
         self.per_stage: dict[str, Counter] = {stage: Counter() for stage in stages}
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
 
-    def add(self, table: Any) -> None:
-        """Add the next scores table (or record batch), in reading order."""
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
+    def add(self, scores: pa.RecordBatch | pa.Table) -> None:
+        """Add the next scores (a record batch or a table), in reading order. Batches are gathered and
+        digested together (:meth:`flush`): a digest's fixed cost per call would dominate small batches."""
+        if isinstance(scores, pa.Table):
+            self.flush()
+            self._digest(scores)
+            return
+        if self._pending and scores.schema != self._pending[0].schema:
+            self.flush()  # batches are gathered into one table only where their columns agree
+        self._pending.append(scores)
+        self._pending_rows += scores.num_rows
+        if self._pending_rows >= DIGEST_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Digest the batches gathered so far."""
+        if self._pending:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+            self._digest(pa.Table.from_batches(pending))
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.flush()  # a digest sent to another process carries no batches
+        return self.__dict__.copy()
+
+    def _digest(self, table: pa.Table) -> None:
         edges = np.linspace(0.0, 1.0, BINS + 1)
         for stage in self.stages:
             column = f"{stage}_score"
@@ -125,6 +149,7 @@ class ScoresDigest:
         """One digest from the digests of consecutive runs of tables, given in reading order."""
         out = cls(stages)
         for digest in digests:
+            digest.flush()
             for stage, histogram in digest.histograms.items():
                 if stage in out.histograms:
                     out.histograms[stage] += histogram
@@ -141,6 +166,7 @@ class ScoresDigest:
 
     def result(self) -> dict[str, Any]:
         """The digest as the report renders it."""
+        self.flush()
         return {"histograms": self.histograms, "clusters": self.clusters.most_common(TOP_CLUSTERS), "top": self.top,
                 "examples": self.examples, "per_stage": self.per_stage}
 
