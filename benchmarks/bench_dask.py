@@ -10,8 +10,8 @@ the fastest of --repeat interleaved runs (the machine may be shared). A
 Dask scan's total includes starting and closing its cluster. On Dask every
 built-in stage's fit plan runs on the workers (one task per shard and round).
 Every run must reach the same decision and reasons for every record. A first
-line measures the ceiling: how much faster two processes do pure CPU work than
-one on this machine at the moment.
+line gives the ceiling, measured before and after the runs: how much faster two
+processes do pure CPU work than one on this machine at those moments.
 
 usage: python benchmarks/bench_dask.py [--records 60000] [--shards 6] [--policy pretraining] [--repeat 3]
        [--corpus wordnet|manpages] [--data DIR]
@@ -115,6 +115,7 @@ def main() -> None:
         write_corpus(texts, args.records, args.shards, inputs)
         print(f"# {args.records:,} {args.corpus} records in {args.shards} shards, policy '{args.policy}', "
               f"{os.cpu_count()} cores, Python {platform.python_version()}")
+        ceiling_before = machine_parallelism()  # the load on the cores moves: measured before and after the runs
         configurations = [(engine, workers) for engine in ("local", "dask") for workers in (1, 2)]
         best: dict[tuple[str, int], tuple[float, float, float]] = {}
         outcomes: dict[bytes, list[str]] = {}
@@ -131,8 +132,8 @@ def main() -> None:
                                        columns=["id", "decision", "reasons"]).sort_by("id")
                 outcomes.setdefault(hashlib.sha256(str(scores.to_pylist()).encode()).digest(), []).append(
                     f"{engine} {workers} worker(s), run {round_ + 1}: {dict(result.decisions)}")
-        print(f"# best of {args.repeat} runs each; pure CPU work on 2 processes here and now: "
-              f"{machine_parallelism():.2f}x faster than on 1 (the ceiling)")
+        print(f"# best of {args.repeat} runs each; pure CPU work on 2 processes here: {ceiling_before:.2f}x before the "
+              f"runs and {machine_parallelism():.2f}x after them faster than on 1 (the ceiling)")
         print(f"{'engine':<8}{'workers':>8}{'pass 1 s':>10}{'pass 2 s':>10}{'total s':>10}{'records/s':>11}"
               f"{'pass 2 speed-up':>17}{'total speed-up':>16}")
         for engine, workers in configurations:
