@@ -225,7 +225,7 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
     shutil.rmtree(staging / "spill", ignore_errors=True)
     manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
     # before the manifest is written: it lists the report too
-    write_report(staging, manifest=manifest, digests=_report_digests(results, staging))
+    write_report(staging, manifest=manifest, digests=_report_digests(results))
     list_remaining_files(manifest, staging, leave_out=PRIVATE)
     write_manifest(manifest, staging / "manifest.json")
     if sign_key is not None:
@@ -235,7 +235,7 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
     return results, manifest
 
 
-def _report_digests(results: list[ShardResult], staging: Path) -> list[ScoresDigest] | None:
+def _report_digests(results: list[ShardResult]) -> list[ScoresDigest] | None:
     """The shards' digests of their scores in the order of the scores files' names (the report's reading
     order); None where a shard has scores but no digest (a checkpoint of an older version): read them."""
     named = []
