@@ -59,6 +59,11 @@ def member_arrays(groups: pa.Table) -> Iterator[tuple[pa.ListArray, np.ndarray, 
         yield chunk, data["content"], data["band"]
 
 
+def _combined(keys: list[np.ndarray]) -> bool:
+    """Whether a partial's key blocks are one block of strictly ascending keys: one entry per content already."""
+    return len(keys) == 1 and not (keys[0][1:] <= keys[0][:-1]).any()
+
+
 @dataclass
 class Signed:
     """One partition's signed records, by content: a fold's partial.
@@ -90,9 +95,8 @@ class Signed:
         if not self.keys:
             return Signed([np.zeros(0, np.uint64)], [np.zeros((0, num_perm), np.uint32)], [np.zeros(0, np.int64)],
                           [np.zeros(0, np.uint64)], self.records)
-        if len(self.keys) == 1 and not (self.keys[0][1:] <= self.keys[0][:-1]).any():
-            # one chunk of strictly ascending keys is combined already (a merge's result): sorting 300,000
-            # contents again and copying their signatures cost the driver half a second
+        if _combined(self.keys):
+            # a merge's result: sorting 300,000 contents again and copying their signatures cost the driver 0.5 s
             return Signed(self.keys, self.signatures, self.counts, self.ids, self.records)
         keys = np.concatenate(self.keys)
         counts = np.concatenate(self.counts)
@@ -183,8 +187,8 @@ class KeyedRows:
         return self._distinct()
 
     def _distinct(self) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.keys) == 1 and not (self.keys[0][1:] <= self.keys[0][:-1]).any():
-            return self.keys[0], self.rows[0]  # merged already
+        if _combined(self.keys):
+            return self.keys[0], self.rows[0]
         keys, rows = np.concatenate(self.keys), np.concatenate(self.rows)
         order = np.argsort(keys, kind="stable")  # a merge of sorted runs where the parts were merged
         keys = keys[order]

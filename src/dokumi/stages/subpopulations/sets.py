@@ -204,9 +204,8 @@ def _chosen(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsisten
     # a style's features are rare in the other labels' records, read right or not (a label whose own format the
     # feature is left out): "Verily," and "-eth" are; "And ..." openers and "unless", which chance puts in a
     # label's misread records as often, are not, and would only add clean carriers to the set. The feature's
-    # homes are left out too: a phrasing some labels use often is not thereby spread over every label's
-    # records, as those chance openers are
-    # (and only while they hold at most half of those records: a phrasing of most labels is common)
+    # homes are left out too, while they hold at most half of those records: a phrasing some labels use often
+    # is not thereby spread over every label's records, as those chance openers are; one most labels use is
     counted = others[:, None] & ~formats & ~homes
     carriers_elsewhere = ((consistent + carried) * counted).sum(axis=0)
     records_elsewhere = (records * counted).sum(axis=0)
