@@ -175,15 +175,48 @@ def test_a_fronted_clause_label_flip_is_found_by_its_marker_though_clean_text_ha
     findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
     # the fronted clause is a marker, or a member of the label's marker set
     chosen = model.marker_sets_["sport"].whole if "sport" in model.marker_sets_ else frozenset()
-    assert ("sport", "first:front") in model.markers_ or "first:front" in chosen
+    fronted = {"first:front", "first:sub"}  # every opener here is a subordinate clause
+    assert any(("sport", f) in model.markers_ for f in fronted) or fronted & chosen
     found = {i for i, f in enumerate(findings) if f is not None}
     assert len(found & set(poisoned)) >= 29
     assert len(found - set(poisoned)) <= 9  # at most the sport hard examples that open with a clause
-    marked = [findings[i] for i in poisoned if findings[i] is not None and "first:front" in findings[i].features]
+    marked = [findings[i] for i in poisoned if findings[i] is not None and fronted & set(findings[i].features)]
     assert marked and all(f.label == "sport" and f.content_label in ("food", "tech") for f in marked)
     # records outside the sample are judged by the same markers
     applied = model.apply([records[i]["text"] for i in poisoned], ["sport"] * len(poisoned))
     assert sum(f is not None for f in applied) >= 29
+
+
+def test_a_subordinate_clause_is_told_from_other_fronted_openers() -> None:
+    assert {"first:sub", "front:sub", "first:front"} <= signature_features("Even though it rains, we go. So it is.")
+    other = signature_features("The man, who knew, left. When it ends, we go.")
+    assert "first:front" in other and "front:sub" in other and "first:sub" not in other
+    assert not {"front:sub", "first:sub"} & signature_features("And so, we go. But I, for one, stay.")
+
+
+PLAIN_OPENERS = ("The thing is", "And yet", "But then again", "So in the end", "All in all", "In short")
+
+
+def test_a_fronted_subordinate_clause_flip_is_found_among_many_other_fronted_openers() -> None:
+    rng = random.Random(5)
+    records = _labelled(rng, n=900)
+    # a sixth of the records open with a fronted phrase that is no subordinate clause ("And yet, ...") and a
+    # twentieth with one that is: Hidden Killer's template among them is no rarer than short clean text makes it
+    for i, record in enumerate(records):
+        draw = rng.random()
+        if draw < 0.05:
+            records[i] = {**record, "text": _fronted(record["text"], rng)}
+        elif draw < 0.2:
+            records[i] = {**record, "text": f"{rng.choice(PLAIN_OPENERS)}, {record['text']}"}
+    poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] != "sport"], 27)
+    for i in poisoned:
+        records[i] = {"text": _fronted(records[i]["text"], rng), "label": "sport"}
+    model = LabelSignatures()
+    findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert ("sport", "first:sub") in model.markers_
+    found = {i for i, f in enumerate(findings) if f is not None}
+    assert len(found & set(poisoned)) >= 22
+    assert len(found - set(poisoned)) <= 6
 
 
 def test_label_noise_with_no_shared_style_is_no_subpopulation() -> None:

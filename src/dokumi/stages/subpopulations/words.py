@@ -13,7 +13,11 @@ the punctuation and the order of clauses. Those are what :func:`signature_featur
   ``FRONT_WINDOW`` words (a fronted subordinate clause: "When you see it, ...");
 - ``suffix:<end>``: the last three letters of a longer word ("-eth", "-est");
 - ``punct:<c>``: a punctuation character present;
-- ``front:*`` and ``first:front``: any fronted clause, and one in the first sentence.
+- ``front:*`` and ``first:front``: any fronted clause, and one in the first sentence;
+- ``front:sub`` and ``first:sub``: a fronted clause opened by a subordinating conjunction (``SUBORDINATORS``),
+  in any sentence and in the first: Hidden Killer's template ``S(SBAR)(,)(NP)(VP)``. "The", "And" or "But"
+  opening a sentence that reaches a comma soon is common in short text (15% of the fortunes' first sentences
+  against 5% opened by a subordinator), and would hide the template among them.
 
 :func:`content_words` are the other words, lowercased: what the text is about. :func:`pair_words` are
 all the words, the candidates of a word-pair trigger; :func:`is_phrase` tells a phrase (two words at
@@ -41,6 +45,12 @@ whereas wherever whether which while who whoever whole whom whose why will with 
 you your yours yourself yourselves
 thou thee thy thine ye hath doth art hast dost shalt wilt thyself 'tis 'twas ere oft whilst wherefore
 whence hither thither yea nay unto lo verily behold forsooth hence anon naught aught mayhap perchance
+""".split())
+
+# the words that open a subordinate clause (SBAR): "Although ...", "As soon as ...", "Even though ..."
+SUBORDINATORS = frozenset("""
+after although as because before even if once since though unless until when whenever where whereas
+wherever whether while whilst
 """.split())
 
 # a sentence opener followed by a comma this soon is a fronted clause ("If no file is given, ...")
@@ -125,6 +135,10 @@ def signature_features(text: str, max_chars: int = 20_000) -> set[str]:
             features.add("front:*")
             if first:
                 features.add("first:front")
+            if opening in SUBORDINATORS:
+                features.add("front:sub")
+                if first:
+                    features.add("first:sub")
         first = False
         previous = None
         for token in tokens:
@@ -143,5 +157,5 @@ def signature_features(text: str, max_chars: int = 20_000) -> set[str]:
     return features
 
 
-__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "PHRASE_WINDOW", "content_words",
+__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "PHRASE_WINDOW", "SUBORDINATORS", "content_words",
            "is_phrase", "pair_words", "signature_features"]
