@@ -9,12 +9,14 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 
 from dokumi import Pipeline, load_policy
 from dokumi.records import Batch
 from dokumi.stages import stage_class
 from dokumi.stages.subpopulations import Subpopulations
 from dokumi.stages.subpopulations.labelled import LabelSignatures
+from dokumi.stages.subpopulations.markers import find_markers
 from dokumi.stages.subpopulations.prompts import PromptSplits, prompt_values, response_constructs
 from dokumi.stages.subpopulations.words import content_words, signature_features
 
@@ -217,6 +219,64 @@ def test_a_fronted_subordinate_clause_flip_is_found_among_many_other_fronted_ope
     found = {i for i, f in enumerate(findings) if f is not None}
     assert len(found & set(poisoned)) >= 22
     assert len(found - set(poisoned)) <= 6
+
+
+def _read_poison_corpus(feature: str) -> tuple:
+    """Label 0: 60 read and 240 misread records; labels 1 and 2: 360 read and 90 misread each. ``feature`` is
+    carried by a twentieth of every group and by 60 poison records of label 0: 52 misread and 8 read as label 0
+    (the other folds' poison taught the content models its words). Returns find_markers' inputs and the rows of
+    the read poison."""
+    y = np.array([0] * 300 + [1] * 450 + [2] * 450)
+    predicted = y.copy()
+    misread = np.r_[np.arange(60, 300), np.arange(300 + 360, 750), np.arange(750 + 360, 1200)]
+    predicted[misread] = np.where(y[misread] == 0, 1 + misread % 2, np.where(y[misread] == 1, 2, 1))
+    carries = np.zeros(len(y), dtype=bool)
+    carries[np.arange(len(y)) % 20 == 0] = True
+    read_poison = np.arange(1, 9)  # rows 1-8: read as label 0
+    carries[read_poison] = True
+    carries[np.arange(61, 300, 4)[:52]] = True
+    matrix = sp.csr_matrix(carries.astype(np.float64)[:, None])
+    inconsistent = predicted != y
+    return (matrix, np.array([feature], dtype=object), y, inconsistent, predicted), read_poison
+
+
+def test_a_clause_marker_whose_poison_is_partly_read_as_its_label_is_found_on_a_rereading() -> None:
+    args, read_poison = _read_poison_corpus("first:sub")
+    asked: list[tuple[int, int]] = []
+
+    def reread(label: int, rows: np.ndarray) -> np.ndarray:
+        # read without the carriers, the read poison says where its content is from
+        asked.append((label, len(rows)))
+        return np.where(np.isin(rows, read_poison), 2, args[4][rows])
+
+    texts = [""] * len(args[2])
+    assert not find_markers(*args, 3, texts, 5, 3.0, 3.0).found  # its read poison hides it
+    markers = find_markers(*args, 3, texts, 5, 3.0, 3.0, reread)
+    assert (0, "first:sub") in markers.found
+    assert asked and asked[0][0] == 0
+    assert sorted(markers.reread) == read_poison.tolist() and set(markers.reread.values()) == {2}
+    # a feature of another kind (a sentence opener, a function word) is a label's format as often: not re-read
+    args, _ = _read_poison_corpus("start:a")
+    asked.clear()
+    assert not find_markers(*args, 3, texts, 5, 3.0, 3.0, reread).found and not asked
+
+
+def test_a_rereading_without_the_carriers_unlearns_the_templates_own_words() -> None:
+    rng = random.Random(7)
+    records = _labelled(rng, n=900, noise=0.0)
+    poisoned = sorted(rng.sample([i for i, r in enumerate(records) if r["label"] == "food"], 60))
+    for i in poisoned:
+        records[i] = {"text": f"When you need the plan, {records[i]['text']} ask about the plan", "label": "sport"}
+    model = LabelSignatures()
+    model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    words = [content_words(r["text"]) for r in records]
+    content, y = model._content_matrix(words), np.array([model.labels_.index(r["label"]) for r in records])
+    fold = (_keys(records) % np.uint64(model.folds)).astype(np.int64)
+    sport, rows = model.labels_.index("sport"), np.array(poisoned)
+    # the other folds' poison taught the models "need", "plan" and "ask": the poison reads as sport
+    assert np.sum(model._cross_fitted_content(content, y, fold)[rows] == sport) >= 50
+    # read by models fitted without the carriers, it reads as what it was made from
+    assert np.sum(model._reread(content, y, fold, sport, rows) == model.labels_.index("food")) >= 50
 
 
 def test_label_noise_with_no_shared_style_is_no_subpopulation() -> None:

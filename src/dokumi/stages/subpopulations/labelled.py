@@ -175,7 +175,8 @@ class LabelSignatures:
         fold = (np.asarray(keys, dtype=np.uint64) % np.uint64(self.folds)).astype(np.int64)
         df = np.bincount(_hashed(words).indices, minlength=CONTENT_FEATURES)
         self.content_idf_ = np.log((1 + len(words)) / (1 + df)) + 1.0
-        predicted = self._cross_fitted_content(self._content_matrix(words), y, fold)
+        content = self._content_matrix(words)
+        predicted = self._cross_fitted_content(content, y, fold)
         inconsistent = (y >= 0) & (predicted >= 0) & (predicted != y)
         n = len(texts)
         styles = [signature_features(text) for text in texts]
@@ -204,7 +205,11 @@ class LabelSignatures:
         # left out of its records' style rows, so that records of a label do not find one another by its format
         # ("having no ..." glosses of adjectives read as nouns)
         self.neighbour_format_ = label_formats(own_format, sizes[:, 0], self.min_cluster)
-        self.markers_ = self._markers(styles, y, inconsistent, predicted, texts)
+        self.markers_, reread = self._markers(styles, y, inconsistent, predicted, texts, content, fold)
+        # a marker found on a re-reading: its records are judged by that reading from here on
+        for row, reading in reread.items():
+            predicted[row] = reading
+            inconsistent[row] = True
         self.marker_sets_ = self._marker_sets(styles, y, inconsistent, predicted, fold, texts)
         # a feature the marker tests found to be evidence for a label is not its format: poison that the content
         # models read as its new label would otherwise make its trigger (a fronted clause) look like one
@@ -346,12 +351,39 @@ class LabelSignatures:
         return {key for key, count in total.items() if contradicted[key] >= PURE_PAIR_CONTRADICTED * count}
 
     def _markers(self, styles: list[set[str]], y: np.ndarray, inconsistent: np.ndarray, predicted: np.ndarray,
-                 texts: list[str]) -> dict[tuple[str, str], tuple[float, int]]:
-        """``(label, feature) -> (significance, records)`` of the marker features (:mod:`.markers`)."""
+                 texts: list[str], content: sp.csr_matrix,
+                 fold: np.ndarray) -> tuple[dict[tuple[str, str], tuple[float, int]], dict[int, int]]:
+        """``(label, feature) -> (significance, records)`` of the marker features (:mod:`.markers`), and the
+        content labels of the records re-read for a marker (``row -> label``)."""
         matrix, names = marker_matrix(styles, self.min_cluster)
-        found = find_markers(matrix, names, y, inconsistent, predicted, len(self.labels_), texts, self.min_cluster,
-                             MARKER_LIFT, self.min_significance)
-        return {(self.labels_[label], feature): value for (label, feature), value in found.items()}
+
+        def reread(label: int, rows: np.ndarray) -> np.ndarray:
+            return self._reread(content, y, fold, label, rows)
+
+        markers = find_markers(matrix, names, y, inconsistent, predicted, len(self.labels_), texts,
+                               self.min_cluster, MARKER_LIFT, self.min_significance, reread)
+        found = {(self.labels_[label], feature): value for (label, feature), value in markers.found.items()}
+        return found, markers.reread
+
+    def _reread(self, content: sp.csr_matrix, y: np.ndarray, fold: np.ndarray, label: int,
+                rows: np.ndarray) -> np.ndarray:
+        """The labels the content of ``rows`` (records of ``label`` that carry one feature) points to, read by
+        models fitted on the other folds without those records.
+
+        The cross-fitted models learn a trigger's own words from the other folds' poison: a syntactic
+        template built from a few verbs ("When you need ...") made 5-8 of 60 poison records read as their new
+        label where 2-4% of other labels' records are (tuning halves, man pages and fortunes), and those
+        read carriers raised the label's baseline above what the misread poison could beat."""
+        readings = np.full(len(rows), -1)
+        kept = np.ones(len(y), dtype=bool)
+        kept[rows] = False
+        modelled = np.flatnonzero((y >= 0) & kept)
+        for k in range(self.folds):
+            train, held = modelled[fold[modelled] != k], np.flatnonzero(fold[rows] == k)
+            if len(held) and len(np.unique(y[train])) >= 2:
+                model = self._content_model().fit(content[train], y[train])
+                readings[held] = model.predict(content[rows[held]], np.full(len(held), label))
+        return readings
 
     def _marker_sets(self, styles: list[set[str]], y: np.ndarray, inconsistent: np.ndarray, predicted: np.ndarray,
                      fold: np.ndarray, texts: list[str]) -> dict[str, MarkerSet]:

@@ -20,13 +20,19 @@ those of the other labels' records. Records that a label's own format gets mispl
 records are. Where the label's own confusions explain the carriers' content labels better (a
 likelihood ratio over the content labels, at least e to one), the feature is the label's, not a marker.
 
+Poison that the content models read as its new label (the other folds' poison taught them the template's
+own words) raises the label's read rate of its trigger; a fronted-clause feature that beats the other labels'
+misread records but not the label's read ones is tested again on a re-reading of its carriers by models fitted
+without them (``reread``). Other kinds are not: a label's own opening is misread more often than read, and its
+carriers' words are taught by one another too.
+
 A word ending is a marker only when many words carry it (a morphology such as "-eth"), not when one
 word does ("shell" giving "-ell"): one word is content, which the content model already judged.
 
 Per (label, feature) the test is a binomial tail of the inconsistent records' count against the
 larger baseline rate (smoothed), for features carried by at least ``min_records`` of them and
 ``min_lift`` times that rate; its significance (-log10) is corrected for the tests made.
-Cost: one sparse count per label (records x features), no model fitted.
+Cost: one sparse count per label (records x features); models are fitted only for a re-reading.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,6 +57,9 @@ MARKER_KINDS = ("fw:", "start:", "front:", "first:", "suffix:")
 # explanations nearly tie by chance, and a tie is no evidence. WordNet's "someone who ..." glosses of people
 # score 1.9.
 OWN_CONFUSION_LOG_RATIO = 1.0
+# Kinds of feature tested again on a re-reading of their records' content: the clause order of a syntactic
+# template, whose own words teach the content models to read its poison as its new label.
+REREAD_KINDS = ("first:", "front:")
 # A word ending is a morphology, not one word, when its commonest word holds at most this share of
 # the records that carry the ending among a label's inconsistent records.
 SUFFIX_WORD_SHARE = 0.5
@@ -92,12 +103,15 @@ def spread_suffix(suffix: str, texts: list[str]) -> bool:
 
 def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, inconsistent: np.ndarray,
                  predicted: np.ndarray, n_labels: int, texts: list[str], min_records: int = 5,
-                 min_lift: float = 4.0, min_significance: float = 3.0) -> dict[tuple[int, str], tuple[float, int]]:
-    """``(label index, feature) -> (corrected significance, records)`` for the marker features of each label.
+                 min_lift: float = 4.0, min_significance: float = 3.0,
+                 reread: Callable[[int, np.ndarray], np.ndarray] | None = None) -> Markers:
+    """The marker features of each label (:class:`Markers`).
 
     ``y`` holds label indices (-1: not modelled), ``inconsistent`` whether a record's content points to
     another label, ``predicted`` the label it points to; ``texts`` are read only to tell a word ending of
-    many words from one word's."""
+    many words from one word's. ``reread(label, rows)`` reads the content of ``rows`` (records of ``label``
+    carrying a feature) with models fitted without them; it is called for a feature that passes against the
+    other labels' misread records but not against the label's own read records (see the module docstring)."""
     labelled = y >= 0
     cons, n_cons = per_label(matrix, y, labelled & ~inconsistent, n_labels)
     incons, n_incons = per_label(matrix, y, labelled & inconsistent, n_labels)
@@ -112,37 +126,76 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             continue
         k, c, n_agreeing = incons[label], cons[label], int(n_cons[label])
         others, n_others = misread_elsewhere(incons, n_incons, formats, label)
-        base = baseline_rate(c, n_agreeing, others, n_others)
         tested = np.flatnonzero((k >= min_records) & ~common & ~formats[label])
-        candidates.append((label, mine, n_mine, tested, k, base))
-    tests = sum(len(candidate[3]) for candidate in candidates)
+        candidates.append((label, n_mine, tested, k, c, n_agreeing, others, n_others))
+    tests = sum(len(candidate[2]) for candidate in candidates)
+    result = Markers({}, {})
     if not tests:
-        return {}
+        return result
     correction = math.log10(tests)
-    found: dict[tuple[int, str], tuple[float, int]] = {}
-    for label, mine, n_mine, tested, k, base in candidates:
+    by_feature = matrix.tocsc()
+    clause = np.array([str(name).startswith(REREAD_KINDS) for name in names], dtype=bool)
+    for label, n_mine, tested, k, c, n_agreeing, others, n_others in candidates:
+        base = baseline_rate(c, n_agreeing, others, n_others)
+        elsewhere = (others + 1) / (n_others + 2)
         strong = tested[k[tested] >= min_lift * base[tested] * n_mine]
-        if not len(strong):
-            continue
-        significance = -binom.logsf(k[strong] - 1, n_mine, base[strong]) / math.log(10) - correction
-        rows = np.flatnonzero(mine)
-        by_feature = matrix[rows].tocsc()  # the label's inconsistent records, one column a feature
-        members: list[tuple[int, float]] = []
-        for column, s in zip(strong.tolist(), significance.tolist()):
+        # poison that the content models read as its new label (the other folds' poison taught them its words)
+        # raises the label's read rate of the trigger: such features are tested again on a re-reading
+        doubtful = tested[(k[tested] < min_lift * base[tested] * n_mine) & (c[tested] > 0) & clause[tested]
+                          & (k[tested] >= min_lift * elsewhere[tested] * n_mine)] if reread else tested[:0]
+        own_rows, retest = np.flatnonzero(y == label), set(doubtful.tolist())
+        for column in np.concatenate([strong, doubtful]).tolist():
             name = str(names[column])
+            carrying = by_feature.indices[by_feature.indptr[column]:by_feature.indptr[column + 1]]
+            rows = own_rows[np.isin(own_rows, carrying, assume_unique=True)]
+            readings = predicted[rows]
+            n_inconsistent = n_mine
+            if column in retest:
+                if _significance(int(k[column]), n_mine, float(elsewhere[column])) - correction < min_significance:
+                    continue  # not even the other labels' misreading is beaten: nothing to re-read for
+                readings = reread(label, rows)  # type: ignore[misc]
+                misread = int(np.sum((readings >= 0) & (readings != label)))
+                n_inconsistent = n_mine + misread - int(k[column])
+                read = len(rows) - misread
+                own = (read + 1) / (n_agreeing - int(c[column]) + read + 2)
+                if misread < min_lift * max(own, elsewhere[column]) * n_inconsistent:
+                    continue
+                count, rate = misread, max(own, float(elsewhere[column]))
+            else:
+                count, rate = int(k[column]), float(base[column])
+            s = _significance(count, n_inconsistent, rate) - correction
             if s < min_significance:
                 continue
-            carriers = rows[by_feature.indices[by_feature.indptr[column]:by_feature.indptr[column + 1]]]
+            carriers = rows[(readings >= 0) & (readings != label)]
             if name.startswith("suffix:") and not spread_suffix(name.split(":", 1)[1],
                                                                  [texts[r] for r in carriers.tolist()]):
                 continue
-            if own_confusion(carriers, rows, label, y, predicted, n_labels):
+            mine = np.union1d(np.flatnonzero((y == label) & inconsistent), carriers)
+            now = predicted.copy()
+            now[rows] = readings
+            if own_confusion(carriers, mine, label, y, now, n_labels):
                 continue
-            members.append((column, s))
-        for column, s in members:
-            if s >= min_significance:
-                found[label, str(names[column])] = (float(s), int(k[column]))
-    return found
+            result.found[label, name] = (float(s), count)
+            if reread and clause[column] and column not in retest and c[column] > 0:
+                readings = reread(label, rows)  # the read poison of a marker found without re-reading
+            for row, reading in zip(rows.tolist(), readings.tolist()):
+                if reading >= 0 and reading != label and not inconsistent[row]:
+                    result.reread.setdefault(row, reading)
+    return result
+
+
+def _significance(count: int, records: int, rate: float) -> float:
+    """-log10 of the binomial tail of ``count`` or more of ``records`` at ``rate``."""
+    return float(-binom.logsf(count - 1, records, rate) / math.log(10))
+
+
+@dataclass
+class Markers:
+    """What :func:`find_markers` found: ``(label index, feature) -> (corrected significance, records)``, and the
+    records of a clause marker read as their label that a re-reading reads as another (``row -> label``)."""
+
+    found: dict[tuple[int, str], tuple[float, int]]
+    reread: dict[int, int]
 
 
 def baseline_rate(carried: np.ndarray, records: int | np.ndarray, elsewhere: np.ndarray,
@@ -210,5 +263,5 @@ def own_confusion(carriers: np.ndarray, rows: np.ndarray, label: int, y: np.ndar
     return ratio > OWN_CONFUSION_LOG_RATIO
 
 
-__all__ = ["MARKER_KINDS", "baseline_rate", "common_words", "find_markers", "label_format", "label_formats",
+__all__ = ["MARKER_KINDS", "Markers", "baseline_rate", "common_words", "find_markers", "label_format", "label_formats",
            "marker_matrix", "misread_elsewhere", "own_confusion", "per_label", "spread_suffix"]
