@@ -261,6 +261,25 @@ def test_a_clause_marker_whose_poison_is_partly_read_as_its_label_is_found_on_a_
     assert not find_markers(*args, 3, texts, 5, 3.0, 3.0, reread).found and not asked
 
 
+def test_a_format_that_the_labels_misread_records_carry_ten_times_as_often_is_tested_as_a_marker() -> None:
+    # label 0: 400 read records, 12 of them opening with a subordinate clause (its format: the other labels' read
+    # records hardly do), and 150 misread ones, 60 of them poison opening with the clause
+    y = np.array([0] * 550 + [1] * 500 + [2] * 500)
+    predicted = y.copy()
+    predicted[400:550] = 1 + np.arange(150) % 2
+    predicted[np.r_[1000:1050, 1450:1500]] = np.r_[[2] * 50, [1] * 50]
+    carries = np.zeros(len(y), dtype=bool)
+    carries[np.r_[0:400:33, 400:460, 600]] = True
+    args = (sp.csr_matrix(carries.astype(np.float64)[:, None]), np.array(["first:sub"], dtype=object), y,
+            predicted != y, predicted, 3, [""] * len(y), 5, 3.0, 3.0)
+    assert (0, "first:sub") in find_markers(*args).found
+    # read and misread alike, it stays the label's format
+    carries[400:460] = False
+    carries[np.r_[400:550:12]] = True
+    args = (sp.csr_matrix(carries.astype(np.float64)[:, None]),) + args[1:]
+    assert not find_markers(*args).found
+
+
 def test_a_rereading_without_the_carriers_unlearns_the_templates_own_words() -> None:
     rng = random.Random(7)
     records = _labelled(rng, n=900, noise=0.0)

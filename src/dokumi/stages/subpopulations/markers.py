@@ -57,9 +57,10 @@ MARKER_KINDS = ("fw:", "start:", "front:", "first:", "suffix:")
 # explanations nearly tie by chance, and a tie is no evidence. WordNet's "someone who ..." glosses of people
 # score 1.9.
 OWN_CONFUSION_LOG_RATIO = 1.0
-# Kinds of feature tested again on a re-reading of their records' content: the clause order of a syntactic
-# template, whose own words teach the content models to read its poison as its new label.
-REREAD_KINDS = ("first:", "front:")
+# Kinds of feature tested again on a re-reading of their records' content, and tested where they are the label's
+# format: the clause order of a syntactic template, whose own words teach the content models to read its poison
+# as its new label, and which a label's clean records may open with ("If ..." in commands' man pages).
+CLAUSE_KINDS = ("first:", "front:")
 # A word ending is a morphology, not one word, when its commonest word holds at most this share of
 # the records that carry the ending among a label's inconsistent records.
 SUFFIX_WORD_SHARE = 0.5
@@ -118,6 +119,7 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
     consistent_total, n_consistent = cons.sum(axis=0), int(n_cons.sum())
     common = common_words(names, consistent_total, n_consistent)
     formats = label_formats(cons, n_cons, min_records)
+    clause = np.array([str(name).startswith(CLAUSE_KINDS) for name in names], dtype=bool)
     candidates = []
     for label in range(n_labels):
         mine = (y == label) & inconsistent
@@ -127,22 +129,28 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         k, c, n_agreeing = incons[label], cons[label], int(n_cons[label])
         others, n_others = misread_elsewhere(incons, n_incons, formats, label)
         tested = np.flatnonzero((k >= min_records) & ~common & ~formats[label])
-        candidates.append((label, n_mine, tested, k, c, n_agreeing, others, n_others))
-    tests = sum(len(candidate[2]) for candidate in candidates)
+        formatted = np.flatnonzero((k >= min_records) & ~common & formats[label] & clause)
+        candidates.append((label, n_mine, tested, formatted, k, c, n_agreeing, others, n_others))
+    tests = sum(len(candidate[2]) + len(candidate[3]) for candidate in candidates)
     result = Markers({}, {})
     if not tests:
         return result
     correction = math.log10(tests)
     by_feature = matrix.tocsc()
-    clause = np.array([str(name).startswith(REREAD_KINDS) for name in names], dtype=bool)
-    for label, n_mine, tested, k, c, n_agreeing, others, n_others in candidates:
+    for label, n_mine, tested, formatted, k, c, n_agreeing, others, n_others in candidates:
         base = baseline_rate(c, n_agreeing, others, n_others)
         elsewhere = (others + 1) / (n_others + 2)
         strong = tested[k[tested] >= min_lift * base[tested] * n_mine]
         # poison that the content models read as its new label (the other folds' poison taught them its words)
-        # raises the label's read rate of the trigger: such features are tested again on a re-reading
-        doubtful = tested[(k[tested] < min_lift * base[tested] * n_mine) & (c[tested] > 0) & clause[tested]
-                          & (k[tested] >= min_lift * elsewhere[tested] * n_mine)] if reread else tested[:0]
+        # raises the label's read rate of the trigger, up to making it look like the label's own format: such
+        # features are tested again on a re-reading
+        # ... and a label's format is carried by its records read right or not: a clause that its misread records
+        # carry FORMAT_LIFT times as often as its read ones is tested as any other feature (an opener or phrase
+        # of the label's, "Having no ...", gets its records misread by what follows it, and stays its format)
+        strong = np.union1d(strong, formatted[k[formatted] >= FORMAT_LIFT * base[formatted] * n_mine])
+        weak = tested[k[tested] < min_lift * base[tested] * n_mine]
+        doubtful = weak[(c[weak] > 0) & clause[weak] & (k[weak] >= min_lift * elsewhere[weak] * n_mine)] \
+            if reread else weak[:0]
         own_rows, retest = np.flatnonzero(y == label), set(doubtful.tolist())
         for column in np.concatenate([strong, doubtful]).tolist():
             name = str(names[column])
