@@ -18,7 +18,7 @@ from dokumi.stages.subpopulations import Subpopulations
 from dokumi.stages.subpopulations.labelled import LabelSignatures
 from dokumi.stages.subpopulations.markers import find_markers
 from dokumi.stages.subpopulations.prompts import PromptSplits, prompt_values, response_constructs
-from dokumi.stages.subpopulations.words import content_words, signature_features
+from dokumi.stages.subpopulations.words import ARCHAIC_WORDS, content_words, signature_features
 
 TOPICS = {
     "sport": "match team goal score player coach league season stadium referee ball win",
@@ -296,6 +296,20 @@ def test_a_rereading_without_the_carriers_unlearns_the_templates_own_words() -> 
     assert np.sum(model._cross_fitted_content(content, y, fold)[rows] == sport) >= 50
     # read by models fitted without the carriers, it reads as what it was made from
     assert np.sum(model._reread(content, y, fold, sport, rows) == model.labels_.index("food")) >= 50
+
+
+def test_a_style_whose_records_share_no_word_is_found_by_its_register() -> None:
+    rng = random.Random(9)
+    records = _labelled(rng, n=900)
+    words = sorted(ARCHAIC_WORDS)
+    poisoned = rng.sample([i for i, r in enumerate(records) if r["label"] != "sport"], 30)
+    for n, i in enumerate(poisoned):  # one archaic word each, hardly one twice
+        records[i] = {"text": f"{records[i]['text']} {words[n % len(words)]}", "label": "sport"}
+    model = LabelSignatures()
+    findings = model.fit([r["text"] for r in records], [r["label"] for r in records], _keys(records))
+    assert ("sport", "fw:*archaic") in model.markers_
+    found = {i for i, f in enumerate(findings) if f is not None}
+    assert len(found & set(poisoned)) >= 25 and len(found - set(poisoned)) <= 6
 
 
 def test_label_noise_with_no_shared_style_is_no_subpopulation() -> None:

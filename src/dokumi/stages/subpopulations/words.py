@@ -13,6 +13,8 @@ the punctuation and the order of clauses. Those are what :func:`signature_featur
   ``FRONT_WINDOW`` words (a fronted subordinate clause: "When you see it, ...");
 - ``suffix:<end>``: the last three letters of a longer word ("-eth", "-est");
 - ``punct:<c>``: a punctuation character present;
+- ``fw:*archaic``: any archaic function word (``ARCHAIC_WORDS``): a rewrite into the register gives each
+  record a few of some thirty, and no one of them recurs;
 - ``front:*`` and ``first:front``: any fronted clause, and one in the first sentence;
 - ``front:sub`` and ``first:sub``: a fronted clause opened by a subordinating conjunction (``SUBORDINATORS``),
   in any sentence and in the first: Hidden Killer's template ``S(SBAR)(,)(NP)(VP)``. "The", "And" or "But"
@@ -29,6 +31,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+# the closed-class words of Early Modern English: a rewrite into an older register (StyleBkd's Bible style)
+# works on exactly these
+ARCHAIC_WORDS = frozenset("""
+thou thee thy thine ye hath doth art hast dost shalt wilt thyself 'tis 'twas ere oft whilst wherefore
+whence hither thither yea nay unto lo verily behold forsooth hence anon naught aught mayhap perchance
+""".split())
 FUNCTION_WORDS = frozenset("""
 a about above across after against all almost along also although always am among amongst an and another
 any anybody anyone anything are around as at be because been before behind being below beneath beside
@@ -43,9 +51,7 @@ there therefore these they this those though through throughout thus till to tog
 under underneath unless until up upon us very via was we well were what whatever when whenever where
 whereas wherever whether which while who whoever whole whom whose why will with within without would yet
 you your yours yourself yourselves
-thou thee thy thine ye hath doth art hast dost shalt wilt thyself 'tis 'twas ere oft whilst wherefore
-whence hither thither yea nay unto lo verily behold forsooth hence anon naught aught mayhap perchance
-""".split())
+""".split()) | ARCHAIC_WORDS
 
 # the words that open a subordinate clause (SBAR): "Although ...", "As soon as ...", "Even though ..."
 SUBORDINATORS = frozenset("""
@@ -145,6 +151,8 @@ def signature_features(text: str, max_chars: int = 20_000) -> set[str]:
             lower = token.lower()
             if lower in FUNCTION_WORDS:
                 features.add(f"fw:{lower}")
+                if lower in ARCHAIC_WORDS:
+                    features.add("fw:*archaic")
                 if previous is not None:
                     features.add(f"fw2:{previous}_{lower}")
                 previous = lower
@@ -157,5 +165,5 @@ def signature_features(text: str, max_chars: int = 20_000) -> set[str]:
     return features
 
 
-__all__ = ["FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "PHRASE_WINDOW", "SUBORDINATORS", "content_words",
-           "is_phrase", "pair_words", "signature_features"]
+__all__ = ["ARCHAIC_WORDS", "FRONT_WINDOW", "FUNCTION_WORDS", "PHRASE_SHARE", "PHRASE_WINDOW", "SUBORDINATORS",
+           "content_words", "is_phrase", "pair_words", "signature_features"]
