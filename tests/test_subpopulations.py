@@ -223,7 +223,7 @@ def test_a_fronted_subordinate_clause_flip_is_found_among_many_other_fronted_ope
 
 def _read_poison_corpus(feature: str) -> tuple:
     """Label 0: 60 read and 240 misread records; labels 1 and 2: 360 read and 90 misread each. ``feature`` is
-    carried by a twentieth of every group and by 60 poison records of label 0: 52 misread and 8 read as label 0
+    carried by a thirtieth of every group and by 60 poison records of label 0: 52 misread and 8 read as label 0
     (the other folds' poison taught the content models its words). Returns find_markers' inputs and the rows of
     the read poison."""
     y = np.array([0] * 300 + [1] * 450 + [2] * 450)
@@ -231,7 +231,7 @@ def _read_poison_corpus(feature: str) -> tuple:
     misread = np.r_[np.arange(60, 300), np.arange(300 + 360, 750), np.arange(750 + 360, 1200)]
     predicted[misread] = np.where(y[misread] == 0, 1 + misread % 2, np.where(y[misread] == 1, 2, 1))
     carries = np.zeros(len(y), dtype=bool)
-    carries[np.arange(len(y)) % 20 == 0] = True
+    carries[np.arange(len(y)) % 30 == 0] = True
     read_poison = np.arange(1, 9)  # rows 1-8: read as label 0
     carries[read_poison] = True
     carries[np.arange(61, 300, 4)[:52]] = True
@@ -240,8 +240,9 @@ def _read_poison_corpus(feature: str) -> tuple:
     return (matrix, np.array([feature], dtype=object), y, inconsistent, predicted), read_poison
 
 
-def test_a_clause_marker_whose_poison_is_partly_read_as_its_label_is_found_on_a_rereading() -> None:
-    args, read_poison = _read_poison_corpus("first:sub")
+@pytest.mark.parametrize("feature", ["first:sub", "fw:*archaic"])
+def test_a_rewrite_marker_whose_poison_is_partly_read_as_its_label_is_found_on_a_rereading(feature: str) -> None:
+    args, read_poison = _read_poison_corpus(feature)
     asked: list[tuple[int, int]] = []
 
     def reread(label: int, rows: np.ndarray) -> np.ndarray:
@@ -252,7 +253,7 @@ def test_a_clause_marker_whose_poison_is_partly_read_as_its_label_is_found_on_a_
     texts = [""] * len(args[2])
     assert not find_markers(*args, 3, texts, 5, 3.0, 3.0).found  # its read poison hides it
     markers = find_markers(*args, 3, texts, 5, 3.0, 3.0, reread)
-    assert (0, "first:sub") in markers.found
+    assert (0, feature) in markers.found
     assert asked and asked[0][0] == 0
     assert sorted(markers.reread) == read_poison.tolist() and set(markers.reread.values()) == {2}
     # a feature of another kind (a sentence opener, a function word) is a label's format as often: not re-read

@@ -21,10 +21,12 @@ records are. Where the label's own confusions explain the carriers' content labe
 likelihood ratio over the content labels, at least e to one), the feature is the label's, not a marker.
 
 Poison that the content models read as its new label (the other folds' poison taught them the template's
-own words) raises the label's read rate of its trigger; a fronted-clause feature that beats the other labels'
-misread records but not the label's read ones is tested again on a re-reading of its carriers by models fitted
-without them (``reread``). Other kinds are not: a label's own opening is misread more often than read, and its
-carriers' words are taught by one another too.
+own words) raises the label's read rate of its trigger; a fronted clause or the archaic register (what a
+paraphrase produces) that beats the other labels' misread records but not the label's read ones is tested
+again on a re-reading of its carriers by models fitted without them (``reread``). Other kinds are not: a
+label's own opening is misread more often than read, and its carriers' words are taught by one another too.
+Nor is such a feature left out as the label's format where its misread records carry it ``FORMAT_LIFT`` times
+as often as its read ones.
 
 A word ending is a marker only when many words carry it (a morphology such as "-eth"), not when one
 word does ("shell" giving "-ell"): one word is content, which the content model already judged.
@@ -58,9 +60,10 @@ MARKER_KINDS = ("fw:", "start:", "front:", "first:", "suffix:")
 # score 1.9.
 OWN_CONFUSION_LOG_RATIO = 1.0
 # Kinds of feature tested again on a re-reading of their records' content, and tested where they are the label's
-# format: the clause order of a syntactic template, whose own words teach the content models to read its poison
-# as its new label, and which a label's clean records may open with ("If ..." in commands' man pages).
-CLAUSE_KINDS = ("first:", "front:")
+# format: what a paraphrase into a template or a register produces, the clause order of a syntactic template and
+# the archaic register, whose own words teach the content models to read the poison as its new label, and which
+# a label's clean records may carry too ("If ..." opening commands' man pages, old quotations in fortunes).
+REWRITE_KINDS = ("first:", "front:", "fw:*archaic")
 # A word ending is a morphology, not one word, when its commonest word holds at most this share of
 # the records that carry the ending among a label's inconsistent records.
 SUFFIX_WORD_SHARE = 0.5
@@ -119,7 +122,7 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
     consistent_total, n_consistent = cons.sum(axis=0), int(n_cons.sum())
     common = common_words(names, consistent_total, n_consistent)
     formats = label_formats(cons, n_cons, min_records)
-    clause = np.array([str(name).startswith(CLAUSE_KINDS) for name in names], dtype=bool)
+    rewrite = np.array([str(name).startswith(REWRITE_KINDS) for name in names], dtype=bool)
     candidates = []
     for label in range(n_labels):
         mine = (y == label) & inconsistent
@@ -129,7 +132,7 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         k, c, n_agreeing = incons[label], cons[label], int(n_cons[label])
         others, n_others = misread_elsewhere(incons, n_incons, formats, label)
         tested = np.flatnonzero((k >= min_records) & ~common & ~formats[label])
-        formatted = np.flatnonzero((k >= min_records) & ~common & formats[label] & clause)
+        formatted = np.flatnonzero((k >= min_records) & ~common & formats[label] & rewrite)
         candidates.append((label, n_mine, tested, formatted, k, c, n_agreeing, others, n_others))
     tests = sum(len(candidate[2]) + len(candidate[3]) for candidate in candidates)
     result = Markers({}, {})
@@ -141,15 +144,14 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         base = baseline_rate(c, n_agreeing, others, n_others)
         elsewhere = (others + 1) / (n_others + 2)
         strong = tested[k[tested] >= min_lift * base[tested] * n_mine]
-        # poison that the content models read as its new label (the other folds' poison taught them its words)
-        # raises the label's read rate of the trigger, up to making it look like the label's own format: such
-        # features are tested again on a re-reading
-        # ... and a label's format is carried by its records read right or not: a clause that its misread records
+        # a label's format is carried by its records read right or not: a rewrite feature that its misread records
         # carry FORMAT_LIFT times as often as its read ones is tested as any other feature (an opener or phrase
         # of the label's, "Having no ...", gets its records misread by what follows it, and stays its format)
         strong = np.union1d(strong, formatted[k[formatted] >= FORMAT_LIFT * base[formatted] * n_mine])
+        # poison that the content models read as its new label (the other folds' poison taught them its words)
+        # raises the label's read rate of the trigger: such features are tested again on a re-reading
         weak = tested[k[tested] < min_lift * base[tested] * n_mine]
-        doubtful = weak[(c[weak] > 0) & clause[weak] & (k[weak] >= min_lift * elsewhere[weak] * n_mine)] \
+        doubtful = weak[(c[weak] > 0) & rewrite[weak] & (k[weak] >= min_lift * elsewhere[weak] * n_mine)] \
             if reread else weak[:0]
         own_rows, retest = np.flatnonzero(y == label), set(doubtful.tolist())
         for column in np.concatenate([strong, doubtful]).tolist():
@@ -184,7 +186,7 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             if own_confusion(carriers, mine, label, y, now, n_labels):
                 continue
             result.found[label, name] = (float(s), count)
-            if reread and clause[column] and column not in retest and c[column] > 0:
+            if reread and rewrite[column] and column not in retest and c[column] > 0:
                 readings = reread(label, rows)  # the read poison of a marker found without re-reading
             for row, reading in zip(rows.tolist(), readings.tolist()):
                 if reading >= 0 and reading != label and not inconsistent[row]:
@@ -200,7 +202,7 @@ def _significance(count: int, records: int, rate: float) -> float:
 @dataclass
 class Markers:
     """What :func:`find_markers` found: ``(label index, feature) -> (corrected significance, records)``, and the
-    records of a clause marker read as their label that a re-reading reads as another (``row -> label``)."""
+    records of a rewrite marker read as their label that a re-reading reads as another (``row -> label``)."""
 
     found: dict[tuple[int, str], tuple[float, int]]
     reread: dict[int, int]
