@@ -281,6 +281,21 @@ def test_a_format_that_the_labels_misread_records_carry_ten_times_as_often_is_te
     assert not find_markers(*args).found
 
 
+@pytest.mark.parametrize(("feature", "tested"), [("fw:*archaic", True), ("fw:thou", False)])
+def test_a_register_is_tested_though_common_as_a_word_would_not_be(feature: str, tested: bool) -> None:
+    # a sixteenth of every label's read records carry the feature (old quotations), and 60 of label 0's 200
+    # misread records (poison): one word that common is a label's phrasing, a register of thirty words is not
+    y = np.array([0] * 600 + [1] * 600 + [2] * 600)
+    predicted = y.copy()
+    predicted[400:600] = 1 + np.arange(200) % 2
+    predicted[np.r_[1000:1100, 1500:1600]] = np.r_[[2] * 100, [1] * 100]
+    carries = (np.arange(len(y)) % 16 == 0) & (predicted == y)
+    carries[400:460] = True
+    args = (sp.csr_matrix(carries.astype(np.float64)[:, None]), np.array([feature], dtype=object), y,
+            predicted != y, predicted, 3, [""] * len(y), 5, 3.0, 3.0)
+    assert ((0, feature) in find_markers(*args).found) == tested
+
+
 def test_a_rereading_without_the_carriers_unlearns_the_templates_own_words() -> None:
     rng = random.Random(7)
     records = _labelled(rng, n=900, noise=0.0)

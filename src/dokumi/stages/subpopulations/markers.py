@@ -243,8 +243,10 @@ def common_words(names: np.ndarray, carried: np.ndarray, records: int) -> np.nda
     records (``carried`` of ``records``) carry: "more", "-ion". A style rewrite's words are rare in clean text; a
     common one that a label's misread records carry more is the label's phrasing ("For more information" in
     Debian's documentation packages, read as the libraries they document). Sentence openers and fronted clauses
-    stay: a syntactic template is made of common ones."""
-    words = np.array([str(name).startswith(("fw:", "suffix:")) for name in names], dtype=bool)
+    stay: a syntactic template is made of common ones; so does a register (``fw:*archaic``), thirty words whose
+    rates add up."""
+    words = np.array([str(name).startswith(("fw:", "suffix:")) and not str(name).startswith("fw:*")
+                      for name in names], dtype=bool)
     return words & (carried > COMMON_SHARE * max(records, 1))
 
 
