@@ -160,10 +160,10 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             rows = own_rows[np.isin(own_rows, carrying, assume_unique=True)]
             readings = predicted[rows]
             n_inconsistent = n_mine
-            if column in retest:
+            if column in retest and reread is not None:
                 if _significance(int(k[column]), n_mine, float(elsewhere[column])) - correction < min_significance:
                     continue  # not even the other labels' misreading is beaten: nothing to re-read for
-                readings = reread(label, rows)  # type: ignore[misc]
+                readings = reread(label, rows)
                 misread = int(np.sum((readings >= 0) & (readings != label)))
                 n_inconsistent = n_mine + misread - int(k[column])
                 read = len(rows) - misread
