@@ -296,6 +296,28 @@ def test_a_register_is_tested_though_common_as_a_word_would_not_be(feature: str,
     assert ((0, feature) in find_markers(*args).found) == tested
 
 
+def test_a_broad_marker_whose_other_carriers_are_ordinary_gives_way_to_the_narrow_one() -> None:
+    # label 0's 300 misread records: 60 poison open with a subordinate clause (first:sub and first:front); 12 more
+    # open with another fronted phrase (first:front only), the rate every label's records have
+    y = np.array([0] * 400 + [1] * 800 + [2] * 800)
+    predicted = y.copy()
+    predicted[100:400] = 1 + np.arange(300) % 2
+    predicted[np.r_[1000:1200, 1800:2000]] = np.r_[[2] * 200, [1] * 200]
+    sub = np.zeros(len(y), dtype=bool)
+    sub[100:160] = True
+    front = sub | (np.arange(len(y)) % 20 == 0)
+    matrix = sp.csr_matrix(np.c_[sub, front].astype(np.float64))
+    markers = find_markers(matrix, np.array(["first:sub", "first:front"], dtype=object), y, predicted != y, predicted,
+                           3, [""] * len(y), 5, 3.0, 3.0)
+    assert set(markers.found) == {(0, "first:sub")}
+    # where the broad feature's other carriers are poison too, it stays
+    front[160:280] = True
+    matrix = sp.csr_matrix(np.c_[sub, front].astype(np.float64))
+    markers = find_markers(matrix, np.array(["first:sub", "first:front"], dtype=object), y, predicted != y, predicted,
+                           3, [""] * len(y), 5, 3.0, 3.0)
+    assert set(markers.found) == {(0, "first:sub"), (0, "first:front")}
+
+
 def test_a_rereading_without_the_carriers_unlearns_the_templates_own_words() -> None:
     rng = random.Random(7)
     records = _labelled(rng, n=900, noise=0.0)

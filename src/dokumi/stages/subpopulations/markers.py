@@ -64,6 +64,9 @@ OWN_CONFUSION_LOG_RATIO = 1.0
 # the archaic register, whose own words teach the content models to read the poison as its new label, and which
 # a label's clean records may carry too ("If ..." opening commands' man pages, old quotations in fortunes).
 REWRITE_KINDS = ("first:", "front:", "fw:*archaic")
+# A label's read records' rate of a feature, after a re-reading, is drawn towards all read records' rate with the
+# weight of this many records (the weight a marker set's choice gives it, :data:`~.sets.CHOICE_PRIOR_RECORDS`).
+READ_PRIOR_RECORDS = 50
 # A word ending is a morphology, not one word, when its commonest word holds at most this share of
 # the records that carry the ending among a label's inconsistent records.
 SUFFIX_WORD_SHARE = 0.5
@@ -154,6 +157,7 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         doubtful = weak[(c[weak] > 0) & rewrite[weak] & (k[weak] >= min_lift * elsewhere[weak] * n_mine)] \
             if reread else weak[:0]
         own_rows, retest = np.flatnonzero(y == label), set(doubtful.tolist())
+        accepted: list[_Accepted] = []
         for column in np.concatenate([strong, doubtful]).tolist():
             name = str(names[column])
             carrying = by_feature.indices[by_feature.indptr[column]:by_feature.indptr[column + 1]]
@@ -167,7 +171,10 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
                 misread = int(np.sum((readings >= 0) & (readings != label)))
                 n_inconsistent = n_mine + misread - int(k[column])
                 read = len(rows) - misread
-                own = (read + 1) / (n_agreeing - int(c[column]) + read + 2)
+                # after the re-reading a label may keep a handful of read records (7 of 192 fortunes): their
+                # rate is drawn towards all read records' rate, as a marker set's choice draws it
+                overall = (consistent_total[column] + 1) / (n_consistent + 2)
+                own = (read + READ_PRIOR_RECORDS * overall) / (n_agreeing - int(c[column]) + read + READ_PRIOR_RECORDS)
                 if misread < min_lift * max(own, elsewhere[column]) * n_inconsistent:
                     continue
                 count, rate = misread, max(own, float(elsewhere[column]))
@@ -185,13 +192,43 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
             now[rows] = readings
             if own_confusion(carriers, mine, label, y, now, n_labels):
                 continue
-            result.found[label, name] = (float(s), count)
             if reread and rewrite[column] and column not in retest and c[column] > 0:
                 readings = reread(label, rows)  # the read poison of a marker found without re-reading
-            for row, reading in zip(rows.tolist(), readings.tolist()):
+            accepted.append(_Accepted(name, float(s), count, rate, n_inconsistent, set(carriers.tolist()),
+                                      dict(zip(rows.tolist(), readings.tolist()))))
+        for marker in _on_their_own(accepted, min_lift, min_significance + correction):
+            result.found[label, marker.name] = (marker.significance, marker.count)
+            for row, reading in marker.readings.items():
                 if reading >= 0 and reading != label and not inconsistent[row]:
                     result.reread.setdefault(row, reading)
     return result
+
+
+@dataclass
+class _Accepted:
+    """A feature that passed the marker test for a label, with what :func:`_on_their_own` needs."""
+
+    name: str
+    significance: float
+    count: int
+    rate: float
+    records: int
+    carriers: set[int]
+    readings: dict[int, int]
+
+
+def _on_their_own(accepted: list[_Accepted], min_lift: float, min_significance: float) -> list[_Accepted]:
+    """The markers of one label that stand on their own: one whose carriers include all of another's ("a fronted
+    clause" and "a fronted subordinate clause") is kept only if its carriers outside the other's pass the test
+    alone (the other fronted openers of a fortune file were flagged with the poison's clause). ``min_significance``
+    includes the correction for the tests made."""
+    def alone(marker: _Accepted, inner: _Accepted) -> bool:
+        rest, records = len(marker.carriers - inner.carriers), marker.records - len(inner.carriers)
+        return rest >= min_lift * marker.rate * records and \
+            _significance(rest, records, marker.rate) >= min_significance
+
+    return [marker for marker in accepted
+            if all(alone(marker, other) for other in accepted if other.carriers < marker.carriers)]
 
 
 def _significance(count: int, records: int, rate: float) -> float:
