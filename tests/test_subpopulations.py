@@ -318,6 +318,27 @@ def test_a_broad_marker_whose_other_carriers_are_ordinary_gives_way_to_the_narro
     assert set(markers.found) == {(0, "first:sub"), (0, "first:front")}
 
 
+def test_a_label_left_with_a_handful_of_read_records_is_judged_against_the_corpus_rate() -> None:
+    # label 0 has 10 read records (3 carry the clause, and 2 poison records the models read as label 0) and 200
+    # misread (60 poison); a twentieth of the other labels' records carry it
+    y = np.array([0] * 210 + [1] * 800 + [2] * 800)
+    predicted = y.copy()
+    predicted[10:210] = 1 + np.arange(200) % 2
+    predicted[np.r_[300:500, 1300:1500]] = np.r_[[2] * 200, [1] * 200]
+    carries = np.arange(len(y)) % 20 == 0
+    carries[:210] = False
+    carries[np.r_[0:5, 10:70]] = True
+    read_poison = np.array([3, 4])
+
+    def reread(label: int, rows: np.ndarray) -> np.ndarray:
+        return np.where(np.isin(rows, read_poison), 2, predicted[rows])
+
+    markers = find_markers(sp.csr_matrix(carries.astype(np.float64)[:, None]), np.array(["first:sub"], dtype=object),
+                           y, predicted != y, predicted, 3, [""] * len(y), 5, 3.0, 3.0, reread)
+    # three clean carriers of eight read records would be a rate of 40%, hiding 62 of 202 misread ones
+    assert (0, "first:sub") in markers.found and sorted(markers.reread) == [3, 4]
+
+
 def test_a_rereading_without_the_carriers_unlearns_the_templates_own_words() -> None:
     rng = random.Random(7)
     records = _labelled(rng, n=900, noise=0.0)
