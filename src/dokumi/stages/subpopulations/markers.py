@@ -224,7 +224,7 @@ def _on_their_own(accepted: list[_Accepted], min_lift: float, min_significance: 
     includes the correction for the tests made."""
     def alone(marker: _Accepted, inner: _Accepted) -> bool:
         rest, records = len(marker.carriers - inner.carriers), marker.records - len(inner.carriers)
-        return rest >= min_lift * marker.rate * records and \
+        return records > 0 and rest >= min_lift * marker.rate * records and \
             _significance(rest, records, marker.rate) >= min_significance
 
     return [marker for marker in accepted
