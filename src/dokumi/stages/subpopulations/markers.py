@@ -26,7 +26,9 @@ paraphrase produces) that beats the other labels' misread records but not the la
 again on a re-reading of its carriers by models fitted without them (``reread``). Other kinds are not: a
 label's own opening is misread more often than read, and its carriers' words are taught by one another too.
 Nor is such a feature left out as the label's format where its misread records carry it ``FORMAT_LIFT`` times
-as often as its read ones.
+as often as its read ones, or where the re-reading places the read carriers that made it the format elsewhere (a
+label whose content is seldom read right keeps a few read records, and poison among them makes the trigger its
+format); the re-reading's read carriers of a format still count in full (songs in old English stay songs).
 
 A word ending is a marker only when many words carry it (a morphology such as "-eth"), not when one
 word does ("shell" giving "-ell"): one word is content, which the content model already judged.
@@ -152,8 +154,12 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
         # of the label's, "Having no ...", gets its records misread by what follows it, and stays its format)
         strong = np.union1d(strong, formatted[k[formatted] >= FORMAT_LIFT * base[formatted] * n_mine])
         # poison that the content models read as its new label (the other folds' poison taught them its words)
-        # raises the label's read rate of the trigger: such features are tested again on a re-reading
-        weak = tested[k[tested] < min_lift * base[tested] * n_mine]
+        # raises the label's read rate of the trigger: such features are tested again on a re-reading. So is a
+        # rewrite feature that is the label's format only by its read records: a label whose content the models
+        # seldom read right (a fortune file of sayings on anything) keeps a few read records, and the poison
+        # among them (5 of 17) makes the register its format
+        weak = np.union1d(tested[k[tested] < min_lift * base[tested] * n_mine],
+                          np.setdiff1d(formatted, strong, assume_unique=True))
         doubtful = weak[(c[weak] > 0) & rewrite[weak] & (k[weak] >= min_lift * elsewhere[weak] * n_mine)] \
             if reread else weak[:0]
         own_rows, retest = np.flatnonzero(y == label), set(doubtful.tolist())
@@ -172,9 +178,15 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
                 n_inconsistent = n_mine + misread - int(k[column])
                 read = len(rows) - misread
                 # after the re-reading a label may keep a handful of read records (7 of 192 fortunes): their
-                # rate is drawn towards all read records' rate, as a marker set's choice draws it
-                overall = (consistent_total[column] + 1) / (n_consistent + 2)
-                own = (read + READ_PRIOR_RECORDS * overall) / (n_agreeing - int(c[column]) + read + READ_PRIOR_RECORDS)
+                # rate is drawn towards all read records' rate, as a marker set's choice draws it; the labels
+                # whose format the feature is count no more than in the misreading baseline (a class written in
+                # the register raised the fortunes' read rate of it from 2% to 5%)
+                plain = ~formats[:, column]
+                overall = (float(cons[plain, column].sum()) + 1) / (float(n_cons[plain].sum()) + 2)
+                # not where the feature is the label's format: its read records that the re-reading leaves read
+                # carry it as the label's own, however few they are
+                prior, overall = (2, 0.5) if formats[label, column] else (READ_PRIOR_RECORDS, overall)
+                own = (read + prior * overall) / (n_agreeing - int(c[column]) + read + prior)
                 if misread < min_lift * max(own, elsewhere[column]) * n_inconsistent:
                     continue
                 count, rate = misread, max(own, float(elsewhere[column]))
