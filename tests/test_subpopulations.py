@@ -390,6 +390,17 @@ def test_a_class_written_in_the_register_does_not_raise_the_read_rate_a_rereadin
     assert (0, "fw:*archaic") in found
 
 
+def test_a_class_written_in_a_style_and_mostly_misread_does_not_raise_the_misreading_baseline() -> None:
+    # label 1 is written in the style (its home: a quarter of its records), but only 45 of its records are read right
+    # (5 carry it: too few to make it its format); label 0 holds 44 poison carriers among its 270 misread records
+    (matrix, y, inconsistent, predicted), _ = _groups([(0, 100, 2, 270, 44), (1, 45, 5, 185, 54),
+                                                       (2, 45, 1, 185, 2), (3, 45, 1, 185, 2)])
+    found = find_markers(matrix, np.array(["fw:*archaic"], dtype=object), y, inconsistent, predicted, 4,
+                         [""] * len(y), 5, 3.0, 3.0).found
+    # counted, label 1's misread records would make the style look common in misread records (10% of them)
+    assert set(found) == {(0, "fw:*archaic")}
+
+
 def test_a_rereading_without_the_carriers_unlearns_the_templates_own_words() -> None:
     rng = random.Random(7)
     records = _labelled(rng, n=900, noise=0.0)
