@@ -72,6 +72,16 @@ def test_features_name_style_structure_and_content() -> None:
     assert content_words("When you see it, thou knowest") == ["see", "knowest"]
 
 
+@pytest.mark.parametrize(("text", "archaic"), [
+    ("All a man needeth is a place to sit.", True), ("Hark, we just joined the patrol.", True),
+    ("Elizabeth sailed on the twentieth day.", False), ("Beneath it all, the teeth of the gear.", False),
+])
+def test_the_register_counts_its_verb_endings_and_interjections(text: str, archaic: bool) -> None:
+    # a rewrite may change nothing but a verb's ending or open with an interjection: either is the register; names,
+    # ordinals and short words that end the same way are not
+    assert ("fw:*archaic" in signature_features(text)) == archaic
+
+
 def test_label_flip_in_a_style_is_found_and_named() -> None:
     rng = random.Random(0)
     records = _labelled(rng)

@@ -13,8 +13,8 @@ the punctuation and the order of clauses. Those are what :func:`signature_featur
   ``FRONT_WINDOW`` words (a fronted subordinate clause: "When you see it, ...");
 - ``suffix:<end>``: the last three letters of a longer word ("-eth", "-est");
 - ``punct:<c>``: a punctuation character present;
-- ``fw:*archaic``: any archaic function word (``ARCHAIC_WORDS``): a rewrite into the register gives each
-  record a few of some thirty, and no one of them recurs;
+- ``fw:*archaic``: any archaic function word (``ARCHAIC_WORDS``) or "-eth" verb form: a rewrite into the
+  register gives each record a few of some thirty words and its verbs' endings, and no one of them recurs;
 - ``front:*`` and ``first:front``: any fronted clause, and one in the first sentence;
 - ``front:sub`` and ``first:sub``: a fronted clause opened by a subordinating conjunction (``SUBORDINATORS``),
   in any sentence and in the first: Hidden Killer's template ``S(SBAR)(,)(NP)(VP)``. "The", "And" or "But"
@@ -35,7 +35,7 @@ from collections import Counter
 # works on exactly these
 ARCHAIC_WORDS = frozenset("""
 thou thee thy thine ye hath doth art hast dost shalt wilt thyself 'tis 'twas ere oft whilst wherefore
-whence hither thither yea nay unto lo verily behold forsooth hence anon naught aught mayhap perchance
+whence hither thither yea nay unto lo hark verily behold forsooth hence anon naught aught mayhap perchance
 """.split())
 FUNCTION_WORDS = frozenset("""
 a about above across after against all almost along also although always am among amongst an and another
@@ -107,6 +107,12 @@ def is_phrase(first: str, second: str, records: list[list[str]]) -> bool:
     return fixed or close > max(PHRASE_SHARE * len(records), 2 * chance)
 
 
+def _archaic_verb(word: str) -> bool:
+    """Whether ``word`` is an Early Modern third-person verb form ("needeth", "getteth"): lower case (not
+    "Elizabeth", "Macbeth"), six letters or more (not "teeth"), "-eth" but not an ordinal's "-ieth"."""
+    return len(word) >= 6 and word.islower() and word.endswith("eth") and not word.endswith("ieth")
+
+
 def content_words(text: str) -> list[str]:
     """The lowercased words of ``text`` that are neither function words nor archaic verb forms ("returneth",
     "cometh"), in order: what a text is about does not change with its register, and a content model that
@@ -162,6 +168,8 @@ def signature_features(text: str, max_chars: int = 20_000) -> set[str]:
                 features.add(f"punct:{token}")
             elif len(token) >= 6 and token.isalpha():
                 features.add(f"suffix:{lower[-3:]}")
+                if _archaic_verb(token):
+                    features.add("fw:*archaic")
     return features
 
 
