@@ -185,7 +185,8 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
                 plain = ~formats[:, column]
                 overall = (float(cons[plain, column].sum()) + 1) / (float(n_cons[plain].sum()) + 2)
                 # not where the feature is the label's format: its read records that the re-reading leaves read
-                # carry it as the label's own, however few they are
+                # carry it as the label's own, however few they are (smoothed only, one carrier in two records, as
+                # the baselines are; songs in old English whose content is mostly misread stay songs)
                 prior, overall = (2, 0.5) if formats[label, column] else (READ_PRIOR_RECORDS, overall)
                 own = (read + prior * overall) / (n_agreeing - int(c[column]) + read + prior)
                 if misread < min_lift * max(own, elsewhere[column]) * n_inconsistent:
