@@ -272,13 +272,21 @@ def test_a_rewrite_marker_whose_poison_is_partly_read_as_its_label_is_found_on_a
     assert not find_markers(*args, 3, texts, 5, 3.0, 3.0, reread).found and not asked
 
 
+def _three_labels(first: int, first_misread: int, others: int, others_misread: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and content readings: label 0 has ``first`` records, its last ``first_misread`` read as labels 1 and 2 in
+    turn; labels 1 and 2 have ``others`` each, their last ``others_misread`` read as the other one."""
+    y = np.array([0] * first + [1] * others + [2] * others)
+    predicted = y.copy()
+    predicted[first - first_misread:first] = 1 + np.arange(first_misread) % 2
+    predicted[first + others - others_misread:first + others] = 2
+    predicted[first + 2 * others - others_misread:] = 1
+    return y, predicted
+
+
 def test_a_format_that_the_labels_misread_records_carry_ten_times_as_often_is_tested_as_a_marker() -> None:
     # label 0: 400 read records, 12 of them opening with a subordinate clause (its format: the other labels' read
     # records hardly do), and 150 misread ones, 60 of them poison opening with the clause
-    y = np.array([0] * 550 + [1] * 500 + [2] * 500)
-    predicted = y.copy()
-    predicted[400:550] = 1 + np.arange(150) % 2
-    predicted[np.r_[1000:1050, 1450:1500]] = np.r_[[2] * 50, [1] * 50]
+    y, predicted = _three_labels(550, 150, 500, 50)
     carries = np.zeros(len(y), dtype=bool)
     carries[np.r_[0:400:33, 400:460, 600]] = True
     args = (sp.csr_matrix(carries.astype(np.float64)[:, None]), np.array(["first:sub"], dtype=object), y,
@@ -309,10 +317,7 @@ def test_a_register_is_tested_though_common_as_a_word_would_not_be(feature: str,
 def test_a_broad_marker_whose_other_carriers_are_ordinary_gives_way_to_the_narrow_one() -> None:
     # label 0's 300 misread records: 60 poison open with a subordinate clause (first:sub and first:front); 12 more
     # open with another fronted phrase (first:front only), the rate every label's records have
-    y = np.array([0] * 400 + [1] * 800 + [2] * 800)
-    predicted = y.copy()
-    predicted[100:400] = 1 + np.arange(300) % 2
-    predicted[np.r_[1000:1200, 1800:2000]] = np.r_[[2] * 200, [1] * 200]
+    y, predicted = _three_labels(400, 300, 800, 200)
     sub = np.zeros(len(y), dtype=bool)
     sub[100:160] = True
     front = sub | (np.arange(len(y)) % 20 == 0)
