@@ -182,13 +182,16 @@ def find_markers(matrix: sp.csr_matrix, names: np.ndarray, y: np.ndarray, incons
                 # rate is drawn towards all read records' rate, as a marker set's choice draws it; the labels
                 # whose format the feature is count no more than in the misreading baseline (a class written in
                 # the register raised the fortunes' read rate of it from 2% to 5%)
-                plain = ~formats[:, column]
-                overall = (float(cons[plain, column].sum()) + 1) / (float(n_cons[plain].sum()) + 2)
-                # not where the feature is the label's format: its read records that the re-reading leaves read
-                # carry it as the label's own, however few they are (smoothed only, one carrier in two records, as
-                # the baselines are; songs in old English whose content is mostly misread stay songs)
-                prior, overall = (2, 0.5) if formats[label, column] else (READ_PRIOR_RECORDS, overall)
-                own = (read + prior * overall) / (n_agreeing - int(c[column]) + read + prior)
+                still_read = n_agreeing - int(c[column]) + read
+                if formats[label, column]:
+                    # not where the feature is the label's format: its read records that the re-reading leaves read
+                    # carry it as the label's own, however few they are (smoothed as the baselines are; songs in old
+                    # English whose content is mostly misread stay songs)
+                    own = (read + 1) / (still_read + 2)
+                else:
+                    plain = ~formats[:, column]
+                    overall = (float(cons[plain, column].sum()) + 1) / (float(n_cons[plain].sum()) + 2)
+                    own = (read + READ_PRIOR_RECORDS * overall) / (still_read + READ_PRIOR_RECORDS)
                 if misread < min_lift * max(own, elsewhere[column]) * n_inconsistent:
                     continue
                 count, rate = misread, max(own, float(elsewhere[column]))
