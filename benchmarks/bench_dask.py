@@ -1,12 +1,18 @@
 """Speed-up of `dokumi scan --engine dask` from 1 to 2 workers, beside the local executor.
 
 Writes a corpus of real clean text as Parquet shards (``--corpus``: WordNet
-glosses, short, or man-page sections, about 1.1 KB each; cycled with a
-numeric suffix past the corpus's end), scans it with one policy on
-the local executor and on a Dask LocalCluster, each with 1 and 2 workers, and
-prints the time of pass 1 (fit), pass 2 (score and write) and the whole scan,
-records/s, and the speed-up over 1 worker of pass 2 and of the whole scan,
-the fastest of --repeat interleaved runs (the machine may be shared). A
+glosses, short; man-page sections, about 1.1 KB each; or ``all``, every
+prepared corpus of the shared data one after another, as they are: glosses,
+fortunes, conversation pairs, man pages, Debian descriptions, changelogs,
+licence stanzas, READMEs, source code, CJK mixed with Latin, 375,641 records of
+about 500 bytes; a corpus is cycled with a numeric suffix past its end, which
+makes every cycle a near-duplicate of the first), scans it with one policy on
+the local executor and on a Dask LocalCluster (``--engines``), each with 1 and 2
+workers, and prints the time of pass 1 (fit), pass 2 (score and write) and the
+whole scan, records/s, and the speed-up over 1 worker of pass 2 and of the whole
+scan, the fastest of --repeat interleaved runs (the machine may be shared), and
+the median of each round's own 1-to-2-worker speed-up (a round runs the
+configurations back to back, so its two scans met about the same load). A
 Dask scan's total includes starting and closing its cluster. On Dask every
 built-in stage's fit plan runs on the workers (one task per shard and round).
 Every run must reach the same decision and reasons for every record. A first
@@ -14,7 +20,7 @@ line gives the ceiling, measured before and after the runs: how much faster two
 processes do pure CPU work than one on this machine at those moments.
 
 usage: python benchmarks/bench_dask.py [--records 60000] [--shards 6] [--policy pretraining] [--repeat 3]
-       [--corpus wordnet|manpages] [--data DIR]
+       [--corpus wordnet|manpages|all] [--engines local dask] [--data DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import hashlib
 import multiprocessing
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from corpora import load_corpus  # noqa: E402
+from corpora import FILES, load_corpus  # noqa: E402
 
 from dokumi import scan  # noqa: E402
 from dokumi.engines.dask import DaskEngine  # noqa: E402
@@ -86,6 +93,19 @@ def machine_parallelism(steps: int = 10_000_000) -> float:
     return serial / parallel
 
 
+def corpus_texts(name: str, data: str | None) -> list[str]:
+    """The texts of one prepared corpus, or of every one (``all``) in FILES's order; pairs as prompt and response."""
+    texts: list[str] = []
+    for corpus in FILES if name == "all" else [name]:
+        table = load_corpus(corpus, data)
+        if "text" in table.column_names:
+            texts += table.column("text").to_pylist()
+        else:  # conversation pairs
+            texts += [f"{p}\n{r}" for p, r in zip(table.column("prompt").to_pylist(),
+                                                  table.column("response").to_pylist())]
+    return texts
+
+
 def write_corpus(texts: list[str], records: int, shards: int, folder: Path) -> None:
     folder.mkdir(parents=True)
     per_shard = -(-records // shards)
@@ -100,24 +120,29 @@ def write_corpus(texts: list[str], records: int, shards: int, folder: Path) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=60_000)
+    parser.add_argument("--records", type=int, default=None,
+                        help="records to scan (default: 60,000, or the whole corpus with --corpus all)")
     parser.add_argument("--shards", type=int, default=6, help="Parquet files; pass 2 runs one task per file")
     parser.add_argument("--policy", default="pretraining")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; the fastest is kept")
-    parser.add_argument("--corpus", choices=("wordnet", "manpages"), default="wordnet",
-                        help="short glosses or long documents (man-page sections)")
+    parser.add_argument("--corpus", choices=("wordnet", "manpages", "all"), default="wordnet",
+                        help="short glosses, long documents (man-page sections) or every prepared corpus")
+    parser.add_argument("--engines", nargs="+", choices=("local", "dask"), default=["local", "dask"])
     parser.add_argument("--data", default=None, help="folder of prepared corpora (default: $DOKUMI_DATA)")
     args = parser.parse_args()
 
-    texts = load_corpus(args.corpus, args.data).column("text").to_pylist()
+    texts = corpus_texts(args.corpus, args.data)
+    if args.records is None:
+        args.records = len(texts) if args.corpus == "all" else 60_000
     with tempfile.TemporaryDirectory() as scratch:
         inputs = Path(scratch) / "in"
         write_corpus(texts, args.records, args.shards, inputs)
         print(f"# {args.records:,} {args.corpus} records in {args.shards} shards, policy '{args.policy}', "
               f"{os.cpu_count()} cores, Python {platform.python_version()}")
         ceiling_before = machine_parallelism()  # the load on the cores moves: measured before and after the runs
-        configurations = [(engine, workers) for engine in ("local", "dask") for workers in (1, 2)]
+        configurations = [(engine, workers) for engine in args.engines for workers in (1, 2)]
         best: dict[tuple[str, int], tuple[float, float, float]] = {}
+        rounds: dict[str, list[float]] = {engine: [] for engine in args.engines}  # each round's own speed-up
         outcomes: dict[bytes, list[str]] = {}
         for round_ in range(args.repeat):  # interleaved, so that load from other processes spreads over all
             for engine, workers in configurations:
@@ -128,6 +153,7 @@ def main() -> None:
                 total = time.perf_counter() - started
                 timing = (PHASES.get("pass 1", 0.0), PHASES["pass 2"], total)
                 best[engine, workers] = min(best.get((engine, workers), timing), timing, key=lambda t: t[2])
+                rounds[engine].append(total)
                 scores = pq.read_table(Path(scratch) / f"{engine}-{workers}-{round_}" / "scores",
                                        columns=["id", "decision", "reasons"]).sort_by("id")
                 outcomes.setdefault(hashlib.sha256(str(scores.to_pylist()).encode()).digest(), []).append(
@@ -141,6 +167,10 @@ def main() -> None:
             _, one_score, one_total = best[engine, 1]
             print(f"{engine:<8}{workers:>8}{fit:>10.1f}{score:>10.1f}{total:>10.1f}{args.records / total:>11,.0f}"
                   f"{one_score / score:>16.2f}x{one_total / total:>15.2f}x")
+        for engine, totals in rounds.items():
+            ratios = [one / two for one, two in zip(totals[0::2], totals[1::2])]
+            print(f"# {engine}: each round's whole-scan speed-up from 1 to 2 workers: "
+                  f"{', '.join(f'{r:.2f}x' for r in ratios)} (median {statistics.median(ratios):.2f}x)")
         if len(outcomes) == 1:
             print(f"# same decision and reasons for every record in every run: yes "
                   f"({next(iter(outcomes.values()))[0].split(': ', 1)[1]})")
