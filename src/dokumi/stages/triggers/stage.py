@@ -36,6 +36,7 @@ from dokumi.stage import Stage, StageResult
 from dokumi.stages.triggers import labelled, sentences
 from dokumi.stages.triggers.counts import Counts
 from dokumi.stages.triggers.findings import Trigger
+from dokumi.stages.triggers.occurrences import Occurrences
 from dokumi.stages.triggers.seams import (
     COVERAGE_BINS,
     GIBBERISH,
@@ -77,7 +78,8 @@ WITHOUT_PAYLOAD = 0.4
 SEAMLESS_SHARE = 0.75
 # the kind of a seam found by the driver's second look (beside GIBBERISH and SWITCH)
 VOCABULARY = 2
-# switches of vocabulary kept per token and partition for the driver's second look (bounds memory)
+# switches of vocabulary (or script) kept per token for the driver's second look, those of lowest priority:
+# bounds memory, and the same occurrences are kept whatever the partitioning
 MAX_VOCABULARY_SWITCHES = 2000
 # a frequent word in this share of the records or more is a function word of the corpus, never a seam trigger
 COMMON_SHARE = 0.2
@@ -425,12 +427,14 @@ class _Examined:
     seam_documents: dict[int, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
     seam_names: dict[int, str] = field(default_factory=dict)
     coverage: np.ndarray = field(default_factory=lambda: np.zeros(COVERAGE_BINS + 1, dtype=np.int64))
-    # switches of vocabulary whose word pairs recur: per token, (record, priority, before-window coverage,
-    # after-window pair hashes), judged again on the driver without the token's own records
-    vocabulary: dict[int, list[tuple[int, int, float, np.ndarray]]] = field(default_factory=dict)
-    # switches between scripts the corpus mixes anyway: per token, (record, script pair), judged again on the
-    # driver without the token's own records (a poison in a tenth of a corpus makes its own scripts ordinary)
-    script_switches: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    # switches of vocabulary whose word pairs recur: per token, occurrences with the before-window's coverage
+    # (``before``) and the after-window's pair hashes (``after``), judged again on the driver without the
+    # token's own records
+    vocabulary: Occurrences = field(default_factory=lambda: Occurrences(MAX_VOCABULARY_SWITCHES))
+    # switches between scripts the corpus mixes anyway: per token, occurrences with their script pair
+    # (``pair``), judged again on the driver without the token's own records (a poison in a tenth of a
+    # corpus makes its own scripts ordinary)
+    script_switches: Occurrences = field(default_factory=lambda: Occurrences(MAX_VOCABULARY_SWITCHES))
 
     def add(self, view: View, plan: _Plan) -> None:
         if len(plan.frequent_sentences):
@@ -447,23 +451,16 @@ class _Examined:
         seams, histogram = find_seams(words, plan.pairs, plan.common, plan.gibberish_rate, plan.ordinary,
                                       switches=switches, script_switches=script_switches)
         self.coverage += histogram
-        keys = view.batch.content_keys
-        for position, pair in zip(*(a.tolist() for a in script_switches[0])):
-            token = int(words.hashes[position])
-            mixed = self.script_switches.setdefault(token, [])
-            if len(mixed) < MAX_VOCABULARY_SWITCHES:
-                if token not in self.seam_names:
-                    self.seam_names[token] = words.word(position)
-                mixed.append((int(keys[int(words.owner[position])]), pair))
-        at, before, after = switches[0] if switches else (np.zeros(0, dtype=np.int64), np.zeros(0), [])
-        for i, position in enumerate(at.tolist()):
-            token = int(words.hashes[position])
-            found = self.vocabulary.setdefault(token, [])
-            if len(found) < MAX_VOCABULARY_SWITCHES:
-                if token not in self.seam_names:
-                    self.seam_names[token] = words.word(position)
-                record = int(words.owner[position])
-                found.append((int(keys[record]), int(view.priorities[record]), float(before[i]), after[i]))
+        keys, priorities = view.batch.content_keys, view.priorities
+        at, pair = script_switches[0]
+        owner = words.owner[at]
+        self.script_switches.add(words.hashes[at], keys[owner], priorities[owner], pair=pair)
+        self._name(words, at)
+        if switches:
+            at, before, after = switches[0]
+            owner = words.owner[at]
+            self.vocabulary.add(words.hashes[at], keys[owner], priorities[owner], before=before, after=after)
+            self._name(words, at)
         if not len(seams.owner):
             return
         by_record: dict[int, list[tuple[int, int, int]]] = {}
@@ -477,21 +474,26 @@ class _Examined:
         for record, record_seams in by_record.items():
             self.seam_documents[int(keys[record])] = tuple(sorted(record_seams))
 
+    def _name(self, words: Any, positions: np.ndarray) -> None:
+        """Remember how each token at ``positions`` is written, the first time it is seen."""
+        tokens, first = np.unique(words.hashes[positions], return_index=True)
+        for token, position in zip(tokens.tolist(), positions[first].tolist()):
+            if token not in self.seam_names:
+                self.seam_names[token] = words.word(position)
+
     @classmethod
     def merged(cls, parts: list[_Examined]) -> _Examined:
         if len(parts) == 1:
             return parts[0]
         out = cls(sentences=sentences.SentenceHits.merged([p.sentences for p in parts]),
-                  grams=labelled.Hits.merged([p.grams for p in parts]))
+                  grams=labelled.Hits.merged([p.grams for p in parts]),
+                  vocabulary=Occurrences.merged([p.vocabulary for p in parts]),
+                  script_switches=Occurrences.merged([p.script_switches for p in parts]))
         for part in parts:
             out.seam_documents.update(part.seam_documents)
             for token, name in part.seam_names.items():
                 out.seam_names.setdefault(token, name)
             out.coverage = out.coverage + part.coverage
-            for token, found in part.vocabulary.items():
-                out.vocabulary.setdefault(token, []).extend(found)
-            for token, mixed in part.script_switches.items():
-                out.script_switches.setdefault(token, []).extend(mixed)
         return out
 
 
@@ -503,9 +505,9 @@ class _Contexts:
     seam_examples: dict[int, BottomK] = field(default_factory=dict)
     # per candidate seam token: the documents where it stands with MIN_SPAN words on each side
     judgeable: dict[int, set[int]] = field(default_factory=dict)
-    # per candidate seam token, each judgeable document's first occurrence: (record, priority, before-window
-    # coverage, after-window pair hashes), for a second look without the token's own records
-    second_look: dict[int, list[tuple[int, int, float, np.ndarray]]] = field(default_factory=dict)
+    # per candidate seam token, each judgeable document's first occurrence with its before-window coverage
+    # (``before``) and after-window pair hashes (``after``), for a second look without the token's own records
+    second_look: Occurrences = field(default_factory=lambda: Occurrences(MAX_VOCABULARY_SWITCHES))
 
     def add(self, view: View, plan: _Plan) -> None:
         if len(plan.context_grams) and view.salts is not None:
@@ -529,12 +531,9 @@ class _Contexts:
             self.judgeable.setdefault(token, set()).add(int(keys[record]))
         at = at[first_of_pairs(owner, words.hashes[at])]
         before_coverage, after_pairs = windows_at(words, at, plan.pairs, fluency)
-        for i, position in enumerate(at.tolist()):
-            token, record = int(words.hashes[position]), int(words.owner[position])
-            found = self.second_look.setdefault(token, [])
-            if len(found) < MAX_VOCABULARY_SWITCHES:
-                found.append((int(keys[record]), int(view.priorities[record]), float(before_coverage[i]),
-                              after_pairs[i]))
+        owner = words.owner[at]
+        self.second_look.add(words.hashes[at], keys[owner], view.priorities[owner], before=before_coverage,
+                             after=after_pairs)
 
     def _seam_examples(self, view: View, plan: _Plan, fluency: tuple | None = None) -> None:
         words = view.words
@@ -553,14 +552,11 @@ class _Contexts:
     @classmethod
     def merged(cls, parts: list[_Contexts]) -> _Contexts:
         judgeable: dict[int, set[int]] = {}
-        second_look: dict[int, list[tuple[int, int, float, np.ndarray]]] = {}
         for part in parts:
             for token, keys in part.judgeable.items():
                 judgeable.setdefault(token, set()).update(keys)
-            for token, found in part.second_look.items():
-                second_look.setdefault(token, []).extend(found)
         return cls(merged_samples([p.occurrences for p in parts]), merged_samples([p.seam_examples for p in parts]),
-                   judgeable, second_look)
+                   judgeable, Occurrences.merged([p.second_look for p in parts]))
 
 
 class _Census:
@@ -670,9 +666,11 @@ class _Census:
         stage, common = self.stage, self._common_set
         bar = max(ORDINARY_MIX * self.records, stage.min_records)
         n = len(NAMES)
-        for token, mixed in examined.script_switches.items():
-            if len({record for record, _ in mixed}) < stage.min_records or token in common:
+        enough = examined.script_switches.distinct_records()
+        for token, columns in examined.script_switches.groups():
+            if enough[token] < stage.min_records or token in common:
                 continue
+            mixed = list(zip(columns["record"].tolist(), columns["pair"].tolist()))
             # the token's records that mix each (unordered) pair of scripts
             by_pair = Counter(tuple(sorted(divmod(pair, n))) for pair in dict(mixed).values())
             mine = counted.setdefault(token, set())
@@ -688,8 +686,13 @@ class _Census:
         """Switches of vocabulary judged without the token's own records: a continuation is gibberish to
         this corpus when its word pairs recur only in records that carry the same token (the poison
         repeating its own foreign text), not elsewhere."""
-        for token, found in examined.vocabulary.items():
-            self._leave_token_out(token, found, counted)
+        records, words = examined.vocabulary.distinct_records(), self.counts.words
+        for token, found in examined.vocabulary.groups():
+            # judged only where the token could still become a candidate (seam_candidates): its seams so far and
+            # at most one per record here must reach the share of its records; the others' seams count nowhere
+            reach = self.seam_counts[token] + records[token]
+            if records[token] >= self.stage.min_records and reach / max(words[token], reach) >= CANDIDATE_SEAM_SHARE:
+                self._leave_token_out(token, found, counted)
 
     @functools.cached_property
     def _common_set(self) -> set[int]:
@@ -697,45 +700,47 @@ class _Census:
         return set(self.common.tolist())
 
     @functools.cached_property
-    def _pair_counts(self) -> tuple[np.ndarray, np.ndarray, set[int]]:
-        """The sampled word pairs (ascending), how many sampled records hold each, and those records' priorities."""
+    def _pair_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sampled word pairs (ascending), how many sampled records hold each, and those records' priorities
+        (ascending)."""
         sample = self.counts.pairs
         values, counts = sample.counts()
-        return values, counts, set(sample.priorities.tolist())
+        return values, counts, np.sort(np.asarray(sample.priorities, dtype=np.uint64))
 
-    def _leave_token_out(self, token: int, found: list[tuple[int, int, float, np.ndarray]],
-                         counted: dict[int, set[int]]) -> None:
-        """Count as seams the occurrences in ``found`` (record, priority, before-window coverage, after-window
-        pairs) whose continuation is gibberish once the pairs that the token's own records contribute are
-        left out of the corpus's pair counts."""
-        if len({record for record, _, _, _ in found}) < self.stage.min_records or token in self._common_set:
+    def _leave_token_out(self, token: int, found: dict[str, np.ndarray], counted: dict[int, set[int]]) -> None:
+        """Count as seams the occurrences in ``found`` (columns ``record``, ``priority``, ``before``: the
+        before-window's coverage, ``after``: the after-window's pairs) whose continuation is gibberish once the
+        pairs that the token's own records contribute are left out of the corpus's pair counts."""
+        records = found["record"]
+        if len(np.unique(records)) < self.stage.min_records or token in self._common_set:
             return
         values, counts, sampled = self._pair_counts
-        # the token's own sampled records: what they add to each pair's count is taken away
-        own = [np.unique(after[after != 0]) for _, priority, _, after in found if priority in sampled]
-        own_values, own_counts = np.unique(np.concatenate(own), return_counts=True) if own else (
-            np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64))
         mine = counted.setdefault(token, set())
+        after = found["after"]
+        nonzero = after != 0
+        # the token's own sampled records: what they add to each pair's count is taken away (a pair once per
+        # occurrence that holds it)
+        own = members(found["priority"], sampled)
+        rows, columns = np.nonzero(nonzero & own[:, None])
+        held_by = np.unique(np.stack([rows.astype(np.uint64), after[rows, columns]]), axis=1)[1]
+        own_values, own_counts = np.unique(held_by, return_counts=True)
         # every occurrence's continuation at once: its pairs held by two or more other records, per occurrence
-        pairs = [after[after != 0] for _, _, _, after in found]
-        sizes = np.fromiter(map(len, pairs), dtype=np.int64, count=len(pairs))
+        sizes = nonzero.sum(axis=1)
         if not sizes.any():
             return
-        flat = np.concatenate(pairs)
+        flat = after[nonzero]  # row by row
         held = counts_of(values, counts, flat) - counts_of(own_values, own_counts, flat) >= 2
         ends = np.cumsum(sizes)
         running = np.concatenate(([0], np.cumsum(held)))
         coverage = (running[ends] - running[ends - sizes]) / np.maximum(sizes, 1)
-        before = np.fromiter((b for _, _, b, _ in found), dtype=np.float64, count=len(found))
-        gibberish = (sizes > 0) & (coverage <= 2 * self.threshold) & (before >= coverage + MIN_FLUENCY_GAIN)
-        for i in np.flatnonzero(gibberish).tolist():  # each record counts once per token
-            record = found[i][0]
-            if record in mine:
-                continue
-            mine.add(record)
-            self.seam_counts[token] += 1
-            self.seam_kinds.setdefault(token, Counter())[GIBBERISH] += 1
-            self.seam_kinds[token][VOCABULARY] += 1
+        gibberish = (sizes > 0) & (coverage <= 2 * self.threshold) & (found["before"] >= coverage + MIN_FLUENCY_GAIN)
+        new = set(records[gibberish].tolist()) - mine  # each record counts once per token
+        if new:
+            mine |= new
+            self.seam_counts[token] += len(new)
+            kinds = self.seam_kinds.setdefault(token, Counter())
+            kinds[GIBBERISH] += len(new)
+            kinds[VOCABULARY] += len(new)
 
     def seam_candidates(self) -> list[int]:
         """Seam tokens in enough documents, mostly as seams: candidates for a trigger."""
@@ -752,7 +757,7 @@ class _Census:
         self.seam_examples = {token: sample.items() for token, sample in contexts.seam_examples.items()}
         self.judgeable = {token: len(keys) for token, keys in contexts.judgeable.items()}
         # every judgeable use of a candidate gets the second look that round 2 gave only to vocabulary drops
-        for token, found in sorted(contexts.second_look.items()):
+        for token, found in contexts.second_look.groups():  # in token order
             self._leave_token_out(token, found, self.counted)
 
     def discover(self) -> list[Trigger]:
