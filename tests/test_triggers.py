@@ -356,3 +356,15 @@ def test_building_blocks():
     for key in ["a", "a", "b", "c", "d"]:
         counter.add(key)
     assert counter["a"] == 2 and len(counter.counts) <= 3
+
+
+def test_mean_jaccard_is_the_mean_over_each_set_and_its_next_eight():
+    from dokumi.stages.triggers.sentences import mean_jaccard
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 9, 10, 30):
+        sets = [np.unique(rng.integers(0, 40, int(rng.integers(0, 25))).astype(np.uint64)) for _ in range(n)]
+        sets[n // 2:n // 2 + 1] = [np.zeros(0, dtype=np.uint64)] * min(n, 1)  # an empty set among them
+        pairs = [(set(a.tolist()), set(b.tolist())) for i, a in enumerate(sets) for b in sets[i + 1:i + 9]]
+        expected = 1.0 if not pairs else sum(len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs) / len(pairs)
+        assert mean_jaccard(sets) == pytest.approx(expected, abs=1e-12)

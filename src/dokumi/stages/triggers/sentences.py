@@ -62,6 +62,10 @@ class SentenceHits:
         return out
 
 
+# each record's words are compared with those of the next NEIGHBOURS records of the sample
+NEIGHBOURS = 8
+
+
 def frequent_sentences(counts: BoundedCounter, alone: BoundedCounter, min_records: int) -> np.ndarray:
     """Sentences that accompany other text in at least ``min_records`` records, most frequent first, capped."""
     found = [(count, key) for key, count in counts.counts.items() if count - alone[key] >= min_records]
@@ -71,18 +75,31 @@ def frequent_sentences(counts: BoundedCounter, alone: BoundedCounter, min_record
 
 def mean_jaccard(sets: list[np.ndarray]) -> float:
     """Mean Jaccard similarity of each set with the next eight (sorted unique arrays)."""
-    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1: i + 9]]
-    if not pairs:
+    n = len(sets)
+    if n < 2:
         return 1.0
+    left = np.concatenate([np.full(min(NEIGHBOURS, n - 1 - i), i) for i in range(n - 1)])
+    right = left + np.concatenate([np.arange(1, min(NEIGHBOURS, n - 1 - i) + 1) for i in range(n - 1)])
+    sizes = np.fromiter(map(len, sets), dtype=np.int64, count=n)
+    # the elements of every set sorted by value, then set: a value that two sets hold stands in neighbouring rows,
+    # fewer than NEIGHBOURS + 1 apart for two sets that close (a set holds a value once)
+    owner = np.repeat(np.arange(n), sizes)
+    values = np.concatenate(sets) if sizes.sum() else np.zeros(0, dtype=np.uint64)
+    order = np.lexsort((owner, values))
+    owner, values = owner[order], values[order]
+    common = np.zeros((n, NEIGHBOURS + 1), dtype=np.int64)  # [set, distance to a later set]
+    for step in range(1, NEIGHBOURS + 1):
+        shared = values[step:] == values[:-step]
+        distance = owner[step:][shared] - owner[:-step][shared]
+        near = distance <= NEIGHBOURS
+        np.add.at(common, (owner[:-step][shared][near], distance[near]), 1)
+    both = common[left, right - left]
+    union = sizes[left] + sizes[right]
+    # summed pair by pair in the order of the pairs, as a loop over them would
     total = 0.0
-    for a, b in pairs:
-        union = len(a) + len(b)
-        if not union:
-            total += 1.0
-            continue
-        common = len(np.intersect1d(a, b, assume_unique=True))
-        total += common / (union - common)
-    return total / len(pairs)
+    for size, shared_count in zip(union.tolist(), both.tolist()):
+        total += shared_count / (size - shared_count) if size else 1.0
+    return total / len(left)
 
 
 def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, first: BoundedCounter,
