@@ -7,8 +7,9 @@ occurrences are kept per token: those of lowest priority (a seeded hash of the
 record's content), so that the kept ones are the same whatever the corpus's
 partitioning and order, and merging partials (keep the ``limit`` lowest of the
 union) gives what one partition would have kept. Columns rather than a tuple
-per occurrence: 565,000 occurrences of the shared corpora pickled in 3.8 s as
-tuples holding small arrays, a few big arrays pickle at memory speed.
+per occurrence: with a tuple and a small array for each of its 565,000
+occurrences, the second round's partial of every shared corpus pickled in 6.9 s
+and loaded in 4.1 s; as columns, in 1.3 s and 1.0 s.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from dokumi.text import language
 from dokumi.text.bigrams import SeenPairs
 from dokumi.text.sampling import BottomK, merged_samples
 from dokumi.text.scripts import LATIN, NAMES
+from dokumi.text.tokens import Tokens
 
 # Records mixing two scripts, as a share of the corpus, from which switching between them is ordinary
 ORDINARY_MIX = 0.05
@@ -474,7 +475,7 @@ class _Examined:
         for record, record_seams in by_record.items():
             self.seam_documents[int(keys[record])] = tuple(sorted(record_seams))
 
-    def _name(self, words: Any, positions: np.ndarray) -> None:
+    def _name(self, words: Tokens, positions: np.ndarray) -> None:
         """Remember how each token at ``positions`` is written, the first time it is seen."""
         tokens, first = np.unique(words.hashes[positions], return_index=True)
         for token, position in zip(tokens.tolist(), positions[first].tolist()):
