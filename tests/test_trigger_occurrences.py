@@ -60,3 +60,10 @@ def test_distinct_records_counts_copies_of_a_record_once():
     assert Occurrences.merged([Occurrences(10), found]).distinct_records() == {1: 2, 2: 1}
     assert Occurrences.merged([Occurrences(10)]).distinct_records() == {}
     assert list(Occurrences(10).groups()) == []
+
+
+def test_rank_in_runs_numbers_each_element_within_its_run_of_equal_values():
+    from dokumi.arrays import rank_in_runs
+
+    assert rank_in_runs(np.array([3, 3, 3, 5, 7, 7], dtype=np.uint64)).tolist() == [0, 1, 2, 0, 0, 1]
+    assert rank_in_runs(np.zeros(0, dtype=np.int32)).tolist() == []

@@ -108,4 +108,12 @@ def first_of_pairs(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.sort(order[first])
 
 
-__all__ = ["distinct", "first_of_pairs", "lookup", "members"]
+def rank_in_runs(values: np.ndarray) -> np.ndarray:
+    """For each element of ``values`` (grouped: equal values stand together), its position within its run."""
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    opens = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    return np.arange(len(values)) - np.repeat(opens, np.diff(np.append(opens, len(values))))
+
+
+__all__ = ["distinct", "first_of_pairs", "lookup", "members", "rank_in_runs"]

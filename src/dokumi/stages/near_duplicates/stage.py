@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dokumi.arrays import distinct, lookup
+from dokumi.arrays import distinct, lookup, rank_in_runs
 from dokumi.fitplan import Fold, GroupByKey, Reduce, Step
 from dokumi.lsh import (
     band_keys,
@@ -379,10 +379,7 @@ class NearDuplicates(Stage):
         # (its representative first, then by content key), so that what workers hold is bounded per cluster
         clustered = members[node_slot[members] >= 0]
         by_cluster = clustered[np.lexsort((nodes.rank[clustered], node_slot[clustered]))]
-        slots = node_slot[by_cluster]
-        opens = np.concatenate(([0], np.flatnonzero(slots[1:] != slots[:-1]) + 1)) if len(slots) else slots
-        within = np.arange(len(slots)) - np.repeat(opens, np.diff(np.append(opens, len(slots))))
-        clustered = np.sort(by_cluster[within < PROBE_MEMBERS])
+        clustered = np.sort(by_cluster[rank_in_runs(node_slot[by_cluster]) < PROBE_MEMBERS])
         self.probe_ = _Probe(nodes.signature[clustered], self.bands, node_slot[clustered].astype(np.int32),
                              nodes.key[clustered], clustered)
         self.index_ = Index(key=nodes.key, signature=nodes.signature, count=nodes.count + nodes.earlier_count,

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dokumi.arrays import rank_in_runs
+
 # rows held before the per-token bound is applied again while a partition is read
 _COMPACT_ROWS = 1 << 16
 
@@ -53,10 +55,7 @@ class Occurrences:
         columns = {name: np.concatenate([chunk[name] for chunk in self.chunks]) for name in self.chunks[0]}
         token = columns["token"]
         order = np.lexsort((columns["record"], columns["priority"], token))
-        token = token[order]
-        opens = np.flatnonzero(np.concatenate(([True], token[1:] != token[:-1])))
-        rank = np.arange(len(token)) - np.repeat(opens, np.diff(np.append(opens, len(token))))
-        kept = order[rank < self.limit]
+        kept = order[rank_in_runs(token[order]) < self.limit]
         self.chunks = [{name: column[kept] for name, column in columns.items()}]
         self.rows = self._bounded_rows = len(kept)
 

@@ -457,11 +457,10 @@ class _Examined:
         owner = words.owner[at]
         self.script_switches.add(words.hashes[at], keys[owner], priorities[owner], pair=pair)
         self._name(words, at)
-        if switches:
-            at, before, after = switches[0]
-            owner = words.owner[at]
-            self.vocabulary.add(words.hashes[at], keys[owner], priorities[owner], before=before, after=after)
-            self._name(words, at)
+        [(at, before, after)] = switches  # find_seams appends one tuple when given the list
+        owner = words.owner[at]
+        self.vocabulary.add(words.hashes[at], keys[owner], priorities[owner], before=before, after=after)
+        self._name(words, at)
         if not len(seams.owner):
             return
         by_record: dict[int, list[tuple[int, int, int]]] = {}
@@ -723,8 +722,8 @@ class _Census:
         # occurrence that holds it)
         own = members(found["priority"], sampled)
         rows, columns = np.nonzero(nonzero & own[:, None])
-        held_by = np.unique(np.stack([rows.astype(np.uint64), after[rows, columns]]), axis=1)[1]
-        own_values, own_counts = np.unique(held_by, return_counts=True)
+        own_pairs = after[rows, columns]
+        own_values, own_counts = np.unique(own_pairs[first_of_pairs(rows, own_pairs)], return_counts=True)
         # every occurrence's continuation at once: its pairs held by two or more other records, per occurrence
         sizes = nonzero.sum(axis=1)
         if not sizes.any():
