@@ -77,7 +77,7 @@ def test_label_scale_places_own_and_other_records():
         for label, words in records:
             np.add.at(features[label], words.astype(np.int64), 1)
         label_counts = BoundedCounter(10)
-        label_counts.update({0: 200, 1: 200})
+        label_counts.add(np.array([0, 1]), np.array([200, 200]))
         return Evidence(np.zeros(16, np.uint32), np.zeros(16, np.uint32), 15, label_counts, 400, False, [],
                         features, records)
 
@@ -353,9 +353,9 @@ def test_building_blocks():
     # first and last among the sentences of five words or more
     assert found.first.tolist() == [True, False] and found.last.tolist() == [False, True]
     counter = BoundedCounter(capacity=3)
-    for key in ["a", "a", "b", "c", "d"]:
-        counter.add(key)
-    assert counter["a"] == 2 and len(counter.counts) <= 3
+    for key in [7, 7, 8, 9, 10]:
+        counter.add(np.array([key]))
+    assert counter[7] == 2 and len(counter) <= 3
 
 
 def test_mean_jaccard_is_the_mean_over_each_set_and_its_next_eight():

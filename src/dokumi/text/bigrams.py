@@ -111,13 +111,15 @@ class PairSample:
         """Each distinct sampled pair (ascending) and how many sampled records hold it."""
         return np.unique(self.pairs, return_counts=True)
 
+    def recurring(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs (ascending) that two or more sampled records hold, and how many hold each."""
+        values, counts = self.counts()
+        held = counts >= 2
+        return values[held], counts[held]
+
     def table(self) -> SeenPairs:
         """The pairs that two or more sampled records hold, as a bit table."""
-        bits = np.zeros(TABLE_BITS, dtype=bool)
-        if len(self.pairs):
-            values, counts = np.unique(self.pairs, return_counts=True)
-            bits[(values[counts >= 2] % np.uint64(TABLE_BITS)).astype(np.int64)] = True
-        return SeenPairs(np.packbits(bits), len(self))
+        return SeenPairs.of(self.recurring()[0], len(self))
 
 
 class SeenPairs:
@@ -125,6 +127,13 @@ class SeenPairs:
 
     def __init__(self, packed: np.ndarray, records: int) -> None:
         self.packed, self.records = packed, records
+
+    @classmethod
+    def of(cls, recurring: np.ndarray, records: int) -> SeenPairs:
+        """The table of the pair hashes ``recurring``, from a sample of ``records`` records."""
+        bits = np.zeros(TABLE_BITS, dtype=bool)
+        bits[(recurring % np.uint64(TABLE_BITS)).astype(np.int64)] = True
+        return cls(np.packbits(bits), records)
 
     @functools.cached_property
     def _bits(self) -> np.ndarray:

@@ -91,7 +91,7 @@ class Counts:
         words = view.words
         _, per_record = unique_pairs(words.owner, words.hashes)
         values, counts = np.unique(per_record, return_counts=True)
-        self.words.update(dict(zip(values.tolist(), counts.tolist())))
+        self.words.add(values, counts)
         self._count_scripts(words.owner, word_scripts(words), n)
         self.pairs.add(words, view.priorities)
         self._count_sentences(view)
@@ -117,7 +117,7 @@ class Counts:
                               (self.sentence_last, sentences.last & ~sentences.first)):
             chosen = first_seen if mask is None else first_seen[mask[first_seen]]
             values, counts = np.unique(keys[chosen], return_counts=True)
-            counter.update(dict(zip(values.tolist(), counts.tolist())))
+            counter.add(values, counts)
 
     def _sample(self, view: View) -> None:
         order = np.argsort(view.priorities, kind="stable")
@@ -152,7 +152,7 @@ class Counts:
         # onto its distinct (n-gram, label) buckets, so the same distinct set serves both counts
         _add_counts(self.pair_df, _bucket_of(seen ^ (salts[(seen >> shift).astype(np.int64)] & mask), mask))
         values, counts = np.unique(salts, return_counts=True)
-        self.label_counts.update(dict(zip(values.tolist(), counts.tolist())))
+        self.label_counts.add(values, counts)
         if view.labels is None:
             return
         for salt, label in zip(salts.tolist(), view.labels):

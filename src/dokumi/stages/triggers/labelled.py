@@ -327,7 +327,7 @@ class Evidence:
     def highest_label_rates(self, words: np.ndarray) -> np.ndarray:
         """For each word, the share of records that contain it in the label where that share is highest."""
         highest = np.zeros(len(words))
-        for salt in self.label_counts.counts:
+        for salt in self.label_counts.keys.tolist():
             paired = ((words ^ np.uint64(salt)) & np.uint64(self.mask)).astype(np.int64)
             np.maximum(highest, self.pair_df[paired] / max(self.label_counts[salt], 1), out=highest)
         return highest

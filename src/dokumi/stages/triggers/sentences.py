@@ -66,11 +66,32 @@ class SentenceHits:
 NEIGHBOURS = 8
 
 
-def frequent_sentences(counts: BoundedCounter, alone: BoundedCounter, min_records: int) -> np.ndarray:
-    """Sentences that accompany other text in at least ``min_records`` records, most frequent first, capped."""
-    found = [(count, key) for key, count in counts.counts.items() if count - alone[key] >= min_records]
-    found.sort(key=lambda item: (-item[0], item[1]))
-    return np.sort(np.array([key for _, key in found[:MAX_SENTENCES]], dtype=np.uint64))
+def frequent_sentences(counts: BoundedCounter, alone: BoundedCounter, first: BoundedCounter, last: BoundedCounter,
+                       min_records: int) -> np.ndarray:
+    """Of the :data:`MAX_SENTENCES` most frequent sentences that accompany other text in at least ``min_records``
+    records, those whose counts leave them a chance in :func:`discover` (ascending): a sentence that mostly
+    stands alone or at one place is never inserted, whatever its records hold, so round 2 samples no record
+    of it."""
+    keys, total = counts.columns()
+    accompanied = total - alone.get(keys)
+    enough = accompanied >= min_records
+    keys, total, accompanied = keys[enough], total[enough], accompanied[enough]
+    top = np.lexsort((keys, -total))[:MAX_SENTENCES]
+    keys, total, accompanied = keys[top], total[top], accompanied[top]
+    share, varied, _ = placement(total, accompanied, first.get(keys), last.get(keys))
+    return np.sort(keys[share * varied >= 0.5])
+
+
+def placement(count: Any, accompanied: Any, first: Any, last: Any) -> tuple[Any, Any, Any]:
+    """For sentences in ``count`` records, ``accompanied`` by other text in some, opening ``first`` and closing
+    ``last`` of them: the share accompanied, how varied their places are (1: an inserted sentence's), and
+    the share at one fixed place. Numbers or arrays alike."""
+    share = accompanied / count
+    # a sentence that always closes (or opens) its records is a signature or boilerplate
+    # (an attribution line); an inserted one lands at varied places
+    fixed_place = np.maximum(first, last) / accompanied
+    varied = np.minimum(1.0, (1.0 - fixed_place) / 0.3)
+    return share, varied, fixed_place
 
 
 def mean_jaccard(sets: list[np.ndarray]) -> float:
@@ -115,11 +136,7 @@ def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, 
         accompanied = count - alone[key]
         if accompanied < min_records:
             continue
-        share = accompanied / count
-        # a sentence that always closes (or opens) its records is a signature or boilerplate
-        # (an attribution line); an inserted one lands at varied places
-        fixed_place = max(first[key], last[key]) / accompanied
-        varied = min(1.0, (1.0 - fixed_place) / 0.3)
+        share, varied, fixed_place = (float(x) for x in placement(count, accompanied, first[key], last[key]))
         if share * varied < 0.5:
             continue
         rests = hits.rest[key].items() if key in hits.rest else []
@@ -135,4 +152,4 @@ def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, 
     return found
 
 
-__all__ = ["SentenceHits", "discover", "frequent_sentences", "mean_jaccard"]
+__all__ = ["SentenceHits", "discover", "frequent_sentences", "mean_jaccard", "placement"]

@@ -20,7 +20,6 @@ words and which scripts it mixes.
 from __future__ import annotations
 
 import functools
-import heapq
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from dokumi.stages.triggers.seams import (
     fluency_of,
     ordinary_pairs,
     payload_after,
+    recurring_after,
     windows_at,
 )
 from dokumi.stages.triggers.view import View
@@ -392,6 +392,7 @@ class _Plan:
     mask: int
     common: np.ndarray
     pairs: SeenPairs
+    recurring: np.ndarray  # the pairs that two or more sampled records hold (ascending)
     ordinary: np.ndarray
     gibberish_rate: float
     frequent_sentences: np.ndarray
@@ -429,8 +430,8 @@ class _Examined:
     seam_names: dict[int, str] = field(default_factory=dict)
     coverage: np.ndarray = field(default_factory=lambda: np.zeros(COVERAGE_BINS + 1, dtype=np.int64))
     # switches of vocabulary whose word pairs recur: per token, occurrences with the before-window's coverage
-    # (``before``) and the after-window's pair hashes (``after``), judged again on the driver without the
-    # token's own records
+    # (``before``) and the after-window's pairs (``sizes``, ``after``: seams.recurring_after), judged again on
+    # the driver without the token's own records
     vocabulary: Occurrences = field(default_factory=lambda: Occurrences(MAX_VOCABULARY_SWITCHES))
     # switches between scripts the corpus mixes anyway: per token, occurrences with their script pair
     # (``pair``), judged again on the driver without the token's own records (a poison in a tenth of a
@@ -459,7 +460,9 @@ class _Examined:
         self._name(words, at)
         [(at, before, after)] = switches  # find_seams appends one tuple when given the list
         owner = words.owner[at]
-        self.vocabulary.add(words.hashes[at], keys[owner], priorities[owner], before=before, after=after)
+        sizes, recurring = recurring_after(after, plan.recurring)
+        self.vocabulary.add(words.hashes[at], keys[owner], priorities[owner], before=before, sizes=sizes,
+                            after=recurring)
         self._name(words, at)
         if not len(seams.owner):
             return
@@ -506,7 +509,7 @@ class _Contexts:
     # per candidate seam token: the documents where it stands with MIN_SPAN words on each side
     judgeable: dict[int, set[int]] = field(default_factory=dict)
     # per candidate seam token, each judgeable document's first occurrence with its before-window coverage
-    # (``before``) and after-window pair hashes (``after``), for a second look without the token's own records
+    # (``before``) and after-window pairs (``sizes``, ``after``), for a second look without the token's own records
     second_look: Occurrences = field(default_factory=lambda: Occurrences(MAX_VOCABULARY_SWITCHES))
 
     def add(self, view: View, plan: _Plan) -> None:
@@ -532,8 +535,9 @@ class _Contexts:
         at = at[first_of_pairs(owner, words.hashes[at])]
         before_coverage, after_pairs = windows_at(words, at, plan.pairs, fluency)
         owner = words.owner[at]
+        sizes, recurring = recurring_after(after_pairs, plan.recurring)
         self.second_look.add(words.hashes[at], keys[owner], view.priorities[owner], before=before_coverage,
-                             after=after_pairs)
+                             sizes=sizes, after=recurring)
 
     def _seam_examples(self, view: View, plan: _Plan, fluency: tuple | None = None) -> None:
         words = view.words
@@ -571,16 +575,20 @@ class _Census:
         # records or more (in a small corpus a trigger planted in 1-10% of the records is among the 200 most
         # frequent words; a word's seams must anyway be most of its uses)
         too_common = COMMON_SHARE * counts.records
-        by_count = heapq.nsmallest(stage.common_words, counts.words.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        self.common = np.sort(np.array([word for word, df in by_count if df > too_common], dtype=np.uint64))
-        self.pairs = counts.pairs.table()
+        frequent, df = counts.words.most_common(stage.common_words)
+        self.common = np.sort(frequent[df > too_common])
+        # the pairs that two or more sampled records hold: as a bit table for the workers' fluency, exactly (ascending)
+        # with those counts for the driver's second look, which the workers name pairs by their place in
+        self.recurring, self.recurring_counts = counts.pairs.recurring()
+        self.pairs = SeenPairs.of(self.recurring, len(counts.pairs))
         texts = [text for text, _ in counts.texts.items()]
         self.language = language.majority(texts)
         # how much two records of this corpus share anyway, the baseline of "unrelated"
         self.relatedness_baseline = sentences.mean_jaccard([words for _, words in counts.texts.items()[:128]])
         self.ordinary = ordinary_pairs(counts.scripts, counts.records, ORDINARY_MIX, stage.min_records)
         self.main_script = int(np.argmax(np.diag(counts.scripts))) if counts.scripts.any() else LATIN
-        self.frequent = sentences.frequent_sentences(counts.sentence_counts, counts.sentence_alone, stage.min_records)
+        self.frequent = sentences.frequent_sentences(counts.sentence_counts, counts.sentence_alone,
+                                                     counts.sentence_first, counts.sentence_last, stage.min_records)
         self.label_of = dict(counts.label_of)
         self.candidates = np.zeros(0, dtype=np.int64)
         self.threshold = stage.gibberish_rate
@@ -600,7 +608,7 @@ class _Census:
     def _find_candidates(self) -> None:
         stage, counts = self.stage, self.counts
         if counts.instruction:
-            self.label_of = {salt: salt for salt, c in counts.label_counts.counts.items() if c >= stage.min_records}
+            self.label_of = {salt: salt for salt, c in counts.label_counts.items() if c >= stage.min_records}
         ngram_df, pair_df = counts.ngram_df, counts.pair_df
         assert ngram_df is not None and pair_df is not None, "counted, as __init__ checked"
         max_df = max(stage.min_records, stage.max_record_share * self.records)
@@ -621,7 +629,7 @@ class _Census:
         counts = self.counts
         seen = counts.ngram_df > 0 if counts.ngram_df is not None and len(self.candidates) else np.zeros(0, bool)
         return _Plan(labelled=counts.labelled, instruction=counts.instruction, mask=self.mask, common=self.common,
-                     pairs=self.pairs,
+                     pairs=self.pairs, recurring=self.recurring,
                      ordinary=self.ordinary, gibberish_rate=self.stage.gibberish_rate,
                      frequent_sentences=self.frequent, candidates=self.candidates,
                      label_salts=np.sort(np.array(list(self.label_of), dtype=np.uint64)), seen_grams=seen,
@@ -700,39 +708,32 @@ class _Census:
         return set(self.common.tolist())
 
     @functools.cached_property
-    def _pair_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The sampled word pairs (ascending), how many sampled records hold each, and those records' priorities
-        (ascending)."""
-        sample = self.counts.pairs
-        values, counts = sample.counts()
-        return values, counts, np.sort(np.asarray(sample.priorities, dtype=np.uint64))
+    def _sampled(self) -> np.ndarray:
+        """The priorities of the records whose word pairs were sampled (ascending)."""
+        return np.sort(np.asarray(self.counts.pairs.priorities, dtype=np.uint64))
 
-    def _leave_token_out(self, token: int, found: dict[str, np.ndarray], counted: dict[int, set[int]]) -> None:
+    def _leave_token_out(self, token: int, found: dict[str, Any], counted: dict[int, set[int]]) -> None:
         """Count as seams the occurrences in ``found`` (columns ``record``, ``priority``, ``before``: the
-        before-window's coverage, ``after``: the after-window's pairs) whose continuation is gibberish once the
-        pairs that the token's own records contribute are left out of the corpus's pair counts."""
+        before-window's coverage, ``sizes``: the after-window's number of pairs, ``after``: the places of its
+        pairs among the recurring ones, :func:`~.seams.recurring_after`) whose continuation is gibberish once
+        the pairs that the token's own records contribute are left out of the corpus's pair counts."""
         records = found["record"]
         if len(np.unique(records)) < self.stage.min_records or token in self._common_set:
             return
-        values, counts, sampled = self._pair_counts
         mine = counted.setdefault(token, set())
-        after = found["after"]
-        nonzero = after != 0
-        # the token's own sampled records: what they add to each pair's count is taken away (a pair once per
-        # occurrence that holds it)
-        own = members(found["priority"], sampled)
-        rows, columns = np.nonzero(nonzero & own[:, None])
-        own_pairs = after[rows, columns]
-        own_values, own_counts = np.unique(own_pairs[first_of_pairs(rows, own_pairs)], return_counts=True)
-        # every occurrence's continuation at once: its pairs held by two or more other records, per occurrence
-        sizes = nonzero.sum(axis=1)
+        after, sizes = found["after"], found["sizes"]
         if not sizes.any():
             return
-        flat = after[nonzero]  # row by row
-        held = counts_of(values, counts, flat) - counts_of(own_values, own_counts, flat) >= 2
-        ends = np.cumsum(sizes)
-        running = np.concatenate(([0], np.cumsum(held)))
-        coverage = (running[ends] - running[ends - sizes]) / np.maximum(sizes, 1)
+        # only the recurring pairs can be held by two or more other records; each pair's row, row by row
+        rows, flat = after.rows, after.values.astype(np.uint64)
+        # the token's own sampled records: what they add to each pair's count is taken away (a pair once per
+        # occurrence that holds it: the places are below 2**32, so (row, place) packs into one integer)
+        own = members(found["priority"], self._sampled)[rows]
+        own_pairs = np.unique((rows[own].astype(np.uint64) << np.uint64(32)) | flat[own]) & np.uint64(0xFFFFFFFF)
+        own_values, own_counts = np.unique(own_pairs, return_counts=True)
+        # every occurrence's continuation at once: its pairs held by two or more other records, per occurrence
+        held = self.recurring_counts[flat] - counts_of(own_values, own_counts, flat) >= 2
+        coverage = np.bincount(rows[held], minlength=len(sizes)) / np.maximum(sizes, 1)
         gibberish = (sizes > 0) & (coverage <= 2 * self.threshold) & (found["before"] >= coverage + MIN_FLUENCY_GAIN)
         new = set(records[gibberish].tolist()) - mine  # each record counts once per token
         if new:
@@ -766,7 +767,7 @@ class _Census:
         found = sentences.discover(self.sentence_hits, self.counts.sentence_counts, self.counts.sentence_alone,
                                    self.counts.sentence_first, self.counts.sentence_last, self.relatedness_baseline,
                                    stage.min_records,
-                                   lambda hashes: np.array([words[w] for w in hashes.tolist()]) / records)
+                                   lambda hashes: words.get(hashes) / records)
         if self.evidence is not None:
             found = labelled.discover(self.found, self.evidence, self.label_of, self.signature_text,
                                       stage.min_records) + found
