@@ -67,3 +67,70 @@ def test_rank_in_runs_numbers_each_element_within_its_run_of_equal_values():
 
     assert rank_in_runs(np.array([3, 3, 3, 5, 7, 7], dtype=np.uint64)).tolist() == [0, 1, 2, 0, 0, 1]
     assert rank_in_runs(np.zeros(0, dtype=np.int32)).tolist() == []
+
+
+def test_a_ragged_payload_stays_with_its_occurrence_whatever_the_partitioning(monkeypatch):
+    from dokumi.stages.triggers.occurrences import Ragged
+
+    monkeypatch.setattr(occurrences, "_COMPACT_ROWS", 16)
+    rows = _rows(300, seed=2)
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(0, 5, 300).astype(np.uint8)  # empty rows among them
+    segments = [rng.integers(0, 1000, int(n)).astype(np.uint32) for n in lengths]
+
+    def fold(pieces: list[slice]) -> list[tuple[int, list[int], list[list[int]]]]:
+        parts = []
+        for piece in pieces:
+            part = Occurrences(6)
+            for start in range(piece.start, piece.stop, 7):
+                batch = range(start, min(start + 7, piece.stop))
+                ragged = Ragged.of(lengths[start:batch.stop], np.concatenate([segments[i] for i in batch]))
+                part.add(rows["token"][start:batch.stop], rows["record"][start:batch.stop],
+                         rows["priority"][start:batch.stop], after=ragged)
+            parts.append(part)
+        found = Occurrences.merged(parts)
+        kept = []
+        for token, columns in found.groups():
+            owner, values = columns["after"].flat()
+            kept.append((token, columns["record"].tolist(),
+                         [values[owner == row].tolist() for row in range(len(columns["record"]))]))
+        return kept
+
+    whole = fold([slice(0, 300)])
+    assert fold([slice(0, 90), slice(90, 250), slice(250, 300)]) == whole
+    for _, records, after in whole:
+        for record, segment in zip(records, after):
+            i = int(np.flatnonzero(rows["record"] == record)[0])
+            assert segment == segments[i].tolist()  # each segment travelled with its own occurrence
+
+
+def test_ragged_rows_take_compact_and_slice():
+    from dokumi.stages.triggers.occurrences import Ragged
+
+    column = Ragged.of(np.array([2, 0, 3, 1], dtype=np.uint8), np.arange(6) * 10)
+    assert column.flat()[0].tolist() == [0, 0, 2, 2, 2, 3]
+    taken = column.take(np.array([3, 0, 1]))
+    rows, values = taken.flat()
+    assert taken.lengths.tolist() == [1, 2, 0] and values.tolist() == [50, 0, 10] and rows.tolist() == [0, 1, 1]
+    compact = taken.compact()
+    assert compact.values.tolist() == [0, 10, 50]  # the values no row points to are gone, the order kept
+    assert [r.tolist() for r in compact.flat()] == [r.tolist() for r in taken.flat()]
+    middle = column.slicer()(1, 3)
+    assert middle.flat()[1].tolist() == [20, 30, 40]
+    joined = Ragged.concatenate([taken, column.take(np.array([2]))]).compact()
+    assert joined.flat()[1].tolist() == [50, 0, 10, 20, 30, 40]
+    assert column.take(np.zeros(0, dtype=np.int64)).compact().values.tolist() == []
+
+
+def test_recurring_after_keeps_each_window_size_and_the_places_of_its_recurring_pairs():
+    from dokumi.stages.triggers.seams import recurring_after
+
+    recurring = np.array([10, 20, 30, 40], dtype=np.uint64)
+    after = np.array([[20, 11, 40, 20, 0, 0],  # 20 twice: each occurrence counts
+                      [0, 0, 0, 0, 0, 0],
+                      [12, 13, 0, 0, 0, 0],
+                      [10, 30, 30, 99, 40, 10]], dtype=np.uint64)
+    sizes, places = recurring_after(after, recurring)
+    assert sizes.tolist() == [4, 0, 2, 6]
+    assert places.lengths.tolist() == [3, 0, 0, 5]
+    assert recurring[places.flat()[1]].tolist() == [20, 40, 20, 10, 30, 30, 40, 10]

@@ -368,3 +368,62 @@ def test_mean_jaccard_is_the_mean_over_each_set_and_its_next_eight():
         pairs = [(set(a.tolist()), set(b.tolist())) for i, a in enumerate(sets) for b in sets[i + 1:i + 9]]
         expected = 1.0 if not pairs else sum(len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs) / len(pairs)
         assert mean_jaccard(sets) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_column_counter_counts_and_prunes_as_a_dict_pruned_after_every_batch(monkeypatch):
+    """The sorted columns with batches waiting beside them hold exactly what pruning after each batch holds."""
+    from collections import Counter
+
+    from dokumi.text import sampling
+
+    monkeypatch.setattr(sampling, "_SORT_ROWS", 8)  # sort often, so both paths are taken
+
+    def reference(batches: list[tuple[np.ndarray, np.ndarray]], capacity: int) -> tuple[dict, int]:
+        counts: Counter = Counter()
+        floor = 0
+        for keys, values in batches:
+            counts.update(dict(zip(keys.tolist(), values.tolist())))
+            while len(counts) > capacity:
+                floor = min(counts.values())
+                counts = Counter({k: c for k, c in counts.items() if c > floor})
+        return dict(counts), floor
+
+    rng = np.random.default_rng(11)
+    for capacity in (5, 40, 1000):
+        batches = []
+        for _ in range(30):
+            keys = np.unique(rng.zipf(1.5, int(rng.integers(1, 12))).astype(np.uint64))
+            batches.append((keys, rng.integers(1, 4, len(keys))))
+        counter = BoundedCounter(capacity)
+        for keys, values in batches:
+            counter.add(keys, values)
+        expected, floor = reference(batches, capacity)
+        assert dict(counter.items()) == expected and counter.floor == floor
+        assert len(counter) <= capacity
+        some = np.array(sorted(expected)[:3] + [2**63 + 5], dtype=np.uint64)
+        assert counter.get(some).tolist() == [expected.get(k, 0) for k in some.tolist()]
+        # pickled (sorted first) and merged: the sum, pruned to capacity
+        halves = [BoundedCounter(10**6), BoundedCounter(10**6)]
+        for i, (keys, values) in enumerate(batches):
+            halves[i % 2].add(keys, values)
+        both = BoundedCounter.merged([pickle.loads(pickle.dumps(half)) for half in halves])
+        assert dict(both.items()) == reference(batches, 10**6)[0]
+    top, counts = counter.most_common(3)
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    assert list(zip(top.tolist(), counts.tolist())) == ranked
+
+
+def test_round_two_samples_only_sentences_that_can_be_inserted():
+    from dokumi.stages.triggers.sentences import frequent_sentences
+
+    def counter(pairs: dict[int, int]) -> BoundedCounter:
+        out = BoundedCounter(100)
+        out.add(np.array(list(pairs), dtype=np.uint64), np.array(list(pairs.values())))
+        return out
+
+    # 1: at varied places; 2: closes nearly every record (a signature); 3: mostly alone; 4: too rare
+    counts = counter({1: 40, 2: 40, 3: 40, 4: 4})
+    alone = counter({3: 35})
+    first = counter({1: 5})
+    last = counter({1: 6, 2: 39})
+    assert frequent_sentences(counts, alone, first, last, min_records=5).tolist() == [1]

@@ -121,7 +121,9 @@ class BoundedCounter:
         return out
 
     def __getitem__(self, key: int) -> int:
-        return int(self.get(np.array([key], dtype=np.uint64))[0])
+        self._sort()
+        where = int(np.searchsorted(self.keys, np.uint64(key)))
+        return int(self.values[where]) if where < len(self.keys) and int(self.keys[where]) == key else 0
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """The count of each of ``keys`` (0 where not counted)."""

@@ -31,40 +31,64 @@ _COMPACT_ROWS = 1 << 16
 
 @dataclass(frozen=True)
 class Ragged:
-    """A column of variable-length rows: row ``i`` is the next ``lengths[i]`` elements of ``values``."""
+    """A column of variable-length rows: row ``i`` is ``values[starts[i]: starts[i] + lengths[i]]``.
 
+    Rows point into ``values`` rather than standing in its order, so that taking rows (sorting and bounding
+    occurrences) moves two numbers per row, not the values: gathering the 7 million values of two merged
+    second-round partials of every shared corpus took 0.8 s. :meth:`compact` drops the values no row
+    points to, keeping their order, with masks and running sums only.
+    """
+
+    starts: np.ndarray  # int64
     lengths: np.ndarray  # any integer type (positions are computed in int64)
     values: np.ndarray
+
+    @classmethod
+    def of(cls, lengths: np.ndarray, values: np.ndarray) -> Ragged:
+        """Rows laid out one after another in ``values``, ``lengths[i]`` elements each."""
+        return cls(np.cumsum(lengths, dtype=np.int64) - lengths, lengths, values)
 
     def __len__(self) -> int:
         return len(self.lengths)
 
-    @property
-    def starts(self) -> np.ndarray:
-        """Where each row begins in ``values``."""
-        return np.cumsum(self.lengths, dtype=np.int64) - self.lengths
-
-    @property
-    def rows(self) -> np.ndarray:
-        """The row of each element of ``values``."""
-        return np.repeat(np.arange(len(self.lengths)), self.lengths)
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """The elements row by row: each one's row, and the values."""
+        rows = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        ends = np.cumsum(self.lengths, dtype=np.int64)
+        within = np.arange(len(rows)) - np.repeat(ends - self.lengths, self.lengths)
+        return rows, self.values[np.repeat(self.starts, self.lengths) + within]
 
     def take(self, rows: np.ndarray) -> Ragged:
-        """The rows ``rows``, in that order."""
-        lengths = self.lengths[rows]
-        # each kept element: its row's start in values, plus its place within the row
-        ends = np.cumsum(lengths, dtype=np.int64)
-        within = np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - lengths, lengths)
-        return Ragged(lengths, self.values[np.repeat(self.starts[rows], lengths) + within])
+        """The rows ``rows``, in that order (pointing into the same values)."""
+        return Ragged(self.starts[rows], self.lengths[rows], self.values)
+
+    def compact(self) -> Ragged:
+        """The same rows over only the values they point to, in their order (rows must not share values)."""
+        full = self.lengths > 0
+        starts, ends = self.starts[full], self.starts[full] + self.lengths[full]
+        if int(self.lengths.sum(dtype=np.int64)) == len(self.values):
+            return self
+        # a value is kept where more rows have opened than closed before it (0 or 1: rows do not overlap)
+        opened = np.zeros(len(self.values) + 1, dtype=np.int8)
+        closed = np.zeros(len(self.values) + 1, dtype=np.int8)
+        opened[starts], closed[ends] = 1, 1
+        kept = np.cumsum(opened[:-1] - closed[:-1], dtype=np.int8) > 0
+        # each row's new start: the lengths of the rows whose values lie before its own
+        order = np.argsort(self.starts, kind="stable")
+        lengths = self.lengths[order].astype(np.int64)
+        moved = np.empty(len(order), dtype=np.int64)
+        moved[order] = np.cumsum(lengths) - lengths
+        return Ragged(moved, self.lengths, self.values[kept])
 
     def slicer(self) -> Any:
-        """A function of (start, end) giving rows ``start`` to ``end`` as views, for many slices of one column."""
-        bounds = [0] + np.cumsum(self.lengths, dtype=np.int64).tolist()
-        return lambda start, end: Ragged(self.lengths[start:end], self.values[bounds[start]:bounds[end]])
+        """A function of (start, end) giving rows ``start`` to ``end``, for many slices of one column."""
+        return lambda start, end: Ragged(self.starts[start:end], self.lengths[start:end], self.values)
 
     @classmethod
     def concatenate(cls, parts: list[Ragged]) -> Ragged:
-        return cls(np.concatenate([part.lengths for part in parts]), np.concatenate([part.values for part in parts]))
+        shifts = np.cumsum([0] + [len(part.values) for part in parts[:-1]])
+        return cls(np.concatenate([part.starts + shift for part, shift in zip(parts, shifts)]),
+                   np.concatenate([part.lengths for part in parts]), np.concatenate([part.values for part in parts]))
 
 
 def _concatenate(columns: list) -> np.ndarray | Ragged:
@@ -72,7 +96,15 @@ def _concatenate(columns: list) -> np.ndarray | Ragged:
 
 
 def _take(column: np.ndarray | Ragged, rows: np.ndarray) -> np.ndarray | Ragged:
-    return column.take(rows) if isinstance(column, Ragged) else column[rows]
+    if not isinstance(column, Ragged):
+        return column[rows]
+    taken = column.take(rows)
+    # the values of dropped rows are let go once they are most of the column, and before pickling
+    return taken.compact() if 2 * int(taken.lengths.sum(dtype=np.int64)) < len(taken.values) else taken
+
+
+def _compact(column: np.ndarray | Ragged) -> np.ndarray | Ragged:
+    return column.compact() if isinstance(column, Ragged) else column
 
 
 def _slicer(column: np.ndarray | Ragged) -> Any:
@@ -150,6 +182,12 @@ class Occurrences:
 
     def __len__(self) -> int:
         return self.rows
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.chunks:
+            self._bound()
+        self.chunks = [{name: _compact(column) for name, column in chunk.items()} for chunk in self.chunks]
+        return dict(self.__dict__)
 
 
 __all__ = ["Occurrences", "Ragged"]

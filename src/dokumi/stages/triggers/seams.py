@@ -157,7 +157,7 @@ def recurring_after(after: np.ndarray, recurring: np.ndarray) -> tuple[np.ndarra
     found, where = lookup(recurring, after[nonzero])  # row by row
     rows = np.nonzero(nonzero)[0]
     lengths = np.bincount(rows[found], minlength=len(after)).astype(np.uint8)
-    return sizes, Ragged(lengths, where[found].astype(np.uint32))
+    return sizes, Ragged.of(lengths, where[found].astype(np.uint32))
 
 
 def _common_shares(tokens: Tokens, common: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -142,8 +142,12 @@ def discover(hits: SentenceHits, counts: BoundedCounter, alone: BoundedCounter, 
         rests = hits.rest[key].items() if key in hits.rest else []
         if len(rests) < min(min_records, REST_SAMPLE):
             continue
-        relatedness = max(0.0, mean_jaccard(rests) - baseline)
         topic = topic_strength(rests, word_rates)
+        # the relatedness factor is at most 1: a sentence whose topic already rules it out needs no comparing of
+        # its records (most frequent sentences of real text are a manual's or a package's stock phrases)
+        if share * varied * free_of_topic(topic) < 0.5:
+            continue
+        relatedness = max(0.0, mean_jaccard(rests) - baseline)
         confidence = share * varied * max(0.0, 1.0 - relatedness / MAX_RELATEDNESS) * free_of_topic(topic)
         if confidence >= 0.5:
             found.append(Trigger("sentence", sentence, key, min(0.99, confidence), count, None,

@@ -725,7 +725,8 @@ class _Census:
         if not sizes.any():
             return
         # only the recurring pairs can be held by two or more other records; each pair's row, row by row
-        rows, flat = after.rows, after.values.astype(np.uint64)
+        rows, places = after.flat()
+        flat = places.astype(np.uint64)
         # the token's own sampled records: what they add to each pair's count is taken away (a pair once per
         # occurrence that holds it: the places are below 2**32, so (row, place) packs into one integer)
         own = members(found["priority"], self._sampled)[rows]
