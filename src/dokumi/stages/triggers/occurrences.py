@@ -120,6 +120,7 @@ class Occurrences:
     """
 
     limit: int
+    distinct: bool = False  # a record's copies (same token, priority and record) kept once
     chunks: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
     _bounded_rows: int = 0
@@ -142,6 +143,9 @@ class Occurrences:
                                    for name in self.chunks[0]}
         token = columns["token"]
         order = np.lexsort((columns["record"], columns["priority"], token))
+        if self.distinct and len(order):
+            same = [column[order] for column in (token, columns["priority"], columns["record"])]
+            order = order[np.concatenate(([True], np.any([c[1:] != c[:-1] for c in same], axis=0)))]
         kept = order[rank_in_runs(token[order]) < self.limit]
         self.chunks = [{name: _take(column, kept) for name, column in columns.items()}]
         self.rows = self._bounded_rows = len(kept)
@@ -149,7 +153,7 @@ class Occurrences:
     @classmethod
     def merged(cls, parts: list[Occurrences]) -> Occurrences:
         """The occurrences of every part, bounded per token as one partition's would be."""
-        out = cls(max((part.limit for part in parts), default=0))
+        out = cls(max((part.limit for part in parts), default=0), any(part.distinct for part in parts))
         for part in parts:
             out.chunks += part.chunks
             out.rows += part.rows
