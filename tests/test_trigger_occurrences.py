@@ -134,3 +134,60 @@ def test_recurring_after_keeps_each_window_size_and_the_places_of_its_recurring_
     assert sizes.tolist() == [4, 0, 2, 6]
     assert places.lengths.tolist() == [3, 0, 0, 5]
     assert recurring[places.flat()[1]].tolist() == [20, 40, 20, 10, 30, 30, 40, 10]
+
+
+def test_seam_records_keep_a_record_once_per_token_whatever_the_partitioning():
+    import pickle
+
+    from dokumi.stages.triggers.seams import SeamRecords
+
+    rng = np.random.default_rng(4)
+    record = rng.integers(1, 40, 200).astype(np.uint64)  # many copies of 39 records
+    token = rng.integers(0, 5, 200).astype(np.uint64)
+    # a record's copies find the same seams: kind and bin are functions of (record, token)
+    kind = ((record + token) % np.uint64(2)).astype(np.int8)
+    coverage_bin = ((record * token) % np.uint64(41)).astype(np.int8)
+    expected = sorted(set(zip(token.tolist(), record.tolist(), kind.tolist(), coverage_bin.tolist())))
+
+    def fold(pieces: list[slice]) -> list[tuple[int, int, int, int]]:
+        parts = []
+        for piece in pieces:
+            part = SeamRecords()
+            for start in range(piece.start, piece.stop, 9):
+                end = min(start + 9, piece.stop)
+                part.add(record[start:end], token[start:end], kind[start:end], coverage_bin[start:end])
+            parts.append(pickle.loads(pickle.dumps(part)))
+        found_record, found_token, found_kind, found_bin = SeamRecords.merged(parts).columns()
+        return list(zip(found_token.tolist(), found_record.tolist(), found_kind.tolist(), found_bin.tolist()))
+
+    assert fold([slice(0, 200)]) == expected  # by token, then record
+    assert fold([slice(0, 50), slice(50, 130), slice(130, 200)]) == expected
+    assert [len(column) for column in SeamRecords().columns()] == [0, 0, 0, 0]
+
+
+def test_sentence_samples_as_columns_hold_what_the_heaps_held():
+    """A partition's heaps, settled into columns when pickled and merged, give each sentence the same records'
+    words in the same order as merging the heaps would."""
+    import pickle
+
+    from dokumi.stages.triggers.sentences import REST_SAMPLE, SentenceHits
+    from dokumi.text.sampling import BottomK
+
+    rng = np.random.default_rng(9)
+    offers = [(int(rng.integers(0, 3)), int(rng.integers(1, 500)), rng.integers(0, 2**63, int(rng.integers(0, 6)),
+                                                                             dtype=np.uint64))
+              for _ in range(900)]
+    words_of = {}  # copies of a record (one priority) carry the same words
+    offers = [(key, priority, words_of.setdefault(priority, np.unique(words))) for key, priority, words in offers]
+    parts, heaps = [], {}
+    for piece in (offers[:300], offers[300:700], offers[700:]):
+        part = SentenceHits()
+        for key, priority, words in piece:
+            part.text[key] = f"sentence {key}"
+            part.rest.setdefault(key, BottomK(REST_SAMPLE)).offer(priority, words)
+            heaps.setdefault(key, BottomK(REST_SAMPLE)).offer(priority, words)
+        parts.append(pickle.loads(pickle.dumps(part)))
+    merged = SentenceHits.merged(parts)
+    for key, heap in heaps.items():
+        assert [w.tolist() for w in merged.rests(key)] == [w.tolist() for w in heap.items()]
+    assert merged.rests(99) == []

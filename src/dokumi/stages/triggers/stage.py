@@ -39,11 +39,13 @@ from dokumi.stages.triggers.occurrences import Occurrences
 from dokumi.stages.triggers.seams import (
     COVERAGE_BINS,
     GIBBERISH,
+    KINDS,
     MIN_FLUENCY_GAIN,
     MIN_SPAN,
     PAYLOAD_WINDOW,
     SWITCH,
     WINDOW,
+    SeamRecords,
     coverage_threshold,
     find_seams,
     fluency_of,
@@ -426,7 +428,7 @@ class _Examined:
 
     sentences: sentences.SentenceHits = field(default_factory=sentences.SentenceHits)
     grams: labelled.Hits = field(default_factory=labelled.Hits)
-    seam_documents: dict[int, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
+    seams: SeamRecords = field(default_factory=SeamRecords)
     seam_names: dict[int, str] = field(default_factory=dict)
     coverage: np.ndarray = field(default_factory=lambda: np.zeros(COVERAGE_BINS + 1, dtype=np.int64))
     # switches of vocabulary whose word pairs recur: per token, occurrences with the before-window's coverage
@@ -464,18 +466,9 @@ class _Examined:
         self.vocabulary.add(words.hashes[at], keys[owner], priorities[owner], before=before, sizes=sizes,
                             after=recurring)
         self._name(words, at)
-        if not len(seams.owner):
-            return
-        by_record: dict[int, list[tuple[int, int, int]]] = {}
-        for record, position, token, kind, coverage_bin in zip(seams.owner.tolist(), seams.position.tolist(),
-                                                                seams.token.tolist(), seams.kind.tolist(),
-                                                                seams.coverage_bin.tolist()):
-            by_record.setdefault(record, []).append((token, kind, coverage_bin))
-            if token not in self.seam_names:
-                self.seam_names[token] = words.word(position)
         # a trigger recurs across different documents; copies of one document count once
-        for record, record_seams in by_record.items():
-            self.seam_documents[int(keys[record])] = tuple(sorted(record_seams))
+        self.seams.add(keys[seams.owner], seams.token, seams.kind, seams.coverage_bin)
+        self._name(words, seams.position)
 
     def _name(self, words: Tokens, positions: np.ndarray) -> None:
         """Remember how each token at ``positions`` is written, the first time it is seen."""
@@ -492,8 +485,8 @@ class _Examined:
                   grams=labelled.Hits.merged([p.grams for p in parts]),
                   vocabulary=Occurrences.merged([p.vocabulary for p in parts]),
                   script_switches=Occurrences.merged([p.script_switches for p in parts]))
+        out.seams = SeamRecords.merged([p.seams for p in parts])
         for part in parts:
-            out.seam_documents.update(part.seam_documents)
             for token, name in part.seam_names.items():
                 out.seam_names.setdefault(token, name)
             out.coverage = out.coverage + part.coverage
@@ -647,14 +640,7 @@ class _Census:
         self.seam_names = examined.seam_names
         self.threshold = coverage_threshold(examined.coverage, GIBBERISH_SHARE_OF_MEDIAN, stage.gibberish_rate)
         limit = self.threshold * COVERAGE_BINS
-        counted: dict[int, set[int]] = {}
-        for record, found in examined.seam_documents.items():
-            for token, kind, coverage_bin in found:
-                if kind == GIBBERISH and coverage_bin >= limit:
-                    continue
-                self.seam_counts[token] += 1
-                self.seam_kinds.setdefault(token, Counter())[kind] += 1
-                counted.setdefault(token, set()).add(record)
+        counted = self._counted_seams(examined.seams, limit)
         self._script_seams(examined, counted)
         self._vocabulary_seams(examined, counted)
         self.counted = counted
@@ -667,6 +653,25 @@ class _Census:
         seam_tokens = self.seam_candidates()
         return self._plan(context_grams=np.sort(np.array([v.gram for v in self.found], dtype=np.uint64)),
                           seam_tokens=np.sort(np.array(seam_tokens, dtype=np.uint64)))
+
+    def _counted_seams(self, found: SeamRecords, limit: float) -> dict[int, set[int]]:
+        """Count the seams of the second read per token and kind, but gibberish no more than ``limit`` bins
+        from the bottom; return per token the records counted."""
+        record, token, kind, coverage_bin = found.columns()
+        kept = ~((kind == GIBBERISH) & (coverage_bin >= limit))
+        record, token, kind = record[kept], token[kept], kind[kept]
+        counted: dict[int, set[int]] = {}
+        if not len(token):
+            return counted
+        bounds = np.flatnonzero(np.concatenate(([True], token[1:] != token[:-1], [True])))
+        group = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+        by_kind = np.bincount(group * len(KINDS) + kind, minlength=(len(bounds) - 1) * len(KINDS))
+        for seam_token, start, end, kinds in zip(token[bounds[:-1]].tolist(), bounds[:-1].tolist(),
+                                                  bounds[1:].tolist(), by_kind.reshape(-1, len(KINDS)).tolist()):
+            self.seam_counts[seam_token] += end - start
+            self.seam_kinds[seam_token] = Counter({k: n for k, n in enumerate(kinds) if n})
+            counted[seam_token] = set(record[start:end].tolist())
+        return counted
 
     def _script_seams(self, examined: _Examined, counted: dict[int, set[int]]) -> None:
         """Switches between scripts that the corpus mixes only because of the token's own records: left
