@@ -86,6 +86,7 @@ class Ragged:
 
     @classmethod
     def concatenate(cls, parts: list[Ragged]) -> Ragged:
+        """The rows of ``parts`` one after another."""
         shifts = np.cumsum([0] + [len(part.values) for part in parts[:-1]])
         return cls(np.concatenate([part.starts + shift for part, shift in zip(parts, shifts)]),
                    np.concatenate([part.lengths for part in parts]), np.concatenate([part.values for part in parts]))

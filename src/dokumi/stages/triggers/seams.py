@@ -100,6 +100,7 @@ class SeamRecords:
 
     @classmethod
     def merged(cls, parts: list[SeamRecords]) -> SeamRecords:
+        """The seams of every part, a record once per token."""
         out = cls([chunk for part in parts for chunk in part.chunks], sum(part.rows for part in parts))
         out._settle()
         return out
