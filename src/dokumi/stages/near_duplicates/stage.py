@@ -18,6 +18,7 @@ one corpus scores another against it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -244,7 +245,8 @@ class NearDuplicates(Stage):
         signed = signed.combined(self.num_perm)
         earlier = self._earlier[0] if self._earlier is not None else None
         nodes = _Nodes.of(signed, earlier, self.num_perm)
-        candidates, buckets = nodes.candidates(list(groups), self.bands[0])
+        # the key groups are read as they arrive: on Dask the last buckets are still grouped meanwhile
+        candidates, buckets = nodes.candidates(groups, self.bands[0])
         self._pending = (nodes, candidates, buckets)
         if self.verify != "exact":
             self._finish(self._similarity(None))
@@ -565,7 +567,7 @@ class _Nodes:
         generation[theirs] = earlier.generation
         return cls(key, signature, count, earlier_count, ids, generation, signed.records)
 
-    def candidates(self, groups: list[pa.Table], bands: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, groups: Iterable[pa.Table], bands: int) -> tuple[np.ndarray, np.ndarray]:
         """The nodes that share a band key with another row, ascending, and their bucket in every band:
         the number of the key group where they share one, else a number of their own.
 
