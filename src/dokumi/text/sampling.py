@@ -46,8 +46,8 @@ class BoundedCounter:
     under-counted by at most the number of prunings; keys that matter recur in many records.
 
     Kept as two columns, the keys ascending and their counts, with the batches added since the last
-    sort waiting beside them: a counter of half a million keys pickles as two buffers and two merge
-    by one sort, where a dict of them took 0.9 s to merge and most of a second to pickle and load. A
+    sort waiting beside them: a counter of half a million keys pickles as two buffers and two such
+    counters merge by one sort, where a dict of them took 0.9 s to merge and most of a second to pickle and load. A
     batch waits only while no pruning could have happened on the way (the keys held, plus the batches'
     keys not among them, stay within ``capacity``), so the counts are those of pruning after every batch.
     """

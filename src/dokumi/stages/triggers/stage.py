@@ -570,8 +570,8 @@ class _Census:
         too_common = COMMON_SHARE * counts.records
         frequent, df = counts.words.most_common(stage.common_words)
         self.common = np.sort(frequent[df > too_common])
-        # the pairs that two or more sampled records hold: as a bit table for the workers' fluency, exactly (ascending)
-        # with those counts for the driver's second look, which the workers name pairs by their place in
+        # the pairs that two or more sampled records hold: a bit table for the workers' fluency, and the exact list
+        # (ascending) with their counts for the driver's second look, where the workers name a pair by its place
         self.recurring, self.recurring_counts = counts.pairs.recurring()
         self.pairs = SeenPairs.of(self.recurring, len(counts.pairs))
         texts = [text for text, _ in counts.texts.items()]
