@@ -57,6 +57,8 @@ def test_distinct_records_counts_copies_of_a_record_once():
     record = np.array([5, 5, 6, 7, 7, 7], dtype=np.uint64)  # copies of records 5 and 7
     found.add(np.array([1, 1, 1, 2, 2, 2], dtype=np.uint64), record, record * np.uint64(3), pair=np.arange(6))
     assert found.distinct_records() == {1: 2, 2: 1}
+    assert [token for token, _ in found.groups(only=np.array([2, 9], dtype=np.uint64))] == [2]
+    assert [columns["pair"].tolist() for _, columns in found.groups(only=np.array([1], dtype=np.uint64))] == [[0, 1, 2]]
     assert Occurrences.merged([Occurrences(10), found]).distinct_records() == {1: 2, 2: 1}
     assert Occurrences.merged([Occurrences(10)]).distinct_records() == {}
     assert list(Occurrences(10).groups()) == []

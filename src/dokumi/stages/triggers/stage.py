@@ -699,13 +699,15 @@ class _Census:
         """Switches of vocabulary judged without the token's own records: a continuation is gibberish to
         this corpus when its word pairs recur only in records that carry the same token (the poison
         repeating its own foreign text), not elsewhere."""
-        records, words = examined.vocabulary.distinct_records(), self.counts.words
-        for token, found in examined.vocabulary.groups():
-            # judged only where the token could still become a candidate (seam_candidates): its seams so far and
-            # at most one per record here must reach the share of its records; the others' seams count nowhere
-            reach = self.seam_counts[token] + records[token]
-            if records[token] >= self.stage.min_records and reach / max(words[token], reach) >= CANDIDATE_SEAM_SHARE:
-                self._leave_token_out(token, found, counted)
+        tokens, records = examined.vocabulary.distinct_record_counts()
+        # judged only where the token could still become a candidate (seam_candidates): its seams so far and
+        # at most one per record here must reach the share of its records; the others' seams count nowhere
+        # (and judging one token changes no other's counts, so all are chosen at once)
+        reach = np.array([self.seam_counts[token] for token in tokens.tolist()], dtype=np.int64) + records
+        possible = (records >= self.stage.min_records) & (
+            reach / np.maximum(self.counts.words.get(tokens), reach) >= CANDIDATE_SEAM_SHARE)
+        for token, found in examined.vocabulary.groups(only=tokens[possible]):
+            self._leave_token_out(token, found, counted)
 
     @functools.cached_property
     def _common_set(self) -> set[int]:
