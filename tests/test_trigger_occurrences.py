@@ -138,10 +138,11 @@ def test_recurring_after_keeps_each_window_size_and_the_places_of_its_recurring_
     assert recurring[places.flat()[1]].tolist() == [20, 40, 20, 10, 30, 30, 40, 10]
 
 
-def test_seam_records_keep_a_record_once_per_token_whatever_the_partitioning():
+def test_seams_by_record_keep_a_record_once_per_token_whatever_the_partitioning():
+    """The seams found by record (the trigger fit's round 2): unbounded, a record's copies once."""
     import pickle
 
-    from dokumi.stages.triggers.seams import SeamRecords
+    from dokumi.stages.triggers.occurrences import UNBOUNDED
 
     rng = np.random.default_rng(4)
     record = rng.integers(1, 40, 200).astype(np.uint64)  # many copies of 39 records
@@ -154,17 +155,18 @@ def test_seam_records_keep_a_record_once_per_token_whatever_the_partitioning():
     def fold(pieces: list[slice]) -> list[tuple[int, int, int, int]]:
         parts = []
         for piece in pieces:
-            part = SeamRecords()
+            part = Occurrences(UNBOUNDED, distinct=True)
             for start in range(piece.start, piece.stop, 9):
                 end = min(start + 9, piece.stop)
-                part.add(record[start:end], token[start:end], kind[start:end], coverage_bin[start:end])
+                part.add(token[start:end], record[start:end], record[start:end], kind=kind[start:end],
+                         coverage_bin=coverage_bin[start:end])
             parts.append(pickle.loads(pickle.dumps(part)))
-        found_record, found_token, found_kind, found_bin = SeamRecords.merged(parts).columns()
-        return list(zip(found_token.tolist(), found_record.tolist(), found_kind.tolist(), found_bin.tolist()))
+        columns = Occurrences.merged(parts).columns()
+        return list(zip(*(columns[name].tolist() for name in ("token", "record", "kind", "coverage_bin"))))
 
     assert fold([slice(0, 200)]) == expected  # by token, then record
     assert fold([slice(0, 50), slice(50, 130), slice(130, 200)]) == expected
-    assert [len(column) for column in SeamRecords().columns()] == [0, 0, 0, 0]
+    assert Occurrences(UNBOUNDED, distinct=True).columns() == {}
 
 
 def test_sentence_samples_as_columns_hold_what_the_heaps_held():

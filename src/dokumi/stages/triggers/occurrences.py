@@ -13,7 +13,8 @@ and loaded in 4.1 s; as columns, in 1.3 s and 1.0 s. A payload of varying
 length per occurrence (the word pairs after a token that recur in the corpus)
 is a :class:`Ragged` column: rows pointing into one flat array, not rows
 padded to the longest. The frequent sentences' samples of their records' words
-are kept the same way, a record's copies once (``distinct``).
+are kept the same way, a record's copies once (``distinct``), and so are the
+seams found by record (no bound: :data:`UNBOUNDED`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dokumi.arrays import members, rank_in_runs
 
 # rows held before the per-token bound is applied again while a partition is read
 _COMPACT_ROWS = 1 << 16
+# a limit no token reaches: every distinct occurrence is kept
+UNBOUNDED = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,13 @@ class Occurrences:
         for start, end in zip(starts.tolist(), ends.tolist()):
             yield int(token[start]), {name: cut(start, end) for name, cut in slicers.items()}
 
+    def columns(self) -> dict[str, Any]:
+        """Every kept row's columns, by token, then priority and record (empty: no columns)."""
+        if not self.chunks:
+            return {}
+        self._bound()
+        return self.chunks[0]
+
     def distinct_record_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Each token (ascending) and how many distinct records its kept occurrences are in (copies of a
         record count once)."""
@@ -205,4 +215,4 @@ class Occurrences:
         return dict(self.__dict__)
 
 
-__all__ = ["Occurrences", "Ragged"]
+__all__ = ["UNBOUNDED", "Occurrences", "Ragged"]

@@ -19,7 +19,7 @@ and in most of the records that carry it; one record's seam is never enough.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,59 +55,6 @@ class SeamHits:
     token: np.ndarray
     kind: np.ndarray
     coverage_bin: np.ndarray
-
-
-@dataclass
-class SeamRecords:
-    """Seams found in a corpus by record, as columns: the record's content key, the token, the seam's kind and
-    the after-window's coverage bin; one row per record and token (a record's copies find the same seams,
-    and count once). Columns rather than a dict of tuples per record: the partial pickles as four buffers
-    and merges by one sort."""
-
-    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
-    rows: int = 0
-    _distinct_rows: int = 0
-
-    def add(self, record: np.ndarray, token: np.ndarray, kind: np.ndarray, coverage_bin: np.ndarray) -> None:
-        """One batch's seams: each record's first seam per token."""
-        if not len(record):
-            return
-        self.chunks.append((np.asarray(record, dtype=np.uint64), np.asarray(token, dtype=np.uint64),
-                            np.asarray(kind, dtype=np.int8), np.asarray(coverage_bin, dtype=np.int8)))
-        self.rows += len(record)
-        if self.rows > max(1 << 16, 2 * self._distinct_rows):  # copies dropped while reading, memory bounded
-            self._settle()
-
-    def _settle(self) -> None:
-        """One chunk, sorted by (token, record), each (record, token) once."""
-        if len(self.chunks) <= 1 and self.rows == self._distinct_rows:
-            return
-        record, token, kind, coverage_bin = (np.concatenate(column) for column in zip(*self.chunks))
-        order = np.lexsort((record, token))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = (token[order][1:] != token[order][:-1]) | (record[order][1:] != record[order][:-1])
-        kept = order[first]
-        self.chunks = [(record[kept], token[kept], kind[kept], coverage_bin[kept])]
-        self.rows = self._distinct_rows = len(kept)
-
-    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The record, token, kind and coverage bin of every seam, by token then record."""
-        if not self.chunks:
-            empty = np.zeros(0, dtype=np.uint64)
-            return empty, empty, np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int8)
-        self._settle()
-        return self.chunks[0]
-
-    @classmethod
-    def merged(cls, parts: list[SeamRecords]) -> SeamRecords:
-        """The seams of every part, a record once per token."""
-        out = cls([chunk for part in parts for chunk in part.chunks], sum(part.rows for part in parts))
-        out._settle()
-        return out
-
-    def __getstate__(self) -> dict:
-        self._settle()
-        return dict(self.__dict__)
 
 
 def find_seams(tokens: Tokens, pairs: SeenPairs, common: np.ndarray, gibberish_rate: float,
@@ -356,6 +303,6 @@ def script_names(pair: tuple[int, int]) -> str:
     return f"{NAMES[pair[0]]}->{NAMES[pair[1]]}"
 
 
-__all__ = ["COVERAGE_BINS", "GIBBERISH", "KINDS", "SWITCH", "WINDOW", "SeamHits", "SeamRecords", "coverage_threshold",
+__all__ = ["COVERAGE_BINS", "GIBBERISH", "KINDS", "SWITCH", "WINDOW", "SeamHits", "coverage_threshold",
            "find_seams", "fluency_of", "ordinary_pairs", "payload_after", "recurring_after", "script_names",
            "windows_at"]

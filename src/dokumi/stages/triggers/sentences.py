@@ -11,6 +11,7 @@ places in records that have nothing else in common.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,20 +71,21 @@ class SentenceHits:
                              words=Ragged.of(lengths, values))
         return self
 
+    @functools.cached_property
+    def _by_sentence(self) -> dict[int, Ragged]:
+        """Each sentence's sampled words, found once (the driver reads them sentence by sentence)."""
+        return {sentence: columns["words"] for sentence, columns in self._settle().sampled.groups()}
+
     def rests(self, key: int) -> list[np.ndarray]:
         """The sampled records' other words (an array each, by priority) for the sentence ``key``."""
-        index = self.__dict__.get("_index")
-        if index is None:  # each sentence's rows, found once
-            index = self.__dict__["_index"] = {sentence: columns["words"]
-                                               for sentence, columns in self._settle().sampled.groups()}
-        words = index.get(key)
+        words = self._by_sentence.get(key)
         if words is None:
             return []
         return np.split(words.flat()[1], np.cumsum(words.lengths)[:-1])
 
     def __getstate__(self) -> dict[str, Any]:
         self._settle()
-        return {name: value for name, value in self.__dict__.items() if name != "_index"}
+        return {name: value for name, value in self.__dict__.items() if name != "_by_sentence"}
 
     @classmethod
     def merged(cls, parts: list[SentenceHits]) -> SentenceHits:

@@ -35,7 +35,7 @@ from dokumi.stage import Stage, StageResult
 from dokumi.stages.triggers import labelled, sentences
 from dokumi.stages.triggers.counts import Counts
 from dokumi.stages.triggers.findings import Trigger
-from dokumi.stages.triggers.occurrences import Occurrences
+from dokumi.stages.triggers.occurrences import UNBOUNDED, Occurrences
 from dokumi.stages.triggers.seams import (
     COVERAGE_BINS,
     GIBBERISH,
@@ -45,7 +45,6 @@ from dokumi.stages.triggers.seams import (
     PAYLOAD_WINDOW,
     SWITCH,
     WINDOW,
-    SeamRecords,
     coverage_threshold,
     find_seams,
     fluency_of,
@@ -428,7 +427,8 @@ class _Examined:
 
     sentences: sentences.SentenceHits = field(default_factory=sentences.SentenceHits)
     grams: labelled.Hits = field(default_factory=labelled.Hits)
-    seams: SeamRecords = field(default_factory=SeamRecords)
+    # the seams found, per token: each record's (content key, kind, coverage bin), a record's copies once
+    seams: Occurrences = field(default_factory=lambda: Occurrences(UNBOUNDED, distinct=True))
     seam_names: dict[int, str] = field(default_factory=dict)
     coverage: np.ndarray = field(default_factory=lambda: np.zeros(COVERAGE_BINS + 1, dtype=np.int64))
     # switches of vocabulary whose word pairs recur: per token, occurrences with the before-window's coverage
@@ -467,7 +467,9 @@ class _Examined:
                             after=recurring)
         self._name(words, at)
         # a trigger recurs across different documents; copies of one document count once
-        self.seams.add(keys[seams.owner], seams.token, seams.kind, seams.coverage_bin)
+        record = keys[seams.owner]  # the priority too: copies share it, and any order of records will do
+        self.seams.add(seams.token, record, record, kind=seams.kind.astype(np.int8),
+                       coverage_bin=seams.coverage_bin.astype(np.int8))
         self._name(words, seams.position)
 
     def _name(self, words: Tokens, positions: np.ndarray) -> None:
@@ -484,8 +486,8 @@ class _Examined:
         out = cls(sentences=sentences.SentenceHits.merged([p.sentences for p in parts]),
                   grams=labelled.Hits.merged([p.grams for p in parts]),
                   vocabulary=Occurrences.merged([p.vocabulary for p in parts]),
-                  script_switches=Occurrences.merged([p.script_switches for p in parts]))
-        out.seams = SeamRecords.merged([p.seams for p in parts])
+                  script_switches=Occurrences.merged([p.script_switches for p in parts]),
+                  seams=Occurrences.merged([p.seams for p in parts]))
         for part in parts:
             for token, name in part.seam_names.items():
                 out.seam_names.setdefault(token, name)
@@ -654,13 +656,16 @@ class _Census:
         return self._plan(context_grams=np.sort(np.array([v.gram for v in self.found], dtype=np.uint64)),
                           seam_tokens=np.sort(np.array(seam_tokens, dtype=np.uint64)))
 
-    def _counted_seams(self, found: SeamRecords, limit: float) -> dict[int, set[int]]:
+    def _counted_seams(self, found: Occurrences, limit: float) -> dict[int, set[int]]:
         """Count the seams of the second read per token and kind, but gibberish no more than ``limit`` bins
         from the bottom; return per token the records counted."""
-        record, token, kind, coverage_bin = found.columns()
-        kept = ~((kind == GIBBERISH) & (coverage_bin >= limit))
-        record, token, kind = record[kept], token[kept], kind[kept]
         counted: dict[int, set[int]] = {}
+        columns = found.columns()
+        if not columns:
+            return counted
+        kind = columns["kind"]
+        kept = ~((kind == GIBBERISH) & (columns["coverage_bin"] >= limit))
+        record, token, kind = columns["record"][kept], columns["token"][kept], kind[kept]
         if not len(token):
             return counted
         bounds = np.flatnonzero(np.concatenate(([True], token[1:] != token[:-1], [True])))
