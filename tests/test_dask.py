@@ -208,6 +208,34 @@ def test_distributed_fit_learns_the_same_state_as_a_local_fit(tmp_path, cluster)
     assert sorted(Counter(local.stages[0].copies_.values()).items()) == [(3, 3), (4, 4)]
 
 
+def test_shards_are_homed_costliest_first_on_the_least_loaded_worker():
+    from dokumi.engines.dask import balanced_homes
+
+    assert balanced_homes([1.0] * 5, ["a", "b"]) == ["a", "b", "a", "b", "a"]  # equal costs: in turn
+    # one shard as costly as three others: it gets a worker of its own
+    assert balanced_homes([3.0, 1.0, 1.0, 1.0], ["a", "b"]) == ["a", "b", "b", "b"]
+    homes = balanced_homes([5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0], ["a", "b"])
+    load = Counter()
+    for home, cost in zip(homes, [5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0]):
+        load[home] += cost
+    assert abs(load["a"] - load["b"]) <= 1.0  # round robin would give 13 against 7
+    assert balanced_homes([1.0, 2.0], []) == [None, None]
+
+
+def test_after_the_first_round_shards_are_sent_costliest_first_by_their_timed_reads(tmp_path, cluster):
+    inputs = corpus(tmp_path / "in", shards=5, rows=12)
+    shards = open_inputs(inputs)
+    pipeline = Pipeline([Repeats(), RareWords(), MeanLength()]).setup()
+    with DaskEngine(scheduler=cluster.scheduler_address) as engine:
+        engine.fit(pipeline, shards)
+        costs, priorities = engine.costs_, engine.priorities_
+    assert costs != [float(shard.num_rows()) for shard in shards], "the rows were replaced by timed seconds"
+    assert len(costs) == 5 and all(0 < seconds < 60 for seconds in costs)
+    assert sorted(priorities) == [1, 2, 3, 4, 5]
+    by_priority = sorted(range(5), key=lambda i: -priorities[i])
+    assert [costs[i] for i in by_priority] == sorted(costs, reverse=True)
+
+
 def test_a_worker_killed_mid_scan_loses_and_duplicates_no_record(tmp_path, cluster):
     inputs = corpus(tmp_path / "in")
     marker = tmp_path / "killed"
