@@ -589,9 +589,10 @@ class _SideGatherer:
         return [read.result() for read in self._read.get(position, [])]
 
     def close(self) -> None:
+        # cancelled first: a thread waiting on a side whose worker is gone then ends instead of waiting
+        self.client.cancel(self._pending)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        self.client.cancel(self._pending)
 
 
 def _split_keys(keys: pa.Table, buckets: int) -> list[pa.Table]:
