@@ -8,17 +8,21 @@ own operations, round by round: one task per shard reads it once and folds it
 into a partial for every stage with a step in the round; a :class:`~dokumi.fitplan.Reduce`
 step's partials are merged on the worker that holds them, then in a tree of
 tasks down to a few that the driver merges, a :class:`~dokumi.fitplan.GroupByKey`
-step's key rows are split by a hash of the key into buckets and each bucket is
-grouped by a task of its own (a shuffle of Arrow tables: converting them to a
-Dask DataFrame and back cost 2-3 times the grouping), or, with more than
-``MAX_SPLIT_TASKS`` partitions x buckets, by a Dask DataFrame shuffle, which
-schedules in stages and spills to disk; each stage finishes on
-the driver, and goes to the workers again for the next round. Pass 2 is one
-task per shard running :func:`dokumi.scoring.score_shard`. Shard ``i`` goes
-to the same worker in every round and in pass 2 (where that worker is alive),
-which keeps the shard's decoded batches, with their words and hashes, between
-reads within a budget, as the local engine does: a shard is read from disk and
-tokenised once per scan where it fits. Each task writes
+step's key rows are split by each shard's task by a hash of the key into buckets
+and each bucket is grouped by a task of its own (a shuffle of Arrow tables:
+converting them to a Dask DataFrame and back cost 2-3 times the grouping), or,
+with more than ``MAX_SPLIT_TASKS`` partitions x buckets, by a Dask DataFrame
+shuffle, which schedules in stages and spills to disk, while its side partial
+(what the driver needs whole) reaches the driver as each shard is done; each
+stage finishes on the driver, and goes to the workers again for the next round.
+Pass 2 is one task per shard running :func:`dokumi.scoring.score_shard`. Shard
+``i`` goes to the same worker in every round and in pass 2 (where that worker
+is alive), which keeps the shard's decoded batches, with their words and hashes,
+between reads within a budget, as the local engine does: a shard is read from
+disk and tokenised once per scan where it fits. Homes are balanced by each
+shard's expected cost, and from the second round on the workers run their
+costliest shards first, timed by the first round, so that rounds end on short
+tasks that an idle worker can take over. Each task writes
 into a folder of its own and renames its files into place at the end, so a
 task that Dask retries after its worker died overwrites its outputs instead
 of duplicating them.
@@ -54,7 +58,7 @@ from dokumi.checkpoint import hash_outputs
 from dokumi.engines import Engine
 from dokumi.engines.local import CACHE_BYTES, CorpusBatches, fit_plans, total_rows
 from dokumi.errors import InputError
-from dokumi.fitplan import GroupByKey, KeyPartial, Reduce, partition_partials, shared_key_groups
+from dokumi.fitplan import Fold, GroupByKey, KeyPartial, Reduce, partition_partials, shared_key_groups
 from dokumi.progress import progress_bar
 from dokumi.records import Columns
 from dokumi.scoring import ShardResult, score_shard
@@ -197,7 +201,7 @@ class DaskEngine(Engine):
         timed: dict[int, float] = {}
         for seconds in self.client_.run(_shard_seconds, self.scan_id_).values():
             timed.update(seconds)
-        if len(timed) == len(self.costs_):  # a shard that was not timed (a worker died): keep all the sizes
+        if len(timed) == len(self.costs_):  # a shard that was not timed (a worker died): keep the rows
             self._expect([timed[index] for index in range(len(self.costs_))])
 
     def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
@@ -439,13 +443,16 @@ class _Stages:
 
 # On a worker: the batches of the shards it read in the current scan, by (scan id, shard index).
 _worker_corpora: dict[tuple[str, int], CorpusBatches] = {}
+# On a worker: the seconds its first round took on each shard of the current scan, by (scan id, shard index).
+_worker_seconds: dict[tuple[str, int], float] = {}
 
 
 def _corpus_of(scan_id: str, index: int, shard: Shard, columns: Columns, batch_size: int, max_text_bytes: int,
                cache_bytes: int) -> CorpusBatches:
     """The worker's batches of one shard in this scan, kept after the first read while they fit the budget."""
-    for key in [key for key in _worker_corpora if key[0] != scan_id]:
-        del _worker_corpora[key]  # a later scan: the earlier one's batches are no use
+    for cache in (_worker_corpora, _worker_seconds):
+        for key in [key for key in cache if key[0] != scan_id]:
+            del cache[key]  # a later scan: the earlier one's batches and timings are no use
     corpus = _worker_corpora.get((scan_id, index))
     if corpus is None:
         corpus = _worker_corpora[scan_id, index] = CorpusBatches([shard], columns, batch_size, max_text_bytes,
@@ -457,10 +464,6 @@ def _forget_scan(scan_id: str) -> None:
     for cache in (_worker_corpora, _worker_seconds):
         for key in [key for key in cache if key[0] == scan_id]:
             del cache[key]
-
-
-# On a worker: the seconds its first round took on each shard of the current scan, by (scan id, shard index).
-_worker_seconds: dict[tuple[str, int], float] = {}
 
 
 def _shard_seconds(scan_id: str) -> dict[int, float]:
@@ -545,7 +548,7 @@ class _KeyShare:
     once (a merge of one compacts it: the driver's merge of all of them then only interleaves) and
     pickled apart, so that the driver fetches it while the other partitions are read."""
 
-    def __init__(self, partial: KeyPartial, buckets: int, fold: Any = None) -> None:
+    def __init__(self, partial: KeyPartial, buckets: int, fold: Fold | None = None) -> None:
         self.pieces = _split_keys(partial.keys, max(buckets, 1))
         side = partial.side
         self.side = None if side is None else _Packed(fold.merge([side]) if fold is not None else side)
