@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import heapq
 import logging
 import multiprocessing
 import os
@@ -485,11 +486,11 @@ def balanced_homes(costs: list[float], workers: list[str]) -> list[str | None]:
     if not workers:
         return [None] * len(costs)
     homes: list[str | None] = [None] * len(costs)
-    load = [0.0] * len(workers)
+    least = [(0.0, w) for w in range(len(workers))]  # (load, worker), a heap: shards x log(workers) steps
     for shard in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        worker = min(range(len(workers)), key=lambda w: (load[w], w))
+        load, worker = heapq.heappop(least)
         homes[shard] = workers[worker]
-        load[worker] += costs[shard]
+        heapq.heappush(least, (load + costs[shard], worker))
     return homes
 
 
