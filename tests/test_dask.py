@@ -14,6 +14,7 @@ from collections import Counter
 
 import distributed
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 from conftest import PLUMBING, assert_accounted, clean_rows, read_outputs, write_jsonl, write_parquet
 
@@ -465,6 +466,21 @@ def test_near_duplicates_is_fitted_on_the_workers_and_clusters_like_the_local_ex
     assert comparable(on_dask.manifest) == comparable(local.manifest)
     assert any(",earlier=" in r for rs in dask_scores.column("reasons").to_pylist() for r in rs)
     assert not any("fitted on the driver" in w for w in on_dask.warnings)
+
+
+def test_an_empty_shard_among_others_sends_an_empty_side_and_clusters_like_the_local_executor(tmp_path, cluster):
+    records, _ = repeated_records(seed=28)
+    inputs = shards_of(tmp_path / "in", records, shards=3)
+    pa.parquet.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}),
+                           inputs / "part-empty.parquet")
+
+    def policy():
+        return Policy(name="nd", stages=[NearDuplicates(min_cluster_size=10, min_cluster_share=1.0)],
+                      rules={"near_duplicates": StageRule("drop", 0.5, flag_threshold=0.01)})
+
+    local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, policy, cluster, "empty")
+    assert dask_scores.equals(local_scores) and on_dask.decisions == local.decisions
+    assert on_dask.decisions["drop"] >= 12 and sum(on_dask.decisions.values()) == len(records)
 
 
 def test_many_partitions_group_their_keys_by_a_dataframe_shuffle_with_the_same_clusters(tmp_path, cluster,
