@@ -579,9 +579,8 @@ class _PlacedPieces:
     them, and moved at the end of the round they kept the workers waiting (0.4-0.5 s a round)."""
 
     def __init__(self, client: Any, buckets: list[int]) -> None:
-        self.client, self.buckets = client, buckets
-        workers = sorted(client.scheduler_info()["workers"])
-        self._homes = workers
+        self.client = client
+        self._homes = sorted(client.scheduler_info()["workers"])
         self._held: dict[int, list[list[Any]]] = {p: [[] for _ in range(b)] for p, b in enumerate(buckets) if b}
 
     def home(self, bucket: int) -> str | None:
