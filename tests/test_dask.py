@@ -10,9 +10,11 @@ import pickle
 import random
 import re
 import string
+import tempfile
 from collections import Counter
 
 import distributed
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet
 import pytest
@@ -170,11 +172,33 @@ def cluster():
         yield local_cluster
 
 
+@pytest.fixture(params=["files", "dask"])
+def handoff(request, monkeypatch, tmp_path):
+    """Partials handed over through files of a folder of the engine's own, as on a cluster this machine
+    starts, or through Dask, as on a joined cluster (the fixture's). Yields the files the driver read."""
+    from dokumi.engines import dask as engine_module
+
+    read: list[str] = []
+    if request.param == "files":
+        monkeypatch.setattr(DaskEngine, "_new_handoff", lambda self, joined: tempfile.mkdtemp(dir=tmp_path))
+        reader = engine_module._read_handoff
+
+        def counted(path):
+            read.append(path)
+            return reader(path)
+
+        monkeypatch.setattr(engine_module, "_read_handoff", counted)  # in the driver: workers read unseen
+    yield request.param, read
+    if request.param == "files":
+        assert read, "the driver read no partial from a file"
+        assert not [p for p in tmp_path.glob("tmp*") if p.is_dir()], "the engine removes its handoff folder"
+
+
 def comparable(manifest):
     return {k: v for k, v in manifest.items() if k not in ("created", "warnings")}
 
 
-def test_two_worker_cluster_decides_and_writes_exactly_like_the_local_executor(tmp_path, cluster):
+def test_two_worker_cluster_decides_and_writes_exactly_like_the_local_executor(tmp_path, cluster, handoff):
     inputs = corpus(tmp_path / "in")
     local = scan(inputs, out=tmp_path / "local", policy=fitting_policy(), workers=1, batch_size=16)
     on_dask = scan(inputs, out=tmp_path / "dask", policy=fitting_policy(), batch_size=16, engine="dask",
@@ -237,7 +261,7 @@ def test_after_the_first_round_shards_are_sent_costliest_first_by_their_timed_re
     assert [costs[i] for i in by_priority] == sorted(costs, reverse=True)
 
 
-def test_a_worker_killed_mid_scan_loses_and_duplicates_no_record(tmp_path, cluster):
+def test_a_worker_killed_mid_scan_loses_and_duplicates_no_record(tmp_path, cluster, handoff):
     inputs = corpus(tmp_path / "in")
     marker = tmp_path / "killed"
     policy = Policy(name="kill", stages=[ExitOnce(str(marker)), Repeats(), InvisibleCharacters()],
@@ -249,6 +273,25 @@ def test_a_worker_killed_mid_scan_loses_and_duplicates_no_record(tmp_path, clust
     assert not [p for p in (tmp_path / "dask").rglob("*") if p.name.startswith(".dask")]
     scan(inputs, out=tmp_path / "local", policy=policy, batch_size=10, workers=1)
     assert outputs["scores"].equals(read_outputs(tmp_path / "local")["scores"])
+    assert outputs["quarantine"].num_rows == 27
+
+
+def test_the_one_worker_of_a_local_cluster_killed_mid_scan_is_restarted_and_the_scan_ends(tmp_path):
+    # the worker's shard tasks were homed on it; Dask left them waiting for that address for ever
+    import threading
+
+    inputs = corpus(tmp_path / "in")
+    marker = tmp_path / "killed"
+    policy = Policy(name="kill", stages=[ExitOnce(str(marker)), Repeats(), InvisibleCharacters()],
+                    rules={"repeats": StageRule("drop", 0.5), "invisible": StageRule("drop", 0.5)})
+    outcome = []
+    scanning = threading.Thread(target=lambda: outcome.append(scan(
+        inputs, out=tmp_path / "dask", policy=policy, batch_size=10, engine="dask", workers=1)), daemon=True)
+    scanning.start()
+    scanning.join(timeout=300)  # a guard against the hang, not a measure: the scan takes seconds
+    assert outcome, "the scan still waits for the dead worker"
+    assert marker.exists(), "the test stage must have killed the worker"
+    outputs = assert_accounted(tmp_path / "dask", 120)
     assert outputs["quarantine"].num_rows == 27
 
 
@@ -280,6 +323,27 @@ def test_without_a_scheduler_a_local_cluster_is_started_and_closed(tmp_path):
     scan(one_shot, out=tmp_path / "gen", policy=policy, engine="dask", workers=1)
     assert read_outputs(tmp_path / "gen")["scores"].column("id").to_pylist() == [f"gen-{i}" for i in range(8)]
     assert set(multiprocessing.active_children()) <= before, "the engine must close the cluster it started"
+
+
+def test_a_local_cluster_hands_partials_over_in_a_private_folder_that_it_removes(tmp_path):
+    import stat
+
+    import dask
+
+    shards = open_inputs(corpus(tmp_path / "in", shards=3, rows=12))
+    local = Pipeline([Repeats(), RareWords(), MeanLength()]).fit(tmp_path / "in")
+    pipeline = Pipeline([Repeats(), RareWords(), MeanLength()]).setup()
+    with dask.config.set({"temporary-directory": str(tmp_path / "scratch")}):
+        (tmp_path / "scratch").mkdir()
+        with DaskEngine(workers=1) as engine:
+            folder = engine.handoff_
+            assert os.path.dirname(folder) == str(tmp_path / "scratch")
+            assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, "other users cannot read the partials"
+            engine.fit(pipeline, shards)
+            assert os.listdir(folder) == [], "each round's partials are removed when the round ends"
+    assert not os.path.exists(folder)
+    assert pipeline.stages[0].copies_ == local.stages[0].copies_
+    assert pipeline.stages[2].share_above_ == local.stages[2].share_above_ > 0
 
 
 def test_cli_runs_on_a_given_scheduler_and_rejects_a_scheduler_without_dask(tmp_path, cluster, capsys):
@@ -432,7 +496,7 @@ def reason_kinds(scores):
     return Counter(r.split(",")[0].split("=")[0] for rs in scores.column("reasons").to_pylist() for r in rs)
 
 
-def test_near_duplicates_is_fitted_on_the_workers_and_clusters_like_the_local_executor(tmp_path, cluster):
+def test_near_duplicates_is_fitted_on_the_workers_and_clusters_like_the_local_executor(tmp_path, cluster, handoff):
     records, rng = repeated_records(seed=24)
     protected_text = " ".join(rng.choices(VOCABULARY, k=40))
     records.append({"id": "leak", "text": edited_copies(rng, protected_text, 1)[0]})  # of a protected document
@@ -484,7 +548,7 @@ def test_an_empty_shard_among_others_sends_an_empty_side_and_clusters_like_the_l
 
 
 def test_many_partitions_group_their_keys_by_a_dataframe_shuffle_with_the_same_clusters(tmp_path, cluster,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, handoff):
     from dokumi.engines import dask as engine_module
 
     records, _ = repeated_records(seed=27)
@@ -520,7 +584,7 @@ def triggers_policy():
                   rules={"triggers": StageRule("drop", 0.5, flag_threshold=0.2)})
 
 
-def test_triggers_is_fitted_by_rounds_of_reduction_and_decides_like_the_local_executor(tmp_path, cluster):
+def test_triggers_is_fitted_by_rounds_of_reduction_and_decides_like_the_local_executor(tmp_path, cluster, handoff):
     assert [type(step) for step in Triggers().fit_plan()] == [Reduce, Reduce, Reduce]
     inputs = shards_of(tmp_path / "labelled", dirty_label_records(), shards=5)
     local, on_dask, (local_scores, dask_scores) = local_and_dask(tmp_path, inputs, triggers_policy, cluster, "lab")
@@ -554,6 +618,28 @@ def test_triggers_partials_merge_to_the_same_state_in_any_order_and_grouping(tmp
         [(t.key, t.records, t.confidence, t.detail) for t in whole.triggers_]
     assert [t.key for t in whole.triggers_] == ["zqx"]
     assert driver._census is None and len(pickle.dumps(driver)) < 20_000
+
+
+def test_a_packed_partial_goes_through_a_file_and_comes_back_whole_and_writable(tmp_path):
+    from dokumi.engines.dask import _Packed
+
+    value = {"signatures": np.arange(12, dtype=np.uint32).reshape(3, 4), "table": pa.table({"key": [3, 1, 2]}),
+             "sample": [np.array([i, i + 1]) for i in range(1000)], "count": 7, "strided": np.arange(10)[::2]}
+    packed = _Packed(value, str(tmp_path))
+    [file] = list(tmp_path.iterdir())
+    assert packed.data is None and packed.path == str(file) and len(pickle.dumps(packed)) < 500
+    back = packed.value()
+    assert back["signatures"].tolist() == value["signatures"].tolist() and back["count"] == 7
+    assert back["table"].equals(value["table"]) and back["strided"].tolist() == [0, 2, 4, 6, 8]
+    assert [a.tolist() for a in back["sample"]] == [a.tolist() for a in value["sample"]]
+    back["signatures"][0, 0] = 99  # a merge may change what it received in place
+    assert packed.value()["signatures"][0, 0] == 0, "each read is a copy of its own"
+    packed.discard()
+    assert not file.exists()
+    # no folder to write in (a round that ended while its task ran): the partial stays in memory
+    kept = _Packed(value, str(tmp_path / "gone"))
+    assert kept.path is None and kept.value()["signatures"].tolist() == value["signatures"].tolist()
+    assert _Packed(value).path is None
 
 
 def test_the_local_cluster_accepts_no_client_without_its_temporary_credentials():

@@ -34,6 +34,7 @@ stages' modules must be importable on every worker.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -43,8 +44,10 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import tempfile
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +68,8 @@ from dokumi.records import Columns
 from dokumi.scoring import ShardResult, score_shard
 from dokumi.sources import Shard
 from dokumi.stage import Stage
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from dokumi.pipeline import Pipeline
@@ -98,6 +103,7 @@ class DaskEngine(Engine):
         self.workers = workers
         self.client_: Any = None
         self.cluster_: Any = None
+        self.handoff_: str | None = None
 
     def __enter__(self) -> DaskEngine:
         try:
@@ -109,6 +115,8 @@ class DaskEngine(Engine):
                 self.client_ = Client(self.scheduler)
             except OSError as error:
                 raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from None
+            self.handoff_ = self._new_handoff(joined=True)
+            self._watch_restarts()
             return self
         import dask
 
@@ -132,7 +140,31 @@ class DaskEngine(Engine):
         with dask.config.set(settings):
             self.cluster_ = self._local_cluster(LocalCluster, security)
         self.client_ = Client(self.cluster_, security=security)
+        self.handoff_ = self._new_handoff(joined=False)
+        self._watch_restarts()
         return self
+
+    def _watch_restarts(self) -> None:
+        """Install :func:`_loose_restrictions` on the scheduler: without it a scan waits for ever once a worker
+        died while no other was running."""
+        try:
+            with warnings.catch_warnings():  # a joined cluster's scheduler has it from an earlier scan: replaced
+                warnings.filterwarnings("ignore", message=".*already contains a plugin", category=UserWarning)
+                self.client_.register_plugin(_loose_restrictions(), name=PLUGIN_NAME)
+        except Exception as error:  # noqa: BLE001 (a joined scheduler that refuses it, for whatever reason)
+            log.warning("the Dask scheduler did not take dokumi's plugin for restarted workers (%s): a shard "
+                        "task whose worker died while no other worker ran can wait for ever",
+                        (str(error).splitlines() or [type(error).__name__])[0])
+
+    def _new_handoff(self, joined: bool) -> str | None:
+        """The folder for the partials of this engine's rounds (see :class:`_Packed`): for a cluster of this
+        machine, a new one of this engine's own (mode 0700, where Dask's workers spill to disk); None for a
+        joined cluster, whose workers may run on other machines: its partials go through Dask."""
+        if joined:
+            return None
+        import dask
+
+        return tempfile.mkdtemp(prefix="dokumi-dask-", dir=dask.config.get("temporary-directory", None))
 
     def _local_cluster(self, LocalCluster: Any, security: Any) -> Any:  # noqa: N803 (the class, imported lazily)
         return LocalCluster(
@@ -153,6 +185,9 @@ class DaskEngine(Engine):
         )
 
     def __exit__(self, *exc_info: object) -> None:
+        if self.handoff_ is not None:
+            shutil.rmtree(self.handoff_, ignore_errors=True)
+            self.handoff_ = None
         if self.client_ is not None:
             self.client_.close()
         if self.cluster_ is not None:
@@ -232,7 +267,8 @@ class DaskEngine(Engine):
 
         client = self.client_
         # the stages as they stand after the last round's finish, sent once to each worker that needs them
-        [held] = client.scatter([_Stages(stages, index)], hash=False)
+        handoff = self._handoff_folder()
+        [held] = client.scatter([_Stages(stages, index, handoff)], hash=False)
         buckets = [self._buckets(step, len(shards)) if isinstance(step, GroupByKey) else 0 for step in steps]
         reader = functools.partial(_partition_round, columns=columns, batch_size=batch_size,
                                    max_text_bytes=max_text_bytes, scan_id=self.scan_id_,
@@ -263,7 +299,7 @@ class DaskEngine(Engine):
                     picked = client.map(_pick, parts, [position] * len(parts), pure=False)
                     merging[position] = self._tree(held, position, picked, homes, _merge_partials)
                 else:
-                    merging[position] = self._group(step, position, parts, buckets[position], pieces)
+                    merging[position] = self._group(step, position, parts, buckets[position], pieces, handoff)
             # each step finishes in a thread of its own: the steps are of different stages, so independent, and
             # one stage's finish (numpy's sorts, which let go of the GIL) runs while another's Python waits for
             # its partials or works through its counts
@@ -276,6 +312,15 @@ class DaskEngine(Engine):
         finally:
             sides.close()
             client.cancel(parts + [held] + pieces.futures())
+            if handoff is not None:  # every partial of the round is read: a task still running writes in memory
+                shutil.rmtree(handoff, ignore_errors=True)
+
+    def _handoff_folder(self) -> str | None:
+        """A new folder for one round's partials (None where the cluster was joined: its workers may run
+        on other machines, so the partials go through Dask)."""
+        if self.handoff_ is None:
+            return None
+        return tempfile.mkdtemp(prefix="round-", dir=self.handoff_)
 
     def _buckets(self, step: GroupByKey, partitions: int) -> int:
         """Into how many buckets each partition splits a grouping's key rows: two per worker; 0 where Dask's
@@ -306,31 +351,36 @@ class DaskEngine(Engine):
     def _tree(self, held: Any, position: int, level: list[Any], homes: list[str | None], merge: Any) -> list[Any]:
         """Merge the partials of ``level`` on the workers: first those one worker holds, on that worker (no
         transfer), MERGE_FAN_IN at a time; then across workers down to at most MERGE_FAN_IN, which the driver
-        merges itself (:meth:`_last_merge`), as it must receive the result anyway."""
+        merges itself (:meth:`_last_merge`), as it must receive the result anyway. The merges of that last
+        level are told so: they hand their result to the driver through the round's folder."""
         client = self.client_
         by_home: dict[str | None, list[Any]] = {}
         for future, home in zip(level, homes):
             by_home.setdefault(home, []).append(future)
-        level = []
-        for home, futures in by_home.items():
-            for i in range(0, len(futures), MERGE_FAN_IN):
-                chunk = futures[i: i + MERGE_FAN_IN]
-                level.append(chunk[0] if len(chunk) == 1 else client.submit(
-                    merge, held, position, *chunk, pure=False, workers=[home] if home else None,
-                    allow_other_workers=True))
+        chunks = [(home, futures[i: i + MERGE_FAN_IN]) for home, futures in by_home.items()
+                  for i in range(0, len(futures), MERGE_FAN_IN)]
+        last = len(chunks) <= MERGE_FAN_IN
+        level = [chunk[0] if len(chunk) == 1 else client.submit(
+            merge, held, position, last, *chunk, pure=False, workers=[home] if home else None,
+            allow_other_workers=True) for home, chunk in chunks]
         while len(level) > MERGE_FAN_IN:
-            level = [client.submit(merge, held, position, *level[i: i + MERGE_FAN_IN], pure=False)
+            last = len(level) <= MERGE_FAN_IN ** 2
+            level = [client.submit(merge, held, position, last, *level[i: i + MERGE_FAN_IN], pure=False)
                      for i in range(0, len(level), MERGE_FAN_IN)]
         return level
 
     def _last_merge(self, merge: Callable[[list[Any]], Any], level: list[Any]) -> Any:
         """The one partial from the last few, merged on the driver; released on the cluster once read."""
-        partials = [future.result().value() for future in level]
+        partials = []
+        for future in level:
+            packed = future.result()
+            partials.append(packed.value())
+            packed.discard()
         self.client_.cancel(level)
         return partials[0] if len(partials) == 1 else merge(partials)
 
     def _group(self, step: GroupByKey, position: int, parts: list[Any], buckets: int,
-               placed: _PlacedPieces) -> tuple[list[Any], list[Any]]:
+               placed: _PlacedPieces, handoff: str | None) -> tuple[list[Any], list[Any]]:
         """Group the key rows of every partition by key: each partition split its rows by a hash of the
         key into ``buckets`` pieces, which went to their bucket's worker as the partition finished
         (``placed``), and one task per bucket groups there the pieces of all partitions. Returns the
@@ -349,7 +399,7 @@ class DaskEngine(Engine):
         groups, inputs = [], placed.of(position)
         for bucket in range(buckets):
             home = placed.home(bucket)
-            groups.append(client.submit(_group_bucket, *placed.of(position, bucket), pure=False,
+            groups.append(client.submit(_group_bucket, handoff, *placed.of(position, bucket), pure=False,
                                         workers=[home] if home else None, allow_other_workers=True))
         return groups, inputs + ([extra] if extra is not None else [])
 
@@ -414,6 +464,32 @@ class DaskEngine(Engine):
         return results
 
 
+PLUGIN_NAME = "dokumi-loose-restrictions"
+
+
+def _loose_restrictions() -> Any:
+    """A scheduler plugin: a task sent to its shard's home worker with ``allow_other_workers`` that waits
+    for a worker ("no-worker": its home died while no other worker was running, e.g. the one worker of
+    ``--workers 1`` that its nanny restarts) runs on the next worker that joins.
+
+    Dask's scheduler honours ``allow_other_workers`` when it places a task, but when a worker joins it
+    only takes up waiting tasks whose restrictions name that worker: a task homed on a dead worker
+    waited for ever, and so did the scan. The plugin drops such a task's stale restriction first. Its
+    class is made here, where Dask is imported, and so pickled by value: a joined cluster's scheduler
+    needs no dokumi to run it.
+    """
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class LooseRestrictions(SchedulerPlugin):
+        def add_worker(self, scheduler: Any, worker: str) -> None:
+            for task in scheduler.unrunnable:
+                if task.loose_restrictions and task.worker_restrictions and \
+                        not any(address in scheduler.workers for address in task.worker_restrictions):
+                    task.worker_restrictions = None
+
+    return LooseRestrictions()
+
+
 def _temporary_security() -> Any:
     """TLS credentials for one local cluster: a fresh self-signed key and certificate that every member
     (scheduler, workers, this client) must present, held in memory, never written to disk."""
@@ -437,8 +513,9 @@ def _for_workers(shard: Shard) -> Shard:
 class _Stages:
     """The stages of one round as one object, so each worker fetches them once per round."""
 
-    def __init__(self, stages: list[Stage], index: int) -> None:
+    def __init__(self, stages: list[Stage], index: int, handoff: str | None = None) -> None:
         self.stages, self.index = stages, index
+        self.handoff = handoff  # the round's folder for partials (see _Packed), None: through Dask
         self._steps: list[Any] | None = None
 
     @property
@@ -448,7 +525,7 @@ class _Stages:
         return self._steps
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"stages": self.stages, "index": self.index, "_steps": None}
+        return {"stages": self.stages, "index": self.index, "handoff": self.handoff, "_steps": None}
 
 
 # On a worker: the batches of the shards it read in the current scan, by (scan id, shard index).
@@ -511,45 +588,109 @@ def _partition_round(held: _Stages, index: int, shard: Shard | None, columns: Co
     corpus = CorpusBatches([], columns, batch_size, max_text_bytes) if shard is None else \
         _corpus_of(scan_id, index, shard, columns, batch_size, max_text_bytes, cache_bytes)
     steps = held.steps
-    parts = [_KeyShare(partial, buckets[position], steps[position].partial) if isinstance(partial, KeyPartial)
-             else _Packed(partial) for position, partial in enumerate(partition_partials(steps, corpus))]
+    parts = [_KeyShare(partial, buckets[position], steps[position].partial, held.handoff)
+             if isinstance(partial, KeyPartial) else _Packed(partial)
+             for position, partial in enumerate(partition_partials(steps, corpus))]
     if shard is not None:  # the first round read and decoded the shard: what later rounds' order goes by
         _worker_seconds.setdefault((scan_id, index), time.perf_counter() - started)
     return parts
 
 
 class _Packed:
-    """A partial pickled into one buffer. Dask would send each of a partial's numpy arrays as a frame of
-    its own: a round-1 trigger partial of 2 MB is 10,000 frames, which took 2.6 s to move between two
-    workers on one machine, against 0.1 s to pickle whole."""
+    """A partial pickled once: into one buffer, or, given a handoff folder (the engine's, on a cluster of
+    this machine), into a file there, so that only its path travels through Dask.
 
-    def __init__(self, value: Any) -> None:
-        enabled = gc.isenabled()
-        gc.disable()  # as in value(): pickling a sample of many small arrays sets off collections too
-        try:
+    Dask would send each of a partial's numpy arrays as a frame of its own: a round-1 trigger partial of
+    2 MB is 10,000 frames, which took 2.6 s to move between two workers on one machine, against 0.1 s to
+    pickle whole. Files are for what the driver reads (side partials, the last merges, key groups): every
+    byte Dask moves passes through its TLS comms, and 150 MB from a worker cost the driver 0.6-1.3 s of
+    CPU, against 0.03 s to read them from a file; the driver's CPU in a two-worker scan of 300,000 glosses
+    went from 7.4 s to 6.3 s (medians of 3). Between workers Dask's comms stay: sending every partial
+    and key-row piece through files cost the workers more than it saved (a page-cache write of fresh
+    memory costs as much as the transfer).
+    """
+
+    def __init__(self, value: Any, folder: str | None = None) -> None:
+        self.data: bytes | None = None
+        self.path: str | None = None
+        with _collections_paused():  # as in value(): pickling a sample of many small arrays sets them off too
+            if folder is not None:
+                try:
+                    self.path = _write_handoff(value, folder)
+                    return
+                except OSError:  # no space left there, or the folder is gone (a cancelled round): in memory
+                    pass
             self.data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        finally:
-            if enabled:
-                gc.enable()
 
     def value(self) -> Any:
         # unpickling makes many small objects (sampled records' word arrays); the collections they set off
         # scan the worker's whole heap: 3-5x the unpickling itself (a trigger partial: 0.05 s, 0.2 s with them)
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return pickle.loads(self.data)
-        finally:
-            if enabled:
-                gc.enable()
+        with _collections_paused():
+            if self.path is not None:
+                return _read_handoff(self.path)
+            return pickle.loads(cast(bytes, self.data))
+
+    def discard(self) -> None:
+        """Remove the file of a partial that has been read for the last time (the round's end would)."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+
+
+@contextlib.contextmanager
+def _collections_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _write_handoff(value: Any, folder: str) -> str:
+    """Pickle ``value`` into a new file of ``folder``: a count, the pickle's and each out-of-band buffer's
+    length, the pickle, then the buffers (numpy's and Arrow's arrays, written without a copy)."""
+    buffers: list[pickle.PickleBuffer] = []
+    header = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    path = os.path.join(folder, f"{uuid.uuid4().hex}.pkl")
+    try:
+        with open(path, "xb") as handle:
+            handle.write(np.array([len(raws) + 1, len(header), *(raw.nbytes for raw in raws)], dtype="<u8").tobytes())
+            handle.write(header)
+            for raw in raws:
+                handle.write(raw)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(path)  # a file cut short by a full disk
+        raise
+    return path
+
+
+def _read_handoff(path: str) -> Any:
+    """The value :func:`_write_handoff` wrote to ``path``; each buffer read into memory of its own, so that
+    an array the caller keeps holds only its own bytes."""
+    with open(path, "rb") as handle:
+        count = int(np.frombuffer(handle.read(8), dtype="<u8")[0])
+        sizes = np.frombuffer(handle.read(8 * count), dtype="<u8").tolist()
+        header = handle.read(sizes[0])
+        buffers = []
+        for size in sizes[1:]:
+            buffer = bytearray(size)
+            if handle.readinto(buffer) != size:
+                raise OSError(f"{path}: a partial's file ends early")
+            buffers.append(buffer)
+    return pickle.loads(header, buffers=buffers)
 
 
 def _pick(partials: list[_Packed], position: int) -> _Packed:
     return partials[position]
 
 
-def _merge_partials(held: _Stages, position: int, *partials: _Packed) -> _Packed:
-    return _Packed(held.steps[position].merge([p.value() for p in partials]))
+def _merge_partials(held: _Stages, position: int, last: bool, *partials: _Packed) -> _Packed:
+    """Merge ``partials``; a merge of the ``last`` level packs its result for the driver (see :class:`_Packed`)."""
+    return _Packed(held.steps[position].merge([p.value() for p in partials]), held.handoff if last else None)
 
 
 class _KeyShare:
@@ -558,10 +699,10 @@ class _KeyShare:
     once (a merge of one compacts it: the driver's merge of all of them then only interleaves) and
     pickled apart, so that the driver fetches it while the other partitions are read."""
 
-    def __init__(self, partial: KeyPartial, buckets: int, fold: Fold | None = None) -> None:
+    def __init__(self, partial: KeyPartial, buckets: int, fold: Fold | None = None, folder: str | None = None) -> None:
         self.pieces = _split_keys(partial.keys, max(buckets, 1))
         side = partial.side
-        self.side = None if side is None else _Packed(fold.merge([side]) if fold is not None else side)
+        self.side = None if side is None else _Packed(fold.merge([side]) if fold is not None else side, folder)
 
 
 def _piece(partials: list[Any], position: int, bucket: int) -> pa.Table:
@@ -636,7 +777,11 @@ class _SideGatherer:
     def _receive(side: Any) -> Any:
         packed = side.result()
         side.release()
-        return None if packed is None else packed.value()
+        if packed is None:
+            return None
+        value = packed.value()
+        packed.discard()
+        return value
 
     def values(self, position: int) -> list[Any]:
         """The side partials of the step at ``position``, every partition's (waits for those still arriving)."""
@@ -675,6 +820,11 @@ def _key_frame(share: _KeyShare) -> Any:
     return _pandas(pa.concat_tables(share.pieces))
 
 
+def _unpacked(result: Any) -> Any:
+    """A result as it is, or a :class:`_Packed` one's value."""
+    return result.value() if isinstance(result, _Packed) else result
+
+
 def _pandas(table: pa.Table) -> Any:
     """``table`` as a pandas frame of Arrow-backed columns: binary members stay bytes, where Dask
     would turn a column of Python objects into strings. The shuffle only names variable-width
@@ -690,9 +840,11 @@ def _groups_of(part: Any, schema: pa.Schema) -> pa.Table:
     return shared_key_groups(pa.Table.from_pandas(part, preserve_index=False).select(["key", "member"]).cast(schema))
 
 
-def _group_bucket(*pieces: pa.Table) -> pa.Table:
-    """One bucket's rows from every partition, grouped by key."""
-    return shared_key_groups(pa.concat_tables(pieces))
+def _group_bucket(handoff: str | None, *pieces: pa.Table) -> Any:
+    """One bucket's rows from every partition, grouped by key; for the driver, packed into the round's
+    ``handoff`` folder where there is one."""
+    groups = shared_key_groups(pa.concat_tables(pieces))
+    return groups if handoff is None else _Packed(groups, handoff)
 
 
 def _results_as_completed(futures: list[Any], inputs: Sequence[Any] = ()) -> Iterator[pa.Table]:
@@ -701,7 +853,10 @@ def _results_as_completed(futures: list[Any], inputs: Sequence[Any] = ()) -> Ite
     from distributed import as_completed
 
     for future in as_completed(futures):
-        result = future.result()
+        packed = future.result()
+        result = _unpacked(packed)
+        if isinstance(packed, _Packed):
+            packed.discard()
         future.release()
         for done in inputs:
             done.release()
