@@ -27,6 +27,11 @@ into a folder of its own and renames its files into place at the end, so a
 task that Dask retries after its worker died overwrites its outputs instead
 of duplicating them.
 
+On the cluster it starts itself, what the driver reads in bulk (side
+partials, the last merges, key groups) is handed over through files of a
+private folder rather than Dask's TLS comms, and a scheduler plugin lets a
+task homed on a worker that died run on the next worker that joins.
+
 Workers open the inputs and the staging folder by the driver's absolute
 paths: on a multi-node cluster both must lie on a shared file system, and the
 stages' modules must be importable on every worker.
