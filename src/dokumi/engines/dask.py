@@ -702,7 +702,8 @@ class _KeyShare:
     """A partition's share of a GroupByKey step: its key rows cut into pieces by a hash of the key (equal
     keys, one piece), so that each bucket's task fetches only its piece, and its side partial, merged
     once (a merge of one compacts it: the driver's merge of all of them then only interleaves) and
-    pickled apart, so that the driver fetches it while the other partitions are read."""
+    pickled apart (into the round's ``folder`` where there is one), so that the driver fetches it while
+    the other partitions are read."""
 
     def __init__(self, partial: KeyPartial, buckets: int, fold: Fold | None = None, folder: str | None = None) -> None:
         self.pieces = _split_keys(partial.keys, max(buckets, 1))
@@ -825,11 +826,6 @@ def _key_frame(share: _KeyShare) -> Any:
     return _pandas(pa.concat_tables(share.pieces))
 
 
-def _unpacked(result: Any) -> Any:
-    """A result as it is, or a :class:`_Packed` one's value."""
-    return result.value() if isinstance(result, _Packed) else result
-
-
 def _pandas(table: pa.Table) -> Any:
     """``table`` as a pandas frame of Arrow-backed columns: binary members stay bytes, where Dask
     would turn a column of Python objects into strings. The shuffle only names variable-width
@@ -858,9 +854,9 @@ def _results_as_completed(futures: list[Any], inputs: Sequence[Any] = ()) -> Ite
     from distributed import as_completed
 
     for future in as_completed(futures):
-        packed = future.result()
-        result = _unpacked(packed)
-        if isinstance(packed, _Packed):
+        result = future.result()
+        if isinstance(result, _Packed):  # groups handed over through a file
+            packed, result = result, result.value()
             packed.discard()
         future.release()
         for done in inputs:
