@@ -10,7 +10,6 @@ import pickle
 import random
 import re
 import string
-import tempfile
 from collections import Counter
 
 import distributed
@@ -180,7 +179,7 @@ def handoff(request, monkeypatch, tmp_path):
 
     read: list[str] = []
     if request.param == "files":
-        monkeypatch.setattr(DaskEngine, "_new_handoff", lambda self, joined: tempfile.mkdtemp(dir=tmp_path))
+        monkeypatch.setattr(DaskEngine, "_hands_over_files", lambda self, joined: True)
         reader = engine_module._read_handoff
 
         def counted(path):
@@ -191,7 +190,8 @@ def handoff(request, monkeypatch, tmp_path):
     yield request.param, read
     if request.param == "files":
         assert read, "the driver read no partial from a file"
-        assert not [p for p in tmp_path.glob("tmp*") if p.is_dir()], "the engine removes its handoff folder"
+        assert all(".dask-handoff" in path for path in read), "inside the scan's staging folder"
+        assert not list(tmp_path.rglob(".dask-handoff")), "the engine removes its handoff folder"
 
 
 def comparable(manifest):
@@ -325,25 +325,36 @@ def test_without_a_scheduler_a_local_cluster_is_started_and_closed(tmp_path):
     assert set(multiprocessing.active_children()) <= before, "the engine must close the cluster it started"
 
 
-def test_a_local_cluster_hands_partials_over_in_a_private_folder_that_it_removes(tmp_path):
+def test_a_local_cluster_hands_partials_over_in_a_private_folder_that_it_removes(tmp_path, monkeypatch):
     import stat
 
     import dask
 
-    shards = open_inputs(corpus(tmp_path / "in", shards=3, rows=12))
-    local = Pipeline([Repeats(), RareWords(), MeanLength()]).fit(tmp_path / "in")
+    made = []
+    root = DaskEngine._handoff_root
+
+    def recording(self, staging):
+        folder = root(self, staging)
+        made.append((folder, stat.S_IMODE(os.stat(folder).st_mode)))
+        return folder
+
+    monkeypatch.setattr(DaskEngine, "_handoff_root", recording)
+    inputs = corpus(tmp_path / "in", shards=3, rows=12)
+    local = Pipeline([Repeats(), RareWords(), MeanLength()]).fit(inputs)
     pipeline = Pipeline([Repeats(), RareWords(), MeanLength()]).setup()
+    (tmp_path / "scratch").mkdir()
     with dask.config.set({"temporary-directory": str(tmp_path / "scratch")}):
-        (tmp_path / "scratch").mkdir()
         with DaskEngine(workers=1) as engine:
-            folder = engine.handoff_
-            assert os.path.dirname(folder) == str(tmp_path / "scratch")
-            assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, "other users cannot read the partials"
-            engine.fit(pipeline, shards)
-            assert os.listdir(folder) == [], "each round's partials are removed when the round ends"
-    assert not os.path.exists(folder)
+            engine.fit(pipeline, open_inputs(inputs))  # called directly: a folder where Dask spills
     assert pipeline.stages[0].copies_ == local.stages[0].copies_
     assert pipeline.stages[2].share_above_ == local.stages[2].share_above_ > 0
+    # in a scan: inside its staging folder, which an interrupted scan leaves for --resume or the next scan
+    scan(inputs, out=tmp_path / "out", policy=fitting_policy(), batch_size=16, engine="dask", workers=1)
+    assert [os.path.dirname(made[0][0]), made[0][1]] == [str(tmp_path / "scratch"), 0o700]
+    assert made[1][0].endswith(".dask-handoff") and ".out" in made[1][0] and made[1][1] == 0o700
+    assert not [name for name in os.listdir(tmp_path / "scratch") if name.startswith("dokumi")]  # Dask's own stay
+    assert not list(tmp_path.rglob(".dask-handoff"))
+    assert_accounted(tmp_path / "out", 36)
 
 
 def test_cli_runs_on_a_given_scheduler_and_rejects_a_scheduler_without_dask(tmp_path, cluster, capsys):

@@ -201,7 +201,7 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
             pipeline.stages, fit_warnings = fitted
             warnings += fit_warnings
         else:
-            fit_warnings = runner.fit(pipeline, shards, progress) if pipeline.needs_fit else []
+            fit_warnings = runner.fit(pipeline, shards, progress, staging=staging) if pipeline.needs_fit else []
             warnings += fit_warnings
             # saved before pass 2 (scoring never changes fitted state), while this process holds all of it:
             # the copies that scoring processes (and a resumed scan) receive leave out what only state/ needs

@@ -36,8 +36,11 @@ class Engine(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
-        """Run every stage's fit plan over ``shards``; return warnings for the scan's summary."""
+    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None,
+            staging: Path | None = None) -> list[str]:
+        """Run every stage's fit plan over ``shards``; return warnings for the scan's summary. ``staging``
+        is the scan's staging folder, where an engine may keep temporary files of its own (in hidden
+        folders it removes; an interrupted scan leaves them there for ``--resume`` or the next scan)."""
 
     @abc.abstractmethod
     def score(self, pipeline: Pipeline, shards: list[Shard], staging: Path, progress: bool | None = None,

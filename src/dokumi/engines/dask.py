@@ -87,7 +87,7 @@ MAX_SPLIT_TASKS = 10_000
 # Priority of fetching a shard's side partials: above every shard's task (those are 1 to the number of shards).
 SIDE_PRIORITY = 2**31
 # Engine-private folders inside the staging folder, removed before the manifest is written.
-PRIVATE_DIRS = (".dask-tasks", ".dask-pipeline")
+PRIVATE_DIRS = (".dask-tasks", ".dask-pipeline", ".dask-handoff")
 
 
 class DaskEngine(Engine):
@@ -108,7 +108,8 @@ class DaskEngine(Engine):
         self.workers = workers
         self.client_: Any = None
         self.cluster_: Any = None
-        self.handoff_: str | None = None
+        self.files_ = False  # whether partials for the driver go through files (see _Packed)
+        self.handoff_: str | None = None  # their folder, during a fit
 
     def __enter__(self) -> DaskEngine:
         try:
@@ -120,7 +121,7 @@ class DaskEngine(Engine):
                 self.client_ = Client(self.scheduler)
             except OSError as error:
                 raise InputError(f"cannot reach the Dask scheduler at {self.scheduler}: {error}") from None
-            self.handoff_ = self._new_handoff(joined=True)
+            self.files_ = self._hands_over_files(joined=True)
             self._watch_restarts()
             return self
         import dask
@@ -145,7 +146,7 @@ class DaskEngine(Engine):
         with dask.config.set(settings):
             self.cluster_ = self._local_cluster(LocalCluster, security)
         self.client_ = Client(self.cluster_, security=security)
-        self.handoff_ = self._new_handoff(joined=False)
+        self.files_ = self._hands_over_files(joined=False)
         self._watch_restarts()
         return self
 
@@ -161,15 +162,22 @@ class DaskEngine(Engine):
                         "task whose worker died while no other worker ran can wait for ever",
                         (str(error).splitlines() or [type(error).__name__])[0])
 
-    def _new_handoff(self, joined: bool) -> str | None:
-        """The folder for the partials of this engine's rounds (see :class:`_Packed`): for a cluster of this
-        machine, a new one of this engine's own (mode 0700, where Dask's workers spill to disk); None for a
-        joined cluster, whose workers may run on other machines: its partials go through Dask."""
-        if joined:
-            return None
-        import dask
+    def _hands_over_files(self, joined: bool) -> bool:
+        """Whether the partials the driver reads go through files (see :class:`_Packed`): on a cluster of this
+        machine; not on a joined one, whose workers may run on other machines."""
+        return not joined
 
-        return tempfile.mkdtemp(prefix="dokumi-dask-", dir=dask.config.get("temporary-directory", None))
+    def _handoff_root(self, staging: Path | None) -> str:
+        """The folder of one fit's partials, mode 0700: inside the scan's staging folder, which an interrupted
+        scan leaves for ``--resume`` or the next scan to clear; without one (a fit called directly), a new
+        folder where Dask's workers spill to disk."""
+        if staging is None:
+            import dask
+
+            return tempfile.mkdtemp(prefix="dokumi-dask-", dir=dask.config.get("temporary-directory", None))
+        folder = staging / PRIVATE_DIRS[2]
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return str(folder)
 
     def _local_cluster(self, LocalCluster: Any, security: Any) -> Any:  # noqa: N803 (the class, imported lazily)
         return LocalCluster(
@@ -190,9 +198,6 @@ class DaskEngine(Engine):
         )
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.handoff_ is not None:
-            shutil.rmtree(self.handoff_, ignore_errors=True)
-            self.handoff_ = None
         if self.client_ is not None:
             self.client_.close()
         if self.cluster_ is not None:
@@ -245,24 +250,32 @@ class DaskEngine(Engine):
         if len(timed) == len(self.costs_):  # a shard that was not timed (a worker died): keep the rows
             self._expect([timed[index] for index in range(len(self.costs_))])
 
-    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
+    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None,
+            staging: Path | None = None) -> list[str]:
         """Pass 1: every stage's fit plan, one read of every shard per round for all stages together."""
         self._start_scan(shards)
         remote = [_for_workers(shard) for shard in shards]
         plans = fit_plans(pipeline.stages)
         rounds = max((len(plan) for _, plan in plans), default=0)
         timed = False
-        for index in range(rounds):
-            active = [(stage, plan[index]) for stage, plan in plans if index < len(plan) and plan[index].needed()]
-            if not active:
-                continue
-            bar = progress_bar(len(remote), f"fit {index + 1}/{rounds} (shards)", enabled=progress)
-            self._round([stage for stage, _ in active], [step for _, step in active], index, remote,
-                        pipeline.columns, pipeline.batch_size, pipeline.records.max_text_bytes, bar.update)
-            bar.close()
-            if not timed:
-                self._time_shards()
-                timed = True
+        self.handoff_ = self._handoff_root(staging) if self.files_ else None
+        try:
+            for index in range(rounds):
+                active = [(stage, plan[index]) for stage, plan in plans
+                          if index < len(plan) and plan[index].needed()]
+                if not active:
+                    continue
+                bar = progress_bar(len(remote), f"fit {index + 1}/{rounds} (shards)", enabled=progress)
+                self._round([stage for stage, _ in active], [step for _, step in active], index, remote,
+                            pipeline.columns, pipeline.batch_size, pipeline.records.max_text_bytes, bar.update)
+                bar.close()
+                if not timed:
+                    self._time_shards()
+                    timed = True
+        finally:
+            if self.handoff_ is not None:
+                shutil.rmtree(self.handoff_, ignore_errors=True)
+                self.handoff_ = None
         return []
 
     def _round(self, stages: list[Stage], steps: list[Any], index: int, shards: list[Shard], columns: Columns,

@@ -218,7 +218,8 @@ class LocalEngine(Engine):
         self.cache_bytes = cache_bytes
         self.corpus_: CorpusBatches | None = None
 
-    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None) -> list[str]:
+    def fit(self, pipeline: Pipeline, shards: list[Shard], progress: bool | None = None,
+            staging: Path | None = None) -> list[str]:
         self.corpus_ = CorpusBatches(shards, pipeline.columns, pipeline.batch_size, pipeline.records.max_text_bytes,
                                      cache_bytes=self.cache_bytes)
         fit_stages(pipeline.stages, self.corpus_, columns=pipeline.columns, batch_size=pipeline.batch_size,
