@@ -11,6 +11,7 @@ import random
 import re
 import string
 from collections import Counter
+from types import SimpleNamespace
 
 import distributed
 import numpy as np
@@ -233,18 +234,50 @@ def test_distributed_fit_learns_the_same_state_as_a_local_fit(tmp_path, cluster)
     assert sorted(Counter(local.stages[0].copies_.values()).items()) == [(3, 3), (4, 4)]
 
 
-def test_shards_are_homed_costliest_first_on_the_least_loaded_worker():
-    from dokumi.engines.dask import balanced_homes
+def _dispatcher(homes, costs, workers):
+    from dokumi.engines.dask import _Dispatcher
 
-    assert balanced_homes([1.0] * 5, ["a", "b"]) == ["a", "b", "a", "b", "a"]  # equal costs: in turn
-    # one shard as costly as three others: it gets a worker of its own
-    assert balanced_homes([3.0, 1.0, 1.0, 1.0], ["a", "b"]) == ["a", "b", "b", "b"]
-    homes = balanced_homes([5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0], ["a", "b"])
-    load = Counter()
-    for home, cost in zip(homes, [5.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0]):
-        load[home] += cost
-    assert abs(load["a"] - load["b"]) <= 1.0  # round robin would give 13 against 7
-    assert balanced_homes([1.0, 2.0], []) == [None, None]
+    sent = []
+
+    def submit(shard, worker):
+        sent.append((shard, worker))
+        return SimpleNamespace(key=f"task-{shard}")
+
+    return _Dispatcher(list(range(len(costs))), homes, costs, submit, lambda: workers), sent
+
+
+def test_a_first_round_hands_the_costliest_shards_to_the_workers_in_turn_as_they_free_up():
+    dispatch, sent = _dispatcher([None] * 5, [1.0, 5.0, 3.0, 2.0, 4.0], {"a": 1, "b": 1})
+    futures = dispatch.start()
+    # two tasks a worker (one running, one queued behind it), the costliest first, one worker after the other
+    assert sent == [(1, "a"), (4, "b"), (2, "a"), (3, "b")]
+    assert [f.key for f in futures] == ["task-1", "task-4", "task-2", "task-3"]
+    assert [f.key for f in dispatch.finished(futures[1])] == ["task-0"]  # b freed first: it takes the last
+    assert sent[-1] == (0, "b")
+    assert dispatch.finished(futures[0]) == []  # nothing left to send
+    assert [f.key for f in dispatch.futures()] == [f"task-{i}" for i in range(5)]
+    assert dispatch.shard_of(futures[2]) == 2
+
+
+def test_a_worker_takes_its_own_shards_first_and_another_s_only_where_that_ends_the_pass_sooner():
+    # a's shards 0-3 (costs 4, 4, 4, 1), b's shard 4 (cost 1)
+    dispatch, sent = _dispatcher(["a", "a", "a", "a", "b"], [4.0, 4.0, 4.0, 1.0, 1.0], {"a": 1, "b": 1})
+    futures = dispatch.start()
+    # b has one shard of its own; it also takes a's cheapest (reading it again costs 2, a would still have 4)
+    assert sent == [(0, "a"), (4, "b"), (1, "a"), (3, "b")]
+    # a's last waiting shard costs 4: b reading it again (8) would end later than a, so b waits
+    assert dispatch.finished(futures[1]) == [] and dispatch.finished(futures[3]) == []
+    assert [f.key for f in dispatch.finished(futures[0])] == ["task-2"] and sent[-1] == (2, "a")
+
+
+def test_shards_of_a_worker_that_is_gone_go_to_the_others_or_wait_in_dask_for_any_worker():
+    dispatch, sent = _dispatcher(["gone", "gone", "b"], [1.0, 3.0, 2.0], {"b": 2})
+    dispatch.start()
+    assert sent == [(2, "b"), (1, "b"), (0, "b")]  # two threads: up to four tasks, its own shard first
+    alone, sent_alone = _dispatcher(["gone", "gone"], [1.0, 3.0], {})
+    first = alone.start()
+    assert sent_alone == [(1, None)]  # no worker alive: one task waits for the next to join
+    assert [f.key for f in alone.finished(first[0])] == ["task-0"] and sent_alone[-1] == (0, None)
 
 
 def test_after_the_first_round_shards_are_sent_costliest_first_by_their_timed_reads(tmp_path, cluster):
@@ -253,8 +286,10 @@ def test_after_the_first_round_shards_are_sent_costliest_first_by_their_timed_re
     pipeline = Pipeline([Repeats(), RareWords(), MeanLength()]).setup()
     with DaskEngine(scheduler=cluster.scheduler_address) as engine:
         engine.fit(pipeline, shards)
-        costs, priorities = engine.costs_, engine.priorities_
+        costs, priorities, homes = engine.costs_, engine.priorities_, engine.homes_
+        workers = set(engine.client_.scheduler_info()["workers"])
     assert costs != [float(shard.num_rows()) for shard in shards], "the rows were replaced by timed seconds"
+    assert set(homes) <= workers and None not in homes, "each shard's home is the worker that read it"
     assert len(costs) == 5 and all(0 < seconds < 60 for seconds in costs)
     assert sorted(priorities) == [1, 2, 3, 4, 5]
     by_priority = sorted(range(5), key=lambda i: -priorities[i])

@@ -43,7 +43,6 @@ import contextlib
 import dataclasses
 import functools
 import gc
-import heapq
 import logging
 import multiprocessing
 import os
@@ -53,7 +52,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections import Counter
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -210,29 +209,28 @@ class DaskEngine(Engine):
         return self.cluster_.security if self.cluster_ is not None else None
 
     def _start_scan(self, shards: list[Shard]) -> None:
-        """Name this scan (the workers' batch caches are keyed on it) and place its shards on workers."""
+        """Name this scan (the workers' batch caches are keyed on it); its shards have no home worker yet."""
         if getattr(self, "scan_id_", None) is not None and getattr(self, "_placed", None) is shards:
             return
         self.scan_id_ = uuid.uuid4().hex
         self._placed = shards
-        workers = sorted(self.client_.scheduler_info()["workers"])
+        self.homes_: list[str | None] = [None] * len(shards)
         # what each shard is expected to cost: its rows until a first round has timed it
         self._expect([float(_rows_of(shard)) for shard in shards])
-        self.homes_ = balanced_homes(self.costs_, workers)
-        per_worker = max(Counter(self.homes_).values(), default=1)
-        self.cache_per_shard_ = CACHE_BYTES // max(per_worker, 1)
 
-    def _submit(self, function: Any, *args: Any, shard: int) -> Any:
-        """Shard ``shard``'s task on its home worker, or on any worker when that one is gone or idle while
-        the home is busy (Dask's work stealing); the costliest first, so that a round ends on short tasks."""
-        home = self.homes_[shard]
-        return self.client_.submit(function, *args, pure=False, workers=[home] if home else None,
+    def _submit(self, function: Any, *args: Any, shard: int, worker: str | None) -> Any:
+        """Shard ``shard``'s task on ``worker`` (:class:`_Dispatcher`'s choice), or on any worker when that
+        one is gone."""
+        return self.client_.submit(function, *args, pure=False, workers=[worker] if worker else None,
                                    allow_other_workers=True, priority=self.priorities_[shard])
 
-    def _costliest_first(self, shards: Iterable[int]) -> list[int]:
-        """``shards`` in the order their tasks are sent: a worker starts the first that reaches it, before
-        the priorities of the others are known to it."""
-        return sorted(shards, key=lambda index: -self.priorities_[index])
+    def _dispatcher(self, todo: Iterable[int], submit: Callable[[int, str | None], Any]) -> _Dispatcher:
+        return _Dispatcher(list(todo), self.homes_, self.costs_, submit, self._live_workers)
+
+    def _live_workers(self) -> dict[str, int]:
+        """The cluster's workers now, with their threads."""
+        return {address: int(info.get("nthreads") or 1)
+                for address, info in self.client_.scheduler_info()["workers"].items()}
 
     def _expect(self, costs: list[float]) -> None:
         """Set the shards' expected costs, and their tasks' priorities: higher for a costlier shard (of
@@ -243,10 +241,13 @@ class DaskEngine(Engine):
             self.priorities_[shard] = len(costs) - rank
 
     def _time_shards(self) -> None:
-        """Replace the shards' expected costs with the seconds the workers took to read and fold them."""
+        """After the first round: each shard's home is the worker that read it (and keeps its batches), and
+        its expected cost the seconds that read took."""
         timed: dict[int, float] = {}
-        for seconds in self.client_.run(_shard_seconds, self.scan_id_).values():
+        for worker, seconds in self.client_.run(_shard_seconds, self.scan_id_).items():
             timed.update(seconds)
+            for index in seconds:
+                self.homes_[index] = worker
         if len(timed) == len(self.costs_):  # a shard that was not timed (a worker died): keep the rows
             self._expect([timed[index] for index in range(len(self.costs_))])
 
@@ -290,23 +291,24 @@ class DaskEngine(Engine):
         buckets = [self._buckets(step, len(shards)) if isinstance(step, GroupByKey) else 0 for step in steps]
         reader = functools.partial(_partition_round, columns=columns, batch_size=batch_size,
                                    max_text_bytes=max_text_bytes, scan_id=self.scan_id_,
-                                   cache_bytes=self.cache_per_shard_, buckets=buckets)
-        if shards:
-            submitted = {index: self._submit(reader, held, index, shards[index], shard=index)
-                         for index in self._costliest_first(range(len(shards)))}
-            parts = [submitted[index] for index in range(len(shards))]
-        else:  # an empty corpus: one empty partition, so that every step still finishes
-            parts = [client.submit(reader, held, 0, None, pure=False)]
+                                   cache_bytes=CACHE_BYTES, buckets=buckets)
+        dispatch = self._dispatcher(range(len(shards)), lambda shard, worker: self._submit(
+            reader, held, shard, shards[shard], shard=shard, worker=worker))
         sides = _SideGatherer(client, [position for position, step in enumerate(steps)
                                        if isinstance(step, GroupByKey) and step.partial is not None])
         pieces = _PlacedPieces(client, buckets)
+        # an empty corpus: one empty partition, so that every step still finishes
+        empty = [] if shards else [client.submit(reader, held, 0, None, pure=False)]
         try:
-            for future in as_completed(parts):
+            running = as_completed(dispatch.start() + empty)
+            for future in running:
                 if future.status == "error":  # raise a worker's error here, before merging; the partials
                     future.result()            # themselves stay on the workers (tens of MB a shard)
                 sides.fetch(future)
                 pieces.place(future)
                 update(1)
+                running.update(dispatch.finished(future))
+            parts = dispatch.futures() + empty
             homes = self._holders(parts)
             # every step's merging is sent before the first finish, so that the workers merge one step while
             # the driver finishes another; the groupings first, so that their pieces move between workers
@@ -329,7 +331,7 @@ class DaskEngine(Engine):
                     done.result()
         finally:
             sides.close()
-            client.cancel(parts + [held] + pieces.futures())
+            client.cancel(dispatch.futures() + empty + [held] + pieces.futures())
             if handoff is not None:  # every partial of the round is read: a task still running writes in memory
                 shutil.rmtree(handoff, ignore_errors=True)
 
@@ -450,17 +452,16 @@ class DaskEngine(Engine):
         with open(pipeline_file, "wb") as handle:
             pickle.dump(pipeline, handle, protocol=pickle.HIGHEST_PROTOCOL)
         self._start_scan(shards)
-        submitted = {index: self._submit(_score_task, str(pipeline_file), index, _for_workers(shards[index]),
-                                         str(staging), score_options, self.scan_id_, shard=index)
-                     for index in self._costliest_first(todo)}
-        futures = [submitted[index] for index in todo]
-        position = {future.key: index for index, future in zip(todo, futures)}
+        dispatch = self._dispatcher(todo, lambda index, worker: self._submit(
+            _score_task, str(pipeline_file), index, _for_workers(shards[index]), str(staging), score_options,
+            self.scan_id_, shard=index, worker=worker))
         bar = progress_bar(total_rows([shards[index] for index in todo]), "score", enabled=progress)
         try:
             from distributed import as_completed
 
-            for future in as_completed(futures):
-                index = position[future.key]
+            running = as_completed(dispatch.start())
+            for future in running:
+                index = dispatch.shard_of(future)
                 result = done[index] = future.result()
                 result.path = shards[index].path  # as given, not made absolute: the manifest keeps paths portable
                 # Forget the result on the cluster: were its worker to die now, Dask would
@@ -469,8 +470,9 @@ class DaskEngine(Engine):
                 if on_result is not None:
                     on_result(index, result)
                 bar.update(result.records + result.unreadable)
+                running.update(dispatch.finished(future))
         except BaseException:
-            self.client_.cancel(futures)
+            self.client_.cancel(dispatch.futures())
             raise
         finally:
             bar.close()
@@ -554,14 +556,16 @@ _worker_seconds: dict[tuple[str, int], float] = {}
 
 def _corpus_of(scan_id: str, index: int, shard: Shard, columns: Columns, batch_size: int, max_text_bytes: int,
                cache_bytes: int) -> CorpusBatches:
-    """The worker's batches of one shard in this scan, kept after the first read while they fit the budget."""
+    """The worker's batches of one shard in this scan, kept after the first read while they fit what is left
+    of the worker's budget, ``cache_bytes`` (the shards a worker reads are not known in advance)."""
     for cache in (_worker_corpora, _worker_seconds):
         for key in [key for key in cache if key[0] != scan_id]:
             del cache[key]  # a later scan: the earlier one's batches and timings are no use
     corpus = _worker_corpora.get((scan_id, index))
     if corpus is None:
+        left = cache_bytes - sum(kept.cached_bytes for kept in _worker_corpora.values())
         corpus = _worker_corpora[scan_id, index] = CorpusBatches([shard], columns, batch_size, max_text_bytes,
-                                                                 cache_bytes=cache_bytes)
+                                                                 cache_bytes=max(left, 0))
     return corpus
 
 
@@ -583,19 +587,93 @@ def _rows_of(shard: Shard) -> int:
     return shard.num_rows() or 1
 
 
-def balanced_homes(costs: list[float], workers: list[str]) -> list[str | None]:
-    """A home worker for each shard: the costliest first, each to the worker with the least cost so far
-    (longest processing time first), so that the workers' shares are near equal even when the shards
-    are not. Equal costs give shard ``i`` worker ``i % len(workers)``."""
-    if not workers:
-        return [None] * len(costs)
-    homes: list[str | None] = [None] * len(costs)
-    least = [(0.0, w) for w in range(len(workers))]  # (load, worker), a heap: shards x log(workers) steps
-    for shard in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        load, worker = heapq.heappop(least)
-        homes[shard] = workers[worker]
-        heapq.heappush(least, (load + costs[shard], worker))
-    return homes
+class _Dispatcher:
+    """Hands one pass's shard tasks to the workers as they free up, instead of all at once.
+
+    Each worker holds at most two tasks per thread (one running, one queued behind it, so that it never
+    waits for the driver between shards); the others wait here, costliest first. A worker takes its own
+    shards first (their home: it read them in the first round and keeps their batches), then shards with
+    no home or whose home is gone, then the cheapest waiting shard of the worker with the most waiting
+    work, where that shortens the pass: it reads that shard again, at about twice the cost. Sent to their
+    homes all at once, shards left it to Dask's work stealing to even the workers out at a round's end,
+    which let a worker idle 0.5-0.7 s a round before it took a task over (every prepared corpus, two
+    workers), and a first round homed shards by their rows, which say little of what they cost.
+    """
+
+    # A shard read again by a worker that does not keep its batches costs about this many times as much.
+    REREAD_FACTOR = 2.0
+    TASKS_PER_THREAD = 2
+
+    def __init__(self, shards: list[int], homes: list[str | None], costs: list[float],
+                 submit: Callable[[int, str | None], Any], workers: Callable[[], dict[str, int]]) -> None:
+        self._submit, self._workers, self._costs = submit, workers, costs
+        self._waiting: dict[str | None, deque[int]] = {}
+        for shard in sorted(shards, key=lambda i: (-costs[i], i)):
+            self._waiting.setdefault(homes[shard], deque()).append(shard)
+        self._sent: dict[Any, tuple[int, str | None]] = {}  # future key -> (shard, worker it was sent to)
+        self._futures: dict[int, Any] = {}
+        self._held: dict[str | None, int] = {}  # tasks sent to each worker and not finished
+
+    def start(self) -> list[Any]:
+        """Send the first tasks; returns their futures."""
+        return self._fill()
+
+    def finished(self, future: Any) -> list[Any]:
+        """``future`` is done: send what the freed worker (and any other with room) takes next."""
+        _, worker = self._sent[future.key]
+        self._held[worker] -= 1
+        return self._fill()
+
+    def shard_of(self, future: Any) -> int:
+        return self._sent[future.key][0]
+
+    def futures(self) -> list[Any]:
+        """Every task sent so far, by shard."""
+        return [self._futures[shard] for shard in sorted(self._futures)]
+
+    def _fill(self) -> list[Any]:
+        sent = []
+        workers = self._workers()
+        room = [worker for worker in sorted(workers)]
+        while room:  # one task per worker in turn: the two costliest shards start on two workers, not one
+            for worker in list(room):
+                shard = self._next(worker, workers) \
+                    if self._held.get(worker, 0) < self.TASKS_PER_THREAD * workers[worker] else None
+                if shard is None:
+                    room.remove(worker)
+                else:
+                    sent.append(self._send(shard, worker))
+        if not any(self._held.values()):
+            # nothing running and no worker took a shard (none is alive now): one waits in Dask for the next
+            shard = self._next(None, {})
+            if shard is not None:
+                sent.append(self._send(shard, None))
+        return sent
+
+    def _send(self, shard: int, worker: str | None) -> Any:
+        future = self._futures[shard] = self._submit(shard, worker)
+        self._sent[future.key] = (shard, worker)
+        self._held[worker] = self._held.get(worker, 0) + 1
+        return future
+
+    def _next(self, worker: str | None, alive: Mapping[str, int]) -> int | None:
+        """The shard ``worker`` takes next, or None."""
+        own = self._waiting.get(worker)
+        if own:
+            return own.popleft()
+        for home, waiting in self._waiting.items():
+            if waiting and (home is None or home not in alive):
+                return waiting.popleft()
+        loads = {home: sum(self._costs[shard] for shard in waiting)
+                 for home, waiting in self._waiting.items() if waiting}
+        if not loads:
+            return None
+        busiest = max(loads, key=lambda home: (loads[home], str(home)))
+        cheapest = self._waiting[busiest][-1]
+        # taken over where reading it again here costs less than what its home still has to do without it
+        if self.REREAD_FACTOR * self._costs[cheapest] < loads[busiest] - self._costs[cheapest]:
+            return self._waiting[busiest].pop()
+        return None
 
 
 def _partition_round(held: _Stages, index: int, shard: Shard | None, columns: Columns, batch_size: int,

@@ -96,6 +96,11 @@ class CorpusBatches:
             if kept is not None:
                 self._cached[index] = kept
 
+    @property
+    def cached_bytes(self) -> int:
+        """What the kept batches are estimated to take."""
+        return self._used
+
     def cached(self, index: int) -> list[Batch] | None:
         """Every batch of shard ``index`` (all its records) when the cache holds the whole shard."""
         return self._cached.get(index)
