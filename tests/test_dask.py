@@ -260,14 +260,16 @@ def test_a_first_round_hands_the_costliest_shards_to_the_workers_in_turn_as_they
 
 
 def test_a_worker_takes_its_own_shards_first_and_another_s_only_where_that_ends_the_pass_sooner():
-    # a's shards 0-3 (costs 4, 4, 4, 1), b's shard 4 (cost 1)
-    dispatch, sent = _dispatcher(["a", "a", "a", "a", "b"], [4.0, 4.0, 4.0, 1.0, 1.0], {"a": 1, "b": 1})
+    # a's shards 0-2 (costs 4, 4, 1); b's shard 3 costs 10: b is busier than a would be without shard 2
+    dispatch, sent = _dispatcher(["a", "a", "a", "b"], [4.0, 4.0, 1.0, 10.0], {"a": 1, "b": 1})
     futures = dispatch.start()
-    # b has one shard of its own; it also takes a's cheapest (reading it again costs 2, a would still have 4)
-    assert sent == [(0, "a"), (4, "b"), (1, "a"), (3, "b")]
-    # a's last waiting shard costs 4: b reading it again (8) would end later than a, so b waits
-    assert dispatch.finished(futures[1]) == [] and dispatch.finished(futures[3]) == []
+    assert sent == [(0, "a"), (3, "b"), (1, "a")]  # b holds 10; reading shard 2 again (2) would end at 12 > 9
     assert [f.key for f in dispatch.finished(futures[0])] == ["task-2"] and sent[-1] == (2, "a")
+    # b's shard 3 costs 1: after it, b reads shard 2 again (1 + 2) before a would be done with it (4 + 4 + 1)
+    dispatch, sent = _dispatcher(["a", "a", "a", "b"], [4.0, 4.0, 1.0, 1.0], {"a": 1, "b": 1})
+    futures = dispatch.start()
+    assert sent == [(0, "a"), (3, "b"), (1, "a"), (2, "b")]
+    assert dispatch.finished(futures[1]) == []  # nothing waits any more
 
 
 def test_shards_of_a_worker_that_is_gone_go_to_the_others_or_wait_in_dask_for_any_worker():

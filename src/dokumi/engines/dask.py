@@ -593,8 +593,9 @@ class _Dispatcher:
     Each worker holds at most two tasks per thread (one running, one queued behind it, so that it never
     waits for the driver between shards); the others wait here, costliest first. A worker takes its own
     shards first (their home: it read them in the first round and keeps their batches), then shards with
-    no home or whose home is gone, then the cheapest waiting shard of the worker with the most waiting
-    work, where that shortens the pass: it reads that shard again, at about twice the cost. Sent to their
+    no home or whose home is gone, then the cheapest waiting shard of the worker with the most left to do
+    (its waiting and held shards, by expected cost), where that ends the pass sooner: it reads that shard
+    again, at about twice the cost, after the tasks it holds. Sent to their
     homes all at once, shards left it to Dask's work stealing to even the workers out at a round's end,
     which let a worker idle 0.5-0.7 s a round before it took a task over (every prepared corpus, two
     workers), and a first round homed shards by their rows, which say little of what they cost.
@@ -613,6 +614,7 @@ class _Dispatcher:
         self._sent: dict[Any, tuple[int, str | None]] = {}  # future key -> (shard, worker it was sent to)
         self._futures: dict[int, Any] = {}
         self._held: dict[str | None, int] = {}  # tasks sent to each worker and not finished
+        self._held_cost: dict[str | None, float] = {}  # and their expected cost
 
     def start(self) -> list[Any]:
         """Send the first tasks; returns their futures."""
@@ -620,8 +622,9 @@ class _Dispatcher:
 
     def finished(self, future: Any) -> list[Any]:
         """``future`` is done: send what the freed worker (and any other with room) takes next."""
-        _, worker = self._sent[future.key]
+        shard, worker = self._sent[future.key]
         self._held[worker] -= 1
+        self._held_cost[worker] -= self._costs[shard]
         return self._fill()
 
     def shard_of(self, future: Any) -> int:
@@ -654,6 +657,7 @@ class _Dispatcher:
         future = self._futures[shard] = self._submit(shard, worker)
         self._sent[future.key] = (shard, worker)
         self._held[worker] = self._held.get(worker, 0) + 1
+        self._held_cost[worker] = self._held_cost.get(worker, 0.0) + self._costs[shard]
         return future
 
     def _next(self, worker: str | None, alive: Mapping[str, int]) -> int | None:
@@ -664,14 +668,15 @@ class _Dispatcher:
         for home, waiting in self._waiting.items():
             if waiting and (home is None or home not in alive):
                 return waiting.popleft()
-        loads = {home: sum(self._costs[shard] for shard in waiting)
+        # what each worker with shards waiting still has to do: those and the tasks it holds
+        loads = {home: self._held_cost.get(home, 0.0) + sum(self._costs[shard] for shard in waiting)
                  for home, waiting in self._waiting.items() if waiting}
         if not loads:
             return None
         busiest = max(loads, key=lambda home: (loads[home], str(home)))
         cheapest = self._waiting[busiest][-1]
-        # taken over where reading it again here costs less than what its home still has to do without it
-        if self.REREAD_FACTOR * self._costs[cheapest] < loads[busiest] - self._costs[cheapest]:
+        # taken over where this worker, after what it holds, reads it again before its home would be done
+        if self._held_cost.get(worker, 0.0) + self.REREAD_FACTOR * self._costs[cheapest] < loads[busiest]:
             return self._waiting[busiest].pop()
         return None
 
