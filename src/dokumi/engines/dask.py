@@ -215,6 +215,9 @@ class DaskEngine(Engine):
         self.scan_id_ = uuid.uuid4().hex
         self._placed = shards
         self.homes_: list[str | None] = [None] * len(shards)
+        # each shard's share of a worker's batch cache: the shards are spread evenly, give or take a few
+        workers = max(len(self.client_.scheduler_info()["workers"]), 1)
+        self.cache_per_shard_ = CACHE_BYTES // max(-(-len(shards) // workers), 1)
         # what each shard is expected to cost: its rows until a first round has timed it
         self._expect([float(_rows_of(shard)) for shard in shards])
 
@@ -291,7 +294,7 @@ class DaskEngine(Engine):
         buckets = [self._buckets(step, len(shards)) if isinstance(step, GroupByKey) else 0 for step in steps]
         reader = functools.partial(_partition_round, columns=columns, batch_size=batch_size,
                                    max_text_bytes=max_text_bytes, scan_id=self.scan_id_,
-                                   cache_bytes=CACHE_BYTES, buckets=buckets)
+                                   cache_bytes=self.cache_per_shard_, buckets=buckets)
         dispatch = self._dispatcher(range(len(shards)), lambda shard, worker: self._submit(
             reader, held, shard, shards[shard], shard=shard, worker=worker))
         sides = _SideGatherer(client, [position for position, step in enumerate(steps)
@@ -556,16 +559,17 @@ _worker_seconds: dict[tuple[str, int], float] = {}
 
 def _corpus_of(scan_id: str, index: int, shard: Shard, columns: Columns, batch_size: int, max_text_bytes: int,
                cache_bytes: int) -> CorpusBatches:
-    """The worker's batches of one shard in this scan, kept after the first read while they fit what is left
-    of the worker's budget, ``cache_bytes`` (the shards a worker reads are not known in advance)."""
+    """The worker's batches of one shard in this scan, kept after the first read while they fit the shard's
+    share of the worker's budget, ``cache_bytes``, and what is left of that budget (a worker may read more
+    shards than its share, taking them over from a busier one)."""
     for cache in (_worker_corpora, _worker_seconds):
         for key in [key for key in cache if key[0] != scan_id]:
             del cache[key]  # a later scan: the earlier one's batches and timings are no use
     corpus = _worker_corpora.get((scan_id, index))
     if corpus is None:
-        left = cache_bytes - sum(kept.cached_bytes for kept in _worker_corpora.values())
+        left = CACHE_BYTES - sum(kept.cached_bytes for kept in _worker_corpora.values())
         corpus = _worker_corpora[scan_id, index] = CorpusBatches([shard], columns, batch_size, max_text_bytes,
-                                                                 cache_bytes=max(left, 0))
+                                                                 cache_bytes=max(min(cache_bytes, left), 0))
     return corpus
 
 
