@@ -124,7 +124,8 @@ def build_manifest(
                     "kind": output["kind"],
                     "path": path.relative_to(out).as_posix(),
                     "bytes": path.stat().st_size,
-                    "sha256": file_sha256(path),
+                    # hashed where the shard was scored (a resumed shard's, checked again on resume)
+                    "sha256": output.get("sha256") or file_sha256(path),
                     "records": output["records"],
                     "input": result.shard,
                 }

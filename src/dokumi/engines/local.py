@@ -254,8 +254,8 @@ class LocalEngine(Engine):
                 # in this process, the batches the fit kept (with their words and hashes) are scored as they are
                 corpus = self.corpus_ if self.corpus_ is not None and self.corpus_.shards is shards else None
                 for i in todo:
-                    done(i, score_shard(pipeline, i, shards[i], staging, bar.update,
-                                        batches=corpus.cached(i) if corpus else None, **options))
+                    done(i, hash_outputs(score_shard(pipeline, i, shards[i], staging, bar.update,
+                                                     batches=corpus.cached(i) if corpus else None, **options)))
         finally:
             bar.close()
         return [results[i] for i in range(len(shards))]
