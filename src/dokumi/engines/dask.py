@@ -15,14 +15,15 @@ with more than ``MAX_SPLIT_TASKS`` partitions x buckets, by a Dask DataFrame
 shuffle, which schedules in stages and spills to disk, while its side partial
 (what the driver needs whole) reaches the driver as each shard is done; each
 stage finishes on the driver, and goes to the workers again for the next round.
-Pass 2 is one task per shard running :func:`dokumi.scoring.score_shard`. Shard
-``i`` goes to the same worker in every round and in pass 2 (where that worker
-is alive), which keeps the shard's decoded batches, with their words and hashes,
+Pass 2 is one task per shard running :func:`dokumi.scoring.score_shard`. The
+driver hands the shard tasks out as workers free up (:class:`_Dispatcher`): in
+the first round to whichever worker is free, which becomes the shard's home;
+in later rounds and in pass 2 a shard goes to its home (where that worker is
+alive), which keeps the shard's decoded batches, with their words and hashes,
 between reads within a budget, as the local engine does: a shard is read from
-disk and tokenised once per scan where it fits. Homes are balanced by each
-shard's expected cost, and from the second round on the workers run their
-costliest shards first, timed by the first round, so that rounds end on short
-tasks that an idle worker can take over. Each task writes
+disk and tokenised once per scan where it fits. Each worker runs its costliest
+shards first, timed by the first round, and a worker with none left takes over
+another's cheapest where that ends the round sooner. Each task writes
 into a folder of its own and renames its files into place at the end, so a
 task that Dask retries after its worker died overwrites its outputs instead
 of duplicating them.
