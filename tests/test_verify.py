@@ -151,3 +151,23 @@ def test_cli_verify_exit_codes_and_prove(corpus, capsys):
     (corpus / "data" / "a.parquet").unlink()
     assert main(["verify", str(corpus / "out")]) == 1
     assert "MISMATCH missing-file" in capsys.readouterr().out
+
+
+def test_the_manifest_takes_the_hashes_computed_while_scoring_and_saving_state(tmp_path, monkeypatch):
+    import dokumi.manifest
+
+    data = tmp_path / "data"
+    write_parquet(data / "a.parquet", clean_rows(30, "a"))
+    write_parquet(data / "b.parquet", clean_rows(30, "b"))
+    (tmp_path / "nd.toml").write_text('name = "nd"\n[stages.near_duplicates]\naction = "flag"\nthreshold = 0.5\n')
+    hashed = []
+    original = dokumi.manifest.file_sha256
+    monkeypatch.setattr(dokumi.manifest, "file_sha256", lambda path: hashed.append(Path(path)) or original(path))
+    scan(data, out=tmp_path / "out", policy=tmp_path / "nd.toml", workers=1, progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["state"] and manifest["outputs"], "the scan saved state and wrote outputs"
+    listed = {entry["path"] for entry in manifest["state"] + manifest["outputs"]}
+    assert not [path for path in hashed if any(path.as_posix().endswith(item) for item in listed)], \
+        "an output or a state file was hashed a second time for the manifest"
+    report = verify(tmp_path / "out")
+    assert report.ok, report.text()

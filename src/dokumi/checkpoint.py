@@ -107,6 +107,8 @@ class Checkpoint:
         self.folder = staging / CHECKPOINT_DIR
         self.key = key
         self.notes: list[str] = []
+        # the SHA-256 of each file in state/ (by its path in the staging folder), once saved or checked
+        self.state_hashes: dict[str, str] = {}
 
     @classmethod
     def open(cls, staging: Path, key: dict[str, str], resume: bool) -> Checkpoint:
@@ -172,8 +174,9 @@ class Checkpoint:
         of the state the stages saved; written before the record that vouches for them."""
         data = pickle.dumps({"stages": stages, "warnings": warnings}, protocol=pickle.HIGHEST_PROTOCOL)
         _write_private(self.folder / "fitted.pkl", data)
-        record = {"key": self.key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                  "state": self._state_files()}
+        state = self._state_files()
+        record = {"key": self.key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "state": state}
+        self.state_hashes = {path: sha256 for path, _, sha256 in state}
         _write_private(self.folder / "fitted.json", _json_bytes(record))
 
     def _state_files(self) -> list[list[Any]]:
@@ -201,10 +204,12 @@ class Checkpoint:
         except ValueError:
             return None
         data = _read_private(self.folder / "fitted.pkl")
-        if data is None or expected.get("key") != self.key or expected.get("state") != self._state_files() \
+        state = self._state_files()
+        if data is None or expected.get("key") != self.key or expected.get("state") != state \
                 or hashlib.sha256(data).hexdigest() != expected.get("sha256"):
             self.notes.append("--resume: the fitted state kept did not match its record; fitted again")
             return None
+        self.state_hashes = {path: sha256 for path, _, sha256 in state}
         fitted = pickle.loads(data)  # noqa: S301 - our own file, checked above (see the module's docstring)
         self.notes.append("--resume: reused the fitted state of pass 1")
         return fitted["stages"], fitted["warnings"]

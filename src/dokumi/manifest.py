@@ -18,6 +18,7 @@ import json
 import os
 import platform
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
@@ -87,9 +88,11 @@ def build_manifest(
     warnings: list[str],
     out: Path,
     destination: Path | str | None = None,
+    state_hashes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The manifest of a scan whose outputs are in ``out``; ``destination`` is the folder the
-    manifest will finally live in (``out`` unless the scan writes to a staging folder first)."""
+    manifest will finally live in (``out`` unless the scan writes to a staging folder first).
+    ``state_hashes`` are the SHA-256 of files in ``state/`` already computed (by their path in ``out``)."""
     from dokumi import __version__
 
     # an --out URL stays a string: Path would fold its "//"
@@ -131,9 +134,11 @@ def build_manifest(
                 }
             )
     state_dir = out / "state"
+    known = state_hashes or {}
     state = [
-        {"path": path.relative_to(out).as_posix(), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        {"path": relative, "bytes": path.stat().st_size, "sha256": known.get(relative) or file_sha256(path)}
         for path in sorted(state_dir.rglob("*")) if path.is_file()
+        for relative in [path.relative_to(out).as_posix()]
     ] if state_dir.is_dir() else []
     return {
         "schema": MANIFEST_SCHEMA,

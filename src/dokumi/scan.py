@@ -223,7 +223,8 @@ def _run(pipeline: Pipeline, policy: Policy, shards: list[Shard], staging: Path,
     for warning in warnings:
         log.warning(warning)
     shutil.rmtree(staging / "spill", ignore_errors=True)
-    manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out)
+    manifest = build_manifest(policy, pipeline, results, empty_inputs, warnings, staging, destination=out,
+                              state_hashes=checkpoint.state_hashes if checkpoint is not None else None)
     # before the manifest is written: it lists the report too
     write_report(staging, manifest=manifest, digests=_report_digests(results))
     list_remaining_files(manifest, staging, leave_out=PRIVATE)

@@ -233,8 +233,7 @@ class DaskEngine(Engine):
 
     def _live_workers(self) -> dict[str, int]:
         """The cluster's workers now, with their threads."""
-        return {address: int(info.get("nthreads") or 1)
-                for address, info in self.client_.scheduler_info()["workers"].items()}
+        return {address: int(threads or 1) for address, threads in self.client_.nthreads().items()}
 
     def _expect(self, costs: list[float]) -> None:
         """Set the shards' expected costs, and their tasks' priorities: higher for a costlier shard (of
