@@ -599,10 +599,10 @@ class _Dispatcher:
     shards first (their home: it read them in the first round and keeps their batches), then shards with
     no home or whose home is gone, then the cheapest waiting shard of the worker with the most left to do
     (its waiting and held shards, by expected cost), where that ends the pass sooner: it reads that shard
-    again, at about twice the cost, after the tasks it holds. Sent to their
-    homes all at once, shards left it to Dask's work stealing to even the workers out at a round's end,
-    which let a worker idle 0.5-0.7 s a round before it took a task over (every prepared corpus, two
-    workers), and a first round homed shards by their rows, which say little of what they cost.
+    again, at about twice the cost, after the tasks it holds. Sent to their homes all at once, shards left
+    it to Dask's work stealing to even the workers out at a round's end, which let a worker idle 0.5-0.7 s
+    a round before it took a task over (every prepared corpus, two workers), and a first round homed
+    shards by their rows, which say little of what they cost.
     """
 
     # A shard read again by a worker that does not keep its batches costs about this many times as much.
@@ -641,7 +641,7 @@ class _Dispatcher:
     def _fill(self) -> list[Any]:
         sent = []
         workers = self._workers()
-        room = [worker for worker in sorted(workers)]
+        room = sorted(workers)
         while room:  # one task per worker in turn: the two costliest shards start on two workers, not one
             for worker in list(room):
                 shard = self._next(worker, workers) \
