@@ -217,7 +217,7 @@ class DaskEngine(Engine):
         self._placed = shards
         self.homes_: list[str | None] = [None] * len(shards)
         # each shard's share of a worker's batch cache: the shards are spread evenly, give or take a few
-        workers = max(len(self.client_.scheduler_info()["workers"]), 1)
+        workers = max(len(self._live_workers()), 1)
         self.cache_per_shard_ = CACHE_BYTES // max(-(-len(shards) // workers), 1)
         # what each shard is expected to cost: its rows until a first round has timed it
         self._expect([float(_rows_of(shard)) for shard in shards])
