@@ -1,25 +1,25 @@
 """Speed-up of `dokumi scan --engine dask` from 1 to 2 workers, beside the local executor.
 
 Writes a corpus of real clean text as Parquet shards (``--corpus``): by default
-``all``, every prepared corpus of the shared data one after another, as they
-are (glosses, fortunes, conversation pairs, man pages, Debian descriptions,
-changelogs, licence stanzas, READMEs, source code, CJK mixed with Latin:
-375,641 records of about 500 bytes, in 16 shards; a whole scan takes about 2
-minutes on one worker here); or 60,000 WordNet glosses (short) or man-page
-sections (about 1.1 KB each) in 6 shards unless told, a corpus cycled with a
-numeric suffix past its end, which makes every cycle a near-duplicate of the
-first. It scans the corpus with one policy on
-the local executor and on a Dask LocalCluster (``--engines``), each with 1 and 2
-workers, and prints the time of pass 1 (fit), pass 2 (score and write) and the
-whole scan, records/s, and the speed-up over 1 worker of pass 2 and of the whole
-scan, the fastest of --repeat interleaved runs (the machine may be shared), and
-the median of each round's own 1-to-2-worker speed-up (a round runs the
-configurations back to back, so its two scans met about the same load). A
-Dask scan's total includes starting and closing its cluster. On Dask every
-built-in stage's fit plan runs on the workers (one task per shard and round).
-Every run must reach the same decision and reasons for every record. A first
-line gives the ceiling, measured before and after the runs: how much faster two
-processes do pure CPU work than one on this machine at those moments.
+``all``, every prepared corpus of the shared data one after another, as they are
+(glosses, fortunes, conversation pairs, man pages, Debian descriptions,
+changelogs, licence stanzas, READMEs, source code, CJK mixed with Latin: 375,641
+records of about 500 bytes, in 16 shards; a whole scan takes about 2 minutes on
+one worker here); or 60,000 WordNet glosses (short) or man-page sections (about
+1.1 KB each) in 6 shards unless told, a corpus cycled with a numeric suffix past
+its end, which makes every cycle a near-duplicate of the first. It scans the
+corpus with one policy on the local executor and on a Dask LocalCluster
+(``--engines``), each with 1 and 2 workers, and prints the time of pass 1 (fit),
+pass 2 (score and write) and the whole scan, records/s, and the speed-up over 1
+worker of pass 2 and of the whole scan, the fastest of --repeat interleaved runs
+(the machine may be shared), and the median of each round's own 1-to-2-worker
+speed-up (a round runs the configurations back to back, so its two scans met
+about the same load). A Dask scan's total includes starting and closing its
+cluster. On Dask every built-in stage's fit plan runs on the workers (one task
+per shard and round). Every run must reach the same decision and reasons for
+every record. A first line gives the ceiling, measured before and after the
+runs: how much faster two processes do pure CPU work than one on this machine at
+those moments.
 
 On a corpus much smaller than every prepared one the speed-up measures the
 fixed costs of starting a cluster and of each round (60,000 glosses: about
