@@ -176,8 +176,12 @@ class Checkpoint:
         _write_private(self.folder / "fitted.pkl", data)
         state = self._state_files()
         record = {"key": self.key, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "state": state}
-        self.state_hashes = {path: sha256 for path, _, sha256 in state}
+        self._vouch_for(state)
         _write_private(self.folder / "fitted.json", _json_bytes(record))
+
+    def _vouch_for(self, state: list[list[Any]]) -> None:
+        """Keep the hashes of the state files a record vouches for (saved, or checked on resume)."""
+        self.state_hashes = {path: sha256 for path, _, sha256 in state}
 
     def _state_files(self) -> list[list[Any]]:
         state = self.staging / "state"
@@ -209,7 +213,7 @@ class Checkpoint:
                 or hashlib.sha256(data).hexdigest() != expected.get("sha256"):
             self.notes.append("--resume: the fitted state kept did not match its record; fitted again")
             return None
-        self.state_hashes = {path: sha256 for path, _, sha256 in state}
+        self._vouch_for(state)
         fitted = pickle.loads(data)  # noqa: S301 - our own file, checked above (see the module's docstring)
         self.notes.append("--resume: reused the fitted state of pass 1")
         return fitted["stages"], fitted["warnings"]
